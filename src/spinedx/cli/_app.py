@@ -1,0 +1,60 @@
+"""The Typer application and the error handling every command shares.
+
+Commands live one module per command group (``cli/extract.py``, ``cli/synth.py``, ...), so
+that each stays a thin layer over the Python API and heavy imports (torch, SimpleITK) happen
+inside the command, keeping ``spinedx --help`` instant.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import typer
+
+from spinedx.errors import SpinedxError
+
+app = typer.Typer(
+    name="spinedx",
+    help="Benign vs malignant vertebral fracture decision support on MRI (research use only).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Errors caused by the user's input: one line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (SpinedxError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one ``error:`` line on stderr and exit with ``code``."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like ``app.command`` but turns user errors into one line and exit code 2."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except SpinedxError as exc:
+                fail(exc.one_line(), exc.exit_code)
+            except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+                fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+        app.command(*args, **kwargs)(wrapper)
+        return fn
+
+    return deco
+
+
+@app.command()
+def version() -> None:
+    """Print the spinedx version and the versions of the libraries that shape results."""
+    from spinedx.provenance import package_versions
+
+    for name, ver in package_versions().items():
+        typer.echo(f"{name}: {ver}")

@@ -1,0 +1,3 @@
+"""`spinedx cv` (placeholder until implemented)."""
+
+from spinedx.cli._app import app, command  # noqa: F401
