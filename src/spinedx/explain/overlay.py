@@ -1,0 +1,101 @@
+"""Heatmap overlays on the lesion slice's T1W and T2W crops (the paper's Figs. 3-6).
+
+Patches follow the channel order of ``spinedx.preprocess.CHANNEL_NAMES``
+(``T1 s-1, T1 s, T1 s+1, T2 s-1, T2 s, T2 s+1``); the overlays use the centre slice of each
+sequence, ``T1 s`` and ``T2 s``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+#: Channel order of the patches (docs/architecture.md); kept here so drawing needs no torch import.
+_CHANNELS = ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
+
+
+def channel_index(name: str) -> int:
+    """Index of channel ``name`` (e.g. ``"T2 s"``) in a patch."""
+    try:
+        from spinedx.preprocess import CHANNEL_NAMES as names  # the single source of truth once present
+    except ImportError:
+        names = _CHANNELS
+    names = tuple(names)
+    if name not in names:
+        raise KeyError(f"unknown channel {name!r}; channels are {names}")
+    return names.index(name)
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    """Window a z-scored crop to its 1st-99th percentile for display."""
+    lo, hi = np.percentile(img, [1, 99])
+    if hi <= lo:
+        return np.zeros_like(img, dtype=float)
+    return np.clip((img - lo) / (hi - lo), 0, 1)
+
+
+def overlay_figure(
+    patch: np.ndarray,
+    heatmap: np.ndarray | None,
+    *,
+    title: str | None = None,
+    alpha: float = 0.4,
+    panel_inches: float = 1.6,
+):
+    """A matplotlib figure: T1 s, T2 s, and (with a heatmap) both again with Grad-CAM on top.
+
+    Args:
+        patch: one patch ``(6, H, W)``.
+        heatmap: ``(H, W)`` in ``[0, 1]`` (from :func:`spinedx.explain.gradcam`) or None for
+            crops only.
+        title: figure title (patient, slice, probability, ...).
+        alpha: heatmap opacity.
+        panel_inches: width of one panel.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (Agg backend; close it after saving).
+    """
+    from matplotlib.figure import Figure
+
+    patch = np.asarray(patch)
+    if patch.ndim != 3:
+        raise ValueError(f"patch must be (C, H, W), got shape {patch.shape}")
+    t1 = _display(patch[channel_index("T1 s")])
+    t2 = _display(patch[channel_index("T2 s")])
+    panels: list[tuple[str, np.ndarray, np.ndarray | None]] = [("T1W", t1, None), ("T2W", t2, None)]
+    if heatmap is not None:
+        heat = np.asarray(heatmap, dtype=float)
+        if heat.shape != t1.shape:
+            raise ValueError(f"heatmap shape {heat.shape} differs from the patch's {t1.shape}")
+        panels += [("T1W + Grad-CAM", t1, heat), ("T2W + Grad-CAM", t2, heat)]
+    fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.45 if title else 0.2)), dpi=100)
+    axes = fig.subplots(1, len(panels))
+    for ax, (name, img, heat) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if heat is not None:
+            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+        ax.set_title(name, fontsize=8)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    """PNG bytes of a matplotlib figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return buf.getvalue()
+
+
+def save_overlay(
+    patch: np.ndarray, heatmap: np.ndarray | None, path: str | Path, *, title: str | None = None
+) -> Path:
+    """Write :func:`overlay_figure` as a PNG file and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(figure_png(overlay_figure(patch, heatmap, title=title)))
+    return path
