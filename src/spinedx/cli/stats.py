@@ -1,3 +1,89 @@
-"""`spinedx stats` (placeholder until implemented)."""
+"""``spinedx stats``: readers vs model (Table 2), imaging features (Table 1), error analysis."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 from spinedx.cli._app import app, command  # noqa: F401
+
+
+def _fmt(est: float, low: float, high: float) -> str:
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return "-"
+    return f"{est:.2f} ({low:.2f}-{high:.2f})"
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@command("stats")
+def stats(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV (patient_id, label, feature_*, reader_*)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="CV run folder (oof_patients.csv, splits.json, config.yaml)."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="Rater for the error analysis (default: the least "
+                                         "experienced reader, reader_r1 if present; 'model' allowed)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
+) -> None:
+    """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
+    regression on the features, and the error analysis of one reader."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from spinedx.evaluation.study import ALPHA, run_study
+
+    res = run_study(cohort, out, run, reader)
+    console = Console()
+
+    t2 = Table(title="Table 2: readers and model (95% Wilson intervals)")
+    for col in ("rater", "n", "missing", "TP", "TN", "FP", "FN", "sensitivity", "specificity", "accuracy"):
+        t2.add_column(col, justify="left" if col == "rater" else "right", no_wrap=col == "rater")
+    for r in res.table2.to_dict(orient="records"):
+        t2.add_row(r["rater"], str(r["n"]), str(r["n_missing"]), str(r["tp"]), str(r["tn"]), str(r["fp"]),
+                   str(r["fn"]), _fmt(r["sensitivity"], r["sensitivity_low"], r["sensitivity_high"]),
+                   _fmt(r["specificity"], r["specificity_low"], r["specificity_high"]),
+                   _fmt(r["accuracy"], r["accuracy_low"], r["accuracy_high"]))
+    console.print(t2)
+
+    mc = Table(title="McNemar tests (b: A right, B wrong; c: the reverse)")
+    for col in ("rater A", "rater B", "group", "n", "b", "c", "test", "p"):
+        mc.add_column(col, no_wrap=col.startswith("rater"))
+    for r in res.mcnemar.to_dict(orient="records"):
+        mc.add_row(r["rater_a"], r["rater_b"], r["group"], str(r["n"]), str(r["b"]), str(r["c"]), r["test"],
+                   _p(r["p_value"]))
+    console.print(mc)
+
+    sig = res.table1[res.table1["p_value"] < ALPHA]
+    t1 = Table(title=f"Table 1: features with Fisher p < {ALPHA} ({len(sig)} of {len(res.table1)})")
+    for col in ("feature", "malignant", "benign", "p", "odds ratio (95% CI)"):
+        t1.add_column(col)
+    for r in sig.to_dict(orient="records"):
+        t1.add_row(r["description"], f"{r['malignant_n']}/{r['malignant_total']} ({r['malignant_pct']:.0f}%)",
+                   f"{r['benign_n']}/{r['benign_total']} ({r['benign_pct']:.0f}%)", _p(r["p_value"]),
+                   _fmt(r["odds_ratio"], r["or_low"], r["or_high"]) + (" *" if r["haldane"] else ""))
+    console.print(t1)
+    if sig["haldane"].any():
+        console.print("* Haldane-Anscombe correction (+0.5 per cell) where a cell is zero")
+
+    if res.logistic is not None:
+        ev = res.logistic["evaluation"]
+        console.print(f"Logistic regression on {len(res.logistic['features'])} features "
+                      f"({res.logistic['method']}, separation: {res.logistic['separation']}; {ev['folds_source']}): "
+                      f"accuracy {_fmt(ev['accuracy'], ev['accuracy_low'], ev['accuracy_high'])}, "
+                      f"AUC {_fmt(ev['auc'], ev['auc_low'], ev['auc_high'])} (paper: accuracy 0.94)")
+    if res.error_analysis is not None:
+        ea = res.error_analysis[res.error_analysis["p_value"] < ALPHA]
+        te = Table(title=f"Error analysis of {res.error_reader}: features with Fisher p < {ALPHA}")
+        for col in ("comparison", "feature", "errors", "correct", "p"):
+            te.add_column(col)
+        for r in ea.to_dict(orient="records"):
+            te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
+                       f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]))
+        console.print(te)
+    console.print(f"wrote {len(res.files)} files to {res.out_dir}")
