@@ -1,0 +1,97 @@
+"""One entry point for every image format: :func:`read_image`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from spinedx.errors import ImageReadError
+from spinedx.io.dicom import _SAGITTAL_MIN, orientation_name, read_dicom_file, read_dicom_series
+from spinedx.io.image import Image
+from spinedx.io.volume import read_nifti, read_sitk_volume
+
+_SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+MIN_SLICES = 3  # the paper's input is a lesion slice and its two neighbours
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom-folder"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(_SITK_SUFFIXES):
+        return "sitk"
+    return "dicom-file"
+
+
+def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagittal: bool = True,
+               where: str | None = None) -> Image:
+    """Read a DICOM series, NIfTI, NRRD or MetaImage file as a checked 3-D sagittal stack.
+
+    Args:
+        path: a DICOM series folder (searched recursively), one DICOM file (a multi-frame file
+            is read alone; a single-frame file stands for its whole series in its folder),
+            ``.nii``/``.nii.gz`` (nibabel), or ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` (SimpleITK).
+        series_uid: SeriesInstanceUID to pick when a folder holds several series.
+        expect_sagittal: refuse stacks whose slice normal is not mostly left-right
+            (``|n . (1,0,0)| < 0.7``): the paper works on sagittal T1W/T2W images.
+        where: prefix for error messages, e.g. ``"patient P001 t2"``.
+
+    Returns:
+        The image: float32 voxels ``(nz, ny, nx)``, LPS affine (conventions in
+        :mod:`spinedx.io.image`).
+
+    Raises:
+        ImageReadError: missing/unreadable input, non-finite voxels, fewer than 3 slices, a
+            non-sagittal stack when ``expect_sagittal``, and the DICOM problems listed in
+            :func:`spinedx.io.dicom.read_dicom_series`.
+    """
+    path = Path(path).expanduser()
+    w = f"{where}: {path}" if where else str(path)
+    if not path.exists():
+        raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
+    kind = _kind(path)
+    if kind == "dicom-folder":
+        img = read_dicom_series(path, series_uid, where=where)
+    elif kind == "nifti":
+        img = read_nifti(path, where=where)
+    elif kind == "sitk":
+        img = read_sitk_volume(path, where=where)
+    else:
+        img = read_dicom_file(path, series_uid, where=where)
+    check_image(img, expect_sagittal=expect_sagittal, where=w)
+    return img
+
+
+def check_image(img: Image, *, expect_sagittal: bool = True, where: str | None = None) -> None:
+    """Refuse images spinedx cannot use: too few slices, non-finite voxels, wrong plane.
+
+    Args:
+        img: the image.
+        expect_sagittal: require the slice normal to be mostly left-right.
+        where: names the file/patient in the error.
+
+    Raises:
+        ImageReadError: with what is wrong and what to do.
+    """
+    w = where or img.source
+    if img.n_slices < MIN_SLICES:
+        raise ImageReadError(f"only {img.n_slices} slice(s); at least {MIN_SLICES} are needed (a lesion slice and "
+                             "its two neighbours)", where=w)
+    if not np.isfinite(img.array).all():
+        bad = int((~np.isfinite(img.array)).sum())
+        raise ImageReadError(f"{bad} voxel(s) are NaN or infinite; fix or re-export the image", where=w)
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+        raise ImageReadError("the image geometry (affine) is singular or not finite", where=w)
+    if expect_sagittal:
+        # Use the normal of the slice plane (x cross y), not the z column: for a sheared stack
+        # the z column is tilted while the planes themselves are what the reader sees.
+        normal = np.cross(img.direction[:, 0], img.direction[:, 1])
+        normal /= np.linalg.norm(normal)
+        if abs(float(normal[0])) < _SAGITTAL_MIN:
+            plane = orientation_name(normal)
+            raise ImageReadError(
+                f"{plane} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
+                "point the manifest at the sagittal T1W/T2W series", where=w)
