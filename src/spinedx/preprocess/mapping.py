@@ -143,19 +143,21 @@ def check_overlap(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...]
     """Refuse a pair whose T1 does not cover the box on the lesion slices.
 
     Each box corner on each lesion plane, mapped through both geometries, must fall inside T1's field of
-    view: within the outer voxel edges in-plane, and within the slab (half a slice beyond the outer slice
-    centres) along T1's slice axis. Otherwise the two series do not image the same region (wrong series,
-    other exam, or a T1 slab that misses the lesion) and the patch would be made of padding.
+    view: within the outer voxel edges in-plane, and along T1's slice axis within the slab widened by one T1
+    slice on each side (T1 and T2 slabs rarely coincide exactly; a plane just beyond the T1 slab takes the
+    outer T1 slice, at most one slice spacing away). Otherwise the two series do not image the same region
+    (wrong series, other exam, or a T1 slab that misses the lesion) and the patch would be made of padding.
 
     Raises:
         PreprocessError: with the distance by which the box misses T1.
     """
     shape_xyz = np.array(t1.shape[::-1], dtype=np.float64)
+    edge = np.array([0.5, 0.5, 1.5])  # voxels beyond the outer voxel centres that still count as inside
     tol = 1e-3
     for s in lesion_slices:
         ijk = t1.physical_to_index(box_corners(t2, box, float(s)))
-        below = -0.5 - ijk
-        above = ijk - (shape_xyz - 0.5)
+        below = -edge - ijk
+        above = ijk - (shape_xyz - 1.0 + edge)
         miss = np.maximum(below, above).max(axis=0)  # per axis, in voxels
         if (miss > tol).any():
             mm = float((np.maximum(miss, 0.0) * t1.spacing).max())
