@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, MRImageStorage, generate_uid
 
 SAGITTAL_ROW = (0.0, 1.0, 0.0)
 SAGITTAL_COL = (0.0, 0.0, -1.0)
@@ -82,7 +83,8 @@ def write_series(
         study_uid: StudyInstanceUID (a new one by default).
         series_description, series_number, patient_id, modality: header values.
         transfer_syntax: a pydicom UID string; compressed syntaxes are encoded with
-            ``Dataset.compress`` (RLE, JPEG-LS lossless, JPEG 2000 lossless...).
+            ``Dataset.compress`` (RLE, JPEG-LS lossless, JPEG 2000 lossless: openjpeg needs
+            images of at least about 32x32), JPEG baseline through Pillow (values 0..255).
         shuffle: write the files in a random order (file names carry no order either).
         instance_numbers: "reversed" (default: misleading, descending along the normal),
             "forward", or an explicit list; None leaves InstanceNumber out.
@@ -174,12 +176,34 @@ def write_series(
         if rescale is not None:
             ds.RescaleSlope = _ds_number(rescale[0])
             ds.RescaleIntercept = _ds_number(rescale[1])
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        if transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
-            ds.compress(transfer_syntax)
+        if transfer_syntax == JPEGBaseline8Bit:
+            _encode_jpeg_baseline(ds, stored[k])
+        else:
+            ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+            if transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
+                ds.compress(transfer_syntax)
         ds.save_as(path, enforce_file_format=True)
         paths[k] = path
     return [p for p in paths if p is not None]
+
+
+def _encode_jpeg_baseline(ds: Dataset, plane: np.ndarray) -> None:
+    """Lossy 8-bit JPEG baseline (process 1) via Pillow; pydicom has no encoder for it."""
+    import io
+
+    from PIL import Image as PILImage
+
+    if plane.min() < 0 or plane.max() > 255:
+        raise ValueError("JPEG baseline needs values in 0..255")
+    buf = io.BytesIO()
+    PILImage.fromarray(plane.astype(np.uint8), mode="L").save(buf, format="JPEG", quality=95)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.LossyImageCompression = "01"
 
 
 def write_image_series(folder: str | Path, image: object, **kwargs: object) -> list[Path]:

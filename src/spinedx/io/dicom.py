@@ -415,7 +415,7 @@ def _stack(slices: list[_Slice], folder: Path, where: str | None) -> tuple[list[
         if dup.size:
             i = int(dup[0])
             raise ImageReadError(
-                f"{dup.size + 1 if dup.size == 1 else dup.size} slices share a position along the normal, e.g. "
+                f"{dup.size} pair(s) of slices share a position along the normal, e.g. "
                 f"{slices[i].label} and {slices[i + 1].label} at {d[i]:.3f} mm: the series holds several "
                 "acquisitions (echoes, time points, repeats) under one SeriesInstanceUID; split it and choose one",
                 where=w)
