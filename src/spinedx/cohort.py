@@ -1,0 +1,368 @@
+"""The cohort manifest (``cohort.csv``): one row per patient.
+
+Columns (documented with an example in ``docs/io.md``):
+
+* ``patient_id`` (unique), ``label`` (``benign`` | ``malignant``; malignant is the positive class).
+* ``t1``, ``t2``: a DICOM series folder, a DICOM file, or a NIfTI/NRRD/MetaImage file;
+  relative paths resolve against the manifest's folder. ``t1_series_uid``/``t2_series_uid``
+  pick one series when a folder holds several.
+* ``lesion_slices``: 0-based T2 slice indices, ``;``-separated (``7;8;9``), counted in the order
+  of :func:`spinedx.io.read_image` (position along the slice normal for DICOM, the file's
+  left-right axis for NIfTI). Each one is a sample (the paper's slice-level input).
+* ``box``: ``x0,y0,x1,y1`` in T2 pixel (column, row) coordinates, half-open: the square the
+  paper draws around "the entire abnormal vertebra" is built from it.
+* optional ``feature_<name>`` columns (0/1; names in :mod:`spinedx.features`, the paper's
+  Table 1) and ``reader_<name>`` columns (``benign`` | ``malignant`` | empty = no call).
+
+Validation collects every problem (row, column, message) and raises one
+:class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the image is
+checked when the images are read (``spinedx.preprocess``), not here.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import ManifestError
+from spinedx.features import FEATURE_NAMES, LABELS
+
+IMAGE_COLUMNS = ("t1", "t1_series_uid", "t2", "t2_series_uid", "lesion_slices", "box")
+REQUIRED_ALWAYS = ("patient_id", "label")
+REQUIRED_IMAGES = ("t1", "t2", "lesion_slices", "box")
+READER_VALUES = ("benign", "malignant")
+
+
+@dataclass
+class CaseRecord:
+    """One patient of the manifest.
+
+    Attributes:
+        patient_id: pseudonymous patient identifier (unique in the cohort).
+        label: ``benign`` or ``malignant`` (the reference standard).
+        t1, t2: absolute paths of the T1W/T2W images (None when the manifest has no images).
+        t1_series_uid, t2_series_uid: series to read from a folder holding several.
+        lesion_slices: 0-based T2 slice indices of the lesion, ascending (empty without images).
+        box: ``(x0, y0, x1, y1)`` T2 pixel box, half-open; ``(0, 0, 0, 0)`` without images.
+        features: imaging features (name without the ``feature_`` prefix -> 0/1).
+        readers: reader calls (``reader_<name>`` -> ``benign``/``malignant``/None).
+    """
+
+    patient_id: str
+    label: str
+    t1: Path | None = None
+    t2: Path | None = None
+    t1_series_uid: str | None = None
+    t2_series_uid: str | None = None
+    lesion_slices: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    features: dict[str, int] = field(default_factory=dict)
+    readers: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def y(self) -> int:
+        """The label as 0 (benign) / 1 (malignant)."""
+        return LABELS[self.label]
+
+    @property
+    def has_images(self) -> bool:
+        """True when both images and an annotation are given."""
+        return self.t1 is not None and self.t2 is not None and bool(self.lesion_slices)
+
+
+@dataclass
+class Cohort:
+    """A loaded manifest.
+
+    Attributes:
+        path: the manifest file (None for an in-memory cohort).
+        cases: one record per row, in file order.
+        feature_names: feature columns present, without prefix, in :data:`spinedx.features.FEATURE_NAMES` order.
+        reader_names: reader columns present (``reader_...``), in file order.
+    """
+
+    path: Path | None
+    cases: list[CaseRecord]
+    feature_names: tuple[str, ...] = ()
+    reader_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self) -> Iterator[CaseRecord]:
+        return iter(self.cases)
+
+    def __getitem__(self, patient_id: str) -> CaseRecord:
+        for case in self.cases:
+            if case.patient_id == patient_id:
+                return case
+        raise KeyError(patient_id)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [c.patient_id for c in self.cases]
+
+    @property
+    def y(self) -> list[int]:
+        """Labels as 0/1, in case order."""
+        return [c.y for c in self.cases]
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame: patient_id, label, y, feature_* (int), reader_* (str or None)."""
+        import pandas as pd
+
+        rows = []
+        for c in self.cases:
+            row: dict[str, Any] = {"patient_id": c.patient_id, "label": c.label, "y": c.y}
+            row.update({f"feature_{n}": c.features.get(n) for n in self.feature_names})
+            row.update({r: c.readers.get(r) for r in self.reader_names})
+            rows.append(row)
+        cols = ["patient_id", "label", "y", *(f"feature_{n}" for n in self.feature_names), *self.reader_names]
+        frame = pd.DataFrame(rows, columns=cols)
+        for n in self.feature_names:
+            frame[f"feature_{n}"] = frame[f"feature_{n}"].astype("int64")
+        frame["y"] = frame["y"].astype("int64")
+        return frame
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+_SPLIT = re.compile(r"[;,\s]+")
+
+
+def parse_slices(text: str) -> tuple[int, ...]:
+    """Parse ``"7;8;9"`` (also ``,`` or spaces) into sorted unique 0-based indices.
+
+    Raises:
+        ValueError: empty, non-integer, negative or repeated values.
+    """
+    parts = [p for p in _SPLIT.split(text.strip()) if p]
+    if not parts:
+        raise ValueError("no slice index given (expected e.g. 7;8;9)")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"'{text}' is not a list of integers (expected e.g. 7;8;9)") from None
+    if any(v < 0 for v in vals):
+        raise ValueError(f"'{text}' has a negative index (indices are 0-based)")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"'{text}' repeats an index")
+    return tuple(sorted(vals))
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """Parse ``"x0,y0,x1,y1"`` (half-open pixel box) into four ints.
+
+    Raises:
+        ValueError: not four non-negative integers with ``x1 > x0`` and ``y1 > y0``.
+    """
+    parts = [p for p in _SPLIT.split(text.strip()) if p]
+    if len(parts) != 4:
+        raise ValueError(f"'{text}' is not four numbers x0,y0,x1,y1")
+    try:
+        x0, y0, x1, y1 = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"'{text}' is not four integers x0,y0,x1,y1") from None
+    if min(x0, y0, x1, y1) < 0:
+        raise ValueError(f"'{text}' has a negative coordinate")
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"'{text}' is empty: need x1 > x0 and y1 > y0 (half-open box)")
+    return x0, y0, x1, y1
+
+
+def _parse_binary(text: str) -> int:
+    t = text.strip()
+    if t in ("0", "1"):
+        return int(t)
+    try:  # a spreadsheet may have written 1.0
+        v = float(t)
+    except ValueError:
+        v = -1.0
+    if v in (0.0, 1.0):
+        return int(v)
+    raise ValueError(f"'{text}' is not 0 or 1")
+
+
+def load_manifest(path: str | Path, *, require_images: bool = True) -> Cohort:
+    """Load and validate a cohort manifest (CSV, UTF-8, header row).
+
+    Args:
+        path: the CSV file.
+        require_images: demand ``t1``, ``t2``, ``lesion_slices`` and ``box`` and check that the
+            image paths exist. False accepts a study table (``patient_id``, ``label``,
+            ``feature_*``, ``reader_*``): image columns, when present, are parsed but the files
+            need not exist.
+
+    Returns:
+        The cohort.
+
+    Raises:
+        ManifestError: listing every bad row and column at once (patient, column, problem);
+            also when the manifest itself is missing or not a UTF-8 CSV.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ManifestError([("manifest", "-", "file not found; check the path")], where=str(path))
+    base = Path(os.path.abspath(path)).parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            rows = [r for r in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError([("manifest", "-", f"not a UTF-8 CSV file ({exc})")], where=str(path)) from None
+    problems: list[tuple[str, str, str]] = []
+    if not rows:
+        raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))
+    header = [h.strip() for h in rows[0]]
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            problems.append(("header", h, "column appears twice"))
+        seen.add(h)
+    required = REQUIRED_ALWAYS + (REQUIRED_IMAGES if require_images else ())
+    for col in required:
+        if col not in header:
+            problems.append(("header", col, "required column missing"))
+    feature_cols = [h for h in header if h.startswith("feature_")]
+    for h in feature_cols:
+        if h[len("feature_"):] not in FEATURE_NAMES:
+            problems.append(("header", h, f"unknown feature; known: {', '.join(FEATURE_NAMES)}"))
+    reader_cols = [h for h in header if h.startswith("reader_")]
+    feature_names = tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header)
+
+    data_rows = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
+    if not data_rows:
+        problems.append(("manifest", "-", "no patient rows"))
+    cases: list[CaseRecord] = []
+    ids: dict[str, int] = {}
+    for line, raw in data_rows:
+        if len(raw) != len(header):
+            problems.append((f"line {line}", "-", f"{len(raw)} fields but the header has {len(header)} (a box "
+                             "x0,y0,x1,y1 must be quoted)"))
+            continue
+        rec = {h: v.strip() for h, v in zip(header, raw)}
+        pid = rec.get("patient_id", "")
+        who = f"line {line} ({pid})" if pid else f"line {line}"
+        row_problems: list[tuple[str, str, str]] = []
+
+        def bad(col: str, msg: str, who: str = who, row_problems: list = row_problems) -> None:
+            row_problems.append((who, col, msg))
+
+        if "patient_id" in header:
+            if not pid:
+                bad("patient_id", "empty")
+            elif pid in ids:
+                bad("patient_id", f"duplicate of line {ids[pid]}")
+            else:
+                ids[pid] = line
+        label = rec.get("label", "").lower()
+        if "label" in header and label not in LABELS:
+            bad("label", f"'{rec.get('label', '')}' must be benign or malignant")
+        images: dict[str, Path | None] = {"t1": None, "t2": None}
+        for col in ("t1", "t2"):
+            val = rec.get(col, "")
+            if col not in header:
+                continue
+            if not val:
+                if require_images:
+                    bad(col, "empty (a DICOM folder or image file is needed)")
+                continue
+            p = Path(os.path.expanduser(val))
+            p = Path(os.path.normpath(p if p.is_absolute() else base / p))
+            images[col] = p
+            if require_images and not p.exists():
+                bad(col, f"'{val}' does not exist (relative paths are taken from {base})")
+        slices: tuple[int, ...] = ()
+        if "lesion_slices" in header and (rec["lesion_slices"] or require_images):
+            try:
+                slices = parse_slices(rec["lesion_slices"])
+            except ValueError as exc:
+                bad("lesion_slices", str(exc))
+        box: tuple[int, int, int, int] = (0, 0, 0, 0)
+        if "box" in header and (rec["box"] or require_images):
+            try:
+                box = parse_box(rec["box"])
+            except ValueError as exc:
+                bad("box", str(exc))
+        features: dict[str, int] = {}
+        for n in feature_names:
+            col = f"feature_{n}"
+            try:
+                features[n] = _parse_binary(rec[col])
+            except ValueError as exc:
+                bad(col, str(exc))
+        readers: dict[str, str | None] = {}
+        for col in reader_cols:
+            v = rec[col].lower()
+            if v and v not in READER_VALUES:
+                bad(col, f"'{rec[col]}' must be benign, malignant or empty")
+            readers[col] = v or None
+        problems.extend(row_problems)
+        if not row_problems and "patient_id" in header and "label" in header:
+            cases.append(CaseRecord(
+                patient_id=pid, label=label, t1=images["t1"], t2=images["t2"],
+                t1_series_uid=rec.get("t1_series_uid") or None, t2_series_uid=rec.get("t2_series_uid") or None,
+                lesion_slices=slices, box=box, features=features, readers=readers,
+            ))
+    if problems:
+        raise ManifestError(problems, where=str(path))
+    return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=feature_names, reader_names=tuple(reader_cols))
+
+
+def _rel(p: Path | None, base: Path) -> str:
+    if p is None:
+        return ""
+    p = Path(os.path.abspath(Path(p).expanduser()))
+    try:
+        return Path(os.path.relpath(p, base)).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(p)
+
+
+def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
+    """Write ``cases`` as a manifest that :func:`load_manifest` reads back unchanged.
+
+    Image paths are written relative to the manifest's folder (so a cohort folder can be moved
+    or copied whole). Image columns are left out when no case has images; the series UID
+    columns when no case sets one. Features come in :data:`spinedx.features.FEATURE_NAMES`
+    order, readers in order of first appearance.
+
+    Args:
+        cases: the records.
+        path: the CSV to write (parent folders are created).
+
+    Returns:
+        The path written.
+    """
+    cases = list(cases)
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = Path(os.path.abspath(path)).parent
+    any_images = any(c.t1 is not None or c.t2 is not None for c in cases)
+    any_uid = any(c.t1_series_uid or c.t2_series_uid for c in cases)
+    feats = [n for n in FEATURE_NAMES if any(n in c.features for c in cases)]
+    readers: list[str] = []
+    for c in cases:
+        readers.extend(r for r in c.readers if r not in readers)
+    header = ["patient_id", "label"]
+    if any_images:
+        header += ["t1", "t1_series_uid", "t2", "t2_series_uid"] if any_uid else ["t1", "t2"]
+        header += ["lesion_slices", "box"]
+    header += [f"feature_{n}" for n in feats] + readers
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for c in cases:
+            row: dict[str, Any] = {"patient_id": c.patient_id, "label": c.label,
+                                   "t1": _rel(c.t1, base), "t2": _rel(c.t2, base),
+                                   "t1_series_uid": c.t1_series_uid or "", "t2_series_uid": c.t2_series_uid or "",
+                                   "lesion_slices": ";".join(str(s) for s in c.lesion_slices),
+                                   "box": ",".join(str(v) for v in c.box) if c.lesion_slices or any(c.box) else ""}
+            row.update({f"feature_{n}": c.features.get(n, "") for n in feats})
+            row.update({r: c.readers.get(r) or "" for r in readers})
+            w.writerow([row[h] for h in header])
+    return path

@@ -1,0 +1,153 @@
+"""The cohort manifest: loading, validation of every bad row at once, writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinedx.cohort import CaseRecord, Cohort, load_manifest, parse_box, parse_slices, write_manifest
+from spinedx.errors import ManifestError, SpinedxError
+
+
+def _images(root: Path) -> None:
+    """Stand-in image paths (the manifest only checks that they exist)."""
+    for name in ("P1/t1", "P1/t2", "P2/t1", "P2/t2"):
+        (root / name).mkdir(parents=True)
+    (root / "P3_t1.nii.gz").write_bytes(b"x")
+    (root / "P3_t2.nii.gz").write_bytes(b"x")
+
+
+GOOD = """patient_id,label,t1,t2,t2_series_uid,lesion_slices,box,feature_fluid_sign,feature_homogeneous_marrow,reader_r1,reader_senior
+P1,malignant,P1/t1,P1/t2,,7;8;9,"120,80,200,160",0,0,malignant,malignant
+P2,benign,P2/t1,P2/t2,1.2.3.4,5,"10,20,30,40",1,1,,benign
+P3,Benign,P3_t1.nii.gz,P3_t2.nii.gz,,3;2,"1,1,5,5",0,1.0,malignant,benign
+"""
+
+
+def test_good_manifest_loads_with_relative_paths(tmp_path, monkeypatch):
+    _images(tmp_path)
+    (tmp_path / "cohort.csv").write_text(GOOD)
+    monkeypatch.chdir("/")  # relative paths resolve against the manifest, not the working directory
+    cohort = load_manifest(tmp_path / "cohort.csv")
+    assert cohort.patient_ids == ["P1", "P2", "P3"]
+    p1, p2, p3 = cohort.cases
+    assert p1.t1 == tmp_path / "P1" / "t1" and p1.t2 == tmp_path / "P1" / "t2"
+    assert p1.lesion_slices == (7, 8, 9) and p1.box == (120, 80, 200, 160)
+    assert p1.label == "malignant" and p1.y == 1 and p2.y == 0
+    assert p2.t2_series_uid == "1.2.3.4" and p1.t2_series_uid is None and p2.t1_series_uid is None
+    assert p3.label == "benign" and p3.lesion_slices == (2, 3)
+    assert p3.features == {"fluid_sign": 0, "homogeneous_marrow": 1}
+    assert p2.readers == {"reader_r1": None, "reader_senior": "benign"}
+    assert cohort.feature_names == ("homogeneous_marrow", "fluid_sign")  # Table 1 order
+    assert cohort.reader_names == ("reader_r1", "reader_senior")
+    assert cohort["P2"] is p2 and len(cohort) == 3 and cohort.y == [1, 0, 0]
+    frame = cohort.to_frame()
+    assert list(frame.columns) == ["patient_id", "label", "y", "feature_homogeneous_marrow", "feature_fluid_sign",
+                                   "reader_r1", "reader_senior"]
+    assert frame["y"].tolist() == [1, 0, 0] and frame["feature_fluid_sign"].tolist() == [0, 1, 0]
+    assert frame["reader_r1"].isna().tolist() == [False, True, False]
+
+
+def test_every_bad_row_reported_at_once(tmp_path):
+    _images(tmp_path)
+    text = """patient_id,label,t1,t2,lesion_slices,box,feature_fluid_sign,reader_r1
+P1,malignant,P1/t1,P1/t2,7;8,"120,80,200,160",0,malignant
+P1,benign,P2/t1,P2/t2,1,"1,1,5,5",1,
+P3,maybe,P2/t1,missing/t2,1,"1,1,5,5",1,
+P4,benign,P2/t1,P2/t2,a;b,"5,1,5,9",2,probably
+P5,benign,,P2/t2,-1,"1,2,3",0,
+P6,benign,P2/t1,P2/t2,1;1,"-1,0,4,4",0,
+"""
+    (tmp_path / "cohort.csv").write_text(text)
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "cohort.csv")
+    err = exc.value
+    assert isinstance(err, SpinedxError) and err.where == str(tmp_path / "cohort.csv")
+    got = {(who, col) for who, col, _ in err.problems}
+    assert got == {
+        ("line 3 (P1)", "patient_id"),
+        ("line 4 (P3)", "label"), ("line 4 (P3)", "t2"),
+        ("line 5 (P4)", "lesion_slices"), ("line 5 (P4)", "box"), ("line 5 (P4)", "feature_fluid_sign"),
+        ("line 5 (P4)", "reader_r1"),
+        ("line 6 (P5)", "t1"), ("line 6 (P5)", "lesion_slices"), ("line 6 (P5)", "box"),
+        ("line 7 (P6)", "lesion_slices"), ("line 7 (P6)", "box"),
+    }
+    line = err.one_line()
+    assert "\n" not in line and "12 problem(s)" in line and "duplicate of line 2" in line and "'maybe'" in line
+
+
+def test_header_problems(tmp_path):
+    (tmp_path / "c.csv").write_text("patient_id,t2,feature_not_a_feature,feature_fluid_sign\nP1,x,0,1\n")
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "c.csv")
+    got = {(who, col) for who, col, _ in exc.value.problems}
+    assert {("header", "label"), ("header", "t1"), ("header", "lesion_slices"), ("header", "box"),
+            ("header", "feature_not_a_feature")} <= got
+
+
+def test_unquoted_box_reported(tmp_path):
+    _images(tmp_path)
+    (tmp_path / "c.csv").write_text("patient_id,label,t1,t2,lesion_slices,box\nP1,benign,P1/t1,P1/t2,3,1,2,3,4\n")
+    with pytest.raises(ManifestError, match="must be quoted"):
+        load_manifest(tmp_path / "c.csv")
+
+
+def test_study_table_without_images(tmp_path):
+    text = "patient_id,label,feature_fluid_sign,reader_r4\nA,benign,1,benign\nB,malignant,0,\n"
+    (tmp_path / "study.csv").write_text(text)
+    with pytest.raises(ManifestError, match="required column missing"):
+        load_manifest(tmp_path / "study.csv")
+    cohort = load_manifest(tmp_path / "study.csv", require_images=False)
+    assert [c.t1 for c in cohort] == [None, None] and cohort.cases[0].lesion_slices == ()
+    assert not cohort.cases[0].has_images
+    assert cohort.to_frame()["feature_fluid_sign"].tolist() == [1, 0]
+
+
+def test_write_then_load_round_trip(tmp_path):
+    _images(tmp_path)
+    cases = [
+        CaseRecord("P1", "malignant", t1=tmp_path / "P1" / "t1", t2=tmp_path / "P1" / "t2", t2_series_uid="1.2.3",
+                   lesion_slices=(4, 5), box=(1, 2, 30, 40), features={"fluid_sign": 1}, readers={"reader_r1": None}),
+        CaseRecord("P2", "benign", t1=tmp_path / "P3_t1.nii.gz", t2=tmp_path / "P3_t2.nii.gz", lesion_slices=(9,),
+                   box=(0, 0, 8, 8), features={"fluid_sign": 0}, readers={"reader_r1": "benign"}),
+    ]
+    out = write_manifest(cases, tmp_path / "cohort.csv")
+    text = out.read_text()
+    assert str(tmp_path) not in text and "P1/t1" in text  # relative paths
+    back = load_manifest(out)
+    assert back.cases == cases
+    # a manifest in a sub-folder points up with ..
+    sub = write_manifest(cases, tmp_path / "sub" / "cohort.csv")
+    assert "../P1/t1" in sub.read_text()
+    assert load_manifest(sub).cases == cases
+
+
+def test_study_table_round_trip(tmp_path):
+    cases = [CaseRecord("A", "benign", features={"fluid_sign": 1}, readers={"reader_senior": "malignant"})]
+    out = write_manifest(cases, tmp_path / "s.csv")
+    assert out.read_text().splitlines()[0] == "patient_id,label,feature_fluid_sign,reader_senior"
+    assert load_manifest(out, require_images=False).cases == cases
+
+
+def test_cohort_in_memory():
+    cohort = Cohort(None, [CaseRecord("A", "benign"), CaseRecord("B", "malignant")])
+    assert cohort.to_frame()["y"].dtype == np.int64
+
+
+@pytest.mark.parametrize("text, expected", [("7;8;9", (7, 8, 9)), (" 3 ", (3,)), ("2,1", (1, 2))])
+def test_parse_slices(text, expected):
+    assert parse_slices(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a", "-1", "1;1", "1.5"])
+def test_parse_slices_bad(text):
+    with pytest.raises(ValueError):
+        parse_slices(text)
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "4,4,4,9", "4,4,9,4", "-1,0,3,3", "a,b,c,d"])
+def test_parse_box_bad(text):
+    with pytest.raises(ValueError):
+        parse_box(text)
