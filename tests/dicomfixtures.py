@@ -244,3 +244,71 @@ def dicom_positions(files: Sequence[Path]) -> np.ndarray:
     """ImagePositionPatient of each file, (n, 3)."""
     return np.array([[float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient]
                      for f in files])
+
+
+def write_multiframe(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    row_dir: Sequence[float] = SAGITTAL_ROW,
+    col_dir: Sequence[float] = SAGITTAL_COL,
+    frame_order: Sequence[int] | None = None,
+    series_uid: str | None = None,
+    rescale: tuple[float, float] = (1.0, 0.0),
+) -> Path:
+    """Write ``array`` (nz, ny, nx) as one Enhanced MR (multi-frame) file.
+
+    Geometry sits in the functional groups (PS3.3 C.7.6.16): orientation, pixel spacing and
+    rescale in the shared group, each frame's position in its per-frame group. ``frame_order``
+    lists which slice each stored frame holds (default: reversed, so the file order misleads).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(array)
+    nz, ny, nx = arr.shape
+    sx, sy, sz = (float(v) for v in spacing)
+    row, col = np.asarray(row_dir, float), np.asarray(col_dir, float)
+    normal = np.cross(row, col)
+    order = list(range(nz))[::-1] if frame_order is None else list(frame_order)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.Modality = "MR"
+    ds.PatientID = "TEST001"
+    ds.SeriesDescription = "enhanced sag"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.NumberOfFrames = nz
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    po, pm, pvt = Dataset(), Dataset(), Dataset()
+    po.ImageOrientationPatient = [_ds_number(v) for v in np.concatenate([row, col])]
+    pm.PixelSpacing = [_ds_number(sy), _ds_number(sx)]
+    pm.SliceThickness = _ds_number(sz)
+    pvt.RescaleSlope, pvt.RescaleIntercept = _ds_number(rescale[0]), _ds_number(rescale[1])
+    pvt.RescaleType = "US"
+    shared.PlaneOrientationSequence = [po]
+    shared.PixelMeasuresSequence = [pm]
+    shared.PixelValueTransformationSequence = [pvt]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in order:
+        item, pp = Dataset(), Dataset()
+        pp.ImagePositionPatient = [_ds_number(v) for v in np.asarray(origin, float) + k * sz * normal]
+        item.PlanePositionSequence = [pp]
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    stored = np.rint((arr.astype(np.float64) - rescale[1]) / rescale[0]).astype(np.int16)
+    ds.PixelData = np.ascontiguousarray(stored[order]).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicomfixtures import write_non_image, write_series
+from dicomfixtures import write_multiframe, write_non_image, write_series
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from spinedx.errors import ImageReadError
@@ -141,3 +141,15 @@ def test_rescale_applied_per_slice(tmp_path):
     ds.save_as(files[1])
     img = read_image(tmp_path / "r")
     np.testing.assert_allclose(img.array[:, 0, 0], [10.0, 49.0, 30.0])
+
+
+def test_enhanced_multiframe_file(tmp_path):
+    vol = _volume(5, 6, 7, seed=4) * 2 + 10  # exactly representable with slope 2, intercept 10
+    path = write_multiframe(tmp_path / "mf" / "enhanced.dcm", vol, spacing=(0.5, 0.6, 3.0), origin=(1.0, 2.0, 3.0),
+                            frame_order=[3, 0, 4, 1, 2], rescale=(2.0, 10.0))
+    for target in (path, tmp_path / "mf"):  # the file itself, or its folder
+        img = read_image(target)
+        np.testing.assert_allclose(img.array, vol, atol=1e-4)
+        np.testing.assert_allclose(img.spacing, [0.5, 0.6, 3.0])
+        np.testing.assert_allclose(img.origin, [1.0, 2.0, 3.0])
+        assert img.meta["files"][0].endswith("enhanced.dcm (frame 2)")
