@@ -11,7 +11,7 @@ from spinedx.io.image import Image
 from spinedx.preprocess import CHANNEL_NAMES, ExtractConfig, extract_patches
 from spinedx.preprocess.mapping import crop_grid, plane_points
 from spinedx.preprocess.patches import raw_sample, zscore
-from tests.preprocess.phantom import SAGITTAL, centered_origin, sample, spine
+from .phantom import SAGITTAL, centered_origin, sample, spine
 
 NO_REG = ExtractConfig(register=False)
 

@@ -111,7 +111,8 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     Fixed image: T2 within ``registration_margin_mm`` of the box on the lesion slices and
     ``registration_slices`` slices beyond them. Moving image: T1. Metric: Mattes mutual information on all
     voxels of the fixed region (no random sampling, so results are reproducible). Optimiser: regular-step
-    gradient descent with scales from physical shift, two resolution levels (shrink 2, 1; smoothing 1 mm, 0).
+    gradient descent with scales from physical shift, two resolution levels (shrink 2, 1; smoothing 1 mm, 0)
+    when the region has at least 8 voxels along every axis, else one level.
     The transform starts at identity, i.e. at the mapping given by the two series' geometry.
 
     Args:
@@ -141,8 +142,12 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
         relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    if min(fixed.GetSize()) >= 8:
+        reg.SetShrinkFactorsPerLevel([2, 1])
+        reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    else:  # ITK's Gaussian smoothing needs >= 4 voxels per axis after shrinking: one level on few slices
+        reg.SetShrinkFactorsPerLevel([1])
+        reg.SetSmoothingSigmasPerLevel([0.0])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
 
@@ -163,7 +168,9 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
         check.SetInitialTransform(found)
         after = float(check.MetricEvaluate(fixed, moving))
     except RuntimeError as exc:  # ITK refuses e.g. regions with too few valid samples
-        record.reason = f"registration failed ({' '.join(str(exc).split())[:200]}); geometry-only mapping kept"
+        text = " ".join(str(exc).split())
+        text = text[text.find("ITK ERROR"):] if "ITK ERROR" in text else text
+        record.reason = f"registration failed ({text[:300]}); geometry-only mapping kept"
         record.seconds = time.perf_counter() - start
         return record
 
