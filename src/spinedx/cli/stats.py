@@ -30,6 +30,7 @@ def stats(
     reader: Optional[str] = typer.Option(None, "--reader", help="Rater for the error analysis (default: the least "
                                          "experienced reader, reader_r1 if present; 'model' allowed)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
+    bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples of the AUC intervals."),
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
     regression on the features, and the error analysis of one reader."""
@@ -38,7 +39,7 @@ def stats(
 
     from spinedx.evaluation.study import ALPHA, run_study
 
-    res = run_study(cohort, out, run, reader)
+    res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap)
     console = Console()
 
     t2 = Table(title="Table 2: readers and model (95% Wilson intervals)")

@@ -42,8 +42,9 @@ ALPHA = 0.05
 MCNEMAR_EXACT_BELOW = 25
 #: Rater name of the model's out-of-fold patient predictions in every table.
 MODEL_RATER = "model"
-#: C of the L2-regularised logistic regression used when the features separate the labels.
-REGULARISED_C = 1.0
+#: Grid of C (inverse L2 strength) searched by inner CV when the features separate the labels.
+REGULARISED_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
+INNER_FOLDS = 5
 #: The paper's accuracy of a logistic regression on the 15 features ("Results").
 PAPER_LOGISTIC_ACCURACY = 0.94
 
@@ -324,29 +325,42 @@ def detect_separation(x: np.ndarray, y: np.ndarray) -> str:
     return "none"
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray, str, str]:
+def _fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[Any, np.ndarray, str, str]:
     """Fit one logistic regression; returns (model, used column mask, separation, method).
 
     Columns constant in the training data carry no information (and a constant-1 column is
     confounded with the intercept), so they are left out of the fit with coefficient 0.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
 
     mask = x.std(axis=0) > 0
     sep = detect_separation(x[:, mask], y)
+    if not mask.any():
+        return None, mask, sep, "prevalence only (no varying feature)"
+    n_min = int(min(np.sum(y == 1), np.sum(y == 0)))
     if sep == "none":
-        model, method = LogisticRegression(C=np.inf, max_iter=10000), "unpenalised"
+        model, method = LogisticRegression(C=np.inf, solver="newton-cholesky", max_iter=1000), "unpenalised"
+    elif n_min >= 2:
+        # The strength is chosen by an inner stratified CV on the log-loss: a fixed C is either too
+        # weak to matter or strong enough to let noise features outvote a separating one in small folds.
+        inner = StratifiedKFold(n_splits=min(INNER_FOLDS, n_min), shuffle=True, random_state=seed)
+        model = LogisticRegressionCV(Cs=list(REGULARISED_CS), cv=inner, scoring="neg_log_loss",
+                                     solver="newton-cholesky", max_iter=1000)
+        method = "L2"
     else:
-        model, method = LogisticRegression(C=REGULARISED_C, max_iter=10000), f"L2 (C={REGULARISED_C:g})"
-    if mask.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(x[:, mask], y)
+        model, method = LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=1000), "L2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x[:, mask], y)
+    if method == "L2":
+        c_used = float(np.ravel(model.C_)[0]) if hasattr(model, "C_") else 1.0
+        method = f"L2 (C={c_used:g})"
     return model, mask, sep, method
 
 
 def _predict_logistic(model: Any, mask: np.ndarray, x: np.ndarray, y_train: np.ndarray) -> np.ndarray:
-    if not mask.any():  # nothing to learn from: the training prevalence
+    if model is None:  # nothing to learn from: the training prevalence
         return np.full(len(x), float(np.mean(y_train)))
     return model.predict_proba(x[:, mask])[:, 1]
 
@@ -359,8 +373,9 @@ def feature_logistic(
 
     The model is plain (unpenalised) maximum likelihood when the training data do not separate;
     when they separate (completely or quasi-completely, see :func:`detect_separation`) the
-    maximum-likelihood fit does not exist, so an L2-regularised fit (``C`` =
-    :data:`REGULARISED_C`) is used instead. The choice is made, and reported, for every fit.
+    maximum-likelihood fit does not exist, so an L2-regularised fit is used instead, its ``C``
+    chosen from :data:`REGULARISED_CS` by an inner stratified CV on the training patients. The
+    choice is made, and reported, for every fit.
 
     Args:
         frame: Study table with ``patient_id``, ``y`` and ``feature_*`` (0/1). Patients with a
@@ -413,7 +428,7 @@ def feature_logistic(
         if len(np.unique(y[train])) < 2:
             raise SpinedxError(f"fold {k}: the training patients are all one class; the folds cannot train a "
                                "logistic regression", where="feature_logistic")
-        model, mask, sep, method = _fit_logistic(x[train], y[train])
+        model, mask, sep, method = _fit_logistic(x[train], y[train], seed)
         prob[is_val] = _predict_logistic(model, mask, x[is_val], y[train])
         per_fold.append({"fold": k, "n_train": int(train.sum()), "n_val": int(is_val.sum()), "separation": sep,
                          "method": method})
@@ -425,10 +440,10 @@ def feature_logistic(
     acc, acc_low, acc_high = wilson_interval(n_correct, len(yv))
     auc, auc_low, auc_high = auc_with_ci(yv, pv, n_resamples=bootstrap_resamples, seed=seed)
 
-    model, mask, sep, method = _fit_logistic(x, y)
+    model, mask, sep, method = _fit_logistic(x, y, seed)
     coefs = np.zeros(len(cols))
     intercept = float(np.log(np.mean(y) / (1 - np.mean(y)))) if 0 < np.mean(y) < 1 else math.nan
-    if mask.any():
+    if model is not None:
         coefs[mask] = model.coef_[0]
         intercept = float(model.intercept_[0])
     return {
@@ -440,7 +455,8 @@ def feature_logistic(
         "method_note": (
             "unpenalised maximum-likelihood logistic regression (scikit-learn, C=inf): the features do not "
             "separate the labels" if sep == "none" else
-            f"L2-regularised logistic regression (scikit-learn, C={REGULARISED_C:g}): the features separate the "
+            f"L2-regularised logistic regression (scikit-learn, C chosen from {REGULARISED_CS[0]:g}..."
+            f"{REGULARISED_CS[-1]:g} by inner {INNER_FOLDS}-fold CV on the log-loss): the features separate the "
             f"labels ({sep} separation), so the maximum-likelihood fit does not exist"
         ),
         "constant_features": [c.removeprefix("feature_") for c, m in zip(cols, mask) if not m],
@@ -822,12 +838,22 @@ def compute_study(
         calls[MODEL_RATER] = run.calls_for(ids)
         model_info = {"run": str(run.run_dir), "threshold": run.threshold, "optimistic": run.optimistic,
                       "folds_source": run.folds_source}
-        if "probability" in run.oof.columns:
-            prob = dict(zip(run.oof["patient_id"], run.oof["probability"]))
-            p = np.array([prob.get(pid, np.nan) for pid in ids], dtype=float)
-            has = ~np.isnan(p)
-            auc, low, high = auc_with_ci(y[has], p[has], alpha=alpha, n_resamples=bootstrap_resamples, seed=seed)
-            model_info.update(auc=auc, auc_low=low, auc_high=high, n_auc=int(has.sum()))
+
+    # Checked first: a typo in --reader should fail before the slow parts.
+    if reader is None:
+        reader = default_error_reader(frame)
+    elif reader not in calls:
+        if f"reader_{reader}" in calls:
+            reader = f"reader_{reader}"
+        else:
+            raise SpinedxError(f"no rater '{reader}'; choose one of " + ", ".join(calls), where="--reader")
+
+    if run is not None and model_info is not None and "probability" in run.oof.columns:
+        prob = dict(zip(run.oof["patient_id"], run.oof["probability"]))
+        p = np.array([prob.get(pid, np.nan) for pid in ids], dtype=float)
+        has = ~np.isnan(p)
+        auc, low, high = auc_with_ci(y[has], p[has], alpha=alpha, n_resamples=bootstrap_resamples, seed=seed)
+        model_info.update(auc=auc, auc_low=low, auc_high=high, n_auc=int(has.sum()))
 
     table2 = rater_performance(y, calls, alpha=alpha)
     mcn = mcnemar_table(y, calls)
@@ -839,13 +865,6 @@ def compute_study(
         logistic = feature_logistic(frame, folds, seed=seed, bootstrap_resamples=bootstrap_resamples,
                                     folds_source=f"run {run.folds_source}" if folds is not None and run else None)
 
-    if reader is None:
-        reader = default_error_reader(frame)
-    elif reader not in calls:
-        if f"reader_{reader}" in calls:
-            reader = f"reader_{reader}"
-        else:
-            raise SpinedxError(f"no rater '{reader}'; choose one of " + ", ".join(calls), where="--reader")
     errors = error_analysis(frame, calls[reader], reader) if reader is not None and feature_columns(frame) else None
 
     summary = {
