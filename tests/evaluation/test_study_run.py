@@ -58,8 +58,10 @@ def make_run(run_dir: Path, cohort: pd.DataFrame, n_folds: int = 5, drop: int = 
     oof = pd.DataFrame({"patient_id": ids, "fold": fold, "label": cohort["label"], "probability": prob,
                         "prediction": (prob >= 0.5).astype(int)})
     oof.iloc[: len(oof) - drop].to_csv(run_dir / "oof_patients.csv", index=False)
-    splits = {"folds": [{"fold": k, "train": ids[fold != k].tolist(), "val": ids[fold == k].tolist()}
-                        for k in range(n_folds)]}
+    # The layout of spinedx.evaluation.splits.make_splits.
+    splits = {"folds": n_folds, "seed": 0, "fold_of": {p: int(k) for p, k in zip(ids, fold)},
+              "splits": [{"fold": k, "val": ids[fold == k].tolist(), "inner_val": ids[fold != k][:2].tolist()}
+                         for k in range(n_folds)]}
     (run_dir / "splits.json").write_text(json.dumps(splits))
     (run_dir / "config.yaml").write_text("threshold: 0.5\noptimistic: false\n")
     return run_dir
@@ -176,8 +178,18 @@ def test_model_rater_from_run(tmp_path: Path, cohort_csv: Path) -> None:
     assert res.summary["model"]["auc"] is not None
 
 
-def test_splits_fall_back_to_oof_fold_column(tmp_path: Path) -> None:
+def test_splits_other_layouts_and_fallback_to_oof_fold_column(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "run", make_cohort())
+    cv_layout = load_run(run_dir).folds
+    assert len(cv_layout) == 5 and cv_layout[1][0] == "P01"
+    # A list of folds under "folds" with "val" lists.
+    (run_dir / "splits.json").write_text(json.dumps({"folds": [{"fold": k, "val": f} for k, f in
+                                                                enumerate(cv_layout)]}))
+    assert load_run(run_dir).folds == cv_layout
+    # Only the patient -> fold mapping.
+    fold_of = {p: k for k, f in enumerate(cv_layout) for p in f}
+    (run_dir / "splits.json").write_text(json.dumps({"fold_of": fold_of}))
+    assert [sorted(f) for f in load_run(run_dir).folds] == [sorted(f) for f in cv_layout]
     (run_dir / "splits.json").write_text('{"something": "else"}')
     run = load_run(run_dir)
     assert run.folds_source == "oof_patients.csv fold column" and len(run.folds) == 5
@@ -209,8 +221,8 @@ def test_bad_labels_and_reader_values_list_every_row(tmp_path: Path) -> None:
     df.to_csv(path, index=False)
     with pytest.raises(ManifestError) as err:
         load_study_table(path)
-    assert [p[:2] for p in err.value.problems] == [("P01", "label"), ("P03", "feature_fluid_sign"),
-                                                    ("P02", "reader_r4")]
+    found = {(who.split("(")[-1].rstrip(")"), col) for who, col, _ in err.value.problems}
+    assert found == {("P01", "label"), ("P03", "feature_fluid_sign"), ("P02", "reader_r4")}
 
 
 def test_unknown_reader_and_run_patient_not_in_cohort(tmp_path: Path, cohort_csv: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinedx.errors import ManifestError, SpinedxError
+from spinedx.errors import SpinedxError
 from spinedx.evaluation.metrics import auc_with_ci, metrics_from_counts, wilson_interval
 from spinedx.features import FEATURES, LABELS, READER_COLUMNS
 
@@ -533,82 +533,31 @@ def default_error_reader(frame: pd.DataFrame) -> str | None:
 # Inputs
 # --------------------------------------------------------------------------------------------
 
-_CALLS = {"benign": 0.0, "malignant": 1.0, "0": 0.0, "1": 1.0}
-
-
-def _read_study_table(path: Path) -> pd.DataFrame:
-    """Read and check a study table (manifest) with pandas.
-
-    Only ``patient_id``, ``label``, ``feature_*`` and ``reader_*`` are used; image columns may be
-    absent. Returns ``patient_id``, ``label``, ``y``, ``feature_*`` (0/1, NaN = not scored) and
-    ``reader_*`` (``'benign'``/``'malignant'``/None).
-    """
-    # Read the columns this module needs as text, so that validation sees what the user wrote.
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, comment=None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SpinedxError(f"cannot read the study table as CSV ({exc}); give the cohort manifest (cohort.csv)",
-                           where=str(path)) from exc
-    raw.columns = [str(c).strip() for c in raw.columns]
-    for col in ("patient_id", "label"):
-        if col not in raw.columns:
-            raise SpinedxError(f"no '{col}' column; the study table needs patient_id, label (benign|malignant), "
-                               "feature_* (0/1) and reader_* (benign|malignant) columns", where=str(path))
-    problems: list[tuple[str, str, str]] = []
-    out = pd.DataFrame({"patient_id": raw["patient_id"].str.strip()})
-    for i, pid in enumerate(out["patient_id"]):
-        if not pid:
-            problems.append((f"row {i + 2}", "patient_id", "empty patient_id"))
-    for pid in sorted(set(out["patient_id"][out["patient_id"].duplicated()]) - {""}):
-        problems.append((pid, "patient_id", "patient_id appears more than once"))
-    who = [pid or f"row {i + 2}" for i, pid in enumerate(out["patient_id"])]
-
-    labels = raw["label"].str.strip().str.lower()
-    for w, v in zip(who, labels):
-        if v not in LABELS:
-            problems.append((w, "label", f"'{v}' is not benign or malignant"))
-    out["label"] = labels
-    out["y"] = labels.map(LABELS)
-
-    for col in feature_columns(raw):
-        vals = raw[col].str.strip()
-        for w, v in zip(who, vals):
-            if v not in ("", "0", "1", "0.0", "1.0"):
-                problems.append((w, col, f"'{v}' is not 0 or 1 (leave empty if not scored)"))
-        out[col] = pd.to_numeric(vals.where(vals.isin(["0", "1", "0.0", "1.0"])), errors="coerce")
-    for col in reader_columns(raw):
-        vals = raw[col].str.strip().str.lower()
-        for w, v in zip(who, vals):
-            if v not in ("", "benign", "malignant"):
-                problems.append((w, col, f"'{v}' is not benign or malignant (leave empty if not read)"))
-        out[col] = vals.where(vals.isin(["benign", "malignant"]), None)
-    if problems:
-        raise ManifestError(problems, where=str(path))
-    out["y"] = out["y"].astype(int)
-    if out.empty:
-        raise SpinedxError("the study table has no patients", where=str(path))
-    return out
+_CALLS = {"benign": 0.0, "malignant": 1.0}
 
 
 def load_study_table(path: str | Path) -> pd.DataFrame:
     """Load the study table (cohort manifest) for :func:`run_study`.
 
+    Uses :func:`spinedx.cohort.load_manifest` with ``require_images=False``: only
+    ``patient_id``, ``label``, ``feature_*`` and ``reader_*`` are needed, so a study table
+    without images works too.
+
     Args:
-        path: The cohort manifest CSV; a table with only ``patient_id``, ``label``,
-            ``feature_*`` and ``reader_*`` columns (no images) works too.
+        path: The cohort manifest CSV.
 
     Returns:
-        ``patient_id`` (str), ``label``, ``y`` (1 malignant), ``feature_*`` (0/1, NaN = not
-        scored), ``reader_*`` (``'benign'``/``'malignant'``/None).
+        ``patient_id`` (str), ``label``, ``y`` (1 malignant), ``feature_*`` (0/1), ``reader_*``
+        (``'benign'``/``'malignant'``/None).
 
     Raises:
-        SpinedxError: the file is missing or has no patient_id/label column.
-        ManifestError: listing every bad label, feature or reader value.
+        ManifestError: missing file or column, listing every bad label, feature or reader value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SpinedxError("study table not found; give the cohort manifest CSV", where=str(path))
-    return _read_study_table(path)
+    from spinedx.cohort import load_manifest
+
+    frame = load_manifest(path, require_images=False).to_frame()
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    return frame
 
 
 def rater_calls(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -651,26 +600,33 @@ def _find_key(obj: Any, keys: Sequence[str]) -> Any:
 def _read_splits(path: Path) -> list[list[str]] | None:
     """Validation patient ids per fold from ``splits.json``, or None when unusable.
 
-    Assumed layout (written by ``spinedx cv``): ``{"folds": [{"fold": k, "val": [ids], ...}]}``.
-    Also accepted: ``val_patients``/``validation``/``test`` instead of ``val``, a top-level list
-    of such entries, or lists of ids instead of dicts. Anything else: None (the folds are then
-    taken from the ``fold`` column of ``oof_patients.csv``).
+    Layout written by ``spinedx cv`` (:func:`spinedx.evaluation.splits.make_splits`):
+    ``{"folds": n, "fold_of": {pid: k}, "splits": [{"fold": k, "val": [ids], "inner_val": [...]}]}``.
+    Also accepted: the list under ``"folds"`` instead of ``"splits"``, a top-level list,
+    ``val_patients``/``validation``/``test`` instead of ``val``, lists of ids instead of dicts,
+    or only the ``fold_of`` mapping. Anything else gives None (the folds are then taken from
+    the ``fold`` column of ``oof_patients.csv``).
     """
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    entries = data.get("folds") if isinstance(data, dict) else data
+    entries: Any = data
+    if isinstance(data, dict):
+        entries = next((data[k] for k in ("splits", "folds") if isinstance(data.get(k), list)), None)
+        if entries is None and isinstance(data.get("fold_of"), dict) and data["fold_of"]:
+            by_fold: dict[str, list[str]] = {}
+            for pid, k in data["fold_of"].items():
+                by_fold.setdefault(str(k), []).append(str(pid))
+            return [by_fold[k] for k in sorted(by_fold, key=lambda k: (len(k), k))]
     if not isinstance(entries, list) or not entries:
         return None
-    if all(isinstance(e, dict) and "fold" in e for e in entries):
-        entries = sorted(entries, key=lambda e: e["fold"] if isinstance(e["fold"], (int, float)) else str(e["fold"]))
+    if all(isinstance(e, dict) and isinstance(e.get("fold"), int) for e in entries):
+        entries = sorted(entries, key=lambda e: e["fold"])
     out = []
     for e in entries:
-        if isinstance(e, dict):
-            val = next((e[k] for k in ("val", "val_patients", "validation", "test") if k in e), None)
-        else:
-            val = e
+        val = next((e[k] for k in ("val", "val_patients", "validation", "test") if k in e), None) \
+            if isinstance(e, dict) else e
         if not isinstance(val, list):
             return None
         out.append([str(p) for p in val])
@@ -769,7 +725,7 @@ def load_run(run_dir: str | Path, patient_ids: Sequence[str] | None = None,
     if labels is not None and "label" in oof.columns:
         for pid, lab in zip(oof["patient_id"], oof["label"]):
             v = str(lab).strip().lower()
-            y = LABELS.get(v, {"0": 0, "1": 1}.get(v))
+            y = LABELS.get(v, {"0": 0, "1": 1, "0.0": 0, "1.0": 1}.get(v))
             if y is None or (pid in labels and labels[pid] != y):
                 raise SpinedxError(f"patient {pid}: label '{lab}' in the run disagrees with the cohort",
                                    where=str(oof_path))
