@@ -40,8 +40,8 @@ class ExtractConfig:
     max_translation_mm: float = 10.0
     max_rotation_deg: float = 5.0
     registration_iterations: int = 100
-    registration_margin_mm: float = 15.0
-    registration_slices: int = 1
+    registration_margin_mm: float = 25.0
+    registration_slices: int = 2
     histogram_bins: int = 32
     zscore: str = "channel"
     min_std: float = 1e-6

@@ -184,14 +184,18 @@ def extract_case(case: "CaseRecord", config: ExtractConfig | None = None) -> Cas
         spinedx.errors.ImageReadError: a series cannot be read.
         PreprocessError: see :func:`extract_patches`.
     """
+    from spinedx.features import LABELS
     from spinedx.io import read_image
 
     pid = case.patient_id
-    t2 = read_image(case.t2, getattr(case, "t2_series_uid", None), where=f"{pid} (t2)")
-    t1 = read_image(case.t1, getattr(case, "t1_series_uid", None), where=f"{pid} (t1)")
-    label = getattr(case, "label", None)
-    y = {"benign": 0, "malignant": 1}.get(label) if isinstance(label, str) else label
-    return extract_patches(t1, t2, case.lesion_slices, case.box, config, patient_id=pid, label=y)
+    missing = [name for name, v in (("t1", case.t1), ("t2", case.t2)) if v is None]
+    if missing or not case.lesion_slices:
+        missing += [] if case.lesion_slices else ["lesion_slices"]
+        raise PreprocessError(f"the manifest row has no {', '.join(missing)}; fill in these columns", where=pid)
+    t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2")
+    t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1")
+    label = LABELS.get(case.label)
+    return extract_patches(t1, t2, case.lesion_slices, case.box, config, patient_id=pid, label=label)
 
 
 def _init_worker() -> None:

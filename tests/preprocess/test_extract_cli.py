@@ -1,0 +1,135 @@
+"""Cohort extraction from a manifest (DICOM and NIfTI cases), ``spinedx extract`` CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from dicomfixtures import write_image_series
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.cohort import CaseRecord, load_manifest
+from spinedx.io import Image
+from spinedx.preprocess import CHANNEL_NAMES, ExtractConfig, extract_case, extract_cohort
+
+from .phantom import centered_origin, sample
+
+SHIFT = (0.0, 3.0, 2.0)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _save_nifti(img: Image, path) -> None:
+    # NIfTI is RAS; the array axes (k, i, j) go to file axes (j, i, k).
+    nib.save(nib.Nifti1Image(img.array.transpose(2, 1, 0).astype(np.int16), LPS_TO_RAS @ img.affine), path)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Five patients: DICOM pair moved by SHIFT (ok), NIfTI pair (ok, one edge slice), and three bad rows."""
+    root = tmp_path_factory.mktemp("cohort")
+    sh2, sp2 = (9, 110, 90), (0.8, 0.8, 4.0)
+    t2 = sample(sh2, sp2, centered_origin(sh2, sp2))
+    sh1, sp1 = (8, 90, 70), (1.0, 1.1, 4.4)
+    t1 = sample(sh1, sp1, centered_origin(sh1, sp1, offset=(1.0, 0, 0)), contrast="t1", shift=SHIFT)
+    write_image_series(root / "P001" / "t2", t2, series_description="T2 SAG", shuffle=True)
+    write_image_series(root / "P001" / "t1", t1, series_description="T1 SAG", series_number=2)
+    t1_still = sample(sh1, sp1, centered_origin(sh1, sp1, offset=(1.0, 0, 0)), contrast="t1")
+    (root / "P002").mkdir()
+    _save_nifti(t2, root / "P002" / "t2.nii.gz")
+    _save_nifti(t1_still, root / "P002" / "t1.nii.gz")
+    far = Image(t1_still.array, t1_still.affine.copy())
+    far.affine[:3, 3] += (0.0, 0.0, 250.0)
+    _save_nifti(far, root / "P002" / "t1_far.nii.gz")
+    ctr = t2.physical_to_index(np.zeros((1, 3)))[0]
+    box = f"{int(ctr[0] - 20)},{int(ctr[1] - 16)},{int(ctr[0] + 20)},{int(ctr[1] + 16)}"
+    rows = [
+        "patient_id,label,t1,t2,lesion_slices,box",
+        f'P001,malignant,P001/t1,P001/t2,3;4;5,"{box}"',
+        f'P002,benign,P002/t1.nii.gz,P002/t2.nii.gz,0;1,"{box}"',
+        'P003,malignant,P002/t1.nii.gz,P002/t2.nii.gz,4,"80,20,120,60"',
+        f'P004,benign,P002/t1_far.nii.gz,P002/t2.nii.gz,4,"{box}"',
+        f'P005,benign,P002/t1.nii.gz,P002/t2.nii.gz,4;9,"{box}"',
+    ]
+    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
+    good = "\n".join(rows[:3]) + "\n"
+    (root / "good.csv").write_text(good)
+    return root
+
+
+def test_dicom_pair_registration_recovers_translation(cohort):
+    case = load_manifest(cohort / "cohort.csv").cases[0]
+    assert case.patient_id == "P001"
+    cp = extract_case(case)
+    rec = cp.registration
+    assert rec.accepted, rec.reason
+    assert np.linalg.norm(np.asarray(rec.translation_mm) - SHIFT) < 1.0
+    assert cp.x.shape == (3, 6, 64, 64) and cp.label == 1
+
+
+def test_extract_case_missing_image_names_patient():
+    case = CaseRecord(patient_id="P9", label="benign", t1=None, t2=None, lesion_slices=(3,), box=(0, 0, 4, 4))
+    with pytest.raises(Exception, match="P9.*t1, t2"):
+        extract_case(case)
+
+
+def test_cli_extract_writes_patches_and_reports_bad_patients(cohort, tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["extract", str(cohort / "cohort.csv"), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    err_lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(err_lines) == 3 and all(ln.startswith("error: ") for ln in err_lines)
+    assert "P003" in err_lines[0] and "outside the T2 image" in err_lines[0]
+    assert "P004" in err_lines[1] and "do not overlap" in err_lines[1]
+    assert "P005" in err_lines[2] and "out of range" in err_lines[2]
+    assert "Traceback" not in res.output
+    assert "2 patient(s), 5 sample(s) (2 benign, 3 malignant); 3 failed" in res.stdout
+
+    with np.load(out / "patches.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["label", "patient_id", "slice_index", "x"]
+        x, pid, sl, lab = z["x"], z["patient_id"], z["slice_index"], z["label"]
+    assert x.shape == (5, 6, 64, 64) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert pid.dtype.kind == "U" and pid.tolist() == ["P001"] * 3 + ["P002"] * 2
+    assert sl.dtype == np.int64 and sl.tolist() == [3, 4, 5, 0, 1]
+    assert lab.dtype == np.int64 and lab.tolist() == [1, 1, 1, 0, 0]
+    np.testing.assert_allclose(x.mean(axis=(2, 3)), 0.0, atol=1e-4)
+
+    doc = json.loads((out / "extract.json").read_text())
+    assert doc["channel_names"] == list(CHANNEL_NAMES)
+    assert doc["config"]["register"] is True and doc["config"]["patch_size"] == 64
+    assert "torch" in doc["provenance"]["versions"] and "SimpleITK" in doc["provenance"]["versions"]
+    assert doc["counts"] == {"patients": 5, "ok": 2, "failed": 3, "samples": 5,
+                             "samples_per_class": {"benign": 2, "malignant": 3}}
+    assert [p["patient_id"] for p in doc["patients"]] == ["P001", "P002"]
+    assert doc["patients"][1]["edge_replicated"] == [{"slice": 0, "replaced": ["s-1"]}]
+    assert doc["patients"][0]["registration"]["accepted"] is True
+    assert [s["patient_id"] for s in doc["skipped"]] == ["P003", "P004", "P005"]
+    assert "do not overlap" in doc["skipped"][1]["reason"]
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_patches_with_registration(cohort, tmp_path):
+    one = extract_cohort(cohort / "good.csv", tmp_path / "one", ExtractConfig(), workers=1, progress=False)
+    two = extract_cohort(cohort / "good.csv", tmp_path / "two", ExtractConfig(), workers=2, progress=False)
+    assert one.ok == two.ok == ["P001", "P002"] and not one.failed
+    with np.load(one.patches_path) as a, np.load(two.patches_path) as b:
+        np.testing.assert_allclose(a["x"], b["x"], atol=1e-4)
+        assert a["patient_id"].tolist() == b["patient_id"].tolist()
+    doc = json.loads(two.json_path.read_text())
+    reg = doc["patients"][0]["registration"]
+    assert reg["performed"] and reg["accepted"] and reg["metric_after"] < reg["metric_before"]
+    assert np.linalg.norm(np.asarray(reg["translation_mm"]) - SHIFT) < 1.0
+    assert doc["registration_summary"]["performed"] == 2
+
+
+def test_cli_all_good_exit_zero_and_bad_manifest(cohort, tmp_path):
+    res = CliRunner().invoke(app, ["extract", str(cohort / "good.csv"), "--out", str(tmp_path / "o"),
+                                   "--no-register", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("patient_id,label,t1,t2,lesion_slices,box\nP1,maybe,a,b,1,\"0,0,4,4\"\n")
+    res = CliRunner().invoke(app, ["extract", str(bad), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "label" in res.stderr and "Traceback" not in res.output
