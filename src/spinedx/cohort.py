@@ -241,8 +241,8 @@ def load_manifest(path: str | Path, *, require_images: bool = True) -> Cohort:
     ids: dict[str, int] = {}
     for line, raw in data_rows:
         if len(raw) != len(header):
-            problems.append((f"line {line}", "-", f"{len(raw)} fields but the header has {len(header)} (a box "
-                             "x0,y0,x1,y1 must be quoted)"))
+            msg = f"{len(raw)} fields but the header has {len(header)} (a box x0,y0,x1,y1 must be quoted)"
+            problems.append((f"line {line}", "-", msg))
             continue
         rec = {h: v.strip() for h, v in zip(header, raw)}
         pid = rec.get("patient_id", "")

@@ -9,6 +9,6 @@ from spinedx.io.read import MIN_SLICES, check_image, read_image
 from spinedx.io.volume import read_nifti, read_sitk_volume, sagittal_stack
 
 __all__ = [
-    "Image", "MIN_SLICES", "SeriesInfo", "check_image", "list_dicom_series", "read_dicom_file", "read_dicom_series",
+    "MIN_SLICES", "Image", "SeriesInfo", "check_image", "list_dicom_series", "read_dicom_file", "read_dicom_series",
     "read_image", "read_nifti", "read_sitk_volume", "sagittal_stack",
 ]

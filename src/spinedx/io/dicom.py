@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -152,7 +153,7 @@ def _dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
         raise ImageReadError(
             "not a DICOM file (no 'DICM' preamble); remove it from the series folder or point the manifest at "
             "the right file", where=_where(path, where)) from None
-    except Exception as exc:  # truncated or corrupt files raise many different errors
+    except Exception as exc:  # noqa: BLE001 -- truncated/corrupt files raise many different errors
         raise ImageReadError(f"unreadable DICOM file ({type(exc).__name__}: {exc}); re-export the series",
                              where=_where(path, where)) from None
 
@@ -286,7 +287,7 @@ def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
 def _decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
     try:
         arr = ds.pixel_array
-    except Exception as exc:  # missing decoder plugin, corrupt stream, ...
+    except Exception as exc:  # noqa: BLE001 -- missing decoder plugin, corrupt stream, ...
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = getattr(ts, "name", str(ts))
         raise ImageReadError(

@@ -13,6 +13,7 @@ Nothing is flipped, so slice ``k`` of the manifest is plane ``k`` along that fil
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,10 +70,10 @@ def read_nifti(path: str | Path, *, where: str | None = None) -> Image:
     path = Path(path)
     w = f"{where}: {path}" if where else str(path)
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))  # a Nifti1Image or Nifti2Image
         data = np.asanyarray(img.dataobj)
         hdr = img.header
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- nibabel raises many types for corrupt files
         raise ImageReadError(f"unreadable NIfTI file ({type(exc).__name__}: {exc})", where=w) from None
     data = _squeeze_3d(data, path, where)
     # get_fdata would apply scl_slope/inter as float64; do the same in float32 to halve the memory.
@@ -108,7 +109,7 @@ def read_sitk_volume(path: str | Path, *, where: str | None = None) -> Image:
     w = f"{where}: {path}" if where else str(path)
     try:
         img = sitk.ReadImage(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- SimpleITK raises RuntimeError with ITK's text
         raise ImageReadError(f"unreadable image file ({' '.join(str(exc).split())[:300]})", where=w) from None
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError("multi-component (vector/colour) image; give one scalar MR volume", where=w)
