@@ -1,3 +1,51 @@
-"""`spinedx cv` (placeholder until implemented)."""
+"""``spinedx cv``: tenfold cross-validation of the paper's model (thin layer over :func:`spinedx.evaluation.cv.run_cv`)."""
 
-from spinedx.cli._app import app, command  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spinedx.cli._app import command
+
+
+@command("cv")
+def cv(
+    patches_dir: Path = typer.Argument(..., help="Folder with patches.npz (from spinedx extract), or the file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; an existing one is resumed (finished folds skipped)."),
+    folds: int = typer.Option(10, help="Number of folds (grouped by patient, stratified)."),
+    seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
+    profile: str = typer.Option("paper", help="paper (full protocol) or quick (fewer epochs and views)."),
+    backbone: str = typer.Option("resnet50", help="torchvision backbone (paper: resnet50)."),
+    pretrained: str = typer.Option("auto", help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
+    weights: Optional[Path] = typer.Option(None, help="Local torchvision ImageNet weights file (never downloaded)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per fold (profile default: paper 100)."),
+    patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (0: never stop early)."),
+    views_benign: Optional[int] = typer.Option(None, help="Augmented views per benign slice per epoch (paper 20)."),
+    views_malignant: Optional[int] = typer.Option(None, help="Augmented views per malignant slice per epoch (paper 40)."),
+    early_stop_on: str = typer.Option("inner", help="inner (unbiased) or outer (the paper literally; optimistic)."),
+    threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
+    aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    compile: str = typer.Option("auto", help="torch.compile the training step: auto (paper profile only), on, off."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),
+) -> None:
+    """Cross-validate the paper's model by patient and write the run folder (metrics, models, curves)."""
+    import logging
+
+    from spinedx.evaluation.cv import run_cv, summary_lines
+    from spinedx.training.config import CVConfig
+
+    logging.basicConfig(level=logging.INFO if quiet else logging.WARNING, format="%(message)s")
+    config = CVConfig.from_profile(
+        profile, folds=folds, seed=seed, backbone=backbone, pretrained=pretrained,
+        weights=str(weights) if weights else None, epochs=epochs, patience=patience, views_benign=views_benign,
+        views_malignant=views_malignant, early_stop_on=early_stop_on, threshold=threshold, aggregation=aggregation,
+        threads=threads, device=device, compile=compile,
+    )
+    metrics = run_cv(patches_dir, out, config, progress=not quiet)
+    for line in summary_lines(metrics):
+        typer.echo(line)
+    typer.echo(f"run folder: {out}")

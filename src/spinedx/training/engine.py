@@ -1,0 +1,272 @@
+"""Training of one fold: the paper's loss, optimiser and early stopping, on a fast path.
+
+Yeh et al. 2022, "Augmentation and training configurations": cross-entropy loss (binary, on
+one logit: ``BCEWithLogitsLoss``), Adam with learning rate 1e-4 and beta1 0.5, an L2 term
+(``weight_decay``), batch 32, 100 epochs, early stopping on the lowest validation loss.
+
+Speed: the whole training set lives on the training device as one tensor; batches are gathered
+by index and augmented there (:mod:`spinedx.training.augment`), so there is no DataLoader and no
+host-device copy per batch. The forward pass runs under bf16 autocast in channels-last layout
+where the device supports it, Adam is the fused kernel, and ``compile`` optionally wraps the
+forward-backward in :func:`torch.compile` (with an eager fallback if compilation fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from spinedx.errors import SpinedxError
+from spinedx.training.augment import AffineRanges, BatchAffine, epoch_indices
+
+log = logging.getLogger(__name__)
+
+#: ``on_batch(epoch, batch, n_batches, running_loss)``
+BatchCallback = Callable[[int, int, int, float], None]
+#: ``on_epoch(history_row)``
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise SpinedxError(f"unknown device {name!r}; use auto, cpu or cuda", where="--device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpinedxError("CUDA asked for but not available; use --device cpu or auto", where="--device")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast on ``device`` (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def use_bf16(setting: str, device: torch.device) -> bool:
+    """Resolve a ``bf16`` setting (``auto``/``on``/``off``) for ``device``."""
+    return setting == "on" or (setting == "auto" and bf16_supported(device))
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled``, else a no-op."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`.
+
+    Attributes:
+        history: One row per epoch: epoch, train_loss, val_loss, lr, seconds.
+        best_epoch: Epoch (1-based) of the lowest validation loss; its weights are restored.
+        best_val_loss: That loss.
+        compiled: Whether the compiled training step was used.
+        notes: Warnings raised while training (e.g. a compile fallback).
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a model in place; reusable across folds (one compile per process).
+
+    Args:
+        model: The network (moved to ``device``; reinitialise it between folds with
+            :meth:`reset`).
+        device: Training device.
+        bf16: bf16 autocast on or off.
+        channels_last: Channels-last memory format for model and batches.
+        compile: Wrap the forward-backward in :func:`torch.compile`.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, bf16: bool = True, channels_last: bool = True,
+                 compile: bool = False) -> None:
+        self.device = device
+        self.bf16 = bf16
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device=device, memory_format=self.memory_format)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.compile_requested = compile
+        self._step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward_backward
+        self.compiled = False
+        self.notes: list[str] = []
+        if compile:
+            try:
+                self._step_fn = torch.compile(self._forward_backward)
+                self.compiled = True
+            except Exception as exc:  # no compiler toolchain, unsupported platform, ...
+                self._note(f"torch.compile unavailable ({exc}); training eagerly")
+
+    def _note(self, msg: str) -> None:
+        log.warning(msg)
+        self.notes.append(msg)
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.bf16):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float().reshape(-1), y)
+        loss.backward()
+        return loss.detach()
+
+    def reset(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load fresh initial weights in place (keeps any compiled graph valid)."""
+        self.model.load_state_dict(state_dict)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One optimisation step on a batch already on the device; returns the loss (on device)."""
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            loss = self._step_fn(x, y)
+        except Exception as exc:
+            if not self.compiled:
+                raise
+            # Compilation happens lazily on the first call: fall back to eager, once, loudly.
+            self._note(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
+            self._step_fn, self.compiled = self._forward_backward, False
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._step_fn(x, y)
+        optimizer.step()
+        return loss
+
+    def make_optimizer(self, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.Optimizer:
+        """Adam with L2 weight decay (the paper's optimiser), fused where the device allows it."""
+        params = list(self.model.parameters())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
+            except (RuntimeError, TypeError):
+                return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+
+    @torch.no_grad()
+    def evaluate_loss(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+        """Mean BCE over un-augmented patches, in eval mode."""
+        self.model.eval()
+        total = 0.0
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].contiguous(memory_format=self.memory_format)
+            with autocast(self.device, self.bf16):
+                logits = self.model(xb)
+            total += float(nn.functional.binary_cross_entropy_with_logits(
+                logits.float().reshape(-1), y[i:i + batch_size], reduction="sum"))
+        self.model.train()
+        return total / max(1, x.shape[0])
+
+    def fit(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        seed: int,
+        epochs: int,
+        patience: int,
+        views_benign: int,
+        views_malignant: int,
+        batch_size: int = 32,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        weight_decay: float = 1e-4,
+        augment: AffineRanges = AffineRanges(),
+        on_batch: BatchCallback | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitResult:
+        """Train with early stopping on the validation loss and restore the best weights.
+
+        Args:
+            x_train, y_train: Training patches (N, 6, 64, 64) and labels (0/1).
+            x_val, y_val: Early-stopping patches and labels (never augmented).
+            seed: Seeds the augmentation, the epoch order and dropout-free training noise.
+            epochs: Maximum number of epochs.
+            patience: Stop after this many epochs without a lower validation loss (0: never).
+            views_benign, views_malignant: Views per slice per epoch (paper: 20 and 40).
+            on_batch, on_epoch: Progress callbacks.
+
+        Returns:
+            The history and the best epoch; the model holds the best weights, in eval mode.
+        """
+        dev = self.device
+        xt = torch.as_tensor(np.ascontiguousarray(x_train), dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(np.asarray(y_train), dtype=torch.float32, device=dev)
+        xv = torch.as_tensor(np.ascontiguousarray(x_val), dtype=torch.float32, device=dev)
+        yv = torch.as_tensor(np.asarray(y_val), dtype=torch.float32, device=dev)
+        rng = np.random.default_rng([seed, 1])
+        aug = BatchAffine(augment, seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+        optimizer = self.make_optimizer(lr, betas, weight_decay)
+        self.model.train()
+        history: list[dict[str, float]] = []
+        best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            order = epoch_indices(y_train, views_benign, views_malignant, rng)
+            n_batches = len(order) // batch_size + (1 if len(order) % batch_size >= 2 else 0)
+            order_t = torch.as_tensor(order, device=dev)
+            losses = []
+            running = 0.0
+            for b in range(n_batches):
+                idx = order_t[b * batch_size:(b + 1) * batch_size]
+                xb = aug(xt.index_select(0, idx)).contiguous(memory_format=self.memory_format)
+                loss = self.train_step(xb, yt.index_select(0, idx), optimizer)
+                losses.append(loss)
+                if on_batch is not None:
+                    # one sync per batch only when someone is watching the running loss
+                    running = float(torch.stack(losses[-20:]).mean())
+                    on_batch(epoch, b + 1, n_batches, running)
+            train_loss = float(torch.stack(losses).mean()) if losses else math.nan
+            val_loss = self.evaluate_loss(xv, yv)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if val_loss < best_loss:
+                best_loss, best_epoch, stale = val_loss, epoch, 0
+                best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                stale += 1
+                if patience and stale >= patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        return FitResult(history, best_epoch, best_loss, self.compiled, list(self.notes))
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """A 31-bit seed derived from ``(seed, fold)``: every fold is reproducible on its own (resume)."""
+    return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def initial_state(build: Callable[[], nn.Module], seed: int) -> dict[str, Any]:
+    """State dict of ``build()`` made under ``torch.manual_seed(seed)`` (the fold's initial weights)."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build().state_dict()
