@@ -151,3 +151,15 @@ def test_parse_slices_bad(text):
 def test_parse_box_bad(text):
     with pytest.raises(ValueError):
         parse_box(text)
+
+
+def test_check_files_false_defers_missing_images_but_checks_formats(tmp_path):
+    text = 'patient_id,label,t1,t2,lesion_slices,box\nP1,benign,gone/t1,gone/t2,3,"1,2,5,6"\n'
+    (tmp_path / "c.csv").write_text(text)
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_manifest(tmp_path / "c.csv")
+    case = load_manifest(tmp_path / "c.csv", check_files=False).cases[0]
+    assert case.t1 == tmp_path / "gone" / "t1" and case.has_images
+    (tmp_path / "c.csv").write_text(text.replace('"1,2,5,6"', ""))
+    with pytest.raises(ManifestError, match=r"\[box\]"):
+        load_manifest(tmp_path / "c.csv", check_files=False)

@@ -187,7 +187,7 @@ def _parse_binary(text: str) -> int:
     raise ValueError(f"'{text}' is not 0 or 1")
 
 
-def load_manifest(path: str | Path, *, require_images: bool = True) -> Cohort:
+def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True) -> Cohort:
     """Load and validate a cohort manifest (CSV, UTF-8, header row).
 
     Args:
@@ -196,6 +196,10 @@ def load_manifest(path: str | Path, *, require_images: bool = True) -> Cohort:
             image paths exist. False accepts a study table (``patient_id``, ``label``,
             ``feature_*``, ``reader_*``): image columns, when present, are parsed but the files
             need not exist.
+        check_files: with ``require_images``, also check that every image path exists. False
+            leaves that to the reader, so that a batch job can report a missing file as that
+            patient's failure and go on with the others (the columns and formats are still
+            checked).
 
     Returns:
         The cohort.
@@ -274,7 +278,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True) -> Cohort:
             p = Path(os.path.expanduser(val))
             p = Path(os.path.normpath(p if p.is_absolute() else base / p))
             images[col] = p
-            if require_images and not p.exists():
+            if require_images and check_files and not p.exists():
                 bad(col, f"'{val}' does not exist (relative paths are taken from {base})")
         slices: tuple[int, ...] = ()
         if "lesion_slices" in header and (rec["lesion_slices"] or require_images):
