@@ -1,3 +1,43 @@
-"""`spinedx synth` (placeholder until implemented)."""
+"""`spinedx synth`: write the synthetic cohort (DICOM series + cohort.csv)."""
 
-from spinedx.cli._app import app, command  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spinedx.cli._app import command
+
+
+@command()
+def synth(
+    out_dir: Path = typer.Argument(..., help="Output folder: cohort.csv, synth.json, dicom/<patient>/{T1,T2}/."),
+    patients: int = typer.Option(190, "--patients", help="Number of patients."),
+    malignant: int = typer.Option(50, "--malignant", help="How many of them have a malignant fracture."),
+    seed: int = typer.Option(0, "--seed", help="Seed: same seed, same files byte for byte."),
+    difficulty: str = typer.Option("medium", "--difficulty", help="easy | medium | hard (see docs/synth.md)."),
+    preview: bool = typer.Option(False, "--preview", help="Also write OUT_DIR/preview.png (contact sheet)."),
+    workers: int = typer.Option(1, "--workers", help="Processes rendering patients in parallel."),
+) -> None:
+    """Make a synthetic cohort of sagittal T1W/T2W spine MRI with benign and malignant fractures."""
+    import time
+
+    import pandas as pd
+
+    from spinedx.synth import generate_cohort
+
+    t0 = time.perf_counter()
+    manifest = generate_cohort(
+        out_dir, n_patients=patients, n_malignant=malignant, seed=seed, difficulty=difficulty,
+        preview=preview, workers=workers, progress=True,
+    )
+    df = pd.read_csv(manifest)
+    n_mal = int((df.label == "malignant").sum())
+    typer.echo(
+        f"wrote {len(df)} patients ({n_mal} malignant, {len(df) - n_mal} benign), difficulty {difficulty}, "
+        f"seed {seed} in {time.perf_counter() - t0:.1f} s"
+    )
+    typer.echo(f"manifest: {manifest}")
+    typer.echo(f"images:   {Path(out_dir) / 'dicom'}")
+    if preview:
+        typer.echo(f"preview:  {Path(out_dir) / 'preview.png'}")

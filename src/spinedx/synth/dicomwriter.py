@@ -1,0 +1,159 @@
+"""Write a synthetic series as MR Image Storage objects (one file per slice) with pydicom.
+
+Modules of the MR Image IOD (DICOM PS3.3 A.4): Patient (C.7.1.1), General Study (C.7.2.1),
+General Series (C.7.3.1), Frame of Reference (C.7.4.1), General Equipment (C.7.5.1), General
+Image (C.7.6.1), Image Plane (C.7.6.2), Image Pixel (C.7.6.3), MR Image (C.8.3.1), VOI LUT
+(C.11.2) and SOP Common (C.12.1). UIDs are derived from the cohort seed with
+:func:`pydicom.uid.generate_uid` (``2.25.`` + a hash of the entropy sources), and all dates are
+fixed, so the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from spinedx.synth.scanner import FOV_MM, RECON, SLICE_MM, SeriesSpec
+
+STUDY_DATE = "20200101"
+STUDY_TIME = "090000"
+MANUFACTURER = "spinedx synthetic phantom"
+MODEL = "spinedx.synth (simulated 1.5 T)"
+
+
+def uid(*parts: object) -> str:
+    """Deterministic UID from the given parts (same parts, same UID)."""
+    return generate_uid(prefix=None, entropy_srcs=["spinedx.synth", *[str(p) for p in parts]])
+
+
+def _ds(value: float) -> str:
+    """A Decimal String of at most 16 characters."""
+    txt = f"{value:.6f}".rstrip("0").rstrip(".")
+    if txt in ("-0", ""):
+        txt = "0"
+    return txt[:16]
+
+
+def write_series(
+    folder: str | Path,
+    pixels: np.ndarray,
+    spec: SeriesSpec,
+    positions: list[np.ndarray],
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    patient: dict[str, str],
+    seed: int,
+) -> list[Path]:
+    """Write ``pixels`` (nz, 512, 512) uint16 as one DICOM file per slice (IM0001.dcm, ...).
+
+    Args:
+        folder: output folder (created).
+        pixels: stored values, slice ``k`` at ``positions[k]``.
+        spec: the sequence (TR, TE, matrix, ...).
+        positions: ImagePositionPatient of each slice (LPS mm of the first pixel centre).
+        row_dir: direction of increasing column index (first ImageOrientationPatient triplet).
+        col_dir: direction of increasing row index (second triplet).
+        patient: ``id``, ``sex``, ``age`` (pseudonymous).
+        seed: cohort seed (UIDs derive from it).
+
+    Returns:
+        The written files in slice order.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = patient["id"]
+    study_uid = uid(seed, pid, "study")
+    series_uid = uid(seed, pid, spec.name, "series")
+    frame_uid = uid(seed, pid, "frame")  # same FoR: both series share the scanner frame
+    nz = pixels.shape[0]
+    spacing = FOV_MM / RECON
+    iop = [_ds(v) for v in (*row_dir, *col_dir)]
+    normal = np.cross(row_dir, col_dir)
+    files = []
+    for k in range(nz):
+        sop_uid = uid(seed, pid, spec.name, k)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = uid("implementation")
+        meta.ImplementationVersionName = "SPINEDX_SYNTH"
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = STUDY_DATE
+        ds.StudyTime = STUDY_TIME
+        ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"09{10 + 10 * spec.series_number:02d}00"
+        ds.AccessionNumber = ""
+        ds.Modality = "MR"
+        ds.Manufacturer = MANUFACTURER
+        ds.InstitutionName = "spinedx synthetic cohort"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = "MR SPINE (synthetic)"
+        ds.SeriesDescription = spec.description
+        ds.ManufacturerModelName = MODEL
+        ds.PatientName = f"SYNTHETIC^{pid}"
+        ds.PatientID = pid
+        ds.PatientBirthDate = ""
+        ds.PatientSex = patient.get("sex", "O")
+        ds.PatientAge = f"{int(patient.get('age', 0)):03d}Y"
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "synthetic phantom, no real patient"
+        ds.BodyPartExamined = "SPINE"
+        ds.ScanningSequence = spec.sequence
+        ds.SequenceVariant = spec.variant
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.SliceThickness = _ds(SLICE_MM)
+        ds.RepetitionTime = _ds(spec.tr)
+        ds.EchoTime = _ds(spec.te)
+        ds.NumberOfAverages = "2"
+        ds.ImagingFrequency = "63.86"
+        ds.ImagedNucleus = "1H"
+        ds.EchoNumbers = "1"
+        ds.MagneticFieldStrength = "1.5"
+        ds.SpacingBetweenSlices = _ds(SLICE_MM)
+        ds.EchoTrainLength = str(spec.echo_train)
+        ds.PercentSampling = "100"
+        ds.PercentPhaseFieldOfView = "100"
+        ds.PixelBandwidth = "122"
+        ds.ProtocolName = "SPINE SAG"
+        ds.ReceiveCoilName = "SPINE ARRAY"
+        ds.TransmitCoilName = "BODY"
+        ds.AcquisitionMatrix = [spec.matrix[0], 0, 0, spec.matrix[1]]
+        ds.InPlanePhaseEncodingDirection = "ROW"
+        ds.FlipAngle = "90"
+        ds.PatientPosition = "HFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = spec.series_number
+        ds.AcquisitionNumber = 1
+        ds.InstanceNumber = k + 1
+        pos = positions[k]
+        ds.ImagePositionPatient = [_ds(v) for v in pos]
+        ds.ImageOrientationPatient = iop
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = _ds(float(np.dot(pos, normal)))
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[2])
+        ds.PixelSpacing = [_ds(spacing), _ds(spacing)]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.WindowCenter = "600"
+        ds.WindowWidth = "1200"
+        ds.PixelData = np.ascontiguousarray(pixels[k], dtype="<u2").tobytes()
+        path = folder / f"IM{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
