@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -251,7 +252,7 @@ def test_cli_end_to_end(tmp_path: Path, cohort_csv: Path) -> None:
         "reader_senior", "reader_r4", "reader_r1", "model"}
 
 
-def _one_error_line(res) -> str:  # noqa: ANN001
+def _one_error_line(res: Any) -> str:
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
@@ -281,3 +282,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, problem: str) -> No
     res = CliRunner().invoke(app, ["stats", str(tmp_path / "cohort.csv"), "--run", str(run_dir),
                                    "--out", str(tmp_path / "out"), "--bootstrap", "200"])
     assert expect in _one_error_line(res)
+
+
+def test_output_folder_needed_without_a_run(cohort_csv: Path) -> None:
+    with pytest.raises(SpinedxError, match="--out"):
+        run_study(cohort_csv, None, None)

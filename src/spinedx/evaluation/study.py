@@ -448,7 +448,7 @@ def feature_logistic(
         intercept = float(model.intercept_[0])
     return {
         "features": [c.removeprefix("feature_") for c in cols],
-        "n_patients": int(len(y)),
+        "n_patients": len(y),
         "n_left_out_missing_features": int(n_dropped),
         "separation": sep,
         "method": method,
@@ -710,7 +710,7 @@ def load_run(run_dir: str | Path, patient_ids: Sequence[str] | None = None,
         for f in folds:
             again = seen & set(f)
             if again:
-                raise SpinedxError(f"patient {sorted(again)[0]} is in more than one validation fold",
+                raise SpinedxError(f"patient {min(again)} is in more than one validation fold",
                                    where=str(splits_path if source == "splits.json" else oof_path))
             seen |= set(f)
 
