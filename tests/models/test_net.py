@@ -1,0 +1,114 @@
+"""The paper's network: shapes, six input channels, ImageNet weights from a local file only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.errors import WeightsError
+from spinedx.models import CHANNEL_NAMES, SpineNet, build_model
+from spinedx.provenance import sha256_file
+
+
+@pytest.fixture()
+def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache, so no real weights file can be found."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    return hub
+
+
+def test_resnet18_shapes_and_six_channels(empty_hub: Path) -> None:
+    model, info = build_model("resnet18", pretrained="none")
+    assert isinstance(model, SpineNet)
+    assert info.source == "none" and info.sha256 is None
+    assert model.mix.in_channels == 6 and model.mix.out_channels == 3 and model.mix.kernel_size == (1, 1)
+    assert model.backbone.fc.out_features == 1 and model.backbone.fc.in_features == 512
+    assert model.channel_names == CHANNEL_NAMES == ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
+    out = model.eval()(torch.randn(3, 6, 64, 64))
+    assert out.shape == (3, 1)
+    with pytest.raises(RuntimeError):  # three-channel input is refused: the 1x1 conv expects six
+        model(torch.randn(1, 3, 64, 64))
+    assert model.gradcam_target_layer() is model.backbone.layer4[-1]
+
+
+def test_resnet50_forward(empty_hub: Path) -> None:
+    model, _ = build_model("resnet50", pretrained="none")
+    assert model.backbone.fc.in_features == 2048
+    with torch.no_grad():
+        out = model.eval()(torch.randn(2, 6, 64, 64))
+    assert out.shape == (2, 1) and torch.isfinite(out).all()
+    assert model.gradcam_target_layer() is model.backbone.layer4[2]
+
+
+def test_imagenet_weights_from_local_file(tmp_path: Path, empty_hub: Path) -> None:
+    torch.manual_seed(123)
+    reference = torchvision.models.resnet50(weights=None)
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(reference.state_dict(), path)
+    torch.manual_seed(0)
+    scratch, _ = build_model("resnet50", pretrained="none")
+    torch.manual_seed(0)
+    model, info = build_model("resnet50", pretrained="imagenet", weights=path)
+    assert info.source == "imagenet-file" and info.pretrained
+    assert info.sha256 == sha256_file(path) and info.path == str(path.resolve())
+    ref_w = reference.state_dict()["layer3.0.conv1.weight"]
+    assert torch.equal(model.backbone.layer3[0].conv1.weight, ref_w)
+    assert not torch.equal(scratch.backbone.layer3[0].conv1.weight, ref_w)
+    assert model.backbone.fc.out_features == 1  # the 1000-class head is replaced after loading
+
+
+def test_auto_uses_hub_cache_file(tmp_path: Path, empty_hub: Path) -> None:
+    ckpt = empty_hub / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(7)
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), ckpt / "resnet18-f37072fd.pth")
+    model, info = build_model("resnet18", pretrained="auto")
+    assert info.source == "imagenet-cache"
+    assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
+
+
+def test_auto_without_file_falls_back_loudly(empty_hub: Path) -> None:
+    with pytest.warns(UserWarning, match="from scratch"):
+        _, info = build_model("resnet18", pretrained="auto")
+    assert info.source == "fallback-none" and "resnet18-f37072fd.pth" in info.message
+
+
+def test_missing_weights_error_names_the_path(tmp_path: Path, empty_hub: Path) -> None:
+    with pytest.raises(WeightsError) as exc:
+        build_model("resnet50", pretrained="imagenet")
+    expected = str(empty_hub / "checkpoints" / "resnet50-11ad3fa6.pth")
+    assert expected in str(exc.value) and "--pretrained none" in str(exc.value)
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsError, match="nope.pth"):
+        build_model("resnet50", pretrained="imagenet", weights=missing)
+
+
+def test_wrong_state_dict_is_refused(tmp_path: Path, empty_hub: Path) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(WeightsError, match="not a torchvision resnet50"):
+        build_model("resnet50", pretrained="imagenet", weights=path)
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(WeightsError, match="unknown backbone"):
+        build_model("resnet5000", pretrained="none")
+
+
+def test_cli_missing_weights_exits_2(tmp_path: Path, empty_hub: Path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "patches.npz", x=np.zeros((2, 6, 32, 32), np.float32), patient_id=np.array(["a", "b"]),
+             slice_index=np.array([0, 0]), label=np.array([0, 1]))
+    res = CliRunner().invoke(app, ["cv", str(tmp_path), "--out", str(tmp_path / "run"), "--pretrained", "imagenet",
+                                   "--backbone", "resnet18", "--quiet"])
+    assert res.exit_code == 2
+    assert "resnet18-f37072fd.pth" in res.output and "Traceback" not in res.output
+    assert "error:" in res.output
