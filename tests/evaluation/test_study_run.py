@@ -56,7 +56,8 @@ def make_run(run_dir: Path, cohort: pd.DataFrame, n_folds: int = 5, drop: int = 
     y = (cohort["label"] == "malignant").to_numpy(int)
     fold = np.arange(len(ids)) % n_folds
     prob = np.clip(0.25 + 0.5 * y + np.random.default_rng(3).normal(0, 0.2, len(y)), 0, 1)
-    oof = pd.DataFrame({"patient_id": ids, "fold": fold, "label": cohort["label"], "probability": prob,
+    # Labels as 0/1, as spinedx.evaluation.aggregate writes them.
+    oof = pd.DataFrame({"patient_id": ids, "fold": fold, "label": y, "probability": prob,
                         "prediction": (prob >= 0.5).astype(int)})
     oof.iloc[: len(oof) - drop].to_csv(run_dir / "oof_patients.csv", index=False)
     # The layout of spinedx.evaluation.splits.make_splits.
@@ -287,3 +288,13 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, problem: str) -> No
 def test_output_folder_needed_without_a_run(cohort_csv: Path) -> None:
     with pytest.raises(SpinedxError, match="--out"):
         run_study(cohort_csv, None, None)
+
+
+def test_run_label_disagreeing_with_cohort_is_an_error(tmp_path: Path, cohort_csv: Path) -> None:
+    frame = load_study_table(cohort_csv)
+    run_dir = make_run(tmp_path / "run", make_cohort())
+    oof = pd.read_csv(run_dir / "oof_patients.csv", dtype={"patient_id": str})
+    oof.loc[oof["patient_id"] == "P03", "label"] = 0  # P03 is malignant in the cohort
+    oof.to_csv(run_dir / "oof_patients.csv", index=False)
+    with pytest.raises(SpinedxError, match="patient P03: label '0' in the run disagrees"):
+        load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"])))
