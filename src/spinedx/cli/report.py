@@ -1,3 +1,34 @@
-"""`spinedx report` (placeholder until implemented)."""
+"""`spinedx report`: the self-contained HTML study report of a run folder."""
 
-from spinedx.cli._app import app, command  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spinedx.cli._app import command
+
+
+@command("report")
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `spinedx cv`."),
+    cohort: Optional[Path] = typer.Option(
+        None, "--cohort", help="Cohort manifest (cohort.csv); default: the one recorded by the run."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output HTML file (default RUN_DIR/report.html)."),
+    reader: Optional[str] = typer.Option(
+        None, "--reader", help="Reader for the error analysis when statistics are computed (default: least experienced)."
+    ),
+    gallery: int = typer.Option(2, "--gallery", min=0, help="Cases per gallery group (TP, TN, FN, FP)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Write RUN_DIR/report.html: tables, ROC, confusion matrices, calibration, Grad-CAM gallery, provenance.
+
+    Computes the study statistics into RUN_DIR/stats first when they are missing and a cohort is
+    known. Tables are also written as CSV next to the report. Research use only.
+    """
+    from spinedx.report import build_report
+
+    path = build_report(run_dir, cohort, out=out, gallery_per_group=gallery, reader=reader, progress=progress)
+    typer.echo(f"report: {path.resolve()}")

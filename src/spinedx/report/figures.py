@@ -1,0 +1,187 @@
+"""Figures of the study report, drawn with matplotlib's object API (no pyplot state, Agg only).
+
+Every function returns a ``matplotlib.figure.Figure``; :func:`data_uri` turns one into a
+``data:image/png;base64,...`` string so the report stays a single self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A reader's (or the model's) call on the ROC plane."""
+
+    name: str
+    sensitivity: float
+    specificity: float
+
+
+def data_uri(fig: Figure, dpi: int = 110) -> str:
+    """The figure as an inline PNG ``data:`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (fpr, tpr) at every distinct threshold, as sklearn's ``roc_curve`` computes it.
+
+    Written with numpy because the bootstrap calls it a thousand times and sklearn's input
+    validation costs more than the computation.
+    """
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # last index of each distinct score
+    tps = np.cumsum(ys)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return fpr, tpr
+
+
+def roc_band(
+    y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    grid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise percentile bootstrap band of the ROC curve (patients resampled with replacement).
+
+    Returns:
+        ``(fpr_grid, tpr_low, tpr_high)``; resamples with a single class are skipped.
+    """
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    fpr_grid = np.linspace(0, 1, 101) if grid is None else grid
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        fpr, tpr = _roc_points(y[idx], p[idx])
+        # the upper envelope at vertical steps: take the highest tpr reached at each fpr
+        curves.append(np.interp(fpr_grid, fpr, tpr))
+    if not curves:
+        nan = np.full_like(fpr_grid, np.nan)
+        return fpr_grid, nan, nan
+    arr = np.asarray(curves)
+    low, high = np.percentile(arr, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    low[0] = 0.0  # every ROC curve starts at (0, 0)
+    return fpr_grid, low, high
+
+
+def roc_figure(
+    y: np.ndarray, p: np.ndarray, *, auc: tuple[float, float, float] | None = None,
+    threshold: float = 0.5, readers: Sequence[OperatingPoint] = (), n_boot: int = 1000, seed: int = 0,
+) -> Figure:
+    """Per-patient ROC curve of the model with a 95% bootstrap band and readers' operating points."""
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    fig = Figure(figsize=(5.2, 5.0))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="chance")
+    if len(np.unique(y)) == 2:
+        grid, low, high = roc_band(y, p, n_boot=n_boot, seed=seed)
+        ax.fill_between(grid, low, high, color="tab:blue", alpha=0.18, lw=0, label="95% bootstrap band")
+        fpr, tpr, _ = roc_curve(y, p)
+        lab = "model (out-of-fold)"
+        if auc is not None and np.isfinite(auc[0]):
+            lab += f", AUC {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
+        ax.plot(fpr, tpr, color="tab:blue", lw=2, label=lab)
+        pred = p >= threshold
+        sens = float(pred[y == 1].mean())
+        spec = float((~pred[y == 0]).mean())
+        ax.plot(1 - spec, sens, "o", color="tab:blue", mec="k", ms=8, label=f"model at threshold {threshold:g}")
+    markers = ["s", "^", "D", "v", "P", "X"]
+    colors = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    for i, op in enumerate(readers):
+        ax.plot(1 - op.specificity, op.sensitivity, markers[i % 6], color=colors[i % 6], mec="k", ms=8,
+                label=f"{op.name} (sens {op.sensitivity:.2f}, spec {op.specificity:.2f})")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("1 - specificity (benign called malignant)")
+    ax.set_ylabel("sensitivity (malignant called malignant)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(rows: Sequence[tuple[str, int, int, int, int]]) -> Figure:
+    """Confusion matrices (rows = truth, columns = call) for ``(name, tp, tn, fp, fn)`` rows."""
+    n = max(len(rows), 1)
+    fig = Figure(figsize=(2.6 * n, 2.8))
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for ax, (name, tp, tn, fp, fn) in zip(axes, rows):
+        m = np.array([[tn, fp], [fn, tp]])
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=12,
+                    color="white" if v > 0.6 * m.max() else "black")
+        ax.set_xticks([0, 1], ["benign", "malignant"], fontsize=8)
+        ax.set_yticks([0, 1], ["benign", "malignant"], fontsize=8)
+        ax.set_xlabel("call", fontsize=8)
+        ax.set_ylabel("truth", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fold_auc_figure(folds: Sequence[int], aucs: Sequence[float], pooled: float | None = None) -> Figure:
+    """Bar chart of the per-fold patient-level AUCs, with the pooled out-of-fold AUC."""
+    fig = Figure(figsize=(max(3.5, 0.5 * len(folds) + 1.5), 2.8))
+    ax = fig.subplots()
+    vals = np.asarray(aucs, dtype=float)
+    ax.bar([str(f) for f in folds], np.nan_to_num(vals), color="tab:blue", alpha=0.8)
+    for i, v in enumerate(vals):
+        ax.text(i, (0 if np.isnan(v) else v) + 0.02, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", fontsize=7)
+    if pooled is not None and np.isfinite(pooled):
+        ax.axhline(pooled, color="k", ls="--", lw=1, label=f"pooled out-of-fold AUC {pooled:.3f}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("fold")
+    ax.set_ylabel("patient AUC")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Figure:
+    """Reliability diagram (sklearn ``calibration_curve``, quantile bins) with a histogram of p."""
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    fig = Figure(figsize=(5.0, 5.0))
+    ax, hx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
+    bins = max(2, min(n_bins, len(y) // 5))
+    if len(np.unique(y)) == 2:
+        frac, mean_p = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+        ax.plot(mean_p, frac, "o-", color="tab:blue", label=f"model ({bins} quantile bins)")
+    ax.set_ylabel("observed fraction malignant")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    hx.hist([p[y == 0], p[y == 1]], bins=20, range=(0, 1), stacked=True, color=["tab:green", "tab:red"],
+            label=["benign", "malignant"])
+    hx.set_xlabel("predicted probability of malignancy (patient max over slices)")
+    hx.set_ylabel("patients")
+    hx.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

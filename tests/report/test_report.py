@@ -1,0 +1,99 @@
+"""The HTML study report: every section, self-contained, model-only fallback, CLI errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.errors import SpinedxError
+from spinedx.report import GALLERY_GROUPS, SECTIONS, build_report
+
+
+def _assert_self_contained(text: str) -> None:
+    srcs = re.findall(r'src="([^"]*)"', text)
+    assert srcs, "no images"
+    assert all(s.startswith("data:image/png;base64,") for s in srcs), [s[:40] for s in srcs]
+    assert "<link" not in text and "<script" not in text
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert not re.search(r"url\(", text)
+
+
+@pytest.mark.slow
+def test_full_report_has_every_section(run_factory) -> None:
+    run = run_factory(n_patients=16, n_folds=2, models=True, optimistic=True)
+    path = build_report(run, gallery_per_group=1, bootstrap_resamples=100, progress=False)  # cohort found via extract.json
+    assert path == run / "report.html"
+    text = path.read_text()
+    _assert_self_contained(text)
+    for sid, heading in SECTIONS:
+        assert f'<section id="{sid}">' in text, sid
+        assert f"<h2>{heading}" in text, heading
+    for key in GALLERY_GROUPS:
+        assert f'id="gallery-{key}"' in text
+    # the statistics were computed because the run recorded its cohort
+    for f in ("table2_performance.csv", "mcnemar.csv", "table1_features.csv", "feature_logistic.json"):
+        assert (run / "stats" / f).is_file(), f
+    # banners: research use always; optimistic because the run says so; no ImageNet weights
+    assert 'id="banner-research"' in text and "research use only, not for clinical decisions" in text.lower()
+    assert 'id="banner-optimistic"' in text
+    assert 'id="banner-warning"' in text
+    # Table 1 rows carry the paper's feature names; Table 2 has readers and the model
+    assert "Diffuse signal change of the vertebral body &gt; 3/4" in text
+    t2 = pd.read_csv(run / "report_table2_performance.csv")
+    assert {"reader_senior", "reader_r4", "reader_r1", "model"} <= set(t2["rater"])
+    assert (run / "report_mcnemar.csv").is_file() and (run / "report_table1_features.csv").is_file()
+    folds = pd.read_csv(run / "report_per_fold_auc.csv")
+    assert list(folds["fold"]) == [0, 1] and folds["patients"].sum() == 16
+    # gallery: the planted false negative (P000) and false positive (P001) with Grad-CAM heatmaps
+    gal = pd.read_csv(run / "report_gallery.csv", dtype={"patient_id": str})
+    assert set(gal["group"]) == {"tp", "tn", "fn", "fp"}
+    assert gal.set_index("group").loc["fn", "patient_id"] == "P000"
+    assert gal.set_index("group").loc["fp", "patient_id"] == "P001"
+    assert gal["heatmap"].all()
+    assert text.count("with Grad-CAM\" src=\"data:image/png") == 4
+    assert "abc123" in text  # the run's git commit in the provenance
+
+
+def test_model_only_report_without_cohort(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2, cohort=False, optimistic=False)
+    res = CliRunner().invoke(app, ["report", str(run), "--gallery", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "report:" in res.output
+    text = (run / "report.html").read_text()
+    _assert_self_contained(text)
+    for sid, _ in SECTIONS:
+        assert f'<section id="{sid}">' in text
+    assert 'id="banner-optimistic"' not in text
+    assert "No cohort manifest" in text
+    assert "Table 1 is not shown" in text
+    assert not (run / "stats").exists()
+    t2 = pd.read_csv(run / "report_table2_performance.csv")
+    assert list(t2["rater"]) == ["model"]
+    # no fold models in this run: crops without heatmaps, and the report says so
+    assert "No model.pt for fold" in text
+    assert "with Grad-CAM\" src=" not in text
+
+
+def test_cohort_without_features_or_readers(run_factory, tmp_path: Path) -> None:
+    run = run_factory(n_patients=12, n_folds=2, features=False)
+    path = build_report(run, gallery_per_group=0, progress=False)
+    text = path.read_text()
+    assert "has no feature_* or reader_* columns" in text
+    assert not (run / "stats").exists()
+
+
+def test_report_errors(run_factory, tmp_path: Path) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    (run / "oof_patients.csv").unlink()
+    with pytest.raises(SpinedxError, match="oof_patients.csv missing"):
+        build_report(run, progress=False)
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2
+    assert res.output.strip().startswith("error:") and len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(app, ["report", str(run), "--cohort", str(tmp_path / "missing.csv")])
+    assert res.exit_code == 2 and "cohort manifest not found" in res.output
