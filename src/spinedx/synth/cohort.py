@@ -14,7 +14,7 @@ import pandas as pd
 from spinedx.errors import SpinedxError
 from spinedx.features import FEATURE_COLUMNS, READER_COLUMNS
 from spinedx.synth.dicomwriter import write_series
-from spinedx.synth.phantom import DIFFICULTY, sample_anatomy
+from spinedx.synth.phantom import DIFFICULTY, Anatomy, sample_anatomy
 from spinedx.synth.scanner import (
     COL_DIR, FOV_MM, RECON, ROW_DIR, SLICE_MM, T1, T2, Geometry, Motion, acquire,
 )
@@ -55,6 +55,20 @@ def _box_from_mask(mask: np.ndarray, matrix: tuple[int, int]) -> tuple[int, int,
     return x0, y0, x0 + side, y0 + side
 
 
+def plan_patient(
+    seed: int, index: int, label: int, difficulty: str
+) -> tuple[dict[str, Any], Anatomy, Geometry, Motion, np.random.Generator]:
+    """Everything drawn for one patient before rendering: truth, anatomy, slice geometry, the
+    T1 series' motion, and the acquisition generator (positioned for the noise draws)."""
+    truth = sample_patient(seed, index, label)
+    anat = sample_anatomy(seed, index, truth, difficulty)
+    rng = patient_rng(seed, index, STREAM_ACQ)
+    geom = _geometry(rng, anat.lesion_centre())
+    # the patient moves about the middle of the field of view between the T2 and T1 series
+    motion = Motion.sample(rng, np.array([0.0, geom.origin[1] + FOV_MM / 2, geom.origin[2] - FOV_MM / 2]))
+    return truth, anat, geom, motion, rng
+
+
 def render_patient(out_dir: str | Path, seed: int, index: int, label: int, difficulty: str) -> dict[str, Any]:
     """Render one patient's T1W and T2W series and return its manifest row plus truth extras.
 
@@ -62,12 +76,7 @@ def render_patient(out_dir: str | Path, seed: int, index: int, label: int, diffi
     the T2 frame and where it is during the T1 series (after the simulated motion), the motion.
     """
     out_dir = Path(out_dir)
-    truth = sample_patient(seed, index, label)
-    anat = sample_anatomy(seed, index, truth, difficulty)
-    rng = patient_rng(seed, index, STREAM_ACQ)
-    c = anat.lesion_centre()
-    geom = _geometry(rng, c)
-    motion = Motion.sample(rng, np.array([0.0, geom.origin[1] + FOV_MM / 2, geom.origin[2] - FOV_MM / 2]))
+    truth, anat, geom, motion, rng = plan_patient(seed, index, label, difficulty)
     noise = DIFFICULTY[difficulty]["noise"] * float(rng.uniform(0.85, 1.15))
     t2, mask = acquire(anat, geom, T2, Motion.identity(), noise, rng, want_mask=True)
     t1, _ = acquire(anat, geom, T1, motion, noise, rng)

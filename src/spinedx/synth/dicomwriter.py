@@ -3,18 +3,18 @@
 Modules of the MR Image IOD (DICOM PS3.3 A.4): Patient (C.7.1.1), General Study (C.7.2.1),
 General Series (C.7.3.1), Frame of Reference (C.7.4.1), General Equipment (C.7.5.1), General
 Image (C.7.6.1), Image Plane (C.7.6.2), Image Pixel (C.7.6.3), MR Image (C.8.3.1), VOI LUT
-(C.11.2) and SOP Common (C.12.1). UIDs are derived from the cohort seed with
-:func:`pydicom.uid.generate_uid` (``2.25.`` + a hash of the entropy sources), and all dates are
-fixed, so the same seed gives the same bytes.
+(C.11.2) and SOP Common (C.12.1). UIDs are name-based UUIDs derived from the cohort seed
+(``2.25.<uuid>``, PS3.5 B.2), and all dates are fixed, so the same seed gives the same bytes.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from spinedx.synth.scanner import FOV_MM, RECON, SLICE_MM, SeriesSpec
 
@@ -24,9 +24,16 @@ MANUFACTURER = "spinedx synthetic phantom"
 MODEL = "spinedx.synth (simulated 1.5 T)"
 
 
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/spinedx/synth")
+
+
 def uid(*parts: object) -> str:
-    """Deterministic UID from the given parts (same parts, same UID)."""
-    return generate_uid(prefix=None, entropy_srcs=["spinedx.synth", *[str(p) for p in parts]])
+    """Deterministic UID from the given parts (same parts, same UID).
+
+    A name-based (version 5) UUID under the ``2.25`` root (PS3.5 B.2): unique without a
+    registered root, and reproducible from the cohort seed and the object's identity.
+    """
+    return "2.25." + str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)).int)
 
 
 def _ds(value: float) -> str:

@@ -151,7 +151,8 @@ def truth_row(index: int, truth: dict[str, Any]) -> dict[str, Any]:
     """Manifest columns known before rendering (no paths, slices or box)."""
     row: dict[str, Any] = {"patient_id": patient_id(index), "label": "malignant" if truth["label"] else "benign"}
     row.update({f"feature_{n}": v for n, v in truth["features"].items()})
-    row.update(truth["readers"])
+    # reader calls are written as the manifest spells them (docs/io.md): benign | malignant
+    row.update({r: ("malignant" if v else "benign") for r, v in truth["readers"].items()})
     row.update({
         "level": truth["level"], "fracture_shape": truth["shape"], "marrow_pattern": truth["pattern"],
         "height_loss": round(truth["height_loss"], 3), "age": truth["age"], "sex": truth["sex"],
@@ -170,8 +171,8 @@ def sample_study_table(
 
     Returns:
         One row per patient: ``patient_id``, ``label`` (benign|malignant), the 15
-        ``feature_*`` columns (0/1), ``reader_senior``, ``reader_r4``, ``reader_r1`` (0/1, 1 =
-        called malignant) and the extras ``level``, ``fracture_shape``, ``marrow_pattern``,
+        ``feature_*`` columns (0/1), ``reader_senior``, ``reader_r4``, ``reader_r1`` (each
+        reader's call, ``benign`` or ``malignant``) and the extras ``level``, ``fracture_shape``, ``marrow_pattern``,
         ``height_loss``, ``age``, ``sex``.
     """
     check_counts(n_patients, n_malignant, difficulty)
