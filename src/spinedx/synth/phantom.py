@@ -199,7 +199,7 @@ def _collapse(an: np.ndarray, lp: dict[str, Any]) -> np.ndarray:
     if lp["shape"] == "wedge":
         return loss * (1 - a) + post * a
     if lp["shape"] == "concave":
-        return post + (loss - post) * np.sin(np.pi * a) ** 0.8
+        return post + (loss - post) * np.clip(np.sin(np.pi * a), 0.0, None) ** 0.8
     return np.full_like(a, loss)  # crush: whole-body compression
 
 
