@@ -11,6 +11,7 @@ from spinedx.io.image import Image
 from spinedx.preprocess import CHANNEL_NAMES, ExtractConfig, extract_patches
 from spinedx.preprocess.mapping import crop_grid, plane_points
 from spinedx.preprocess.patches import raw_sample, zscore
+
 from .phantom import SAGITTAL, centered_origin, sample, spine
 
 NO_REG = ExtractConfig(register=False)
@@ -40,7 +41,7 @@ def test_channel_names_order():
 
 
 def test_crop_is_square_in_mm_with_anisotropic_pixels():
-    t1, t2 = _pair()
+    _, t2 = _pair()
     box = (40, 20, 80, 40)  # 40 x 20 pixels = 20 mm x 20 mm at 0.5 x 1.0 mm
     grid = crop_grid(t2, box, 64)
     assert grid.side_mm == pytest.approx(20.0)

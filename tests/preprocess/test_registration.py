@@ -7,6 +7,7 @@ import pytest
 
 from spinedx.preprocess import ExtractConfig, extract_patches, register_rigid
 from spinedx.preprocess.mapping import crop_grid, plane_points
+
 from .phantom import centered_origin, sample, spine
 
 SHIFT = (0.0, 3.0, 2.0)  # LPS mm: 3 mm posterior, 2 mm up, in the sagittal plane

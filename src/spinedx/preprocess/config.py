@@ -29,6 +29,8 @@ class ExtractConfig:
         registration_margin_mm: in-plane margin around the box of the region the metric is computed on.
         registration_slices: T2 slices on each side of the lesion slices included in that region.
         histogram_bins: Mattes mutual-information histogram bins.
+        registration_samples: at most this many fixed-region voxels (regular grid, fixed seed) enter the
+            metric; smaller regions use all their voxels.
         zscore: ``"channel"`` normalises each of the six channels to mean 0, std 1 (default; T1 and T2
             intensities are on unrelated scales), ``"patch"`` normalises the whole 6-channel patch at once.
         min_std: a channel whose standard deviation is below this is constant; it becomes all zeros.
@@ -43,6 +45,7 @@ class ExtractConfig:
     registration_margin_mm: float = 25.0
     registration_slices: int = 2
     histogram_bins: int = 32
+    registration_samples: int = 40000
     zscore: str = "channel"
     min_std: float = 1e-6
 
@@ -63,7 +66,7 @@ class ExtractConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExtractConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ExtractConfig:
         """Build from a dict (e.g. the ``config`` of an ``extract.json``); unknown keys are refused."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class CasePatches:
         return {
             "patient_id": self.patient_id,
             "label": None if self.label is None else LABEL_NAMES[self.label],
-            "n_samples": int(len(self.slice_index)),
+            "n_samples": len(self.slice_index),
             "slice_index": [int(s) for s in self.slice_index],
             "edge_replicated": [
                 {"slice": int(s), "replaced": e} for s, e in zip(self.slice_index, self.edge) if e
@@ -173,7 +174,7 @@ def extract_patches(
     )
 
 
-def extract_case(case: "CaseRecord", config: ExtractConfig | None = None) -> CasePatches:
+def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CasePatches:
     """Read a manifest case's T1 and T2 series and extract its patches (see :func:`extract_patches`).
 
     Args:
@@ -207,7 +208,7 @@ def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _run_one(case: "CaseRecord", config: ExtractConfig) -> tuple[str, CasePatches | None, str | None]:
+def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches | None, str | None]:
     """Extract one case; the error comes back as a line (exceptions with keyword args do not pickle well)."""
     try:
         return case.patient_id, extract_case(case, config), None
@@ -218,7 +219,7 @@ def _run_one(case: "CaseRecord", config: ExtractConfig) -> tuple[str, CasePatche
         return case.patient_id, None, f"{case.patient_id}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _iter_results(cases: list["CaseRecord"], config: ExtractConfig,
+def _iter_results(cases: list[CaseRecord], config: ExtractConfig,
                   workers: int) -> Iterator[tuple[str, CasePatches | None, str | None]]:
     if workers <= 1 or len(cases) <= 1:
         for case in cases:

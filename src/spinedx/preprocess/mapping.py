@@ -117,18 +117,17 @@ def sample_plane(img: Image, k: int, grid: CropGrid) -> np.ndarray:
     return out.reshape(grid.x.shape).astype(np.float32, copy=False)
 
 
-def sample_points(img: Image, points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Trilinear samples of ``img`` at (N, 3) LPS points, reshaped to ``shape``; edge repeated outside."""
-    ijk = img.physical_to_index(points)  # columns x, y, z
+def sample_index_map(img: Image, index_map: np.ndarray, xyz: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear samples of ``img`` at ``index_map @ (x, y, z, 1)`` for (N, 3) source indices; edge repeated.
+
+    ``index_map`` is a 4x4 map from another image's index space to ``img``'s, composed once per case
+    (T1 index <- T1 affine^-1 <- T2->T1 transform <- T2 affine), so each sample costs one small matmul.
+    """
+    ijk = xyz @ index_map[:3, :3].T + index_map[:3, 3]
     out = ndimage.map_coordinates(
         img.array, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1, mode="nearest", prefilter=False
     )
     return out.reshape(shape).astype(np.float32, copy=False)
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 4x4 homogeneous transform to (N, 3) points."""
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def box_corners(t2: Image, box: Box, k: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from spinedx.io.image import Image
-from spinedx.preprocess.mapping import CropGrid, apply_affine, plane_points, sample_plane, sample_points
+from spinedx.preprocess.mapping import CropGrid, sample_index_map, sample_plane
 
 
 def neighbour_slices(s: int, nz: int) -> tuple[tuple[int, int, int], list[str]]:
@@ -66,8 +66,11 @@ def raw_sample(t1: Image, t2: Image, grid: CropGrid, s: int, t2_to_t1: np.ndarra
     """
     planes, edge = neighbour_slices(s, t2.n_slices)
     p = grid.x.shape[0]
+    # T2 index -> T2 physical -> (registration) T1 physical -> T1 index, composed once.
+    index_map = np.linalg.inv(t1.affine) @ t2_to_t1 @ t2.affine
     out = np.empty((6, p, p), dtype=np.float32)
     for c, k in enumerate(planes):
-        out[c] = sample_points(t1, apply_affine(t2_to_t1, plane_points(t2, grid, k)), (p, p))
+        xyz = np.stack([grid.x.ravel(), grid.y.ravel(), np.full(grid.x.size, float(k))], axis=1)
+        out[c] = sample_index_map(t1, index_map, xyz, (p, p))
         out[3 + c] = sample_plane(t2, k, grid)
     return out, edge

@@ -96,12 +96,38 @@ def _regions(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...],
     fz, fy, fx = fixed.shape
     corners = np.array([[i, j, k] for i in (-0.5, fx - 0.5) for j in (-0.5, fy - 0.5) for k in (-0.5, fz - 0.5)])
     ijk = t1.physical_to_index(fixed.index_to_physical(corners))
-    pad = (config.max_translation_mm + config.registration_margin_mm) / t1.spacing + 2
+    # Room for the largest accepted move: the bound on translation plus what a bounded rotation moves the
+    # region's far corners (radius x angle), plus two voxels for interpolation.
+    radius = float(np.linalg.norm(fixed.spacing * np.array(fixed.shape[::-1]))) / 2
+    reach = config.max_translation_mm + radius * math.radians(config.max_rotation_deg)
+    pad = reach / t1.spacing + 2
     moving = _subimage(t1, np.floor(ijk.min(axis=0) - pad), np.ceil(ijk.max(axis=0) + pad) + 1)
 
     mid = sorted(lesion_slices)[len(lesion_slices) // 2]
     center = box_corners(t2, box, float(mid)).mean(axis=0)
     return fixed, moving, center
+
+
+def _metric_setup(method: sitk.ImageRegistrationMethod, n_vox: int, config: ExtractConfig) -> None:
+    """Mattes MI on at most ``registration_samples`` voxels (regular grid, fixed seed: reproducible)."""
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
+    if n_vox > config.registration_samples:
+        method.SetMetricSamplingStrategy(method.REGULAR)
+        method.SetMetricSamplingPercentage(config.registration_samples / n_vox, 1)
+    else:
+        method.SetMetricSamplingStrategy(method.NONE)
+    # Gradients at the sampled points only, instead of gradient images of the whole regions.
+    method.MetricUseFixedImageGradientFilterOff()
+    method.MetricUseMovingImageGradientFilterOff()
+    method.SetInterpolator(sitk.sitkLinear)
+
+
+def _metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, config: ExtractConfig) -> float:
+    """Mattes MI of the pair under ``transform`` on the same samples as the optimiser (before vs after)."""
+    m = sitk.ImageRegistrationMethod()
+    _metric_setup(m, int(np.prod(fixed.GetSize())), config)
+    m.SetInitialTransform(transform)
+    return float(m.MetricEvaluate(fixed, moving))
 
 
 def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...],
@@ -134,9 +160,7 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     init.SetCenter(tuple(float(c) for c in center))
 
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
-    reg.SetMetricSamplingStrategy(reg.NONE)
-    reg.SetInterpolator(sitk.sitkLinear)
+    _metric_setup(reg, int(np.prod(fixed.GetSize())), config)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-3, numberOfIterations=config.registration_iterations,
         relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8,
@@ -153,7 +177,7 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
 
     record = RegistrationRecord(performed=True, center_mm=tuple(float(c) for c in center))
     try:
-        before = float(reg.MetricEvaluate(fixed, moving))
+        before = _metric(fixed, moving, init, config)
         counter = [0]
         reg.AddCommand(sitk.sitkIterationEvent, lambda: counter.__setitem__(0, counter[0] + 1))
         result = reg.Execute(fixed, moving)
@@ -161,12 +185,7 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
         found = sitk.Euler3DTransform()
         found.SetCenter(tuple(float(c) for c in center))
         found.SetParameters(tuple(float(p) for p in params))
-        check = sitk.ImageRegistrationMethod()
-        check.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
-        check.SetMetricSamplingStrategy(check.NONE)
-        check.SetInterpolator(sitk.sitkLinear)
-        check.SetInitialTransform(found)
-        after = float(check.MetricEvaluate(fixed, moving))
+        after = _metric(fixed, moving, found, config)
     except RuntimeError as exc:  # ITK refuses e.g. regions with too few valid samples
         text = " ".join(str(exc).split())
         text = text[text.find("ITK ERROR"):] if "ITK ERROR" in text else text
