@@ -11,7 +11,7 @@ from spinedx.cli._app import command
 
 @command()
 def synth(
-    out_dir: Path = typer.Argument(..., help="Output folder: cohort.csv, synth.json, dicom/<patient>/{T1,T2}/."),
+    out_dir: Path = typer.Argument(..., help="Output folder: cohort.csv, synth.json, dicom/<patient>/{T1,T2}/."),  # noqa: B008 (Typer idiom)
     patients: int = typer.Option(190, "--patients", help="Number of patients."),
     malignant: int = typer.Option(50, "--malignant", help="How many of them have a malignant fracture."),
     seed: int = typer.Option(0, "--seed", help="Seed: same seed, same files byte for byte."),

@@ -16,10 +16,25 @@ from spinedx.features import FEATURE_COLUMNS, READER_COLUMNS
 from spinedx.synth.dicomwriter import write_series
 from spinedx.synth.phantom import DIFFICULTY, Anatomy, sample_anatomy
 from spinedx.synth.scanner import (
-    COL_DIR, FOV_MM, RECON, ROW_DIR, SLICE_MM, T1, T2, Geometry, Motion, acquire,
+    COL_DIR,
+    FOV_MM,
+    RECON,
+    ROW_DIR,
+    SLICE_MM,
+    T1,
+    T2,
+    Geometry,
+    Motion,
+    acquire,
 )
 from spinedx.synth.study import (
-    STREAM_ACQ, assign_labels, check_counts, patient_id, patient_rng, sample_patient, truth_row,
+    STREAM_ACQ,
+    assign_labels,
+    check_counts,
+    patient_id,
+    patient_rng,
+    sample_patient,
+    truth_row,
 )
 
 #: Margin (mm) around the fractured body in the manifest box.
@@ -47,9 +62,9 @@ def _box_from_mask(mask: np.ndarray, matrix: tuple[int, int]) -> tuple[int, int,
     margin = BOX_MARGIN_MM / (FOV_MM / RECON)
     c0, c1 = (cols.min() - 0.5) * fc - margin, (cols.max() + 0.5) * fc + margin
     r0, r1 = (rows.min() - 0.5) * fr - margin, (rows.max() + 0.5) * fr + margin
-    side = int(math.ceil(max(c1 - c0, r1 - r0)))
-    x0 = int(round((c0 + c1) / 2 - side / 2))
-    y0 = int(round((r0 + r1) / 2 - side / 2))
+    side = math.ceil(max(c1 - c0, r1 - r0))
+    x0 = round((c0 + c1) / 2 - side / 2)
+    y0 = round((r0 + r1) / 2 - side / 2)
     x0 = min(max(x0, 0), RECON - side)
     y0 = min(max(y0, 0), RECON - side)
     return x0, y0, x0 + side, y0 + side

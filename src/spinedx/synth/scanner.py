@@ -97,11 +97,11 @@ class Motion:
     angles_deg: np.ndarray
 
     @classmethod
-    def identity(cls) -> "Motion":
+    def identity(cls) -> Motion:
         return cls(np.eye(3), np.zeros(3), np.zeros(3), np.zeros(3))
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, centre: np.ndarray) -> "Motion":
+    def sample(cls, rng: np.random.Generator, centre: np.ndarray) -> Motion:
         """A few mm of translation and up to ~2 degrees about each axis."""
         ang = rng.uniform(-2.0, 2.0, 3)
         a = np.deg2rad(ang)
