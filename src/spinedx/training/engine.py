@@ -166,7 +166,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_loss(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-        """Mean BCE over un-augmented patches, in eval mode."""
+        """Mean BCE over un-augmented patches, in eval mode (the model's mode is restored)."""
+        was_training = self.model.training
         self.model.eval()
         total = 0.0
         for i in range(0, x.shape[0], batch_size):
@@ -175,7 +176,7 @@ class Trainer:
                 logits = self.model(xb)
             total += float(nn.functional.binary_cross_entropy_with_logits(
                 logits.float().reshape(-1), y[i:i + batch_size], reduction="sum"))
-        self.model.train()
+        self.model.train(was_training)
         return total / max(1, x.shape[0])
 
     def fit(
