@@ -11,9 +11,11 @@ import typer
 from spinedx.cli._app import app, command  # noqa: F401
 
 
-def _fmt(est: float, low: float, high: float) -> str:
+def _fmt(est: float, low: float, high: float, sep: str = " ") -> str:
     if est is None or (isinstance(est, float) and math.isnan(est)):
         return "-"
+    if sep == "\n":  # two lines in a narrow table cell
+        return f"{est:.2f}\n{low:.2f}-{high:.2f}"
     return f"{est:.2f} ({low:.2f}-{high:.2f})"
 
 
@@ -34,23 +36,26 @@ def stats(
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
     regression on the features, and the error analysis of one reader."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from spinedx.evaluation.study import ALPHA, run_study
 
-    res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap)
     console = Console()
+    with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
+        res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap)
 
-    t2 = Table(title="Table 2: readers and model (95% Wilson intervals)")
-    for col in ("rater", "n", "missing", "TP", "TN", "FP", "FN", "sensitivity", "specificity", "accuracy"):
-        t2.add_column(col, justify="left" if col == "rater" else "right", no_wrap=col == "rater")
+    t2 = Table(title="Table 2: readers and model (95% Wilson intervals)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("rater", "n (miss)", "TP/TN/FP/FN", "sens.", "spec.", "acc."):
+        t2.add_column(col, justify="left" if col == "rater" else "right", no_wrap=True)
     for r in res.table2.to_dict(orient="records"):
-        t2.add_row(r["rater"], str(r["n"]), str(r["n_missing"]), str(r["tp"]), str(r["tn"]), str(r["fp"]),
-                   str(r["fn"]), _fmt(r["sensitivity"], r["sensitivity_low"], r["sensitivity_high"]),
-                   _fmt(r["specificity"], r["specificity_low"], r["specificity_high"]),
-                   _fmt(r["accuracy"], r["accuracy_low"], r["accuracy_high"]))
-    console.print(t2)
+        t2.add_row(r["rater"], f"{r['n']} ({r['n_missing']})", f"{r['tp']}/{r['tn']}/{r['fp']}/{r['fn']}",
+                   _fmt(r["sensitivity"], r["sensitivity_low"], r["sensitivity_high"], "\n"),
+                   _fmt(r["specificity"], r["specificity_low"], r["specificity_high"], "\n"),
+                   _fmt(r["accuracy"], r["accuracy_low"], r["accuracy_high"], "\n"))
+    if len(res.table2):
+        console.print(t2)
 
     mc = Table(title="McNemar tests (b: A right, B wrong; c: the reverse)")
     for col in ("rater A", "rater B", "group", "n", "b", "c", "test", "p"):
@@ -58,7 +63,8 @@ def stats(
     for r in res.mcnemar.to_dict(orient="records"):
         mc.add_row(r["rater_a"], r["rater_b"], r["group"], str(r["n"]), str(r["b"]), str(r["c"]), r["test"],
                    _p(r["p_value"]))
-    console.print(mc)
+    if len(res.mcnemar):
+        console.print(mc)
 
     sig = res.table1[res.table1["p_value"] < ALPHA]
     t1 = Table(title=f"Table 1: features with Fisher p < {ALPHA} ({len(sig)} of {len(res.table1)})")
@@ -68,7 +74,8 @@ def stats(
         t1.add_row(r["description"], f"{r['malignant_n']}/{r['malignant_total']} ({r['malignant_pct']:.0f}%)",
                    f"{r['benign_n']}/{r['benign_total']} ({r['benign_pct']:.0f}%)", _p(r["p_value"]),
                    _fmt(r["odds_ratio"], r["or_low"], r["or_high"]) + (" *" if r["haldane"] else ""))
-    console.print(t1)
+    if len(res.table1):
+        console.print(t1)
     if sig["haldane"].any():
         console.print("* Haldane-Anscombe correction (+0.5 per cell) where a cell is zero")
 
