@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -133,3 +135,15 @@ def test_cli_all_good_exit_zero_and_bad_manifest(cohort, tmp_path):
     res = CliRunner().invoke(app, ["extract", str(bad), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "label" in res.stderr and "Traceback" not in res.output
+
+
+def test_benchmark_runs_on_a_given_cohort(cohort, capsys):
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "extract.py"
+    spec = importlib.util.spec_from_file_location("bench_extract", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--cohort", str(cohort / "good.csv"), "--repeat", "1", "--register-patients", "1"]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1].split()
+    assert last[:2] == ["RESULT", "extract_ratio"] and float(last[2]) > 0
+    assert "I/O floor" in out and "s/patient" in out
