@@ -298,3 +298,31 @@ def test_run_label_disagreeing_with_cohort_is_an_error(tmp_path: Path, cohort_cs
     oof.to_csv(run_dir / "oof_patients.csv", index=False)
     with pytest.raises(SpinedxError, match="patient P03: label '0' in the run disagrees"):
         load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"])))
+
+
+def test_run_folder_written_by_the_cv_helpers(tmp_path: Path, cohort_csv: Path) -> None:
+    """splits.json and oof_patients.csv as spinedx.evaluation.cv writes them."""
+    import yaml
+
+    from spinedx.evaluation.aggregate import aggregate_patients
+    from spinedx.evaluation.splits import make_splits
+
+    frame = load_study_table(cohort_csv)
+    labels = dict(zip(frame["patient_id"], frame["y"].astype(int)))
+    splits = make_splits(labels, folds=3, seed=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "splits.json").write_text(json.dumps(splits, indent=1))
+    rng = np.random.default_rng(0)
+    slices = pd.DataFrame([{"patient_id": p, "fold": splits["fold_of"][p], "label": y, "probability": rng.random()}
+                           for p, y in labels.items() for _ in range(3)])
+    aggregate_patients(slices, "max", 0.7).to_csv(run_dir / "oof_patients.csv", index=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"config": {"threshold": 0.7, "folds": 3},
+                                                         "optimistic": True}))
+    run = load_run(run_dir, list(labels), labels)
+    assert run.folds_source == "splits.json"
+    assert run.folds == [s["val"] for s in splits["splits"]]
+    assert run.threshold == 0.7 and run.optimistic is True
+    res = compute_study(frame, run, bootstrap_resamples=100)
+    assert res.table2.set_index("rater").loc["model", "n_missing"] == 0
+    assert res.logistic["evaluation"]["n_folds"] == 3
