@@ -147,3 +147,21 @@ def test_benchmark_runs_on_a_given_cohort(cohort, capsys):
     last = out.strip().splitlines()[-1].split()
     assert last[:2] == ["RESULT", "extract_ratio"] and float(last[2]) > 0
     assert "I/O floor" in out and "s/patient" in out
+
+
+@pytest.mark.slow
+def test_registration_moves_the_box_to_the_lesion_on_synthetic_t1(tmp_path):
+    """spinedx.synth moves the patient rigidly between T2 and T1; synth.json has the lesion centre in both."""
+    from spinedx.synth import generate_cohort
+
+    manifest = generate_cohort(tmp_path / "syn", n_patients=3, n_malignant=1, seed=1, progress=False)
+    res = extract_cohort(manifest, tmp_path / "out", ExtractConfig(), progress=False)
+    assert not res.failed
+    truth = json.loads((tmp_path / "syn" / "synth.json").read_text())["patients"]
+    for p in json.loads(res.json_path.read_text())["patients"]:
+        c2, c1 = np.asarray(truth[p["patient_id"]]["centre_t2"]), np.asarray(truth[p["patient_id"]]["centre_t1"])
+        m = np.asarray(p["registration"]["matrix"])
+        assert p["registration"]["accepted"]
+        err_geo = np.linalg.norm(c2 - c1)
+        err_reg = np.linalg.norm(m[:3, :3] @ c2 + m[:3, 3] - c1)
+        assert err_reg < err_geo and err_reg < 2.5, (p["patient_id"], err_geo, err_reg)
