@@ -1,0 +1,229 @@
+"""The main job (``spinedx demo``): synthetic cohort -> patches -> cross-validation -> statistics -> report.
+
+Runs the whole study of Yeh et al. 2022 on the default synthetic cohort (190 patients, 50 malignant,
+as in the paper) in one call and ends with the report's path and the key metrics (the model's
+sensitivity, specificity, accuracy and AUC with 95% intervals against the three readers: the
+paper's Table 2). Every stage writes into ``OUT_DIR`` and is skipped when its outputs are already
+complete, so an interrupted demo resumes where it stopped (the cross-validation also resumes
+fold by fold). ``OUT_DIR/demo.json`` records the settings and the stages done.
+
+Layout::
+
+    OUT_DIR/cohort/    cohort.csv, synth.json, dicom/<patient>/{T1,T2}/   (spinedx synth)
+    OUT_DIR/patches/   patches.npz, extract.json                         (spinedx extract)
+    OUT_DIR/run/       config.yaml, oof_*.csv, metrics.json, folds/      (spinedx cv)
+    OUT_DIR/run/stats/ table2_performance.csv, mcnemar.csv, ...          (spinedx stats)
+    OUT_DIR/run/report.html                                              (spinedx report)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from spinedx import RESEARCH_USE_ONLY
+from spinedx.errors import SpinedxError
+
+#: The paper's cohort: 190 patients, 50 malignant.
+PAPER_PATIENTS = 190
+PAPER_MALIGNANT = 50
+STAGES = ("synth", "extract", "cv", "stats", "report")
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` did and found.
+
+    Attributes:
+        out_dir: the demo folder.
+        report: path of ``report.html``.
+        stages: stage -> ``done`` (ran now) or ``skipped`` (outputs already complete), with seconds.
+        table2: rows of ``stats/table2_performance.csv`` (readers and the model).
+        metrics: the run's ``metrics.json`` (patient level, with AUC and interval).
+    """
+
+    out_dir: Path
+    report: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    table2: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable key metrics: the model against the readers (Table 2)."""
+
+        def num(v: Any) -> str:
+            return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
+
+        def ci(row: dict[str, Any], name: str) -> str:
+            v, lo, hi = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
+            return f"{name} {num(v)} ({num(lo)}-{num(hi)})"
+
+        lines = [f"report: {self.report.resolve()}"]
+        m = self.metrics
+        if m.get("optimistic"):
+            lines.append("WARNING: optimistic run (early stopping on the validation folds)")
+        auc = m.get("auc")
+        if auc is not None:
+            lines.append(f"model AUC {num(auc)} ({num(m.get('auc_low'))}-{num(m.get('auc_high'))}), "
+                         f"patient level, out-of-fold, {m.get('folds', '?')} folds, backbone {m.get('backbone', '?')}")
+        width = max([len(str(r["rater"])) for r in self.table2] + [5])
+        for r in self.table2:
+            name = str(r["rater"]).removeprefix("reader_")
+            lines.append(f"  {name:<{width}}  " + "  ".join(ci(r, k) for k in ("sensitivity", "specificity",
+                                                                                 "accuracy")))
+        lines.append("(95% Wilson intervals; " + RESEARCH_USE_ONLY + ")")
+        return lines
+
+
+def _default_malignant(n_patients: int) -> int:
+    """The paper's proportion (50/190) of malignant patients, at least one of each class when possible."""
+    n = round(n_patients * PAPER_MALIGNANT / PAPER_PATIENTS)
+    return int(min(max(n, 1), max(n_patients - 1, 1)))
+
+
+def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        return {"settings": settings, "stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"settings": settings, "stages": {}}
+    old = state.get("settings", {})
+    diff = sorted(k for k in settings if k in old and old[k] != settings[k])
+    if diff:
+        desc = ", ".join(f"{k}: {old[k]!r} there vs {settings[k]!r} now" for k in diff)
+        raise SpinedxError(f"this demo folder was made with other settings ({desc}); rerun with the same options "
+                           "to resume, or choose a new OUT_DIR", where=str(path.parent))
+    state["settings"] = settings
+    state.setdefault("stages", {})
+    return state
+
+
+def run_demo(
+    out_dir: str | Path,
+    n_patients: int = PAPER_PATIENTS,
+    n_malignant: int | None = None,
+    seed: int = 0,
+    profile: str = "quick",
+    *,
+    folds: int = 10,
+    backbone: str | None = None,
+    epochs: int | None = None,
+    difficulty: str = "medium",
+    register: bool = True,
+    workers: int = 1,
+    bootstrap_resamples: int = 2000,
+    gallery_per_group: int = 2,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> DemoResult:
+    """Run synth -> extract -> cv -> stats -> report, skipping stages whose outputs are complete.
+
+    Args:
+        out_dir: demo folder (created; an existing one is resumed).
+        n_patients: synthetic patients (paper: 190).
+        n_malignant: malignant patients; default the paper's proportion 50/190.
+        seed: seed of the cohort, the folds and the training.
+        profile: cross-validation profile, ``quick`` (minutes on a laptop CPU) or ``paper``.
+        folds: cross-validation folds (paper: 10).
+        backbone: torchvision backbone; default the profile's (paper: resnet50).
+        epochs: maximum epochs per fold; default the profile's.
+        difficulty: synthetic cohort difficulty (``easy``, ``medium``, ``hard``).
+        register: refine the T2->T1 mapping with the bounded rigid registration during extraction.
+        workers: processes for the synthetic cohort and the extraction.
+        bootstrap_resamples: bootstrap resamples of the statistics' AUC intervals.
+        gallery_per_group: cases per gallery group in the report.
+        progress: show progress bars.
+        log: where stage messages go (None: silent).
+
+    Returns:
+        The result, with :meth:`DemoResult.summary_lines` for the key metrics.
+
+    Raises:
+        SpinedxError: impossible settings, or an existing folder made with other settings.
+    """
+    import pandas as pd
+
+    from spinedx.evaluation.cv import run_cv
+    from spinedx.evaluation.study import run_study
+    from spinedx.preprocess import ExtractConfig, extract_cohort
+    from spinedx.report import build_report
+    from spinedx.synth import generate_cohort
+    from spinedx.training.config import CVConfig
+
+    say = log or (lambda _msg: None)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpinedxError("exists and is not a folder; choose another OUT_DIR", where=str(out))
+    n_mal = _default_malignant(n_patients) if n_malignant is None else int(n_malignant)
+    cv_config = CVConfig.from_profile(profile, folds=folds, seed=seed, backbone=backbone, epochs=epochs)
+    extract_config = ExtractConfig(register=register)
+    settings = {"n_patients": n_patients, "n_malignant": n_mal, "seed": seed, "difficulty": difficulty,
+                "profile": profile, "cv": cv_config.to_dict(), "extract": extract_config.to_dict()}
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "demo.json"
+    state = _load_state(state_path, settings)
+    cohort_dir, patches_dir, run_dir = out / "cohort", out / "patches", out / "run"
+    manifest = cohort_dir / "cohort.csv"
+    result = DemoResult(out, run_dir / "report.html")
+
+    def save() -> None:
+        state_path.write_text(json.dumps(state, indent=1, default=str) + "\n")
+
+    ran_upstream = False
+
+    def stage(name: str, complete: bool, fn: Callable[[], Any], what: str) -> None:
+        nonlocal ran_upstream
+        # Each stage writes its last file only when it has finished, so the presence of the outputs means
+        # complete; once a stage has run, the later ones must run again on its new outputs.
+        if complete and not ran_upstream:
+            say(f"[{name}] {what}: already complete, skipped")
+            result.stages[name] = {"status": "skipped", "seconds": 0.0}
+            state["stages"].setdefault(name, {"status": "done"})
+            return
+        ran_upstream = True
+        say(f"[{name}] {what} ...")
+        t0 = time.perf_counter()
+        fn()
+        secs = round(time.perf_counter() - t0, 1)
+        state["stages"][name] = {"status": "done", "seconds": secs,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        result.stages[name] = {"status": "done", "seconds": secs}
+        save()
+        say(f"[{name}] done in {secs:.0f} s")
+
+    save()
+    stage("synth", manifest.is_file() and (cohort_dir / "synth.json").is_file(),
+          lambda: generate_cohort(cohort_dir, n_patients=n_patients, n_malignant=n_mal, seed=seed,
+                                  difficulty=difficulty, preview=True, workers=workers, progress=progress),
+          f"synthetic cohort of {n_patients} patients ({n_mal} malignant) -> {cohort_dir}")
+
+    def do_extract() -> None:
+        res = extract_cohort(manifest, patches_dir, extract_config, workers=workers, progress=progress)
+        for pid, why in res.failed:
+            say(f"[extract] skipped {pid}: {' '.join(why.split())}")
+        if not res.ok:
+            raise SpinedxError("no patient could be extracted; see the messages above", where=str(manifest))
+
+    stage("extract", (patches_dir / "patches.npz").is_file() and (patches_dir / "extract.json").is_file(),
+          do_extract, f"6-channel lesion patches -> {patches_dir}")
+    stage("cv", (run_dir / "metrics.json").is_file() and (run_dir / "oof_patients.csv").is_file(),
+          lambda: run_cv(patches_dir, run_dir, cv_config, progress=progress),
+          f"{cv_config.folds}-fold cross-validation ({profile} profile, {cv_config.backbone}) -> {run_dir}")
+    stage("stats", (run_dir / "stats" / "stats.json").is_file(),
+          lambda: run_study(manifest, run_dir / "stats", run_dir=run_dir, bootstrap_resamples=bootstrap_resamples,
+                            seed=seed),
+          f"study statistics (Tables 1 and 2, McNemar, error analysis) -> {run_dir / 'stats'}")
+    stage("report", result.report.is_file(),
+          lambda: build_report(run_dir, manifest, gallery_per_group=gallery_per_group,
+                               bootstrap_resamples=bootstrap_resamples, progress=progress),
+          f"HTML report -> {result.report}")
+
+    result.metrics = json.loads((run_dir / "metrics.json").read_text())
+    t2 = pd.read_csv(run_dir / "stats" / "table2_performance.csv")
+    result.table2 = t2.to_dict(orient="records")
+    return result

@@ -1,0 +1,58 @@
+"""spinedx demo: the whole chain on a tiny synthetic cohort, then a resume that skips every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.demo import STAGES, _default_malignant, run_demo
+from spinedx.errors import SpinedxError
+
+
+def test_default_malignant_keeps_the_paper_proportion() -> None:
+    assert _default_malignant(190) == 50
+    assert _default_malignant(12) == 3
+    assert _default_malignant(2) == 1
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    messages: list[str] = []
+    kw = dict(n_patients=8, n_malignant=3, seed=1, folds=2, backbone="resnet18", epochs=1, register=False,
+              bootstrap_resamples=50, gallery_per_group=1, progress=False)
+    res = run_demo(out, log=messages.append, **kw)
+    assert [res.stages[s]["status"] for s in STAGES] == ["done"] * 5
+    for f in ("cohort/cohort.csv", "patches/patches.npz", "run/metrics.json", "run/oof_patients.csv",
+              "run/stats/table2_performance.csv", "run/report.html", "demo.json"):
+        assert (out / f).is_file(), f
+    text = res.report.read_text()
+    assert '<section id="gallery">' in text and 'src="http' not in text
+    raters = [r["rater"] for r in res.table2]
+    assert "model" in raters and "reader_r1" in raters
+    lines = res.summary_lines()
+    assert lines[0] == f"report: {res.report.resolve()}"
+    assert any(line.strip().startswith("model ") and "sensitivity" in line for line in lines)
+    assert any("AUC" in line for line in lines)
+    assert "research use only" in lines[-1]
+
+    # Resume through the CLI: every stage's outputs are complete, nothing runs again.
+    mtime = res.report.stat().st_mtime_ns
+    cli = CliRunner().invoke(app, ["demo", str(out), "--patients", "8", "--malignant", "3", "--seed", "1",
+                                   "--folds", "2", "--backbone", "resnet18", "--epochs", "1", "--no-register",
+                                   "--no-progress"])
+    assert cli.exit_code == 0, cli.output
+    assert cli.output.count("already complete, skipped") == 5
+    assert f"report: {res.report.resolve()}" in cli.output
+    assert res.report.stat().st_mtime_ns == mtime
+    assert json.loads((out / "demo.json").read_text())["settings"]["n_patients"] == 8
+
+    # Other settings on the same folder are refused (exit 2, one line).
+    with pytest.raises(SpinedxError, match="other settings"):
+        run_demo(out, log=None, **{**kw, "seed": 2})
+    cli = CliRunner().invoke(app, ["demo", str(out), "--patients", "9", "--no-progress"])
+    assert cli.exit_code == 2 and cli.output.strip().startswith("error:")
