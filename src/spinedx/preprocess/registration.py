@@ -139,10 +139,11 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     """Bounded rigid registration of T1 to T2 around the lesion box.
 
     Fixed image: T2 within ``registration_margin_mm`` of the box on the lesion slices and
-    ``registration_slices`` slices beyond them. Moving image: T1. Metric: Mattes mutual information on all
-    voxels of the fixed region (no random sampling, so results are reproducible). Optimiser: regular-step
-    gradient descent with scales from physical shift, two resolution levels (shrink 2, 1; smoothing 1 mm, 0)
-    when the region has at least 8 voxels along every axis, else one level.
+    ``registration_slices`` slices beyond them. Moving image: T1. Metric: Mattes mutual information on at
+    most ``registration_samples`` fixed-region voxels (regular grid, fixed seed: reproducible). Optimiser:
+    regular-step gradient descent with scales from physical shift (steps in mm, from 1 down to 0.01), two
+    resolution levels (shrink 2, 1; smoothing 1 mm, 0) when the region has at least 8 voxels along every
+    axis, else one level.
     The transform starts at identity, i.e. at the mapping given by the two series' geometry.
 
     Args:
