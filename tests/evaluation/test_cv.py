@@ -40,7 +40,7 @@ def make_patches(path: Path, n_patients: int = 20, size: int = 32, seed: int = 0
 
 def tiny_config(**kw: object) -> CVConfig:
     base = dict(folds=3, backbone="resnet18", pretrained="none", epochs=2, patience=0, views_benign=1,
-                views_malignant=1, batch_size=16, threads=2, compile="off")
+                views_malignant=1, batch_size=16, threads=1, compile="off")
     base.update(kw)
     return CVConfig.from_profile("quick", **base)
 
@@ -92,7 +92,7 @@ def test_cli_end_to_end_outputs_complete(tmp_path: Path) -> None:
     patches = make_patches(tmp_path / "patches", n_patients=20)
     run = tmp_path / "run"
     args = ["cv", str(patches), "--out", str(run), "--folds", "3", "--profile", "quick", "--backbone", "resnet18",
-            "--pretrained", "none", "--epochs", "2", "--early-stop-on", "outer", "--threads", "2", "--quiet"]
+            "--pretrained", "none", "--epochs", "2", "--early-stop-on", "outer", "--threads", "1", "--quiet"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "OPTIMISTIC" in res.output and "patient level" in res.output and "weights: none" in res.output
