@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         n_pat = len(res.ok)
         print(f"files: {len(files)} ({n_bytes / 1e6:.1f} MB), patients ok: {n_pat}, failed: {len(res.failed)}, "
               f"samples: {res.n_samples}")
-        print(f"I/O floor (pydicom dcmread + pixel_array): {floor:.3f} s ({1000 * floor / max(n_pat, 1):.1f} ms/patient)")
+        per = 1000 * floor / max(n_pat, 1)
+        print(f"I/O floor (pydicom dcmread + pixel_array): {floor:.3f} s ({per:.1f} ms/patient)")
         print(f"extract --no-register: {noreg:.3f} s ({1000 * noreg / max(n_pat, 1):.1f} ms/patient)")
         ratio = noreg / floor if floor > 0 else float("nan")
         print(f"ratio extract/floor: {ratio:.2f} (goal <= 1.5)")

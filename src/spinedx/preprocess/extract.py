@@ -216,7 +216,8 @@ def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches 
         msg = exc.one_line()
         return case.patient_id, None, msg if case.patient_id in msg else f"{case.patient_id}: {msg}"
     except Exception as exc:  # noqa: BLE001 - one patient's unexpected failure must not stop the cohort
-        return case.patient_id, None, f"{case.patient_id}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
+        text = " ".join(str(exc).split())
+        return case.patient_id, None, f"{case.patient_id}: unexpected {type(exc).__name__}: {text}"
 
 
 def _iter_results(cases: list[CaseRecord], config: ExtractConfig,
@@ -240,7 +241,8 @@ def write_patches(path: Path, patches: list[CasePatches], patch_size: int) -> No
     pid = np.array([p.patient_id for p in patches for _ in p.slice_index], dtype=str)
     if n == 0:
         pid = np.zeros(0, dtype="<U1")
-    slice_index = np.concatenate([p.slice_index for p in patches]).astype(np.int64) if patches else np.zeros(0, np.int64)
+    slice_index = (np.concatenate([p.slice_index for p in patches]).astype(np.int64) if patches
+                   else np.zeros(0, np.int64))
     label = np.array([-1 if p.label is None else p.label for p in patches for _ in p.slice_index], dtype=np.int64)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, x=x.astype(np.float32, copy=False), patient_id=pid, slice_index=slice_index, label=label)
