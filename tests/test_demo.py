@@ -23,8 +23,8 @@ def test_default_malignant_keeps_the_paper_proportion() -> None:
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     messages: list[str] = []
-    kw = dict(n_patients=8, n_malignant=3, seed=1, folds=2, backbone="resnet18", epochs=1, register=False,
-              bootstrap_resamples=50, gallery_per_group=1, progress=False)
+    kw: dict = {"n_patients": 8, "n_malignant": 3, "seed": 1, "folds": 2, "backbone": "resnet18", "epochs": 1,
+                "register": False, "bootstrap_resamples": 50, "gallery_per_group": 1, "progress": False}
     res = run_demo(out, log=messages.append, **kw)
     assert [res.stages[s]["status"] for s in STAGES] == ["done"] * 5
     for f in ("cohort/cohort.csv", "patches/patches.npz", "run/metrics.json", "run/oof_patients.csv",

@@ -21,6 +21,7 @@ from spinedx.models import build_model, load_fold_model, save_fold_model
 from spinedx.predict import predict_case
 from spinedx.preprocess import ExtractConfig, extract_patches
 
+
 # NIfTI (RAS) affine whose third file axis runs left-right (a sagittal stack), first axis anterior->posterior,
 # second superior->inferior, 1 mm in-plane.
 def _affine(slice_mm: float) -> np.ndarray:
@@ -55,7 +56,7 @@ def synthetic_pair(tmp_path_factory) -> Path:
     """T1/T2 NIfTI of a bright 'vertebra' (T2) / dark (T1) on a smooth background, 10 sagittal slices."""
     tmp = tmp_path_factory.mktemp("case")
     rng = np.random.default_rng(0)
-    a, s, k = np.meshgrid(np.arange(90), np.arange(100), np.arange(10), indexing="ij")
+    a, s, _ = np.meshgrid(np.arange(90), np.arange(100), np.arange(10), indexing="ij")
     body = ((a - 45) ** 2 / 18**2 + (s - 50) ** 2 / 15**2) < 1
     t2 = 100 + 300 * body + rng.normal(0, 10, body.shape)
     t1 = 500 - 200 * body + rng.normal(0, 10, body.shape)
@@ -64,6 +65,7 @@ def synthetic_pair(tmp_path_factory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: Path) -> None:
     out = tmp_path / "pred"
     res = CliRunner().invoke(app, ["predict", "--model", str(tiny_run), "--t1", str(synthetic_pair / "t1.nii.gz"),

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spinedx import RESEARCH_USE_ONLY
 from spinedx.errors import SpinedxError

@@ -103,6 +103,7 @@ def _manual_gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.slow
 def test_gradcam_matches_hand_derivation_and_leaves_model_untouched() -> None:
     model = _resnet_like()
     x = np.random.default_rng(1).normal(size=(4, 6, 64, 64)).astype(np.float32)

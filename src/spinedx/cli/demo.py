@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,12 +13,12 @@ from spinedx.cli._app import command
 def demo(
     out_dir: Path = typer.Argument(..., help="Demo folder (created; an existing one is resumed)."),
     patients: int = typer.Option(190, "--patients", min=2, help="Synthetic patients (paper: 190)."),
-    malignant: Optional[int] = typer.Option(None, "--malignant", help="Malignant patients (default: 50/190 of them)."),
+    malignant: int | None = typer.Option(None, "--malignant", help="Malignant patients (default: 50/190 of them)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort, folds and training."),
     profile: str = typer.Option("quick", "--profile", help="quick (minutes on a CPU) or paper (full protocol)."),
     folds: int = typer.Option(10, "--folds", min=2, help="Cross-validation folds (paper: 10)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="torchvision backbone (default resnet50)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs per fold (profile default)."),
+    backbone: str | None = typer.Option(None, "--backbone", help="torchvision backbone (default resnet50)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per fold (profile default)."),
     register: bool = typer.Option(True, "--register/--no-register", help="T2->T1 registration at extraction."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes for synthesis and extraction."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +17,9 @@ def predict(
     lesion_slices: str = typer.Option(..., "--lesion-slices", help='0-based T2 lesion slices, e.g. "7;8".'),
     box: str = typer.Option(..., "--box", help="Lesion box on T2 in pixels, x0,y0,x1,y1 (half-open)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for prediction.json and overlay PNGs."),
-    t1_series_uid: Optional[str] = typer.Option(None, "--t1-series-uid", help="T1 SeriesInstanceUID to pick."),
-    t2_series_uid: Optional[str] = typer.Option(None, "--t2-series-uid", help="T2 SeriesInstanceUID to pick."),
-    register: Optional[bool] = typer.Option(
+    t1_series_uid: str | None = typer.Option(None, "--t1-series-uid", help="T1 SeriesInstanceUID to pick."),
+    t2_series_uid: str | None = typer.Option(None, "--t2-series-uid", help="T2 SeriesInstanceUID to pick."),
+    register: bool | None = typer.Option(
         None, "--register/--no-register", help="Force the T2->T1 registration on/off (default: as the run)."
     ),
     patient_id: str = typer.Option("case", "--id", help="Name of the case in the outputs."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,11 +12,11 @@ from spinedx.cli._app import command
 @command("report")
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder written by `spinedx cv`."),
-    cohort: Optional[Path] = typer.Option(
+    cohort: Path | None = typer.Option(
         None, "--cohort", help="Cohort manifest (cohort.csv); default: the one recorded by the run."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output HTML file (default RUN_DIR/report.html)."),
-    reader: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="Output HTML file (default RUN_DIR/report.html)."),
+    reader: str | None = typer.Option(
         None, "--reader", help="Reader for the error analysis when statistics are computed (default: least experienced)."
     ),
     gallery: int = typer.Option(2, "--gallery", min=0, help="Cases per gallery group (TP, TN, FN, FP)."),

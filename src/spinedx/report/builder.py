@@ -189,7 +189,7 @@ def ensure_stats(run_dir: Path, cohort: Path | None, notes: list[str], reader: s
                      "tests and imaging features are not shown; run `spinedx report RUN_DIR --cohort COHORT.csv`.")
         return stats_dir if (stats_dir / "table2_performance.csv").is_file() else None
     cols = pd.read_csv(cohort, nrows=0).columns
-    if not any(c.startswith("feature_") or c.startswith("reader_") for c in cols):
+    if not any(c.startswith(("feature_", "reader_")) for c in cols):
         notes.append(f"The cohort manifest {cohort} has no feature_* or reader_* columns, so only the model's "
                      "figures are shown.")
         return None
@@ -404,12 +404,12 @@ def build_report(
     rd = ReportData(
         title="spinedx study report", run_dir=str(run_dir.resolve()), created=prov["created"],
     )
-    rd.banners.append(("research", f"{RESEARCH_USE_ONLY[0].upper()}{RESEARCH_USE_ONLY[1:]}. "
-                                   "All figures are cross-validated estimates on the cohort below."))
+    rd.banners.append(("research", (f"{RESEARCH_USE_ONLY[0].upper()}{RESEARCH_USE_ONLY[1:]}. "
+                                    "All figures are cross-validated estimates on the cohort below.")))
     if info.optimistic:
-        rd.banners.append(("optimistic", "Optimistic estimates: early stopping chose each fold's epoch on that "
-                                         "fold's own validation patients (as the paper describes), so the "
-                                         "performance below is biased upward."))
+        rd.banners.append(("optimistic", ("Optimistic estimates: early stopping chose each fold's epoch on that "
+                                          "fold's own validation patients (as the paper describes), so the "
+                                          "performance below is biased upward.")))
     if info.pretrained is False:
         msg = info.weights.get("message") or "models were trained from scratch"
         rd.banners.append(("warning", f"No ImageNet weights: {msg}. The paper initialised ResNet50 from ImageNet."))
@@ -427,9 +427,12 @@ def build_report(
     write_csv(summary, "cohort_summary")
     rd.summary = [[r["group"], str(r["patients"]), _fmt(r["slices"])] for r in summ_rows]
     n_folds = patients["fold"].nunique()
-    parts = [f"{len(patients)} patients evaluated out-of-fold in {n_folds}-fold patient-grouped cross-validation "
-             f"(backbone {info.backbone or 'n/a'}, decision threshold {info.threshold:g} on the patient probability, "
-             "which is the highest slice probability, as in the paper)."]
+    aggregation = str(find_key(info.config, "aggregation", default="max"))
+    how = ("the highest slice probability, as in the paper" if aggregation == "max"
+           else f"the {aggregation} of the slice probabilities")
+    parts = [(f"{len(patients)} patients evaluated out-of-fold in {n_folds}-fold patient-grouped cross-validation "
+              f"(backbone {info.backbone or 'n/a'}, decision threshold {info.threshold:g} on the patient probability, "
+              f"which is {how}).")]
     if cohort_df is not None:
         readers = [c for c in cohort_df.columns if c.startswith("reader_")]
         feats = [c for c in cohort_df.columns if c.startswith("feature_")]
@@ -453,7 +456,7 @@ def build_report(
         rd.table1 = []
         for _, r in t1.iterrows():
             name = str(r["feature"])
-            key = name[len("feature_"):] if name.startswith("feature_") else name
+            key = name.removeprefix("feature_")
             mt, bt = int(r["malignant_total"]), int(r["benign_total"])
             mn, bn = int(r["malignant_n"]), int(r["benign_n"])
             orr = f"{_fmt(r['odds_ratio'], 2)} ({_fmt(r['or_low'], 2)}-{_fmt(r['or_high'], 2)})"
@@ -462,6 +465,8 @@ def build_report(
             desc = r["description"] if "description" in t1.columns and pd.notna(r["description"]) else None
             rd.table1.append([desc or FEATURES.get(key, name), f"{mn}/{mt} ({100 * mn / max(mt, 1):.0f}%)",
                               f"{bn}/{bt} ({100 * bn / max(bt, 1):.0f}%)", _fmt_p(r["p_value"]), orr])
+        if not rd.table1:
+            notes["table1"].append("The cohort manifest has no feature_* columns: Table 1 is empty.")
         fl = stats_dir / "feature_logistic.json"
         if fl.is_file():
             rd.logistic = _logistic_text(json.loads(fl.read_text()))
