@@ -158,6 +158,88 @@ def _dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
                              where=_where(path, where)) from None
 
 
+# Small elements that usually hold the same bytes in every file of a series (IPP, which differs, is not here).
+_REPEATED_TAGS = {
+    "SeriesInstanceUID": 0x0020000E, "ImageType": 0x00080008, "ImageOrientationPatient": 0x00200037,
+    "PixelSpacing": 0x00280030, "RescaleSlope": 0x00281053, "RescaleIntercept": 0x00281052,
+    "NumberOfFrames": 0x00280008, "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
+    "Rows": 0x00280010, "Columns": 0x00280011, "BitsAllocated": 0x00280100, "BitsStored": 0x00280101,
+    "PixelRepresentation": 0x00280103,
+}
+# VRs whose conversion depends only on the bytes (not on the Specific Character Set); None = implicit VR.
+_PLAIN_VRS = frozenset({None, "US", "SS", "UL", "SL", "IS", "DS", "CS", "UI"})
+# Tags for ``in`` tests: a keyword costs a dictionary look-up inside pydicom on every test.
+_CONTAINS_TAGS = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009,
+                  "Rows": 0x00280010, "Columns": 0x00280011}
+_MISSING = object()
+
+
+class _Header:
+    """A dataset whose repeated elements are converted once per series, not once per file.
+
+    pydicom converts an element's raw bytes to a value on first access, and that conversion costs
+    more than reading the file. The elements in ``_REPEATED_TAGS`` are nearly always byte-identical
+    across a series' files, so their converted values are shared through ``cache`` (keyed by tag,
+    VR, byte order and bytes: the same input gives the same value). Everything else, and any
+    element pydicom has already converted, goes to the dataset unchanged.
+    """
+
+    __slots__ = ("_cache", "ds")
+
+    def __init__(self, ds: Any, cache: dict[tuple[Any, ...], Any]) -> None:
+        self.ds = ds
+        self._cache = cache
+
+    def _key(self, keyword: str) -> tuple[Any, ...] | None:
+        """The cache key of a repeated element still in its raw form, ``()`` when absent, else None."""
+        tag = _REPEATED_TAGS.get(keyword)
+        if tag is None:
+            return None
+        raw = self.ds.get_item(tag)
+        if raw is None:
+            return ()
+        if not raw.is_raw or raw.VR not in _PLAIN_VRS:
+            return None  # already converted, or a VR whose text decoding depends on the dataset
+        return (tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, raw.value)
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        key = self._key(keyword)
+        if not key:
+            return default if key == () else self.ds.get(keyword, default)
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._cache[key] = self.ds.get(keyword, _MISSING)
+        return default if value is _MISSING else value
+
+    def derive(self, keyword: str, fn: Callable[[Any], Any]) -> Any:
+        """``fn(self.get(keyword))``, computed once per distinct raw value (``fn`` must be pure)."""
+        key = self._key(keyword)
+        if not key:
+            return fn(None if key == () else self.ds.get(keyword))
+        key = ("derived", fn, *key)
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._cache[key] = fn(self.get(keyword))
+        return value
+
+    def pixel_bytes(self) -> Any:
+        """The PixelData value (bytes for native data), without pydicom's conversion machinery."""
+        raw = self.ds.get_item(0x7FE00010)
+        if raw is not None and raw.is_raw and raw.VR in (None, "OB", "OW") and isinstance(raw.value, bytes):
+            return raw.value  # what pydicom's OB/OW conversion returns: the bytes themselves
+        return self.ds.get("PixelData")
+
+    def __contains__(self, name: str) -> bool:
+        return _CONTAINS_TAGS.get(name, name) in self.ds
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _REPEATED_TAGS:
+            value = self.get(name, _MISSING)
+            if value is not _MISSING:
+                return value
+        return getattr(self.ds, name)
+
+
 def _scan(folder: Path, where: str | None, *, header_only: bool) -> dict[str, list[tuple[Path, Any]]]:
     """Read every file of ``folder`` and group the datasets by SeriesInstanceUID."""
     if not folder.exists():
@@ -169,9 +251,10 @@ def _scan(folder: Path, where: str | None, *, header_only: bool) -> dict[str, li
         raise ImageReadError("folder holds no DICOM files; check the path in the manifest",
                              where=_where(folder, where))
     groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    cache: dict[tuple[Any, ...], Any] = {}
     for f in files:
         ds = _dcmread(f, where, header_only=header_only)
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        uid = str(_Header(ds, cache).get("SeriesInstanceUID", "") or "")
         if not uid:
             raise ImageReadError("DICOM file has no SeriesInstanceUID; re-export the series",
                                  where=_where(f, where))
@@ -253,11 +336,32 @@ def _fg(ds: Any, frame: int, seq: str, attr: str) -> Any:
     return None
 
 
-def _frame_orientation(ds: Any, frame: int) -> np.ndarray | None:
-    v = ds.get("ImageOrientationPatient")
+def _derived(ds: Any, keyword: str, fn: Callable[[Any], Any]) -> Any:
+    """``fn(ds.get(keyword))``, computed once per series for the repeated elements of a :class:`_Header`."""
+    return ds.derive(keyword, fn) if isinstance(ds, _Header) else fn(ds.get(keyword))
+
+
+def _floats(v: Any) -> np.ndarray | None:
     if v is None:
-        v = _fg(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
-    return None if v is None else np.asarray([float(x) for x in v], dtype=np.float64)
+        return None
+    arr = np.asarray([float(x) for x in v], dtype=np.float64)
+    arr.flags.writeable = False  # shared by the slices of a series
+    return arr
+
+
+def _spacing(v: Any) -> tuple[float, float] | None:
+    return None if v is None else (float(v[0]), float(v[1]))
+
+
+def _joined(v: Any) -> str:
+    return "\\".join(str(x) for x in (v or []))
+
+
+def _frame_orientation(ds: Any, frame: int) -> np.ndarray | None:
+    arr = _derived(ds, "ImageOrientationPatient", _floats)
+    if arr is None:
+        arr = _floats(_fg(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient"))
+    return arr
 
 
 def _frame_position(ds: Any, frame: int) -> np.ndarray | None:
@@ -270,10 +374,10 @@ def _frame_position(ds: Any, frame: int) -> np.ndarray | None:
 
 
 def _frame_spacing(ds: Any, frame: int) -> tuple[float, float] | None:
-    v = ds.get("PixelSpacing")
-    if v is None:
-        v = _fg(ds, frame, "PixelMeasuresSequence", "PixelSpacing")
-    return None if v is None else (float(v[0]), float(v[1]))
+    sp = _derived(ds, "PixelSpacing", _spacing)
+    if sp is None:
+        sp = _spacing(_fg(ds, frame, "PixelMeasuresSequence", "PixelSpacing"))
+    return sp
 
 
 def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
@@ -284,7 +388,59 @@ def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
     return (1.0 if slope is None else float(slope)), (0.0 if intercept is None else float(intercept))
 
 
+# Uncompressed little-endian transfer syntaxes (PS3.5 A.1, A.2): the pixel data is the array itself.
+_NATIVE_LE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+def _native_pixels(ds: Any) -> np.ndarray | None:
+    """Pixel data of an uncompressed little-endian monochrome dataset, read straight from the buffer.
+
+    Gives the same array as pydicom's ``pixel_array`` (same dtype, shape, and masking or sign
+    extension of the unused high bits when BitsStored < BitsAllocated, PS3.5 8.1.1) without its
+    per-call bookkeeping, which costs several times the file read for a 512x512 slice. Anything
+    else (compressed or big-endian syntaxes, bit-packed or float data, lengths that do not match
+    the header) returns None so that pydicom decodes it with its own checks and messages.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or meta.get("TransferSyntaxUID") not in _NATIVE_LE_SYNTAXES:
+        return None
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return None
+    data = ds.pixel_bytes() if isinstance(ds, _Header) else ds.get("PixelData")
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    bits, stored, signed = ds.get("BitsAllocated"), ds.get("BitsStored"), ds.get("PixelRepresentation")
+    frames = ds.get("NumberOfFrames", 1)
+    if not isinstance(data, bytes) or ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    if not all(isinstance(v, int) for v in (rows, cols, bits, stored, signed, frames)):
+        return None
+    if bits not in (8, 16, 32) or not 1 <= stored <= bits or signed not in (0, 1) or ds.get("SamplesPerPixel", 1) != 1:
+        return None
+    if not (0 < rows <= 0xFFFF and 0 < cols <= 0xFFFF and frames >= 1):
+        return None
+    count = rows * cols * frames
+    expected = count * (bits // 8)
+    if len(data) not in (expected, expected + expected % 2):
+        return None
+    arr = np.frombuffer(data, dtype=f"<{'ui'[signed]}{bits // 8}", count=count)
+    arr = arr.reshape((rows, cols) if frames == 1 else (frames, rows, cols))
+    if stored < bits:
+        # The unused high bits may hold anything (PS3.5 8.1.1): pydicom shifts them out (masking unsigned
+        # values, sign-extending signed ones). Usually they are already clear, so check before copying.
+        shift = bits - stored
+        if signed:
+            lo, hi = -(1 << (stored - 1)), (1 << (stored - 1)) - 1
+            if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+                arr = np.right_shift(np.left_shift(arr, shift), shift)
+        elif arr.size and int(arr.max()) >> stored:
+            arr = np.bitwise_and(arr, (1 << stored) - 1)
+    return arr
+
+
 def _decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
+    arr = _native_pixels(ds)
+    if arr is not None:
+        return arr
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 -- missing decoder plugin, corrupt stream, ...
@@ -308,7 +464,7 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[_Slice]:
         raise ImageReadError(f"colour image ({ds.get('PhotometricInterpretation')}); an MR magnitude image "
                              "(one sample per pixel) is needed", where=_where(path, where))
     n_frames = _n_frames(ds)
-    image_type = "\\".join(str(v) for v in (ds.get("ImageType") or []))
+    image_type = _derived(ds, "ImageType", _joined)
     cache: dict[str, np.ndarray] = {}
 
     def frame_pixels(k: int) -> Callable[[], np.ndarray]:
@@ -390,15 +546,19 @@ def _stack(slices: list[_Slice], folder: Path, where: str | None) -> tuple[list[
             raise ImageReadError(f"localiser (scout) image: ImageType {s.image_type}; point the manifest at the "
                                  f"diagnostic sagittal series, not the localiser ({s.label})", where=w)
     ref = slices[0]
-    for s in slices[1:]:
-        if np.max(np.abs(s.orientation - ref.orientation)) > _ORIENT_TOL:
+    # Every slice against the first, all at once; the first offending slice is reported.
+    bad_orient = np.max(np.abs(np.array([s.orientation for s in slices]) - ref.orientation), axis=1) > _ORIENT_TOL
+    bad_matrix = np.array([(s.rows, s.cols) != (ref.rows, ref.cols) for s in slices]) | ~np.all(
+        np.isclose(np.array([s.pixel_spacing for s in slices]), ref.pixel_spacing, rtol=1e-3, atol=1e-4), axis=1)
+    bad = np.nonzero((bad_orient | bad_matrix)[1:])[0] + 1
+    if bad.size:
+        s = slices[int(bad[0])]
+        if bad_orient[bad[0]]:
             raise ImageReadError(
                 "slices have different orientations (a localiser/scout or multi-planar series): "
                 f"{ref.label} vs {s.label}; choose a series with one stack", where=w)
-        if (s.rows, s.cols) != (ref.rows, ref.cols) or not np.allclose(s.pixel_spacing, ref.pixel_spacing,
-                                                                       rtol=1e-3, atol=1e-4):
-            raise ImageReadError(f"slices differ in matrix or pixel spacing: {ref.label} {ref.rows}x{ref.cols} "
-                                 f"{ref.pixel_spacing} vs {s.label} {s.rows}x{s.cols} {s.pixel_spacing}", where=w)
+        raise ImageReadError(f"slices differ in matrix or pixel spacing: {ref.label} {ref.rows}x{ref.cols} "
+                             f"{ref.pixel_spacing} vs {s.label} {s.rows}x{s.cols} {s.pixel_spacing}", where=w)
     row, col = ref.orientation[:3], ref.orientation[3:]
     normal = np.cross(row, col)
     if not (abs(np.linalg.norm(row) - 1) < 0.01 and abs(np.linalg.norm(col) - 1) < 0.01
@@ -501,8 +661,9 @@ def _read_groups(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | No
     uid = _select_series(groups, series_uid, folder, where)
     items = groups[uid]
     slices: list[_Slice] = []
+    cache: dict[tuple[Any, ...], Any] = {}
     for path, ds in items:
-        slices.extend(_slices_of(path, ds, where))
+        slices.extend(_slices_of(path, _Header(ds, cache), where))
     slices, affine, geo = _stack(slices, folder, where)
     vol = np.empty((len(slices), slices[0].rows, slices[0].cols), dtype=np.float32)
     for k, s in enumerate(slices):
