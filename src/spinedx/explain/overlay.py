@@ -41,7 +41,7 @@ def overlay_figure(
     heatmap: np.ndarray | None,
     *,
     title: str | None = None,
-    alpha: float = 0.4,
+    alpha: float = 0.6,
     panel_inches: float = 1.6,
 ):
     """A matplotlib figure: T1 s, T2 s, and (with a heatmap) both again with Grad-CAM on top.
@@ -51,12 +51,13 @@ def overlay_figure(
         heatmap: ``(H, W)`` in ``[0, 1]`` (from :func:`spinedx.explain.gradcam`) or None for
             crops only.
         title: figure title (patient, slice, probability, ...).
-        alpha: heatmap opacity.
+        alpha: heatmap opacity where the map is 1 (it fades with the square root of the heat).
         panel_inches: width of one panel.
 
     Returns:
         A ``matplotlib.figure.Figure`` (Agg backend; close it after saving).
     """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     patch = np.asarray(patch)
@@ -70,12 +71,19 @@ def overlay_figure(
         if heat.shape != t1.shape:
             raise ValueError(f"heatmap shape {heat.shape} differs from the patch's {t1.shape}")
         panels += [("T1W + Grad-CAM", t1, heat), ("T2W + Grad-CAM", t2, heat)]
-    fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.45 if title else 0.2)), dpi=100)
+    fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.5 if title else 0.3)), dpi=100)
     axes = fig.subplots(1, len(panels))
     for ax, (name, img, heat) in zip(np.atleast_1d(axes), panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         if heat is not None:
-            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+            # Opacity follows the heat, so cold regions keep the anatomy visible and an all-zero map
+            # (nothing raises the malignant score) leaves the crop untinted instead of uniformly blue.
+            rgba = colormaps["jet"](np.clip(heat, 0, 1))
+            rgba[..., 3] = alpha * np.clip(heat, 0, 1) ** 0.5
+            ax.imshow(rgba, interpolation="bilinear")
+            if not np.any(heat > 0):
+                ax.text(0.5, 0.04, "no positive evidence", transform=ax.transAxes, ha="center", va="bottom",
+                        fontsize=6, color="yellow")
         ax.set_title(name, fontsize=8)
         ax.set_axis_off()
     if title:
@@ -87,7 +95,7 @@ def overlay_figure(
 def figure_png(fig) -> bytes:
     """PNG bytes of a matplotlib figure."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight", pad_inches=0.04)
     return buf.getvalue()
 
 

@@ -322,6 +322,7 @@ def build_gallery(
                 "slice": "n/a" if c["slice"] is None else str(c["slice"]),
                 "slice_probability": "n/a" if c["slice_prob"] is None else f"{c['slice_prob']:.3f}",
                 "label": label, "image": img, "heatmap": n in heats, "features": feats, "readers": reader_txt,
+                "empty_heatmap": n in heats and not bool(np.any(heats[n] > 0)),
             })
             rows.append({"group": key, "patient_id": pid, "fold": c["fold"], "label": label,
                          "probability": c["prob"], "slice_index": c["slice"], "slice_probability": c["slice_prob"],
@@ -411,8 +412,10 @@ def build_report(
                                           "fold's own validation patients (as the paper describes), so the "
                                           "performance below is biased upward.")))
     if info.pretrained is False:
-        msg = info.weights.get("message") or "models were trained from scratch"
-        rd.banners.append(("warning", f"No ImageNet weights: {msg}. The paper initialised ResNet50 from ImageNet."))
+        why = ("no local ImageNet weights file was found" if info.weights.get("source") == "fallback-none"
+               else "as asked (pretrained: none)")
+        rd.banners.append(("warning", f"No ImageNet weights: the models were trained from scratch ({why}), unlike "
+                                      "the paper, which initialised ResNet50 from ImageNet. See Provenance."))
 
     # -- cohort summary -------------------------------------------------------------------------
     n_slices = slices.groupby("patient_id").size() if slices is not None else None
@@ -556,6 +559,7 @@ def build_report(
         ["Backbone", str(info.backbone or "n/a")],
         ["ImageNet weights used", "yes" if info.pretrained else ("no" if info.pretrained is False else "unknown")],
         ["Weights", " ".join(str(w.get(k)) for k in ("source", "path", "sha256") if w.get(k)) or "n/a"],
+        ["Weights note", str(w.get("message") or "")],
         ["Early stopping optimistic",
          "yes (validation fold chose the epoch)" if info.optimistic else ("no" if info.optimistic is False else "unknown")],
         ["Decision threshold", f"{info.threshold:g}"],

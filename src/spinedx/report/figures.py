@@ -91,7 +91,7 @@ def roc_figure(
 
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
-    fig = Figure(figsize=(5.2, 5.0))
+    fig = Figure(figsize=(5.6, 6.4))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="chance")
     if len(np.unique(y)) == 2:
@@ -117,7 +117,8 @@ def roc_figure(
     ax.set_ylabel("sensitivity (malignant called malignant)")
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
+    # below the axes: inside, it hides the curve exactly where the readers' points often lie
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -151,8 +152,8 @@ def fold_auc_figure(folds: Sequence[int], aucs: Sequence[float], pooled: float |
     for i, v in enumerate(vals):
         ax.text(i, (0 if np.isnan(v) else v) + 0.02, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", fontsize=7)
     if pooled is not None and np.isfinite(pooled):
-        ax.axhline(pooled, color="k", ls="--", lw=1, label=f"pooled out-of-fold AUC {pooled:.3f}")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.axhline(pooled, color="k", ls="--", lw=1)
+        ax.set_title(f"dashed: pooled out-of-fold AUC {pooled:.3f}", fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("fold")
     ax.set_ylabel("patient AUC")
