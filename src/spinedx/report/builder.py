@@ -414,8 +414,8 @@ def build_report(
     if info.pretrained is False:
         why = ("no local ImageNet weights file was found" if info.weights.get("source") == "fallback-none"
                else "as asked (pretrained: none)")
-        rd.banners.append(("warning", f"No ImageNet weights: the models were trained from scratch ({why}), unlike "
-                                      "the paper, which initialised ResNet50 from ImageNet. See Provenance."))
+        rd.banners.append(("warning", (f"No ImageNet weights: the models were trained from scratch ({why}), unlike "
+                                       "the paper, which initialised ResNet50 from ImageNet. See Provenance.")))
 
     # -- cohort summary -------------------------------------------------------------------------
     n_slices = slices.groupby("patient_id").size() if slices is not None else None
