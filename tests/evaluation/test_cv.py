@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -39,8 +38,8 @@ def make_patches(path: Path, n_patients: int = 20, size: int = 32, seed: int = 0
 
 
 def tiny_config(**kw: object) -> CVConfig:
-    base = dict(folds=3, backbone="resnet18", pretrained="none", epochs=2, patience=0, views_benign=1,
-                views_malignant=1, batch_size=16, threads=1, compile="off")
+    base = {"folds": 3, "backbone": "resnet18", "pretrained": "none", "epochs": 2, "patience": 0, "views_benign": 1,
+                "views_malignant": 1, "batch_size": 16, "threads": 1, "compile": "off"}
     base.update(kw)
     return CVConfig.from_profile("quick", **base)
 

@@ -27,6 +27,7 @@ def _run_folder(tmp_path: Path, n_folds: int = 2) -> tuple[Path, list]:
     return run, models
 
 
+@pytest.mark.slow
 def test_load_run_and_predict(tmp_path: Path) -> None:
     run, originals = _run_folder(tmp_path)
     loaded = load_run(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -37,6 +38,7 @@ def _fit(epochs: int, patience: int, lr: float = 1e-2) -> tuple[Trainer, object]
     return trainer, fit
 
 
+@pytest.mark.slow
 def test_learns_and_restores_best_weights() -> None:
     trainer, fit = _fit(epochs=12, patience=0)
     hist = fit.history
@@ -50,6 +52,7 @@ def test_learns_and_restores_best_weights() -> None:
     assert not trainer.model.training
 
 
+@pytest.mark.slow
 def test_patience_stops_early() -> None:
     # a learning rate this high makes the validation loss bounce: patience 1 must stop before 30 epochs
     _, fit = _fit(epochs=30, patience=1, lr=0.5)

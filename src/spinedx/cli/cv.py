@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,15 +18,15 @@ def cv(
     profile: str = typer.Option("paper", help="paper (full protocol) or quick (fewer epochs and views)."),
     backbone: str = typer.Option("resnet50", help="torchvision backbone (paper: resnet50)."),
     pretrained: str = typer.Option("auto", help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
-    weights: Optional[Path] = typer.Option(None, help="Local torchvision ImageNet weights file (never downloaded)."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per fold (profile default: paper 100)."),
-    patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (0: never stop early)."),
-    views_benign: Optional[int] = typer.Option(None, help="Augmented views per benign slice per epoch (paper 20)."),
-    views_malignant: Optional[int] = typer.Option(None, help="Augmented views per malignant slice per epoch (paper 40)."),
+    weights: Path | None = typer.Option(None, help="Local torchvision ImageNet weights file (never downloaded)."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs per fold (profile default: paper 100)."),
+    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (0: never stop early)."),
+    views_benign: int | None = typer.Option(None, help="Augmented views per benign slice per epoch (paper 20)."),
+    views_malignant: int | None = typer.Option(None, help="Augmented views per malignant slice per epoch (paper 40)."),
     early_stop_on: str = typer.Option("inner", help="inner (unbiased) or outer (the paper literally; optimistic)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     compile: str = typer.Option("auto", help="torch.compile the training step: auto (paper profile only), on, off."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),

@@ -25,8 +25,9 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -200,7 +201,7 @@ def run_cv(
         "patches_file": str(data["path"]),
         "patches_sha256": sha256_file(data["path"]),
         "n_patients": len(labels),
-        "n_slices": int(len(data["label"])),
+        "n_slices": len(data["label"]),
         "weights": weights.to_dict(),
         "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else
                    "cpu", "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
@@ -345,20 +346,26 @@ class _Progress:
         self.n_epochs = 0
         self._p = None
         if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TimeElapsedColumn(), TimeRemainingColumn())
             self._folds = self._p.add_task("folds", total=n_folds)
             self._batches = self._p.add_task("epoch", total=1, visible=False)
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> Self:
         if self._p is not None:
             self._p.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
 

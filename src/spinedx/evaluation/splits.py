@@ -58,7 +58,7 @@ def make_splits(labels: dict[str, int], folds: int = 10, seed: int = 0, inner_va
     fold_of: dict[str, int] = {}
     for k, (train_idx, val_idx) in enumerate(skf.split(pids, y)):
         tr_p, tr_y = pids[train_idx], y[train_idx]
-        n_inner = max(2, int(round(inner_val_fraction * len(tr_p))))
+        n_inner = max(2, round(inner_val_fraction * len(tr_p)))
         stratify = tr_y if min((tr_y == 0).sum(), (tr_y == 1).sum()) >= 2 else None
         _, inner = train_test_split(tr_p, test_size=n_inner, stratify=stratify, random_state=seed * 1000 + k)
         splits.append({"fold": k, "val": sorted(pids[val_idx].tolist()), "inner_val": sorted(inner.tolist())})

@@ -9,9 +9,10 @@ pickled code. ``spinedx predict`` and the report use :func:`load_run` and
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -86,7 +86,7 @@ class CVConfig:
     compile: str = "auto"
 
     @classmethod
-    def from_profile(cls, profile: str = "paper", **overrides: Any) -> "CVConfig":
+    def from_profile(cls, profile: str = "paper", **overrides: Any) -> CVConfig:
         """The profile's defaults with ``overrides`` (None values are ignored)."""
         if profile not in PROFILES:
             raise SpinedxError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}", where="--profile")

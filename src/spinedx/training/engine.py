@@ -19,8 +19,9 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +121,7 @@ class Trainer:
             try:
                 self._step_fn = torch.compile(self._forward_backward)
                 self.compiled = True
-            except Exception as exc:  # no compiler toolchain, unsupported platform, ...
+            except Exception as exc:  # noqa: BLE001 - no compiler toolchain, unsupported platform: run eagerly
                 self._note(f"torch.compile unavailable ({exc}); training eagerly")
 
     def _note(self, msg: str) -> None:
@@ -143,7 +144,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         try:
             loss = self._step_fn(x, y)
-        except Exception as exc:
+        except Exception as exc:  # lazy compile errors of any type: fall back to eager
             if not self.compiled:
                 raise
             # Compilation happens lazily on the first call: fall back to eager, once, loudly.
@@ -195,7 +196,7 @@ class Trainer:
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         weight_decay: float = 1e-4,
-        augment: AffineRanges = AffineRanges(),
+        augment: AffineRanges | None = None,
         on_batch: BatchCallback | None = None,
         on_epoch: EpochCallback | None = None,
     ) -> FitResult:
@@ -219,7 +220,7 @@ class Trainer:
         xv = torch.as_tensor(np.ascontiguousarray(x_val), dtype=torch.float32, device=dev)
         yv = torch.as_tensor(np.asarray(y_val), dtype=torch.float32, device=dev)
         rng = np.random.default_rng([seed, 1])
-        aug = BatchAffine(augment, seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+        aug = BatchAffine(augment or AffineRanges(), seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
         optimizer = self.make_optimizer(lr, betas, weight_decay)
         self.model.train()
         history: list[dict[str, float]] = []
