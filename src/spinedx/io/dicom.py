@@ -38,6 +38,7 @@ What this module does, and why (the standard is DICOM PS3.3; section numbers bel
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,12 +144,27 @@ def _candidate_files(folder: Path) -> list[Path]:
     return out
 
 
+# Elements longer than this (in practice PixelData) are not loaded by the first read of a file: their
+# offset is kept and _native_pixels reads them straight into an array when the sorted slice is stacked.
+# Holding every file's pixel bytes until the series is sorted, and then reading them back cold, costs
+# more than the second open; pydicom itself reads a deferred element on first access (PixelData of
+# compressed syntaxes, for instance).
+_DEFER_BYTES = 64 * 1024
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
 def _dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=header_only)
+        if header_only:
+            return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
+            # Offsets of a deflated dataset refer to the inflated stream, not the file: read it all now.
+            ds = pydicom.dcmread(path)
+        return ds
     except InvalidDicomError:
         raise ImageReadError(
             "not a DICOM file (no 'DICM' preamble); remove it from the series folder or point the manifest at "
@@ -158,13 +174,15 @@ def _dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
                              where=_where(path, where)) from None
 
 
-# Small elements that usually hold the same bytes in every file of a series (IPP, which differs, is not here).
+# Small elements that usually hold the same bytes in every file of a series (IPP, which differs, is not
+# here), and the functional group sequences, looked up for every classic file only to find them absent.
 _REPEATED_TAGS = {
     "SeriesInstanceUID": 0x0020000E, "ImageType": 0x00080008, "ImageOrientationPatient": 0x00200037,
     "PixelSpacing": 0x00280030, "RescaleSlope": 0x00281053, "RescaleIntercept": 0x00281052,
     "NumberOfFrames": 0x00280008, "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
     "Rows": 0x00280010, "Columns": 0x00280011, "BitsAllocated": 0x00280100, "BitsStored": 0x00280101,
-    "PixelRepresentation": 0x00280103,
+    "PixelRepresentation": 0x00280103, "SharedFunctionalGroupsSequence": 0x52009229,
+    "PerFrameFunctionalGroupsSequence": 0x52009230,
 }
 # VRs whose conversion depends only on the bytes (not on the Specific Character Set); None = implicit VR.
 _PLAIN_VRS = frozenset({None, "US", "SS", "UL", "SL", "IS", "DS", "CS", "UI"})
@@ -222,11 +240,17 @@ class _Header:
             value = self._cache[key] = fn(self.get(keyword))
         return value
 
-    def pixel_bytes(self) -> Any:
-        """The PixelData value (bytes for native data), without pydicom's conversion machinery."""
-        raw = self.ds.get_item(0x7FE00010)
-        if raw is not None and raw.is_raw and raw.VR in (None, "OB", "OW") and isinstance(raw.value, bytes):
-            return raw.value  # what pydicom's OB/OW conversion returns: the bytes themselves
+    def pixel_source(self) -> Any:
+        """The PixelData bytes, or its raw element when the value was left in the file (see ``_DEFER_BYTES``).
+
+        Raw bytes are what pydicom's OB/OW conversion returns, so its conversion machinery is skipped.
+        """
+        raw = self.ds.get_item(0x7FE00010, keep_deferred=True)
+        if raw is not None and raw.is_raw and raw.VR in (None, "OB", "OW"):
+            if isinstance(raw.value, bytes):
+                return raw.value
+            if raw.value is None and raw.length != 0xFFFFFFFF:
+                return raw
         return self.ds.get("PixelData")
 
     def __contains__(self, name: str) -> bool:
@@ -392,7 +416,29 @@ def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
 _NATIVE_LE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
-def _native_pixels(ds: Any) -> np.ndarray | None:
+def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int) -> np.ndarray | None:
+    """Read a deferred native PixelData value from its file into a new array (None: length mismatch).
+
+    The value pydicom would read is ``min(declared length, bytes left in the file)`` long; it must be the
+    expected length (or one padding byte more), as in :func:`_native_pixels`.
+    """
+    padded = expected + expected % 2
+    with open(path, "rb", buffering=0) as fh:
+        actual = min(raw.length, max(os.fstat(fh.fileno()).st_size - raw.value_tell, 0))
+        if actual not in (expected, padded):
+            return None
+        fh.seek(raw.value_tell)
+        arr = np.empty(count, dtype=dtype)
+        view, done = arr.view(np.uint8).data, 0
+        while done < expected:
+            n = fh.readinto(view[done:])
+            if not n:
+                return None
+            done += n
+    return arr
+
+
+def _native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
     """Pixel data of an uncompressed little-endian monochrome dataset, read straight from the buffer.
 
     Gives the same array as pydicom's ``pixel_array`` (same dtype, shape, and masking or sign
@@ -406,11 +452,13 @@ def _native_pixels(ds: Any) -> np.ndarray | None:
         return None
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         return None
-    data = ds.pixel_bytes() if isinstance(ds, _Header) else ds.get("PixelData")
+    data = ds.pixel_source() if isinstance(ds, _Header) else ds.get("PixelData")
+    deferred = not isinstance(data, bytes) and getattr(data, "is_raw", False) and path is not None
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits, stored, signed = ds.get("BitsAllocated"), ds.get("BitsStored"), ds.get("PixelRepresentation")
     frames = ds.get("NumberOfFrames", 1)
-    if not isinstance(data, bytes) or ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+    if not (isinstance(data, bytes) or deferred) or ds.get("PhotometricInterpretation") not in (
+            "MONOCHROME1", "MONOCHROME2"):
         return None
     if not all(isinstance(v, int) for v in (rows, cols, bits, stored, signed, frames)):
         return None
@@ -420,9 +468,17 @@ def _native_pixels(ds: Any) -> np.ndarray | None:
         return None
     count = rows * cols * frames
     expected = count * (bits // 8)
-    if len(data) not in (expected, expected + expected % 2):
+    dtype = f"<{'ui'[signed]}{bits // 8}"
+    if deferred:
+        assert path is not None
+        read = _read_deferred(path, data, expected, dtype, count)
+        if read is None:
+            return None
+        arr = read
+    elif len(data) not in (expected, expected + expected % 2):
         return None
-    arr = np.frombuffer(data, dtype=f"<{'ui'[signed]}{bits // 8}", count=count)
+    else:
+        arr = np.frombuffer(data, dtype=dtype, count=count)
     arr = arr.reshape((rows, cols) if frames == 1 else (frames, rows, cols))
     if stored < bits:
         # The unused high bits may hold anything (PS3.5 8.1.1): pydicom shifts them out (masking unsigned
@@ -438,7 +494,7 @@ def _native_pixels(ds: Any) -> np.ndarray | None:
 
 
 def _decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
-    arr = _native_pixels(ds)
+    arr = _native_pixels(ds, path)
     if arr is not None:
         return arr
     try:
@@ -469,10 +525,11 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[_Slice]:
 
     def frame_pixels(k: int) -> Callable[[], np.ndarray]:
         def get() -> np.ndarray:
-            if "a" not in cache:
+            if n_frames == 1:  # not kept: the caller copies it into the volume and drops it
+                return _decode(path, ds, where)
+            if "a" not in cache:  # all frames are decoded at once
                 cache["a"] = _decode(path, ds, where)
-            a = cache["a"]
-            return a if n_frames == 1 else a[k]
+            return cache["a"][k]
         return get
 
     out = []
@@ -634,9 +691,12 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, wher
         ImageReadError: unreadable/non-image files, several series and no ``series_uid``,
             localiser, mixed orientations, duplicate positions, irregular spacing.
     """
-    folder = Path(folder)
-    groups = _scan(folder, where, header_only=False)
-    return _read_groups(groups, series_uid, folder, where)
+    return _read_series(Path(folder), series_uid, where)[0]
+
+
+def _read_series(folder: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
+    """:func:`read_dicom_series`, and whether every voxel is known to be finite (see :func:`_read_groups`)."""
+    return _read_groups(_scan(folder, where, header_only=False), series_uid, folder, where)
 
 
 def read_dicom_file(path: str | Path, series_uid: str | None = None, *, where: str | None = None) -> Image:
@@ -645,7 +705,11 @@ def read_dicom_file(path: str | Path, series_uid: str | None = None, *, where: s
     A single-frame file stands for the whole series it belongs to (the files of its folder with
     the same SeriesInstanceUID), since one slice is not a volume.
     """
-    path = Path(path)
+    return _read_file(Path(path), series_uid, where)[0]
+
+
+def _read_file(path: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
+    """:func:`read_dicom_file`, and whether every voxel is known to be finite (see :func:`_read_groups`)."""
     ds = _dcmread(path, where, header_only=False)
     uid = str(ds.get("SeriesInstanceUID", "") or "")
     if series_uid is not None and uid != series_uid:
@@ -653,11 +717,25 @@ def read_dicom_file(path: str | Path, series_uid: str | None = None, *, where: s
                              where=_where(path, where))
     if _n_frames(ds) > 1:
         return _read_groups({uid: [(path, ds)]}, None, path, where)
-    return read_dicom_series(path.parent, uid or None, where=where)
+    return _read_series(path.parent, uid or None, where)
+
+
+def _finite_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
+    """Whether ``int * float32(slope) + float32(intercept)`` is finite for every integer of ``dtype``."""
+    if dtype.kind not in "biu":
+        return False
+    info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+    bound = abs(float(np.float32(slope))) * max(abs(int(info.min)), int(info.max)) + abs(float(np.float32(intercept)))
+    return bound < 3.0e38  # float32 max is 3.4e38; false for inf and NaN too
 
 
 def _read_groups(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, folder: Path,
-                 where: str | None) -> Image:
+                 where: str | None) -> tuple[Image, bool]:
+    """Select, check, sort and stack one series; also says whether every voxel is known to be finite.
+
+    Integer pixel data gives finite float32 voxels unless the rescale overflows; knowing that here
+    spares :func:`spinedx.io.read.check_image` a pass over the volume.
+    """
     uid = _select_series(groups, series_uid, folder, where)
     items = groups[uid]
     slices: list[_Slice] = []
@@ -666,6 +744,7 @@ def _read_groups(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | No
         slices.extend(_slices_of(path, _Header(ds, cache), where))
     slices, affine, geo = _stack(slices, folder, where)
     vol = np.empty((len(slices), slices[0].rows, slices[0].cols), dtype=np.float32)
+    finite = True
     for k, s in enumerate(slices):
         px = s.pixels()
         if px.shape != (s.rows, s.cols):
@@ -673,10 +752,12 @@ def _read_groups(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | No
                                  where=_where(s.label, where))
         if s.slope != 1.0 or s.intercept != 0.0:
             vol[k] = px.astype(np.float32) * np.float32(s.slope) + np.float32(s.intercept)
+            finite = finite and _finite_rescale(px.dtype, s.slope, s.intercept)
         else:
             vol[k] = px
+            finite = finite and px.dtype.kind in "biu"
     meta = _series_meta(items[0][1])
     meta.update(geo)
     meta["format"] = "dicom"
     meta["files"] = [s.label for s in slices]
-    return Image(vol, affine, source=str(folder), meta=meta)
+    return Image(vol, affine, source=str(folder), meta=meta), finite

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from spinedx.errors import ImageReadError
-from spinedx.io.dicom import _SAGITTAL_MIN, orientation_name, read_dicom_file, read_dicom_series
+from spinedx.io.dicom import _SAGITTAL_MIN, _read_file, _read_series, orientation_name
 from spinedx.io.image import Image
 from spinedx.io.volume import read_nifti, read_sitk_volume
 
@@ -53,15 +53,16 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
     if not path.exists():
         raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
     kind = _kind(path)
+    finite = False  # True when the reader knows every voxel is finite (integer DICOM pixel data)
     if kind == "dicom-folder":
-        img = read_dicom_series(path, series_uid, where=where)
+        img, finite = _read_series(path, series_uid, where)
     elif kind == "nifti":
         img = read_nifti(path, where=where)
     elif kind == "sitk":
         img = read_sitk_volume(path, where=where)
     else:
-        img = read_dicom_file(path, series_uid, where=where)
-    check_image(img, expect_sagittal=expect_sagittal, where=w)
+        img, finite = _read_file(path, series_uid, where)
+    _check_image(img, expect_sagittal, w, check_finite=not finite)
     return img
 
 
@@ -76,6 +77,10 @@ def check_image(img: Image, *, expect_sagittal: bool = True, where: str | None =
     Raises:
         ImageReadError: with what is wrong and what to do.
     """
+    _check_image(img, expect_sagittal, where, check_finite=True)
+
+
+def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_finite: bool) -> None:
     w = where or img.source
     if img.n_slices < MIN_SLICES:
         raise ImageReadError(f"only {img.n_slices} slice(s); at least {MIN_SLICES} are needed (a lesion slice and "
@@ -83,7 +88,7 @@ def check_image(img: Image, *, expect_sagittal: bool = True, where: str | None =
     # min and max propagate NaN and reach any infinity, so both finite <=> every voxel finite; two
     # reductions cost less than a boolean volume the size of the image.
     arr = img.array
-    if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+    if check_finite and arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         bad = int((~np.isfinite(img.array)).sum())
         raise ImageReadError(f"{bad} voxel(s) are NaN or infinite; fix or re-export the image", where=w)
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
