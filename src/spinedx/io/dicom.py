@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,7 @@ _PLAIN_VRS = frozenset({None, "US", "SS", "UL", "SL", "IS", "DS", "CS", "UI"})
 _CONTAINS_TAGS = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009,
                   "Rows": 0x00280010, "Columns": 0x00280011}
 _MISSING = object()
+_PLAIN_DS = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a subset of PS3.5 6.2 DS, fullmatch after strip
 
 
 class _Header:
@@ -252,6 +254,32 @@ class _Header:
             if raw.value is None and raw.length != 0xFFFFFFFF:
                 return raw
         return self.ds.get("PixelData")
+
+    def position(self) -> Any:
+        """ImagePositionPatient as floats, parsed from its raw bytes; ``_MISSING`` to ask the dataset instead.
+
+        Only plain decimal strings (which pydicom converts with ``float`` and accepts without a warning)
+        are parsed here; anything else goes through pydicom, so its values, warnings and errors stay.
+        """
+        raw = self.ds.get_item(0x00200032)
+        if raw is None or not raw.is_raw or raw.VR not in (None, "DS") or not isinstance(raw.value, bytes):
+            return _MISSING
+        from pydicom import config
+
+        if config.use_DS_numpy or config.use_DS_decimal:
+            return _MISSING
+        items = raw.value.decode("iso8859").strip().rstrip(" \x00").split("\\")
+        if len(items) < 2 or not all(len(x) <= 16 and _PLAIN_DS.fullmatch(x) for x in items):
+            return _MISSING
+        return np.asarray([float(x) for x in items], dtype=np.float64)
+
+    def scratch(self, nbytes: int) -> np.ndarray:
+        """A byte buffer shared by the series' slices: a slice's pixels are copied out before the next read."""
+        key = ("scratch", nbytes)
+        buf = self._cache.get(key)
+        if buf is None:
+            buf = self._cache[key] = np.empty(nbytes, dtype=np.uint8)
+        return buf
 
     def __contains__(self, name: str) -> bool:
         return _CONTAINS_TAGS.get(name, name) in self.ds
@@ -391,6 +419,10 @@ def _frame_orientation(ds: Any, frame: int) -> np.ndarray | None:
 def _frame_position(ds: Any, frame: int) -> np.ndarray | None:
     v = _fg(ds, frame, "PlanePositionSequence", "ImagePositionPatient") if _n_frames(ds) > 1 else None
     if v is None:
+        if isinstance(ds, _Header):
+            pos = ds.position()
+            if pos is not _MISSING:
+                return pos
         v = ds.get("ImagePositionPatient")
     if v is None:
         v = _fg(ds, frame, "PlanePositionSequence", "ImagePositionPatient")
@@ -416,11 +448,13 @@ def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
 _NATIVE_LE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
-def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int) -> np.ndarray | None:
-    """Read a deferred native PixelData value from its file into a new array (None: length mismatch).
+def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int,
+                   out: np.ndarray | None = None) -> np.ndarray | None:
+    """Read a deferred native PixelData value from its file into an array (None: length mismatch).
 
     The value pydicom would read is ``min(declared length, bytes left in the file)`` long; it must be the
-    expected length (or one padding byte more), as in :func:`_native_pixels`.
+    expected length (or one padding byte more), as in :func:`_native_pixels`. ``out``: a byte buffer
+    of ``expected`` bytes to read into (the result is a view of it) instead of a new array.
     """
     padded = expected + expected % 2
     with open(path, "rb", buffering=0) as fh:
@@ -428,7 +462,7 @@ def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int) 
         if actual not in (expected, padded):
             return None
         fh.seek(raw.value_tell)
-        arr = np.empty(count, dtype=dtype)
+        arr = np.empty(count, dtype=dtype) if out is None else out.view(dtype)
         view, done = arr.view(np.uint8).data, 0
         while done < expected:
             n = fh.readinto(view[done:])
@@ -471,7 +505,10 @@ def _native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
     dtype = f"<{'ui'[signed]}{bits // 8}"
     if deferred:
         assert path is not None
-        read = _read_deferred(path, data, expected, dtype, count)
+        # One frame is copied into the volume before the next is read: reuse one buffer (kept in the CPU
+        # caches) for a series' single-frame files.
+        out = ds.scratch(expected) if isinstance(ds, _Header) and frames == 1 else None
+        read = _read_deferred(path, data, expected, dtype, count, out)
         if read is None:
             return None
         arr = read
