@@ -27,10 +27,12 @@ What this module does, and why (the standard is DICOM PS3.3; section numbers bel
 * Localisers (ImageType (0008,0008) containing ``LOCALIZER``) and series whose slices have
   different orientations (three-plane scouts, multi-planar series) are refused, as are two
   slices at the same position (multi-echo or repeated acquisitions sharing one UID).
-* Pixel data is decoded by pydicom; compressed transfer syntaxes (JPEG baseline/lossless,
-  JPEG-LS, JPEG 2000, RLE) go through the pylibjpeg plugins (and pyjpegls/Pillow where
-  present). RescaleSlope/RescaleIntercept (C.11.1) are applied per slice because vendors may
-  scale every slice differently.
+* Uncompressed little-endian monochrome pixel data (PS3.5 A.1, A.2) is read straight from the
+  file into the array pydicom's ``pixel_array`` would give (see :func:`_native_pixels`); anything
+  else is decoded by pydicom: compressed transfer syntaxes (JPEG baseline/lossless, JPEG-LS,
+  JPEG 2000, RLE) go through the pylibjpeg plugins (and pyjpegls/Pillow where present).
+  RescaleSlope/RescaleIntercept (C.11.1) are applied per slice because vendors may scale every
+  slice differently.
 * Enhanced (multi-frame) MR files are read too: the per-frame and shared functional groups
   (C.7.6.16) give each frame's position, orientation, pixel spacing and rescale.
 """
