@@ -55,7 +55,7 @@ DIFFICULTY: dict[str, dict[str, float]] = {
     # nonspecific marrow heterogeneity (and patient-to-patient spread of normal marrow signal);
     # mimic: amplitude of unscored patchy marrow change added to every fractured body.
     "easy": {"contrast": 1.0, "separation": 1.0, "noise": 0.025, "texture": 0.04, "mimic": 0.0},
-    "medium": {"contrast": 0.55, "separation": 0.5, "noise": 0.045, "texture": 0.07, "mimic": 0.35},
+    "medium": {"contrast": 0.8, "separation": 0.75, "noise": 0.035, "texture": 0.055, "mimic": 0.15},
     "hard": {"contrast": 0.35, "separation": 0.2, "noise": 0.07, "texture": 0.10, "mimic": 0.6},
 }
 

@@ -94,7 +94,7 @@ class CVConfig:
         if profile == "quick":
             # Sized so 10 folds over the default 190-patient synthetic cohort (570 slices) take
             # about 10 minutes on 2 CPU cores; everything but epochs and views is the paper's.
-            base = {"epochs": 6, "patience": 3, "views_benign": 1, "views_malignant": 2}
+            base = {"epochs": 8, "patience": 4, "views_benign": 1, "views_malignant": 2}
         base.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(base) - names
