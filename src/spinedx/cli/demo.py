@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -20,7 +21,8 @@ def demo(
     backbone: str | None = typer.Option(None, "--backbone", help="torchvision backbone (default resnet50)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per fold (profile default)."),
     register: bool = typer.Option(True, "--register/--no-register", help="T2->T1 registration at extraction."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes for synthesis and extraction."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1), "--workers", "-j", min=1,
+                                 help="Processes for synthesis and extraction (default: the CPU count, at most 4)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """synth -> extract -> cv -> stats -> report; prints the report's path and the model vs the readers.
