@@ -35,7 +35,7 @@ import yaml
 
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
-from spinedx.evaluation.metrics import auc_with_ci, classification_report
+from spinedx.evaluation.metrics import classification_report, roc_auc
 from spinedx.evaluation.splits import load_or_make_splits, patient_labels
 from spinedx.training.config import OPTIMISTIC_WARNING, RESUMABLE_KEYS, CVConfig
 
@@ -290,10 +290,8 @@ def _finish(run_dir: Path, config: CVConfig, record: dict[str, Any], splits: dic
     for k, grp in patients.groupby("fold"):
         sgrp = slices[slices["fold"] == k]
         per_fold.append({"fold": int(k), "n_patients": len(grp),
-                         "auc": auc_with_ci(grp["label"].to_numpy(), grp["probability"].to_numpy(),
-                                            n_resamples=200)[0],
-                         "slice_auc": auc_with_ci(sgrp["label"].to_numpy(), sgrp["probability"].to_numpy(),
-                                                  n_resamples=200)[0]})
+                         "auc": roc_auc(grp["label"].to_numpy(), grp["probability"].to_numpy()),
+                         "slice_auc": roc_auc(sgrp["label"].to_numpy(), sgrp["probability"].to_numpy())})
     metrics["per_fold"] = per_fold
     metrics["per_fold_auc"] = [f["auc"] for f in per_fold]
     metrics.update({

@@ -79,15 +79,24 @@ def _rank_auc(y: np.ndarray, s: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where((n1 > 0) & (n0 > 0), auc, np.nan)
 
 
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC (:func:`sklearn.metrics.roc_auc_score`) without an interval; NaN when only one class
+    (or no sample) is present."""
+    y_true = np.asarray(y_true).astype(int)
+    if len(np.unique(y_true)) < 2:
+        return math.nan
+    return float(roc_auc_score(y_true, np.asarray(score, dtype=float)))
+
+
 def auc_with_ci(
     y_true: np.ndarray, score: np.ndarray, alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
     """ROC AUC with a percentile bootstrap interval. NaNs when only one class is present."""
     y_true = np.asarray(y_true).astype(int)
     score = np.asarray(score, dtype=float)
-    if len(np.unique(y_true)) < 2:
+    auc = roc_auc(y_true, score)
+    if math.isnan(auc):
         return math.nan, math.nan, math.nan
-    auc = float(roc_auc_score(y_true, score))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

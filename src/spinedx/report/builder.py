@@ -516,17 +516,16 @@ def build_report(
                  for _, r in t2.iterrows()]
     rd.figures["confusion"] = F.data_uri(F.confusion_figure(conf_rows))
 
-    from sklearn.metrics import roc_auc_score
+    from spinedx.evaluation.metrics import roc_auc
 
     fold_rows = []
     for fold, g in patients.groupby("fold"):
         gy = g["label"].to_numpy()
-        fa = float(roc_auc_score(gy, g["probability"])) if len(np.unique(gy)) == 2 else math.nan
+        fa = roc_auc(gy, g["probability"])
         sa = math.nan
         if slices is not None and "fold" in slices.columns:
             s = slices[slices["fold"] == fold]
-            if len(s) and s["label"].nunique() == 2:
-                sa = float(roc_auc_score(s["label"], s["probability"]))
+            sa = roc_auc(s["label"], s["probability"])
         fold_rows.append({"fold": int(fold), "patients": len(g), "malignant": int(gy.sum()),
                           "benign": int((gy == 0).sum()), "patient_auc": fa, "slice_auc": sa})
     fold_df = pd.DataFrame(fold_rows)
