@@ -12,17 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: Channel order of the patches (docs/architecture.md); kept here so drawing needs no torch import.
-_CHANNELS = ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
-
 
 def channel_index(name: str) -> int:
     """Index of channel ``name`` (e.g. ``"T2 s"``) in a patch."""
-    try:
-        from spinedx.preprocess import CHANNEL_NAMES as names  # the single source of truth once present
-    except ImportError:
-        names = _CHANNELS
-    names = tuple(names)
+    from spinedx.preprocess import CHANNEL_NAMES as names  # the single source of truth
+
     if name not in names:
         raise KeyError(f"unknown channel {name!r}; channels are {names}")
     return names.index(name)

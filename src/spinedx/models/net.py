@@ -19,13 +19,8 @@ import torch
 from torch import nn
 
 from spinedx.errors import WeightsError
+from spinedx.preprocess import CHANNEL_NAMES  # the extraction stage owns the channel order
 
-try:  # the extraction stage owns the channel order; fall back to the same tuple
-    from spinedx.preprocess import CHANNEL_NAMES as _CHANNEL_NAMES
-except ImportError:  # pragma: no cover - depends on the other stage being present
-    _CHANNEL_NAMES = ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
-
-CHANNEL_NAMES: tuple[str, ...] = tuple(_CHANNEL_NAMES)
 PRETRAINED_CHOICES = ("auto", "imagenet", "none")
 
 
