@@ -6,20 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 
-from spinedx.errors import SpinedxError
+from spinedx.cohort import parse_box, parse_slices
+from spinedx.io.dicom import read_dicom_series
 
 
 def _slice(folder: Path, index: int) -> np.ndarray:
     """Slice ``index`` (0-based along the slice normal) of a DICOM series folder."""
-    dss = [pydicom.dcmread(f) for f in sorted(folder.glob("*.dcm"))]
-    if not dss:
-        raise SpinedxError("no DICOM files", where=str(folder))
-    iop = np.array(dss[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    dss.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=float))))
-    return dss[index].pixel_array.astype(np.float32)
+    return read_dicom_series(folder).array[index]
 
 
 def contact_sheet(cohort_dir: str | Path, out_png: str | Path, per_class: int = 6) -> Path:
@@ -45,8 +39,8 @@ def contact_sheet(cohort_dir: str | Path, out_png: str | Path, per_class: int = 
     for ax in axes.ravel():
         ax.axis("off")
     for n_i, (_, r) in enumerate(picks.iterrows()):
-        k = int(str(r.lesion_slices).split(";")[1])
-        x0, y0, x1, y1 = (int(v) for v in str(r.box).split(","))
+        k = parse_slices(str(r.lesion_slices))[1]
+        x0, y0, x1, y1 = parse_box(str(r.box))
         for s_i, key in enumerate(("t1", "t2")):
             img = _slice(cohort_dir / r[key], k)[y0:y1, x0:x1]
             ax = axes.ravel()[n_i * 2 + s_i]
