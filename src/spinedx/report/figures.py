@@ -37,18 +37,10 @@ def png_data_uri(png: bytes) -> str:
 
 
 def _roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr) at every distinct threshold, as sklearn's ``roc_curve`` computes it.
+    """ROC curve (fpr, tpr) at every distinct threshold (:func:`sklearn.metrics.roc_curve`)."""
+    from sklearn.metrics import roc_curve
 
-    Written with numpy because the bootstrap calls it a thousand times and sklearn's input
-    validation costs more than the computation.
-    """
-    order = np.argsort(-p, kind="mergesort")
-    ys, ps = y[order], p[order]
-    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # last index of each distinct score
-    tps = np.cumsum(ys)[last]
-    fps = (last + 1) - tps
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
     return fpr, tpr
 
 
