@@ -15,7 +15,10 @@ from spinedx.cli import demo as _demo  # noqa: F401,E402
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM stops a command like Ctrl-C (exit 143 instead of 130)."""
+    from spinedx.fsutil import install_signal_handlers
+
+    install_signal_handlers()
     app()
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import typer
 
 from spinedx.errors import SpinedxError
+from spinedx.fsutil import Terminated, describe_os_error, interrupt_exit_code
 
 app = typer.Typer(
     name="spinedx",
@@ -22,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Errors caused by the user's input: one line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (SpinedxError, FileNotFoundError, IsADirectoryError, PermissionError)
+# Errors caused by the user's input or the machine: one line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (SpinedxError, OSError)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -42,8 +43,13 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
                 return fn(*a, **k)
             except SpinedxError as exc:
                 fail(exc.one_line(), exc.exit_code)
-            except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-                fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+            except (KeyboardInterrupt, Terminated) as exc:
+                # Outputs are written to temporary siblings (spinedx.fsutil), so nothing half-written stays.
+                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                fail(f"{what}; finished outputs are kept, unfinished ones were removed: rerun the same command "
+                     "to resume", interrupt_exit_code(exc))
+            except OSError as exc:
+                fail(describe_os_error(exc))
 
         app.command(*args, **kwargs)(wrapper)
         return fn

@@ -1,0 +1,165 @@
+"""Outputs are complete or untouched: atomic files and folders, interrupts, OS errors (spinedx.fsutil)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spinedx.fsutil import (
+    Terminated,
+    atomic_dir,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    describe_os_error,
+    is_tmp_name,
+    remove_stale_tmp,
+)
+
+
+def test_atomic_file_replaces_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt(), Terminated("sigterm")])
+def test_atomic_file_untouched_on_failure(tmp_path: Path, exc: BaseException) -> None:
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(type(exc)):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise exc
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_file_refuses_folder_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path / "a.txt", "x")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(NotADirectoryError):
+        atomic_write_text(blocker / "sub" / "a.txt", "x")
+    assert blocker.read_text() == "x"
+
+
+def test_atomic_json_refuses_nan(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "m.json", {"auc": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_swaps_whole_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    (out / "stats").mkdir()
+    with atomic_dir(out, keep=("stats",)) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (out / "new.txt").exists()  # not visible before success
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt", "stats"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_untouched_on_interrupt(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise KeyboardInterrupt
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_remove_stale_tmp_only_dead_owners(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".x.npz.tmp-{dead_pid}-abcdef"
+    stale.write_text("half")
+    live = tmp_path / f".y.npz.tmp-{os.getppid()}-abcdef"
+    live.write_text("being written")
+    keep = tmp_path / "x.npz"
+    keep.write_text("done")
+    removed = remove_stale_tmp(tmp_path)
+    assert removed == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "x.npz"])
+    assert is_tmp_name(live.name) and not is_tmp_name("x.npz")
+
+
+def test_describe_os_error_names_file_and_remedy() -> None:
+    msg = describe_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/patches.npz"))
+    assert msg.startswith("/data/out/patches.npz: ")
+    assert "free some space" in msg
+    assert "\n" not in msg
+
+
+def _run_cli_script(tmp_path: Path, body: str) -> subprocess.Popen[str]:
+    """A tiny CLI command registered on spinedx's app, run in a subprocess with its real entry point."""
+    header = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from spinedx.cli import main
+        from spinedx.cli._app import command
+        from spinedx.fsutil import atomic_path
+
+        @command("fsutil-probe")
+        def probe(out: Path) -> None:
+    """)
+    footer = textwrap.dedent("""
+        sys.argv = ["spinedx", "fsutil-probe", sys.argv[1]]
+        main()
+    """)
+    script = tmp_path / "cmd.py"
+    script.write_text(header + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n" + footer)
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "target.txt")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_interrupt_leaves_old_output_and_exits(tmp_path: Path, sig: int, code: int) -> None:
+    target = tmp_path / "target.txt"
+    target.write_text("finished earlier")
+    proc = _run_cli_script(tmp_path, """
+        with atomic_path(out) as tmp:
+            tmp.write_text("half")
+            print("writing", flush=True)
+            time.sleep(60)
+    """)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == code
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert target.read_text() == "finished earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmd.py", "target.txt"]
+
+
+def test_cli_os_error_is_one_line(tmp_path: Path) -> None:
+    proc = _run_cli_script(tmp_path, """
+        import errno, os
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(out))
+    """)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().startswith("error: ") and "target.txt" in err and "too large" in err.lower()
+    assert len(err.strip().splitlines()) == 1
