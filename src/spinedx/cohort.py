@@ -51,6 +51,8 @@ class CaseRecord:
         box: ``(x0, y0, x1, y1)`` T2 pixel box, half-open; ``(0, 0, 0, 0)`` without images.
         features: imaging features (name without the ``feature_`` prefix -> 0/1).
         readers: reader calls (``reader_<name>`` -> ``benign``/``malignant``/None).
+        extra: the row's other columns (e.g. a synthetic cohort's ``level``), kept as text so that
+            :func:`write_manifest` writes them back unchanged.
     """
 
     patient_id: str
@@ -63,6 +65,7 @@ class CaseRecord:
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     features: dict[str, int] = field(default_factory=dict)
     readers: dict[str, str | None] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def y(self) -> int:
@@ -187,7 +190,8 @@ def _parse_binary(text: str) -> int:
     raise ValueError(f"'{text}' is not 0 or 1")
 
 
-def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True) -> Cohort:
+def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True,
+                  draft: bool = False) -> Cohort:
     """Load and validate a cohort manifest (CSV, UTF-8, header row).
 
     Args:
@@ -200,6 +204,9 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             leaves that to the reader, so that a batch job can report a missing file as that
             patient's failure and go on with the others (the columns and formats are still
             checked).
+        draft: a manifest being annotated (``spinedx index``, ``spinedx serve``): an empty ``label``
+            (not yet known) gives ``label=None`` and an empty ``feature_*`` cell leaves that feature out of
+            ``features``; what is filled in is still validated.
 
     Returns:
         The cohort.
@@ -238,6 +245,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     reader_cols = [h for h in header if h.startswith("reader_")]
     feature_names = tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header)
 
+    known_cols = set(REQUIRED_ALWAYS + IMAGE_COLUMNS) | set(feature_cols) | set(reader_cols)
     data_rows = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
     if not data_rows:
         problems.append(("manifest", "-", "no patient rows"))
@@ -264,7 +272,9 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             else:
                 ids[pid] = line
         label = rec.get("label", "").lower()
-        if "label" in header and label not in LABELS:
+        if draft and not label:
+            label = None  # type: ignore[assignment]  # not yet known
+        elif "label" in header and label not in LABELS:
             bad("label", f"'{rec.get('label', '')}' must be benign or malignant")
         images: dict[str, Path | None] = {"t1": None, "t2": None}
         for col in ("t1", "t2"):
@@ -295,6 +305,8 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
         features: dict[str, int] = {}
         for n in feature_names:
             col = f"feature_{n}"
+            if draft and not rec[col]:
+                continue
             try:
                 features[n] = _parse_binary(rec[col])
             except ValueError as exc:
@@ -311,6 +323,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
                 patient_id=pid, label=label, t1=images["t1"], t2=images["t2"],
                 t1_series_uid=rec.get("t1_series_uid") or None, t2_series_uid=rec.get("t2_series_uid") or None,
                 lesion_slices=slices, box=box, features=features, readers=readers,
+                extra={h: rec[h] for h in header if h not in known_cols},
             ))
     if problems:
         raise ManifestError(problems, where=str(path))
@@ -332,7 +345,7 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
 
     Image paths are written relative to the manifest's folder (so a cohort folder can be moved
     or copied whole). Image columns are left out when no case has images; the series UID
-    columns when no case sets one. Features come in :data:`spinedx.features.FEATURE_NAMES`
+    columns when no case sets one. A case's ``extra`` columns come last; a label of None is written empty. Features come in :data:`spinedx.features.FEATURE_NAMES`
     order, readers in order of first appearance.
 
     Args:
@@ -352,21 +365,25 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
     readers: list[str] = []
     for c in cases:
         readers.extend(r for r in c.readers if r not in readers)
+    extra: list[str] = []
+    for c in cases:
+        extra.extend(k for k in c.extra if k not in extra)
     header = ["patient_id", "label"]
     if any_images:
         header += ["t1", "t1_series_uid", "t2", "t2_series_uid"] if any_uid else ["t1", "t2"]
         header += ["lesion_slices", "box"]
-    header += [f"feature_{n}" for n in feats] + readers
+    header += [f"feature_{n}" for n in feats] + readers + extra
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for c in cases:
-            row: dict[str, Any] = {"patient_id": c.patient_id, "label": c.label,
+            row: dict[str, Any] = {"patient_id": c.patient_id, "label": c.label or "",
                                    "t1": _rel(c.t1, base), "t2": _rel(c.t2, base),
                                    "t1_series_uid": c.t1_series_uid or "", "t2_series_uid": c.t2_series_uid or "",
                                    "lesion_slices": ";".join(str(s) for s in c.lesion_slices),
                                    "box": ",".join(str(v) for v in c.box) if c.lesion_slices or any(c.box) else ""}
             row.update({f"feature_{n}": c.features.get(n, "") for n in feats})
             row.update({r: c.readers.get(r) or "" for r in readers})
+            row.update({k: c.extra.get(k, "") for k in extra})
             w.writerow([row[h] for h in header])
     return path

@@ -12,6 +12,7 @@ from spinedx.cli import stats as _stats  # noqa: F401,E402
 from spinedx.cli import predict as _predict  # noqa: F401,E402
 from spinedx.cli import report as _report  # noqa: F401,E402
 from spinedx.cli import demo as _demo  # noqa: F401,E402
+from spinedx.cli import index as _index  # noqa: F401,E402
 
 
 def main() -> None:

@@ -1,0 +1,44 @@
+"""`spinedx index`: find each study's sagittal T1W/T2W series in a DICOM tree and write a draft manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spinedx.cli._app import command
+
+
+@command("index")
+def index(
+    root: Path = typer.Argument(..., help="Root of a DICOM tree (PACS export, CD, nested or flat)."),  # noqa: B008
+    out: Path = typer.Option(..., "--out", "-o",  # noqa: B008
+                             help="Draft manifest to write (cohort.csv); index.json goes beside it."),
+    allow_fat_suppressed: bool = typer.Option(
+        False, "--allow-fat-suppressed", help="Accept fat-suppressed series (STIR, FS) when nothing better exists."),
+    allow_contrast: bool = typer.Option(
+        False, "--allow-contrast", help="Accept contrast-enhanced series when nothing better exists."),
+    allow_derived: bool = typer.Option(
+        False, "--allow-derived", help="Accept derived series (reformats, ImageType DERIVED) if nothing better exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index a DICOM tree: one manifest row per study with its T1W/T2W series (headers only, no pixel data)."""
+    from spinedx.studyindex import SelectionOptions, index_tree, write_index
+
+    opts = SelectionOptions(allow_fat_suppressed=allow_fat_suppressed, allow_contrast=allow_contrast,
+                            allow_derived=allow_derived)
+    idx = index_tree(root, opts, progress=not quiet)
+    manifest, json_path = write_index(idx, out)
+    n_series = sum(len(s.series) for s in idx.studies)
+    rate = idx.n_files / idx.seconds if idx.seconds > 0 else 0.0
+    typer.echo(f"indexed {idx.n_files} files in {idx.seconds:.1f} s ({rate:.0f} files/s): {idx.n_dicom} DICOM, "
+               f"{idx.n_skipped} skipped (not DICOM){f', {idx.n_dicomdir} DICOMDIR' if idx.n_dicomdir else ''}; "
+               f"{len(idx.studies)} studies, {n_series} series")
+    typer.echo(f"T1W and T2W found: {len(idx.complete)} studies; ambiguous: {len(idx.ambiguous)}; "
+               f"incomplete: {len(idx.incomplete)}")
+    for st in idx.ambiguous + idx.incomplete:
+        typer.echo(f"  {st.case_key}: {st.selection.status}: {st.selection.summary()}")
+    if idx.synthetic:
+        typer.echo("synthetic cohort, simulated readers (spinedx synth DICOM)")
+    typer.echo(f"manifest: {manifest}")
+    typer.echo(f"why each series was chosen or not: {json_path}")

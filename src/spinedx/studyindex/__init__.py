@@ -1,0 +1,23 @@
+"""Indexing DICOM trees and choosing each study's sagittal T1W and T2W series (``spinedx index``).
+
+:func:`select_series` is a pure function over header attributes (:class:`SeriesHeader`, built from a pydicom
+Dataset or from DICOM JSON as QIDO-RS/WADO-RS return it), so file trees and DICOMweb studies go through the
+same rules. Importing this package loads neither torch nor SimpleITK.
+"""
+
+from spinedx.studyindex.header import SeriesHeader
+from spinedx.studyindex.scan import StudyEntry, TreeIndex, index_tree, write_index
+from spinedx.studyindex.select import (
+    SelectionOptions,
+    SeriesVerdict,
+    StudySelection,
+    plane_of,
+    select_series,
+    weighting_from_description,
+    weighting_from_timing,
+)
+
+__all__ = [
+    "SelectionOptions", "SeriesHeader", "SeriesVerdict", "StudyEntry", "StudySelection", "TreeIndex", "index_tree",
+    "plane_of", "select_series", "weighting_from_description", "weighting_from_timing", "write_index",
+]

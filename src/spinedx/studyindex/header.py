@@ -1,0 +1,309 @@
+"""One series described by the header attributes that decide whether it is the sagittal T1W or T2W series.
+
+:class:`SeriesHeader` is built from one header per series, either a pydicom ``Dataset`` (a file read with
+``stop_before_pixels=True``) or a DICOM JSON object (PS3.18 F.2, what QIDO-RS and WADO-RS ``/metadata``
+return). Nothing here imports numpy, torch or SimpleITK, so a DICOMweb client can use it cheaply.
+
+Attributes (PS3.3 sections): SeriesInstanceUID, SeriesNumber, SeriesDescription, Modality (C.7.3.1);
+ImageOrientationPatient (C.7.6.2); ImageType (C.7.6.1); EchoTime, RepetitionTime, InversionTime,
+ScanningSequence, SequenceVariant, ScanOptions (C.8.3.1 MR Image); ContrastBolusAgent (C.7.6.4).
+Enhanced MR (multi-frame) files keep TE/TR and the orientation in functional groups (C.7.6.16, C.8.13.5): the
+shared groups are read when the top-level attributes are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# DICOM tags (group, element as 8 hex digits, the key of DICOM JSON) of the attributes read here.
+TAGS: dict[str, str] = {
+    "PatientID": "00100020",
+    "StudyInstanceUID": "0020000D",
+    "StudyDate": "00080020",
+    "StudyDescription": "00081030",
+    "SeriesInstanceUID": "0020000E",
+    "SeriesNumber": "00200011",
+    "SeriesDescription": "0008103E",
+    "ProtocolName": "00181030",
+    "Modality": "00080060",
+    "ImageType": "00080008",
+    "ImageOrientationPatient": "00200037",
+    "EchoTime": "00180081",
+    "RepetitionTime": "00180080",
+    "InversionTime": "00180082",
+    "ScanningSequence": "00180020",
+    "SequenceVariant": "00180021",
+    "ScanOptions": "00180022",
+    "ContrastBolusAgent": "00180010",
+    "FrameOfReferenceUID": "00200052",
+    "Manufacturer": "00080070",
+    "NumberOfFrames": "00280008",
+    "NumberOfSeriesRelatedInstances": "00201209",
+    "SOPClassUID": "00080016",
+}
+# Enhanced MR functional groups (C.7.6.16): where TE/TR/IOP live in multi-frame files.
+_SHARED_FG = "52009229"
+_PLANE_ORIENTATION_SEQ = "00209116"
+_MR_ECHO_SEQ = "00189114"
+_EFFECTIVE_ECHO_TIME = "00189082"
+_MR_TIMING_SEQ = "00189112"
+_MR_MODIFIER_SEQ = "00189115"
+_INVERSION_TIMES = "00189079"
+
+
+@dataclass(frozen=True)
+class SeriesHeader:
+    """What one series' header says about it (values absent from the header are None / empty).
+
+    Attributes:
+        series_uid: SeriesInstanceUID.
+        series_number: SeriesNumber.
+        description: SeriesDescription (ProtocolName when the description is empty).
+        modality: Modality (``MR`` for the series spinedx reads).
+        orientation: ImageOrientationPatient, six direction cosines (row, column), or None.
+        echo_time: EchoTime (ms).
+        repetition_time: RepetitionTime (ms).
+        inversion_time: InversionTime (ms).
+        scanning_sequence: ScanningSequence values (``SE``, ``IR``, ``GR``, ``EP``, ``RM``).
+        sequence_variant: SequenceVariant values (``SK``, ``MTC``, ``SS``, ``TRSS``, ``SP``, ``MP``, ``OSP``, ``NONE``).
+        scan_options: ScanOptions values (``FS`` fat saturation, ``SFS``, ``PFF``, ...).
+        image_type: ImageType values (``ORIGINAL``/``DERIVED``, ``PRIMARY``/``SECONDARY``, ...).
+        contrast_agent: ContrastBolusAgent ('' when none was recorded).
+        n_instances: number of instances (files) of the series.
+        n_frames: number of image frames (sum of NumberOfFrames; equals ``n_instances`` for single-frame files).
+        frame_of_reference_uid: FrameOfReferenceUID.
+        manufacturer: Manufacturer.
+        study_uid: StudyInstanceUID.
+        patient_id: PatientID.
+        study_date: StudyDate.
+        sop_class_uid: SOPClassUID of the (first) instance.
+        files: the files of the series (empty for a header from DICOMweb).
+    """
+
+    series_uid: str
+    series_number: int | None = None
+    description: str = ""
+    modality: str = ""
+    orientation: tuple[float, ...] | None = None
+    echo_time: float | None = None
+    repetition_time: float | None = None
+    inversion_time: float | None = None
+    scanning_sequence: tuple[str, ...] = ()
+    sequence_variant: tuple[str, ...] = ()
+    scan_options: tuple[str, ...] = ()
+    image_type: tuple[str, ...] = ()
+    contrast_agent: str = ""
+    n_instances: int = 0
+    n_frames: int = 0
+    frame_of_reference_uid: str = ""
+    manufacturer: str = ""
+    study_uid: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    sop_class_uid: str = ""
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    # -- constructors ------------------------------------------------------------------------------------
+    @classmethod
+    def from_dataset(cls, ds: Any, *, n_instances: int = 1, n_frames: int | None = None,
+                     files: tuple[str, ...] = ()) -> SeriesHeader:
+        """Build from one pydicom ``Dataset`` of the series (pixel data not needed).
+
+        Args:
+            ds: a dataset read with ``pydicom.dcmread(path, stop_before_pixels=True)``.
+            n_instances: number of instances of the series (the caller counts the files).
+            n_frames: number of frames in the series; None: ``n_instances`` times this file's NumberOfFrames.
+            files: the series' file paths.
+        """
+        def get(name: str) -> Any:
+            return ds.get(name, None)
+
+        shared = _first_item(get("SharedFunctionalGroupsSequence"))
+        iop = get("ImageOrientationPatient")
+        if iop is None and shared is not None:
+            iop = _nested(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        te = get("EchoTime")
+        if te is None and shared is not None:
+            te = _nested(shared, "MREchoSequence", "EffectiveEchoTime")
+        tr = get("RepetitionTime")
+        if tr is None and shared is not None:
+            tr = _nested(shared, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
+        ti = get("InversionTime")
+        if ti is None and shared is not None:
+            ti = _nested(shared, "MRModifierSequence", "InversionTimes")
+        frames = _to_int(get("NumberOfFrames")) or 1
+        return cls(
+            series_uid=str(get("SeriesInstanceUID") or ""),
+            series_number=_to_int(get("SeriesNumber")),
+            description=_text(get("SeriesDescription")) or _text(get("ProtocolName")),
+            modality=_text(get("Modality")).upper(),
+            orientation=_floats(iop, 6),
+            echo_time=_to_float(te),
+            repetition_time=_to_float(tr),
+            inversion_time=_to_float(ti),
+            scanning_sequence=_codes(get("ScanningSequence")),
+            sequence_variant=_codes(get("SequenceVariant")),
+            scan_options=_codes(get("ScanOptions")),
+            image_type=_codes(get("ImageType")),
+            contrast_agent=_text(get("ContrastBolusAgent")),
+            n_instances=int(n_instances),
+            n_frames=int(n_frames if n_frames is not None else n_instances * frames),
+            frame_of_reference_uid=str(get("FrameOfReferenceUID") or ""),
+            manufacturer=_text(get("Manufacturer")),
+            study_uid=str(get("StudyInstanceUID") or ""),
+            patient_id=_text(get("PatientID")),
+            study_date=_text(get("StudyDate")),
+            sop_class_uid=str(get("SOPClassUID") or ""),
+            files=tuple(str(f) for f in files),
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], *, n_instances: int | None = None) -> SeriesHeader:
+        """Build from a DICOM JSON object (PS3.18 F.2): one QIDO-RS result or one WADO-RS metadata instance.
+
+        Keys are 8-digit hex tags (``"0020000E"``), values ``{"vr": ..., "Value": [...]}``. A QIDO-RS series
+        result carries NumberOfSeriesRelatedInstances (0020,1209), used when ``n_instances`` is None;
+        instance metadata adds TE/TR/IOP. Absent attributes stay None, and :func:`select_series` says so.
+
+        Args:
+            obj: the JSON object (already parsed).
+            n_instances: number of instances when the caller knows it.
+        """
+        def values(name: str) -> list[Any]:
+            return _json_values(obj, TAGS[name])
+
+        def first(name: str) -> Any:
+            v = values(name)
+            return v[0] if v else None
+
+        shared = _json_first_item(obj, _SHARED_FG)
+        iop: Any = values("ImageOrientationPatient") or None
+        if iop is None and shared is not None:
+            iop = _json_values(_json_first_item(shared, _PLANE_ORIENTATION_SEQ) or {}, TAGS["ImageOrientationPatient"])
+        te = first("EchoTime")
+        if te is None and shared is not None:
+            vals = _json_values(_json_first_item(shared, _MR_ECHO_SEQ) or {}, _EFFECTIVE_ECHO_TIME)
+            te = vals[0] if vals else None
+        tr = first("RepetitionTime")
+        if tr is None and shared is not None:
+            vals = _json_values(_json_first_item(shared, _MR_TIMING_SEQ) or {}, TAGS["RepetitionTime"])
+            tr = vals[0] if vals else None
+        ti = first("InversionTime")
+        if ti is None and shared is not None:
+            vals = _json_values(_json_first_item(shared, _MR_MODIFIER_SEQ) or {}, _INVERSION_TIMES)
+            ti = vals[0] if vals else None
+        n = n_instances if n_instances is not None else _to_int(first("NumberOfSeriesRelatedInstances")) or 0
+        frames = _to_int(first("NumberOfFrames")) or 1
+        return cls(
+            series_uid=str(first("SeriesInstanceUID") or ""),
+            series_number=_to_int(first("SeriesNumber")),
+            description=_text(first("SeriesDescription")) or _text(first("ProtocolName")),
+            modality=_text(first("Modality")).upper(),
+            orientation=_floats(iop, 6),
+            echo_time=_to_float(te),
+            repetition_time=_to_float(tr),
+            inversion_time=_to_float(ti),
+            scanning_sequence=_codes(values("ScanningSequence")),
+            sequence_variant=_codes(values("SequenceVariant")),
+            scan_options=_codes(values("ScanOptions")),
+            image_type=_codes(values("ImageType")),
+            contrast_agent=_text(first("ContrastBolusAgent")),
+            n_instances=int(n),
+            n_frames=int(n * frames),
+            frame_of_reference_uid=str(first("FrameOfReferenceUID") or ""),
+            manufacturer=_text(first("Manufacturer")),
+            study_uid=str(first("StudyInstanceUID") or ""),
+            patient_id=_text(first("PatientID")),
+            study_date=_text(first("StudyDate")),
+            sop_class_uid=str(first("SOPClassUID") or ""),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (used in ``index.json``)."""
+        d = asdict(self)
+        d.pop("files")
+        d["orientation"] = list(self.orientation) if self.orientation is not None else None
+        for k in ("scanning_sequence", "sequence_variant", "scan_options", "image_type"):
+            d[k] = list(d[k])
+        return d
+
+
+# -- value helpers (pydicom values and DICOM JSON values alike) --------------------------------------------
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, Mapping):  # a PN in DICOM JSON is {"Alphabetic": ...}; never needed here, but be safe
+        v = v.get("Alphabetic", "")
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        v = "\\".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def _codes(v: Any) -> tuple[str, ...]:
+    """A multi-valued code string as upper-case values (``"SE\\IR"`` and ``["SE", "IR"]`` alike)."""
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        items = v.split("\\")
+    elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        items = [str(x) for x in v]
+    else:
+        items = [str(v)]
+    return tuple(s.strip().upper() for s in items if str(s).strip())
+
+
+def _to_float(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        if not len(v):
+            return None
+        v = v[0]
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_int(v: Any) -> int | None:
+    f = _to_float(v)
+    return None if f is None else int(f)
+
+
+def _floats(v: Any, n: int) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = v.split("\\")
+    try:
+        out = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _first_item(seq: Any) -> Any:
+    try:
+        return seq[0] if seq is not None and len(seq) else None
+    except (TypeError, IndexError):
+        return None
+
+
+def _nested(item: Any, seq_name: str, attr: str) -> Any:
+    inner = _first_item(item.get(seq_name, None))
+    return None if inner is None else inner.get(attr, None)
+
+
+def _json_values(obj: Mapping[str, Any], tag: str) -> list[Any]:
+    el = obj.get(tag) or obj.get(tag.lower())
+    if not isinstance(el, Mapping):
+        return []
+    vals = el.get("Value")
+    return list(vals) if isinstance(vals, list) else []
+
+
+def _json_first_item(obj: Mapping[str, Any], tag: str) -> Mapping[str, Any] | None:
+    vals = _json_values(obj, tag)
+    return vals[0] if vals and isinstance(vals[0], Mapping) else None

@@ -1,0 +1,385 @@
+"""``spinedx index``: walk a DICOM tree, group files by patient, study and series, choose T1W/T2W per study.
+
+Headers only: every file is read with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, so pixel
+data is never touched and a study of thousands of files is indexed in seconds. Any layout works (a PACS export,
+a CD with a DICOMDIR, nested or flat folders): files are found by walking the tree, and a DICOMDIR, when
+present, is recognised and skipped (its records point to the same files). Files that are not DICOM (no
+``DICM`` marker at byte 128, PS3.10 7.1) are skipped quietly and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import SpinedxError
+from spinedx.studyindex.header import TAGS, SeriesHeader
+from spinedx.studyindex.select import SelectionOptions, StudySelection, select_series
+
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10)
+# Tags read from every file: the grouping keys, what SeriesHeader needs, and the enhanced MR shared groups.
+_READ_TAGS = sorted({int(t, 16) for t in TAGS.values()} | {0x00080018, 0x00020002, 0x52009229})
+# spinedx.synth.dicomwriter.MANUFACTURER (not imported: that package pulls in numpy, pandas and scipy)
+SYNTH_MANUFACTURER = "spinedx synthetic phantom"
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class StudyEntry:
+    """One study of the tree and the series chosen in it.
+
+    Attributes:
+        case_key: the manifest's ``patient_id`` for this study (PatientID, made unique and URL-safe).
+        patient_id: the DICOM PatientID.
+        study_uid: StudyInstanceUID.
+        study_date: StudyDate.
+        series: one header per series.
+        selection: the T1W/T2W choice with a verdict per series.
+    """
+
+    case_key: str
+    patient_id: str
+    study_uid: str
+    study_date: str
+    series: list[SeriesHeader]
+    selection: StudySelection
+
+    def series_folder(self, role: str) -> Path | None:
+        """The deepest folder holding every file of the chosen series of ``role`` (None when not chosen)."""
+        s = getattr(self.selection, role)
+        if s is None or not s.files:
+            return None
+        return Path(os.path.commonpath([os.path.dirname(f) for f in s.files]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``index.json``)."""
+        return {"case_key": self.case_key, "patient_id": self.patient_id, "study_uid": self.study_uid,
+                "study_date": self.study_date,
+                "t1_folder": str(self.series_folder("t1") or "") or None,
+                "t2_folder": str(self.series_folder("t2") or "") or None,
+                **self.selection.to_dict(),
+                "headers": {s.series_uid: s.to_dict() for s in self.series}}
+
+
+@dataclass
+class TreeIndex:
+    """What :func:`index_tree` found.
+
+    Attributes:
+        root: the folder walked.
+        studies: one entry per study, ordered by case key.
+        n_files: files looked at.
+        n_dicom: DICOM files read (DICOMDIR excluded).
+        n_skipped: files that are not DICOM (or unreadable, or without a SeriesInstanceUID).
+        n_dicomdir: DICOMDIR files seen (and skipped).
+        seconds: wall time.
+        options: the selection options used.
+        skipped_examples: a few skipped files with the reason (for the report).
+    """
+
+    root: Path
+    studies: list[StudyEntry]
+    n_files: int = 0
+    n_dicom: int = 0
+    n_skipped: int = 0
+    n_dicomdir: int = 0
+    seconds: float = 0.0
+    options: SelectionOptions = field(default_factory=SelectionOptions)
+    skipped_examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ambiguous(self) -> list[StudyEntry]:
+        return [s for s in self.studies if s.selection.status == "ambiguous"]
+
+    @property
+    def incomplete(self) -> list[StudyEntry]:
+        return [s for s in self.studies if s.selection.status == "incomplete"]
+
+    @property
+    def complete(self) -> list[StudyEntry]:
+        return [s for s in self.studies if s.selection.status == "ok"]
+
+    @property
+    def synthetic(self) -> bool:
+        """True when every series was written by ``spinedx synth`` (its Manufacturer)."""
+        series = [s for st in self.studies for s in st.series]
+        return bool(series) and all(s.manufacturer == SYNTH_MANUFACTURER for s in series)
+
+
+def _walk(root: Path) -> list[str]:
+    """Every regular file under ``root`` (hidden names skipped), sorted; symlinked folders are not followed."""
+    out: list[str] = []
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif e.is_file():
+                out.append(e.path)
+    out.sort()
+    return out
+
+
+def _is_dicom(path: str) -> bool:
+    """PS3.10 7.1: 128-byte preamble then ``DICM``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_header(path: str) -> Any:
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
+
+
+# -- the grouping keys of a file without pydicom ---------------------------------------------------------------
+# pydicom spends about 1-3 ms per file on its general machinery; grouping needs four small elements near the
+# start of the dataset. This reader walks the elements of the first bytes (PS3.5 7.1) for the two common
+# little-endian encodings and gives up (None) on anything else (big endian, deflate, an undefined-length
+# sequence before the keys, a short buffer), in which case pydicom reads the file.
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_IMPLICIT = "1.2.840.10008.1.2"
+_FAST_SYNTAXES_EXCLUDED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
+_KEYS = {0x00100020: "PatientID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
+         0x00280008: "NumberOfFrames", 0x00080016: "SOPClassUID"}
+_LAST_KEY = 0x00280008
+_HEAD_BYTES = 16384  # headers are a few kB; longer ones fall back to pydicom
+
+
+def _fast_keys(path: str) -> dict[str, str] | None:
+    """PatientID, StudyInstanceUID, SeriesInstanceUID, NumberOfFrames, SOPClassUID as text, or None."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            buf = fh.read(_HEAD_BYTES)
+    except OSError:
+        return None
+    if buf[128:132] != b"DICM":
+        return None
+    pos, n = 132, len(buf)
+    meta: dict[int, bytes] = {}
+    meta_end = None
+    while pos + 8 <= n:  # file meta: always explicit VR little endian (PS3.10 7.1)
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        if group != 0x0002:
+            break
+        vr = buf[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            length = struct.unpack_from("<I", buf, pos + 8)[0]
+            start = pos + 12
+        else:
+            length = struct.unpack_from("<H", buf, pos + 6)[0]
+            start = pos + 8
+        if elem == 0x0000:
+            meta_end = start + length + struct.unpack_from("<I", buf, start)[0]
+        meta[elem] = buf[start:start + length]
+        pos = start + length
+    if meta_end is not None and meta_end != pos:
+        return None
+    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+    if not syntax or syntax in _FAST_SYNTAXES_EXCLUDED:
+        return None
+    implicit = syntax == _IMPLICIT
+    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
+    while True:
+        if pos + 8 > n:
+            return None
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        tag = (group << 16) | elem
+        if tag > _LAST_KEY:
+            return out
+        if implicit:
+            length = struct.unpack_from("<I", buf, pos + 4)[0]
+            start = pos + 8
+        else:
+            vr = buf[pos + 4:pos + 6]
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    return None
+                length = struct.unpack_from("<I", buf, pos + 8)[0]
+                start = pos + 12
+            else:
+                length = struct.unpack_from("<H", buf, pos + 6)[0]
+                start = pos + 8
+        if length == 0xFFFFFFFF or start + length > n:
+            return None  # an undefined-length sequence, or the element runs past the bytes read: ask pydicom
+        name = _KEYS.get(tag)
+        if name is not None:
+            out[name] = buf[start:start + length].rstrip(b"\x00 ").decode("latin-1").strip()
+        pos = start + length
+
+
+def index_tree(root: str | Path, options: SelectionOptions | None = None, *, progress: bool = True) -> TreeIndex:
+    """Index a DICOM tree: group every file by patient, study and series, and choose T1W/T2W per study.
+
+    Args:
+        root: the folder to walk (recursively).
+        options: what the series selection may accept (see :class:`SelectionOptions`).
+        progress: show a rich progress bar over the files.
+
+    Returns:
+        The index (studies with their selections, counts of files read and skipped).
+
+    Raises:
+        SpinedxError: ``root`` is not a folder, or holds no DICOM image file.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise SpinedxError("not a folder; give the root of a DICOM tree (a PACS export, a CD, ...)", where=str(root))
+    opts = options or SelectionOptions()
+    t0 = time.perf_counter()
+    files = _walk(root)
+    series_files: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    series_frames: dict[tuple[str, str, str], int] = defaultdict(int)
+    first_ds: dict[tuple[str, str, str], Any] = {}
+    n_dicom = n_skipped = n_dicomdir = 0
+    skipped: list[tuple[str, str]] = []
+
+    def skip(path: str, why: str) -> None:
+        nonlocal n_skipped
+        n_skipped += 1
+        if len(skipped) < 20:
+            skipped.append((path, why))
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("index"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not progress, transient=True) as bar:
+        task = bar.add_task("files", total=len(files))
+        for i, path in enumerate(files):
+            if i % 64 == 0:
+                bar.update(task, completed=i)
+            keys = _fast_keys(path)
+            ds = None
+            if keys is None:
+                if not _is_dicom(path):
+                    skip(path, "not DICOM (no DICM marker)")
+                    continue
+                try:
+                    ds = _read_header(path)
+                except Exception as exc:  # noqa: BLE001 -- a corrupt file is skipped and counted, not fatal
+                    skip(path, f"unreadable ({type(exc).__name__})")
+                    continue
+                meta_sop = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+                keys = {k: str(ds.get(k, "") or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                                                "NumberOfFrames")}
+                keys["SOPClassUID"] = str(ds.get("SOPClassUID", "") or meta_sop or "")
+            if keys.get("SOPClassUID") == _DICOMDIR_SOP or os.path.basename(path) == "DICOMDIR":
+                n_dicomdir += 1
+                continue
+            series_uid = keys.get("SeriesInstanceUID", "")
+            if not series_uid:
+                skip(path, "DICOM without SeriesInstanceUID")
+                continue
+            n_dicom += 1
+            key = (keys.get("PatientID", ""), keys.get("StudyInstanceUID", ""), series_uid)
+            series_files[key].append(path)
+            try:
+                frames = int(float(keys.get("NumberOfFrames") or 1))
+            except (TypeError, ValueError):
+                frames = 1
+            series_frames[key] += frames
+            if key not in first_ds:
+                try:  # the series' attributes come from one full header (pydicom)
+                    first_ds[key] = ds if ds is not None else _read_header(path)
+                except Exception as exc:  # noqa: BLE001
+                    series_files[key].pop()
+                    n_dicom -= 1
+                    skip(path, f"unreadable ({type(exc).__name__})")
+                    continue
+        bar.update(task, completed=len(files))
+
+    studies_raw: dict[tuple[str, str], list[SeriesHeader]] = defaultdict(list)
+    for key, paths in series_files.items():
+        hdr = SeriesHeader.from_dataset(first_ds[key], n_instances=len(paths), n_frames=series_frames[key],
+                                        files=tuple(paths))
+        studies_raw[key[:2]].append(hdr)
+    if not studies_raw:
+        raise SpinedxError(f"no DICOM image file found ({len(files)} file(s) looked at, {n_skipped} not DICOM); "
+                           "check the folder", where=str(root))
+
+    by_patient: dict[str, list[tuple[str, list[SeriesHeader]]]] = defaultdict(list)
+    for (pid, study_uid), series in studies_raw.items():
+        by_patient[pid].append((study_uid, series))
+    studies: list[StudyEntry] = []
+    used: set[str] = set()
+    for pid in sorted(by_patient):
+        items = sorted(by_patient[pid], key=lambda it: (it[1][0].study_date, it[0]))
+        base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
+        for n, (study_uid, series) in enumerate(items, start=1):
+            key = base if len(items) == 1 else f"{base}_{series[0].study_date or n}"
+            while key in used:
+                key = f"{key}_{n}"
+            used.add(key)
+            studies.append(StudyEntry(key, pid, study_uid, series[0].study_date, series, select_series(series, opts)))
+    studies.sort(key=lambda s: s.case_key)
+    return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
+                     n_dicomdir=n_dicomdir, seconds=time.perf_counter() - t0, options=opts, skipped_examples=skipped)
+
+
+def write_index(index: TreeIndex, manifest_path: str | Path) -> tuple[Path, Path]:
+    """Write the draft manifest (one row per study; label, slices and box empty) and ``index.json`` beside it.
+
+    Studies whose T1W or T2W is ambiguous or missing get a row with that column empty (never a guess);
+    ``index.json`` says for every series why it was chosen or not. A synthetic tree's manifest carries the
+    ``synthetic`` column (value 1).
+
+    Args:
+        index: from :func:`index_tree`.
+        manifest_path: the CSV to write (``index.json`` goes in the same folder).
+
+    Returns:
+        The paths of the manifest and of ``index.json``.
+    """
+    from spinedx import __version__
+    from spinedx.cohort import CaseRecord, write_manifest
+    from spinedx.fsutil import atomic_path, atomic_write_json
+
+    manifest_path = Path(manifest_path).expanduser()
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    synthetic = index.synthetic
+    cases = []
+    for st in index.studies:
+        sel = st.selection
+        cases.append(CaseRecord(
+            patient_id=st.case_key, label=None,  # type: ignore[arg-type]  # unknown until annotated
+            t1=st.series_folder("t1"), t2=st.series_folder("t2"),
+            t1_series_uid=sel.t1.series_uid if sel.t1 else None, t2_series_uid=sel.t2.series_uid if sel.t2 else None,
+            extra={"synthetic": "1"} if synthetic else {},
+        ))
+    with atomic_path(manifest_path) as tmp:
+        write_manifest(cases, tmp)
+    doc = {
+        "spinedx_version": __version__,
+        "root": str(index.root),
+        "manifest": str(manifest_path.resolve()),
+        "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
+                    "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},
+        "counts": {"files": index.n_files, "dicom": index.n_dicom, "skipped_not_dicom": index.n_skipped,
+                   "dicomdir": index.n_dicomdir, "studies": len(index.studies), "complete": len(index.complete),
+                   "ambiguous": len(index.ambiguous), "incomplete": len(index.incomplete)},
+        "seconds": round(index.seconds, 3),
+        "synthetic": synthetic,
+        "skipped_examples": [{"file": f, "reason": r} for f, r in index.skipped_examples],
+        "studies": [st.to_dict() for st in index.studies],
+    }
+    json_path = manifest_path.parent / "index.json"
+    atomic_write_json(json_path, doc, indent=1)
+    return manifest_path, json_path
