@@ -1,0 +1,142 @@
+"""``write_dicom_results``: a prediction as DICOM objects that join the source study (SR + Grad-CAM overlays).
+
+One call from :func:`spinedx.predict.predict_case` (or any caller holding a prediction and its two DICOM
+series) writes ``OUT/dicom/sr.dcm`` (TID 1500 Comprehensive 3D SR, :mod:`spinedx.interop.sr`) and
+``OUT/dicom/gradcam_sliceKKK.dcm`` (Secondary Capture, :mod:`spinedx.interop.sc`), each in a new series of the
+source study. The folder is written whole or not at all (:func:`spinedx.fsutil.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import SpinedxError
+from spinedx.interop.content import ResultContent, content_from_prediction
+
+#: Series numbers of the result series (high, so they sort after the acquired series in a viewer).
+SR_SERIES_NUMBER = 9901
+OVERLAY_SERIES_NUMBER = 9902
+#: Sub-folder of a prediction's output folder that holds the DICOM results.
+DICOM_DIR = "dicom"
+
+_DEVICE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/spinedx/device")
+
+
+@dataclass
+class DicomResults:
+    """The DICOM objects written for one prediction.
+
+    Attributes:
+        folder: the folder holding them.
+        sr: the structured report.
+        overlays: the Grad-CAM Secondary Captures, in lesion-slice order.
+        study_instance_uid: the source (and results') study.
+        sr_series_uid: the SR's series.
+        overlay_series_uid: the overlays' series (None without overlays).
+        referenced: SOPInstanceUID of the stored T2 image of each lesion slice.
+    """
+
+    folder: Path
+    sr: Path
+    overlays: list[Path] = field(default_factory=list)
+    study_instance_uid: str = ""
+    sr_series_uid: str = ""
+    overlay_series_uid: str | None = None
+    referenced: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written (SR first)."""
+        return [self.sr, *self.overlays]
+
+
+def device_uid(model_hash: str) -> str:
+    """UID of the observing device for a model: the same model is the same device in every report (PS3.5 B.2)."""
+    return "2.25." + str(uuid.uuid5(_DEVICE_NAMESPACE, model_hash).int)
+
+
+def _image(img: Any, series_uid: str | None, where: str) -> Any:
+    from spinedx.io import Image, read_image
+
+    return img if isinstance(img, Image) else read_image(img, series_uid, where=where)
+
+
+def write_dicom_results(
+    prediction: Any,
+    t1: Any,
+    t2: Any,
+    out_dir: str | Path,
+    *,
+    t1_series_uid: str | None = None,
+    t2_series_uid: str | None = None,
+    model_hash: str | None = None,
+    content: ResultContent | None = None,
+) -> DicomResults:
+    """Write the SR and the Grad-CAM Secondary Captures of a prediction into ``out_dir/dicom``.
+
+    Args:
+        prediction: a :class:`spinedx.predict.CasePrediction` (ignored when ``content`` is given).
+        t1: the T1 series (an :class:`spinedx.io.Image` read from DICOM, or its path).
+        t2: the T2 series the box and slices refer to (Image or path).
+        out_dir: the prediction's output folder.
+        t1_series_uid: SeriesInstanceUID when ``t1`` is a folder of several series.
+        t2_series_uid: the same for ``t2``.
+        model_hash: the models' fingerprint; None: computed from the prediction's run folder.
+        content: the values to write, when not taken from ``prediction``.
+
+    Returns:
+        What was written (:class:`DicomResults`).
+
+    Raises:
+        SpinedxError: the inputs are not DICOM, T1 and T2 belong to different studies, or a lesion slice or
+            box cannot be placed on a stored T2 image.
+    """
+    import highdicom as hd
+
+    from spinedx.fsutil import atomic_dir
+    from spinedx.interop.geometry import locate_box, stored_planes
+    from spinedx.interop.identity import check_same_study, identity_of, reference_dataset
+    from spinedx.interop.sc import build_overlays
+    from spinedx.interop.sr import build_sr
+
+    if content is None:
+        content = content_from_prediction(prediction, model_hash=model_hash)
+    t2_img = _image(t2, t2_series_uid, "t2")
+    t1_img = _image(t1, t1_series_uid, "t1")
+    h1: dict[Path, Any] = {}
+    h2: dict[Path, Any] = {}
+    stored_planes(t1_img, where="t1", headers=h1)
+    planes = stored_planes(t2_img, where="t2", headers=h2)
+    first_t2 = next(iter(h2.values()))
+    check_same_study(next(iter(h1.values())), first_t2, where="t1/t2")
+    boxes = [locate_box(t2_img, planes, content.box, k, where="t2") for k in content.slice_index]
+    identity = identity_of(first_t2)
+    if not str(identity.get("StudyInstanceUID", "")):
+        raise SpinedxError("the source series has no StudyInstanceUID; results cannot join its study", where="t2")
+    # Evidence: every source instance (both series were used); the first, a T2 lesion image, carries the identity.
+    lead = boxes[0].plane.path
+    ordered = [h2[lead]] + [ds for p, ds in h2.items() if p != lead] + list(h1.values())
+    evidence = [reference_dataset(ds, identity if i == 0 else None) for i, ds in enumerate(ordered)]
+
+    sr = build_sr(content, boxes, evidence, series_instance_uid=hd.UID(), sop_instance_uid=hd.UID(),
+                  series_number=SR_SERIES_NUMBER, device_uid=device_uid(content.algorithm.model_hash))
+    overlays = []
+    overlay_series = None
+    if content.heatmaps is not None:
+        overlay_series = hd.UID()
+        overlays = build_overlays(content, t2_img, boxes, identity, first_t2, series_instance_uid=overlay_series,
+                                  series_number=OVERLAY_SERIES_NUMBER,
+                                  sop_instance_uids=[hd.UID() for _ in content.slice_index])
+    folder = Path(out_dir) / DICOM_DIR
+    with atomic_dir(folder) as tmp:
+        sr.save_as(tmp / "sr.dcm", enforce_file_format=True)
+        names = []
+        for k, sc in zip(content.slice_index, overlays):
+            name = f"gradcam_slice{k:03d}.dcm"
+            sc.save_as(tmp / name, enforce_file_format=True)
+            names.append(name)
+    return DicomResults(folder, folder / "sr.dcm", [folder / n for n in names], str(identity.StudyInstanceUID),
+                        str(sr.SeriesInstanceUID), overlay_series, [b.plane.sop_instance_uid for b in boxes])

@@ -1,0 +1,151 @@
+"""Grad-CAM overlays as DICOM Secondary Capture images (PS3.3 A.8.1), one per lesion slice, with highdicom.
+
+Each image is the whole T2 lesion slice as spinedx sees it (the canonical grid of :func:`spinedx.io.read_image`,
+windowed to its 1st-99th percentile), the Grad-CAM map of that slice placed back on the crop it was computed on
+(opacity rising with the heat, as in the PNG overlays), the lesion box outlined, and a burned-in line saying
+what it is and that it is for research use only. The image carries PatientOrientation (from the image's
+axes), BodyPartExamined from the source (validators then need no Laterality) and a SourceImageSequence entry
+pointing at the stored T2 image of that slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from spinedx import RESEARCH_USE_ONLY
+from spinedx.interop.content import ResultContent
+from spinedx.interop.geometry import PlaneBox, orientation_letters
+from spinedx.interop.sr import MANUFACTURER
+
+#: Colour of the box outline (RGB).
+BOX_RGB = (0, 255, 0)
+
+
+def heat_on_slice(heatmap: np.ndarray, image: Any, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+    """The crop-grid heatmap ``(P, P)`` resampled onto the whole canonical slice ``(ny, nx)``; 0 outside the crop.
+
+    Inverts :func:`spinedx.preprocess.mapping.crop_grid`: heat pixel ``c`` has its centre at column
+    ``gx[c]`` of the slice, so slice column ``j`` is heat column ``(j - gx[0]) / (gx[1] - gx[0])``.
+    """
+    from spinedx.preprocess.mapping import crop_grid
+
+    heat = np.asarray(heatmap, dtype=np.float64)
+    p = heat.shape[0]
+    grid = crop_grid(image, box, p, margin)
+    gx, gy = grid.x[0, :], grid.y[:, 0]
+    ny, nx = image.shape[1], image.shape[2]
+    cc = (np.arange(nx) - gx[0]) / (gx[1] - gx[0])
+    rr = (np.arange(ny) - gy[0]) / (gy[1] - gy[0])
+    r2, c2 = np.meshgrid(rr, cc, indexing="ij")
+    out = ndimage.map_coordinates(heat, [r2, c2], order=1, mode="nearest", prefilter=False)
+    inside = (r2 >= -0.5) & (r2 <= p - 0.5) & (c2 >= -0.5) & (c2 <= p - 0.5)
+    return np.where(inside, np.clip(out, 0.0, 1.0), 0.0)
+
+
+def render_overlay(slice_px: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int], text: str,
+                   alpha: float = 0.6) -> np.ndarray:
+    """RGB uint8 ``(ny, nx, 3)``: the windowed slice, the heat in the jet colour map, the box, a text line."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    img = np.asarray(slice_px, dtype=np.float64)
+    lo, hi = np.percentile(img, [1, 99])
+    gray = np.clip((img - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    h = np.clip(heat, 0, 1)
+    a = (alpha * np.sqrt(h))[..., None]  # cold regions keep the anatomy visible (as explain.overlay_figure)
+    rgb = (1 - a) * rgb + a * colormaps["jet"](h)[..., :3]
+    out = np.round(rgb * 255).astype(np.uint8)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    ny, nx = out.shape[:2]
+    xa, xb, ya, yb = max(x0, 0), min(x1, nx) - 1, max(y0, 0), min(y1, ny) - 1
+    out[ya:yb + 1, [xa, xb]] = BOX_RGB
+    out[[ya, yb], xa:xb + 1] = BOX_RGB
+    # The text is drawn by matplotlib on a canvas of exactly the image's pixels, then only the text is kept.
+    fig = Figure(figsize=(nx / 100, ny / 100), dpi=100, facecolor="none")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.patch.set_alpha(0.0)
+    ax.set_xlim(0, nx)
+    ax.set_ylim(ny, 0)
+    ax.text(3, 3, text, color="white", fontsize=max(3.0, ny / 64), linespacing=1.3, va="top", ha="left", family="DejaVu Sans",
+            bbox={"facecolor": "black", "edgecolor": "none", "pad": 1.5})
+    canvas.draw()
+    layer = np.asarray(canvas.buffer_rgba())
+    if layer.shape[:2] == (ny, nx):
+        ink = layer[..., 3:4].astype(np.float64) / 255.0
+        out = np.round((1 - ink) * out + ink * layer[..., :3]).astype(np.uint8)
+    return out
+
+
+def build_overlays(
+    content: ResultContent,
+    image: Any,
+    boxes: list[PlaneBox],
+    identity: Dataset,
+    source: Any,
+    *,
+    series_instance_uid: str,
+    series_number: int,
+    sop_instance_uids: list[str],
+) -> list[Any]:
+    """One Secondary Capture per lesion slice (``content.heatmaps`` must be set).
+
+    Args:
+        content: what to show.
+        image: the canonical T2 image.
+        boxes: the box on each stored T2 lesion image (for SourceImageSequence).
+        identity: patient/study identifiers (:func:`spinedx.interop.identity.identity_of`).
+        source: one source T2 dataset (BodyPartExamined).
+        series_instance_uid: the overlays' new series.
+        series_number: its SeriesNumber.
+        sop_instance_uids: one instance UID per overlay.
+    """
+    from highdicom.sc import SCImage
+
+    if content.heatmaps is None:
+        raise ValueError("the prediction has no Grad-CAM heatmaps (predict with explain=True)")
+    row_dir, col_dir = image.direction[:, 0], image.direction[:, 1]
+    orientation = (orientation_letters(row_dir), orientation_letters(col_dir))
+    out = []
+    for i, (k, pb) in enumerate(zip(content.slice_index, boxes)):
+        heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
+        text = (f"spinedx Grad-CAM, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
+                f"patient {content.probability:.3f} ({content.call} at {content.threshold:g})\n"
+                f"{RESEARCH_USE_ONLY.upper()}")
+        px = render_overlay(image.array[k], heat, content.box, text)
+        sc = SCImage(
+            pixel_array=px, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+            study_instance_uid=str(identity.StudyInstanceUID), series_instance_uid=series_instance_uid,
+            series_number=series_number, sop_instance_uid=sop_instance_uids[i], instance_number=i + 1,
+            manufacturer=MANUFACTURER, patient_id=str(identity.PatientID), patient_name=identity.PatientName,
+            patient_birth_date=str(identity.PatientBirthDate), patient_sex=str(identity.PatientSex) or None,
+            accession_number=str(identity.AccessionNumber), study_id=str(identity.StudyID),
+            study_date=str(identity.StudyDate) or None, study_time=str(identity.StudyTime) or None,
+            referring_physician_name=identity.ReferringPhysicianName, patient_orientation=orientation,
+            series_description="spinedx Grad-CAM overlays (research use only)",
+            manufacturer_model_name="spinedx", software_versions=content.algorithm.version,
+        )
+        for kw in ("SpecificCharacterSet", "IssuerOfPatientID", "PatientIdentityRemoved", "DeidentificationMethod"):
+            if kw in identity:
+                sc[kw] = identity[kw]
+        if "BodyPartExamined" in source:
+            sc.BodyPartExamined = source.BodyPartExamined
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = pb.plane.sop_class_uid
+        ref.ReferencedSOPInstanceUID = pb.plane.sop_instance_uid
+        if pb.plane.frame is not None:
+            ref.ReferencedFrameNumber = pb.plane.frame
+        sc.SourceImageSequence = [ref]
+        sc.DerivationDescription = (f"Grad-CAM (mean of {len(content.per_model)} fold models) over T2 slice {k}, "
+                                    f"model sha256 {content.algorithm.model_hash[:16]}")[:1024]
+        sc.BurnedInAnnotation = "YES"
+        sc.ImageComments = f"{RESEARCH_USE_ONLY}; Grad-CAM of the malignant output (Selvaraju et al. 2017)"
+        out.append(sc)
+    return out

@@ -1,0 +1,194 @@
+"""DICOM results: the SR and the Grad-CAM Secondary Captures validate, read back to the same values with two
+readers (highdicom, dcmtk's dsrdump / pydicom), reference the right stored T2 images and copy only the identifiers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from conftest import make_content
+from dicomfixtures import write_series
+
+from spinedx.errors import SpinedxError
+from spinedx.interop import dciodvfy, read_sr, write_dicom_results
+from spinedx.interop.geometry import locate_box, orientation_letters, stored_planes
+from spinedx.interop.identity import COPIED_KEYWORDS
+from spinedx.io import read_image
+
+
+@pytest.fixture(scope="module")
+def written(case: dict, tmp_path_factory) -> tuple:
+    content = make_content(case["slices"], case["box"])
+    out = tmp_path_factory.mktemp("results")
+    res = write_dicom_results(None, case["t1"], case["t2"], out, content=content)
+    return content, res
+
+
+def test_objects_validate_with_dciodvfy(written: tuple) -> None:
+    _, res = written
+    assert len(res.overlays) == 3
+    for path in res.files:
+        v = dciodvfy(path)
+        assert v.errors == [], (path.name, v.errors)
+    assert dciodvfy(res.sr).iod == "Comprehensive3DSR"
+    assert dciodvfy(res.overlays[0]).iod == "SCImage"
+    # the only warnings on the SR are about the (declared) private coding scheme
+    assert all("99SPINEDX" in w for w in dciodvfy(res.sr).warnings)
+
+
+def test_sr_reads_back_with_highdicom(written: tuple, case: dict) -> None:
+    content, res = written
+    s = read_sr(res.sr)
+    assert s.probability == content.probability  # unrounded (FloatingPointValue)
+    assert s.spread["Minimum"] == min(content.per_model) and s.spread["Maximum"] == max(content.per_model)
+    assert s.spread["Standard Deviation"] == pytest.approx(float(np.std(content.per_model)), abs=1e-15)
+    assert s.classification == ("21594007", "SCT", "Malignant")
+    assert s.finding_type == ("VFX", "99SPINEDX", "Vertebral fracture")
+    assert [p for _, p in s.slice_probabilities] == list(content.slice_probability)
+    assert s.algorithm["name"] == content.algorithm.name and s.algorithm["version"] == "0.1.0"
+    assert s.model_hash == "ab" * 32
+    assert "research use only, not for clinical decisions" in s.algorithm["parameters"]
+    assert [uid for uid, _, _ in s.regions] == res.referenced == [uid for uid, _ in s.slice_probabilities]
+    x0, y0, x1, y1 = case["box"]
+    for _, frame, poly in s.regions:
+        assert frame is None
+        np.testing.assert_array_equal(poly, [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+    src = pydicom.dcmread(next(Path(case["t2"]).iterdir()), stop_before_pixels=True)
+    assert s.study_instance_uid == src.StudyInstanceUID and s.patient_id == src.PatientID
+    sr = pydicom.dcmread(res.sr)
+    assert sr.SeriesInstanceUID not in {src.SeriesInstanceUID}
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert "research use only" in sr.SeriesDescription
+
+
+def test_sr_reads_back_with_dsrdump(written: tuple) -> None:
+    """dcmtk's SR reader (a second implementation) finds the same probability, call and box."""
+    content, res = written
+    out = subprocess.run(["dsrdump", "+Pc", "+Pl", "+Pu", str(res.sr)], capture_output=True, text=True,
+                         check=True).stdout
+    nums = re.findall(r'NUM:\(111047,DCM,"Probability of cancer"\)="([^"]+)" \(1,UCUM,"no units"\)', out)
+    assert len(nums) == 4 + len(content.slice_index)
+    assert float(nums[0]) == pytest.approx(content.probability, abs=1e-13)  # DS keeps 16 characters
+    assert [float(v) for v in nums[4:]] == pytest.approx(list(content.slice_probability), abs=1e-13)
+    assert '(278201002,SCT,"Classification (attribute)")=(21594007,SCT,"Malignant")' in out
+    assert '(121071,DCM,"Finding")=(VFX,99SPINEDX,"Vertebral fracture")' in out
+    x0, y0, x1, y1 = content.box
+    poly = f"(POLYLINE,{x0}/{y0},{x1}/{y0},{x1}/{y1},{x0}/{y1},{x0}/{y0})"
+    refs = re.findall(r'SCOORD:\(111030,DCM,"Image Region"\)=(\S+)>\s+<selected from IMAGE:[^=]+=\(MR image,"([^"]+)"\)',
+                      out)
+    assert refs == [(poly, uid) for uid in res.referenced * 2]
+    assert "research use only, not for clinical decisions" in out and "Comprehensive 3D SR" in out
+
+
+def test_overlays_read_back(written: tuple, case: dict) -> None:
+    content, res = written
+    t2 = read_image(case["t2"])
+    for k, path, uid in zip(content.slice_index, res.overlays, res.referenced):
+        ds = pydicom.dcmread(path)
+        img = hd.imread(path)
+        np.testing.assert_array_equal(ds.pixel_array, img.get_frame(1))
+        assert ds.pixel_array.shape == (*t2.shape[1:], 3)
+        assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+        assert ds.SeriesInstanceUID == res.overlay_series_uid != res.sr_series_uid
+        assert ds.StudyInstanceUID == res.study_instance_uid
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == uid
+        assert ds.BodyPartExamined == "SPINE" and ds.BurnedInAnnotation == "YES"
+        assert list(ds.PatientOrientation) == [orientation_letters(t2.direction[:, 0]),
+                                               orientation_letters(t2.direction[:, 1])]
+        assert "research use only" in ds.ImageComments
+        # the box outline is drawn on the slice's own grid
+        x0, y0, _, y1 = content.box
+        assert tuple(ds.pixel_array[(y0 + y1) // 2, x0]) == (0, 255, 0)
+
+
+def test_only_identifiers_are_copied(written: tuple, case: dict) -> None:
+    """No attribute of the source is repeated unless it is a patient/study identifier (or a fixed value that
+    happens to be shared, such as the character set)."""
+    _, res = written
+    src = pydicom.dcmread(next(Path(case["t2"]).iterdir()), stop_before_pixels=True)
+    # the overlay is the slice's own pixel grid, so its size and (unsigned) representation coincide
+    allowed = set(COPIED_KEYWORDS) | {"BodyPartExamined", "Rows", "Columns", "PixelRepresentation"}
+    for path in res.files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        copied = {e.keyword for e in ds if e.keyword in src and e.keyword and e.VR != "SQ"
+                  and ds[e.keyword].value == src[e.keyword].value and e.value not in ("", None)}
+        assert copied <= allowed, (path.name, copied - allowed)
+        for kw in ("PatientID", "PatientName", "StudyInstanceUID", "StudyDate", "PatientSex"):
+            assert ds[kw].value == src[kw].value
+        for kw in ("PatientAge", "InstitutionName", "StudyDescription", "ProtocolName"):
+            assert kw not in ds
+
+
+def _distinct_volume(shape: tuple[int, int, int], seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(np.prod(shape)).reshape(shape).astype(np.int16) % 30000
+
+
+@pytest.mark.parametrize("col_dir,slice_sign", [((0.0, 0.0, -1.0), 1), ((0.0, 0.0, 1.0), -1)])
+def test_box_references_the_stored_image_holding_it(tmp_path: Path, col_dir: tuple, slice_sign: int) -> None:
+    """Whatever the stored row/slice order, the referenced file and SCOORD box hold the voxels of the canonical box."""
+    vol = _distinct_volume((5, 40, 30))
+    normal = np.cross((0.0, 1.0, 0.0), col_dir)
+    files = write_series(tmp_path / "t2", vol, spacing=(1.0, 1.0, 4.0), col_dir=col_dir,
+                         slice_dir=tuple(slice_sign * normal), origin=(-8.0, -10.0, 20.0))
+    img = read_image(tmp_path / "t2")
+    planes = stored_planes(img)
+    box = (5, 7, 17, 21)
+    for k in range(img.n_slices):
+        pb = locate_box(img, planes, box, k)
+        assert pb.distance_mm < 1e-6
+        stored = pydicom.dcmread(pb.plane.path).pixel_array
+        c0, r0 = np.floor(pb.corners.min(axis=0) + 1e-9).astype(int)
+        c1, r1 = np.ceil(pb.corners.max(axis=0) - 1e-9).astype(int)
+        expect = img.array[k, box[1]:box[3], box[0]:box[2]]
+        got = stored[r0:r1, c0:c1]
+        assert got.size == expect.size
+        np.testing.assert_array_equal(np.sort(got.ravel()), np.sort(expect.ravel().astype(got.dtype)))
+    assert len(files) == 5
+
+
+def test_non_dicom_inputs_are_refused(tmp_path: Path, case: dict) -> None:
+    img = read_image(case["t2"])
+    img.meta = {"format": "nifti"}
+    with pytest.raises(SpinedxError, match="DICOM input"):
+        write_dicom_results(None, img, img, tmp_path, content=make_content(case["slices"], case["box"]))
+    assert not (tmp_path / "dicom").exists()
+
+
+def test_series_of_two_studies_are_refused(tmp_path: Path, synth_study: Path, case: dict) -> None:
+    other = synth_study / "dicom" / "SYN0002" / "T1"
+    with pytest.raises(SpinedxError, match="different PatientID"):
+        write_dicom_results(None, other, case["t2"], tmp_path, content=make_content(case["slices"], case["box"]))
+    assert not (tmp_path / "dicom").exists()
+
+
+def test_benign_call_and_no_heatmaps(tmp_path: Path, case: dict) -> None:
+    content = make_content(case["slices"][:1], case["box"], probability=0.2, per_model=(0.1, 0.3), heat=False)
+    res = write_dicom_results(None, case["t1"], case["t2"], tmp_path, content=content)
+    assert res.overlays == [] and res.overlay_series_uid is None
+    s = read_sr(res.sr)
+    assert s.classification == ("30807003", "SCT", "Benign") and s.probability == 0.2
+    assert dciodvfy(res.sr).errors == []
+
+
+@pytest.mark.slow
+def test_prediction_to_dicom_results(tiny_run: Path, case: dict, tmp_path: Path) -> None:
+    """A real prediction (two fold models, Grad-CAM) written as DICOM reads back to the prediction's values."""
+    from spinedx.interop import model_fingerprint
+    from spinedx.predict import predict_case
+
+    pred = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], None)
+    res = write_dicom_results(pred, case["t1"], case["t2"], tmp_path)
+    s = read_sr(res.sr)
+    assert s.probability == pred.probability
+    assert s.classification[2].lower() == pred.call
+    assert [p for _, p in s.slice_probabilities] == pytest.approx(pred.slice_probability.mean(axis=0).tolist(),
+                                                                  abs=1e-7)
+    assert s.spread["Minimum"] == min(pred.per_model) and s.spread["Maximum"] == max(pred.per_model)
+    assert s.model_hash == model_fingerprint(tiny_run)
+    assert len(res.overlays) == len(pred.slice_index)
+    assert all(dciodvfy(p).errors == [] for p in res.files)
