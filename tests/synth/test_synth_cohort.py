@@ -18,7 +18,9 @@ from spinedx.features import FEATURE_COLUMNS, READER_COLUMNS
 from spinedx.io import read_image
 from spinedx.synth import generate_cohort, sample_study_table
 from spinedx.synth.cohort import MANIFEST_COLUMNS, plan_patient
+from spinedx.synth.dicomwriter import SYNTHETIC_NOTE
 from spinedx.synth.phantom import evaluate
+from spinedx.synth.seeds import EVALUATION_SEED, TUNING_SEEDS
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,8 @@ def test_manifest_valid(cohort: Path) -> None:
         df[["patient_id", "label", *FEATURE_COLUMNS, *READER_COLUMNS]].astype(str),
         truth[["patient_id", "label", *FEATURE_COLUMNS, *READER_COLUMNS]].astype(str),
     )
+    assert (df.synthetic == "1").all()  # every row says it is a simulated patient
+    assert list(df.lesion_mask) == [f"dicom/{p}/lesion_mask.nii.gz" for p in df.patient_id]
     c = load_manifest(cohort / "cohort.csv")  # the project's loader accepts it
     for case in c:
         assert len(case.lesion_slices) == 3 and np.all(np.diff(case.lesion_slices) == 1)
@@ -67,7 +71,45 @@ def test_dicom_headers(cohort: Path) -> None:
         assert float(ds.MagneticFieldStrength) == 1.5
         assert ds.PatientID == "SYN0001" and ds.StudyDate == "20200101"
         assert ds.SOPInstanceUID.startswith("2.25.")
+        # every file says it is a phantom, in what a viewer shows first
+        assert str(ds.PatientName) == "SYNTHETIC^SYN0001"
+        assert ds.ImageComments == SYNTHETIC_NOTE == "SYNTHETIC PHANTOM - NOT A PATIENT"
+        assert ds.SeriesDescription.endswith("SYNTHETIC") and "synthetic" in ds.StudyDescription
 
+
+def test_synth_json_marks_synthetic_and_tuning(cohort: Path, tmp_path: Path) -> None:
+    doc = json.loads((cohort / "synth.json").read_text())
+    assert doc["synthetic"] is True
+    assert doc["tuning_seeds"] == sorted(TUNING_SEEDS) and 0 in doc["tuning_seeds"]
+    assert doc["seed_used_for_tuning"] is True  # the fixture uses seed 0, a tuning seed
+    assert doc["evaluation_seed"] == EVALUATION_SEED and EVALUATION_SEED not in TUNING_SEEDS
+    assert all(p["lesion_voxels"] > 0 for p in doc["patients"].values())
+
+
+def test_lesion_mask_in_t2_geometry(cohort: Path) -> None:
+    """The mask reads back (spinedx.io) on exactly the T2 grid and affine, as uint8 0/1 in the fractured body."""
+    import nibabel as nib
+
+    df = pd.read_csv(cohort / "cohort.csv")
+    side = json.loads((cohort / "synth.json").read_text())["patients"]
+    for _, row in df.iterrows():
+        t2 = read_image(cohort / row.t2)
+        mask = read_image(cohort / row.lesion_mask)
+        assert nib.load(cohort / row.lesion_mask).get_data_dtype() == np.uint8
+        assert mask.shape == t2.shape
+        np.testing.assert_allclose(mask.affine, t2.affine, atol=1e-4)
+        m = mask.array > 0.5
+        assert set(np.unique(mask.array)) == {0.0, 1.0}
+        assert m.sum() == side[row.patient_id]["lesion_voxels"]
+        # the mask lies at the fractured body: on the middle lesion slice, around the manifest's box
+        k = [int(v) for v in row.lesion_slices.split(";")][1]
+        x0, y0, x1, y1 = (int(v) for v in row.box.split(","))
+        assert m[k].sum() > 50
+        ii, jj = np.nonzero(m[k])
+        assert x0 <= jj.mean() < x1 and y0 <= ii.mean() < y1
+        # most of the mask's voxels on that slice are inside the box (epidural/paraspinal mass may leave it)
+        inside = (jj >= x0) & (jj < x1) & (ii >= y0) & (ii < y1)
+        assert inside.mean() > 0.5
 
 def test_dciodvfy_no_errors(cohort: Path) -> None:
     for series in ("T1", "T2"):
@@ -123,8 +165,8 @@ def test_geometry_box_and_both_series(cohort: Path) -> None:
         jj, ii = np.meshgrid(np.arange(512), np.arange(512))
         idx = np.stack([jj.ravel(), ii.ravel(), np.full(jj.size, k1)], axis=1)
         pts = motion.inverse(t1.index_to_physical(idx).astype(np.float32))
-        signal, body = evaluate(anat, pts, 0)
-        body = body.reshape(512, 512)
+        rendered = evaluate(anat, pts, 0)
+        signal, body = rendered.signal, rendered.body.reshape(512, 512)
         assert body[i1, j1], "the moved centre is not inside the fractured body on T1"
         # the noiseless phantom at those points must match the stored T1 pixels around the lesion
         win = (slice(max(i1 - 60, 0), i1 + 60), slice(max(j1 - 60, 0), j1 + 60))
@@ -163,7 +205,7 @@ def test_cli(tmp_path: Path) -> None:
 
     res = CliRunner().invoke(app, ["synth", str(tmp_path / "c"), "--patients", "1", "--malignant", "1", "--seed", "3"])
     assert res.exit_code == 0, res.output
-    assert "wrote 1 patients (1 malignant" in res.output
+    assert "wrote 1 synthetic patients (1 malignant" in res.output
     assert (tmp_path / "c" / "cohort.csv").is_file()
     bad = CliRunner().invoke(app, ["synth", str(tmp_path / "d"), "--patients", "2", "--malignant", "3"])
     assert bad.exit_code == 2 and "--malignant" in bad.output

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from spinedx.cli._app import command
+from spinedx.synth.seeds import EVALUATION_SEED
 
 
 @command("demo")
@@ -15,7 +16,7 @@ def demo(
     out_dir: Path = typer.Argument(..., help="Demo folder (created; an existing one is resumed)."),
     patients: int = typer.Option(190, "--patients", min=2, help="Synthetic patients (paper: 190)."),
     malignant: int | None = typer.Option(None, "--malignant", help="Malignant patients (default: 50/190 of them)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the cohort, folds and training."),
+    seed: int = typer.Option(EVALUATION_SEED, "--seed", help="Seed of the cohort, folds and training."),
     profile: str = typer.Option("quick", "--profile", help="quick (minutes on a CPU) or paper (full protocol)."),
     folds: int = typer.Option(10, "--folds", min=2, help="Cross-validation folds (paper: 10)."),
     backbone: str | None = typer.Option(None, "--backbone", help="torchvision backbone (default resnet50)."),

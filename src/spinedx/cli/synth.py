@@ -18,26 +18,36 @@ def synth(
     difficulty: str = typer.Option("medium", "--difficulty", help="easy | medium | hard (see docs/synth.md)."),
     preview: bool = typer.Option(False, "--preview", help="Also write OUT_DIR/preview.png (contact sheet)."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering patients in parallel."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the whole content of a non-empty OUT_DIR (else it is refused)."),
 ) -> None:
-    """Make a synthetic cohort of sagittal T1W/T2W spine MRI with benign and malignant fractures."""
+    """Make a synthetic cohort of sagittal T1W/T2W spine MRI with benign and malignant fractures.
+
+    Every patient and every reader call is simulated (cohort.csv column synthetic = 1). The cohort is
+    written into a temporary sibling folder that replaces OUT_DIR only when complete.
+    """
     import time
 
     import pandas as pd
 
     from spinedx.synth import generate_cohort
+    from spinedx.synth.seeds import EVALUATION_SEED, TUNING_SEEDS
 
     t0 = time.perf_counter()
     manifest = generate_cohort(
         out_dir, n_patients=patients, n_malignant=malignant, seed=seed, difficulty=difficulty,
-        preview=preview, workers=workers, progress=True,
+        preview=preview, workers=workers, progress=True, overwrite=overwrite,
     )
     df = pd.read_csv(manifest)
     n_mal = int((df.label == "malignant").sum())
     typer.echo(
-        f"wrote {len(df)} patients ({n_mal} malignant, {len(df) - n_mal} benign), difficulty {difficulty}, "
-        f"seed {seed} in {time.perf_counter() - t0:.1f} s"
+        f"wrote {len(df)} synthetic patients ({n_mal} malignant, {len(df) - n_mal} benign), difficulty "
+        f"{difficulty}, seed {seed} in {time.perf_counter() - t0:.1f} s"
     )
     typer.echo(f"manifest: {manifest}")
     typer.echo(f"images:   {Path(out_dir) / 'dicom'}")
     if preview:
         typer.echo(f"preview:  {Path(out_dir) / 'preview.png'}")
+    if seed in TUNING_SEEDS:
+        typer.echo(f"note: seed {seed} was used to tune the simulation or training; report figures on an untouched "
+                   f"seed such as {EVALUATION_SEED} (docs/synth.md)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pandas as pd
 
 from spinedx.errors import SpinedxError
 from spinedx.features import FEATURE_COLUMNS, READER_COLUMNS
-from spinedx.synth.dicomwriter import write_series
+from spinedx.fsutil import TMP_MARK, atomic_dir
+from spinedx.synth.dicomwriter import write_mask, write_series
 from spinedx.synth.phantom import DIFFICULTY, Anatomy, sample_anatomy
 from spinedx.synth.scanner import (
     COL_DIR,
@@ -26,7 +29,9 @@ from spinedx.synth.scanner import (
     Geometry,
     Motion,
     acquire,
+    lesion_mask,
 )
+from spinedx.synth.seeds import tuning_record
 from spinedx.synth.study import (
     STREAM_ACQ,
     assign_labels,
@@ -40,9 +45,15 @@ from spinedx.synth.study import (
 #: Margin (mm) around the fractured body in the manifest box.
 BOX_MARGIN_MM = 4.0
 
+#: The manifest's columns, in order (the truth extras follow them). ``lesion_mask`` is the lesion mask
+#: in the T2 series' geometry; ``synthetic`` = 1 marks every row as a simulated patient.
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id", "label", "t1", "t2", "lesion_slices", "box", *FEATURE_COLUMNS, *READER_COLUMNS,
+    "patient_id", "label", "t1", "t2", "lesion_slices", "box", "lesion_mask", "synthetic", *FEATURE_COLUMNS,
+    *READER_COLUMNS,
 )
+
+#: Where a patient's lesion mask goes, relative to the cohort folder.
+MASK_NAME = "lesion_mask.nii.gz"
 
 
 def _geometry(rng: np.random.Generator, centre: np.ndarray) -> Geometry:
@@ -93,9 +104,10 @@ def render_patient(out_dir: str | Path, seed: int, index: int, label: int, diffi
     out_dir = Path(out_dir)
     truth, anat, geom, motion, rng = plan_patient(seed, index, label, difficulty)
     noise = DIFFICULTY[difficulty]["noise"] * float(rng.uniform(0.85, 1.15))
-    t2, mask = acquire(anat, geom, T2, Motion.identity(), noise, rng, want_mask=True)
+    t2, masks = acquire(anat, geom, T2, Motion.identity(), noise, rng, want_mask=True)
     t1, _ = acquire(anat, geom, T1, motion, noise, rng)
-    assert mask is not None
+    assert masks is not None
+    mask, lesion_acq = masks
     per_slice = mask.sum(axis=(1, 2))
     if per_slice.max() == 0:
         raise SpinedxError("the fractured vertebra fell outside the field of view", where=patient_id(index))
@@ -111,13 +123,16 @@ def render_patient(out_dir: str | Path, seed: int, index: int, label: int, diffi
     pid = patient_id(index)
     positions = [geom.position(i) for i in range(geom.n_slices)]
     info = {"id": pid, "sex": truth["sex"], "age": str(truth["age"])}
-    rel_t1, rel_t2 = f"dicom/{pid}/T1", f"dicom/{pid}/T2"
+    rel_t1, rel_t2, rel_mask = f"dicom/{pid}/T1", f"dicom/{pid}/T2", f"dicom/{pid}/{MASK_NAME}"
     write_series(out_dir / rel_t1, t1, T1, positions, ROW_DIR, COL_DIR, info, seed)
     write_series(out_dir / rel_t2, t2, T2, positions, ROW_DIR, COL_DIR, info, seed)
+    lesion = lesion_mask(anat, geom, lesion_acq)
+    write_mask(out_dir / rel_mask, lesion, geom.affine())
 
     row = truth_row(index, truth)
     row.update({
         "t1": rel_t1, "t2": rel_t2, "lesion_slices": f"{k - 1};{k};{k + 1}", "box": ",".join(map(str, box)),
+        "lesion_mask": rel_mask, "synthetic": 1, "_lesion_voxels": int(lesion.sum()),
         "_centre_t2": [round(float(v), 3) for v in centre_t2], "_centre_t1": [round(float(v), 3) for v in centre_t1],
         "_motion_deg": [round(float(v), 3) for v in motion.angles_deg],
         "_motion_mm": [round(float(v), 3) for v in motion.shift], "_n_slices": geom.n_slices,
@@ -125,8 +140,86 @@ def render_patient(out_dir: str | Path, seed: int, index: int, label: int, diffi
     return row
 
 
-def _render_star(args: tuple[str, int, int, int, str]) -> dict[str, Any]:
-    return render_patient(*args)
+def _render_job(args: tuple[str, int, int, int, str]) -> tuple[str, Any]:
+    """Render one patient in a worker: ``("ok", row)`` or ``("error", (message, where))``.
+
+    SpinedxError is sent back as its parts: an exception with keyword arguments does not survive pickling.
+    """
+    try:
+        return "ok", render_patient(*args)
+    except SpinedxError as exc:
+        return "error", (exc.message, exc.where)
+
+
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the main process, which terminates them (no traceback from each worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _render_all(jobs: list[tuple[str, int, int, int, str]], workers: int) -> Iterator[dict[str, Any]]:
+    """Rows of the rendered patients, in job order; on any exception (Ctrl-C and SIGTERM included) the worker
+    processes are terminated and joined before the exception goes on, so none is left behind."""
+    if workers == 1 or len(jobs) == 1:
+        results: Iterator[tuple[str, Any]] = (_render_job(job) for job in jobs)
+        pool = None
+    else:
+        import multiprocessing
+
+        # spawn: a fresh interpreter per worker (no fork of the main process's threads, e.g. the progress bar)
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_worker_init)
+        results = pool.imap(_render_job, jobs, chunksize=1)
+    try:
+        for status, value in results:
+            if status == "error":
+                raise SpinedxError(value[0], where=value[1])
+            yield value
+        if pool is not None:
+            pool.close()
+            pool.join()
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        raise
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, or a folder with content unless ``overwrite`` (issue 8 item 9)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpinedxError("exists and is not a folder; choose another output folder", where=str(out_dir))
+    if out_dir.is_dir() and not overwrite:
+        content = sorted(p.name for p in out_dir.iterdir())
+        if content:
+            shown = ", ".join(content[:3]) + (", ..." if len(content) > 3 else "")
+            raise SpinedxError(
+                f"the output folder is not empty ({shown}); choose an empty or new folder, or pass --overwrite "
+                "(overwrite=True) to replace its whole content", where=str(out_dir),
+            )
+
+
+def _remove_dead_tmp(out_dir: Path) -> None:
+    """Remove temporary siblings of ``out_dir`` left by a synth that was killed outright (SIGKILL, power loss)."""
+    import shutil
+
+    if not out_dir.parent.is_dir():
+        return
+    for p in out_dir.parent.glob(f".{out_dir.name}{TMP_MARK}*"):
+        try:
+            pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that process still runs: not ours to remove
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def generate_cohort(
@@ -138,65 +231,70 @@ def generate_cohort(
     preview: bool = False,
     workers: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a synthetic cohort of sagittal T1W/T2W DICOM studies and its manifest.
 
     Reproduces the paper's design (Yeh et al. 2022: 190 patients, 50 malignant; 1.5 T sagittal
     SE T1W 400/15 ms, 320 x 192 and FSE T2W 3200/90 ms, 448 x 224, FOV 30 cm, 4 mm, reconstructed
-    to 512 x 512). Same seed, same bytes (DICOM and ``cohort.csv``), whatever ``workers``.
+    to 512 x 512). Same seed, same bytes (DICOM, lesion masks and ``cohort.csv``), whatever ``workers``.
+
+    The cohort is written into a temporary sibling folder that replaces ``out_dir`` only when
+    everything is written (:func:`spinedx.fsutil.atomic_dir`): an error or an interrupt leaves an
+    earlier cohort in ``out_dir`` byte-identical and no temporary folder.
 
     Args:
-        out_dir: output folder (created); ``dicom/<patient_id>/{T1,T2}/IM0001.dcm ...`` go there.
+        out_dir: output folder; ``cohort.csv``, ``synth.json`` and ``dicom/<patient_id>/{T1,T2}/IM0001.dcm ...``,
+            ``dicom/<patient_id>/lesion_mask.nii.gz`` go there.
         n_patients: number of patients.
         n_malignant: how many of them have a malignant fracture.
-        seed: cohort seed.
+        seed: cohort seed (see :mod:`spinedx.synth.seeds` for the seeds used for tuning).
         difficulty: ``easy``, ``medium`` or ``hard`` (see :data:`spinedx.synth.phantom.DIFFICULTY`).
         preview: also write ``preview.png`` (contact sheet of lesion crops).
         workers: processes rendering patients in parallel.
         progress: show a rich progress bar.
+        overwrite: replace the content of a non-empty ``out_dir`` (stale patient folders included);
+            without it such a folder is refused.
 
     Returns:
         Path of ``out_dir/cohort.csv``.
+
+    Raises:
+        SpinedxError: impossible counts, unknown difficulty, ``workers`` < 1, ``out_dir`` a file or
+            (without ``overwrite``) a folder with content.
     """
     check_counts(n_patients, n_malignant, difficulty)
     if workers < 1:
         raise SpinedxError(f"--workers must be at least 1, got {workers}", where="synth")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpinedxError("exists and is not a folder; choose another output folder", where=str(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir, overwrite)
+    _remove_dead_tmp(out_dir)
     labels = assign_labels(n_patients, n_malignant, seed)
-    jobs = [(str(out_dir), seed, i, int(labels[i]), difficulty) for i in range(n_patients)]
-    rows: list[dict[str, Any]] = []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("patients", total=n_patients)
-        if workers == 1 or n_patients == 1:
-            for job in jobs:
-                rows.append(_render_star(job))
+    with atomic_dir(out_dir) as tmp:
+        jobs = [(str(tmp), seed, i, int(labels[i]), difficulty) for i in range(n_patients)]
+        rows: list[dict[str, Any]] = []
+        with Progress(
+            TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("patients", total=n_patients)
+            for row in _render_all(jobs, workers):
+                rows.append(row)
                 bar.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, n_patients)) as pool:
-                for row in pool.map(_render_star, jobs, chunksize=1):
-                    rows.append(row)
-                    bar.advance(task)
 
-    df = pd.DataFrame(rows)
-    extras = [c for c in df.columns if c.startswith("_")]
-    cols = list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS and c not in extras]
-    manifest = out_dir / "cohort.csv"
-    df[cols].to_csv(manifest, index=False, lineterminator="\n")
-    _write_sidecar(out_dir, df, extras, n_patients, n_malignant, seed, difficulty)
-    if preview:
-        from spinedx.synth.preview import contact_sheet
+        df = pd.DataFrame(rows)
+        extras = [c for c in df.columns if c.startswith("_")]
+        cols = list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS and c not in extras]
+        df[cols].to_csv(tmp / "cohort.csv", index=False, lineterminator="\n")
+        _write_sidecar(tmp, df, extras, n_patients, n_malignant, seed, difficulty)
+        if preview:
+            from spinedx.synth.preview import contact_sheet
 
-        contact_sheet(out_dir, out_dir / "preview.png")
-    return manifest
+            contact_sheet(tmp, tmp / "preview.png")
+    return out_dir / "cohort.csv"
 
 
 def _write_sidecar(
@@ -211,14 +309,17 @@ def _write_sidecar(
             "n_patients": n_patients, "n_malignant": n_malignant, "seed": seed, "difficulty": difficulty,
             "difficulty_params": DIFFICULTY[difficulty], "box_margin_mm": BOX_MARGIN_MM,
         },
-        "synthetic": "No real patient: every image is an analytic phantom (spinedx.synth).",
+        "synthetic": True,
+        "note": "No real patient: every image is an analytic phantom and every reader call is simulated "
+                "(spinedx.synth).",
+        **tuning_record(seed),
         "prevalence": {k: {"benign": v.benign, "malignant": v.malignant, "source": v.source} for k, v in PREVALENCE.items()},
         "patients": {
             r["patient_id"]: {c.lstrip("_"): r[c] for c in extras} for r in df.to_dict(orient="records")
         },
         "provenance": provenance(),
     }
-    (out_dir / "synth.json").write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+    (out_dir / "synth.json").write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -22,6 +22,8 @@ STUDY_DATE = "20200101"
 STUDY_TIME = "090000"
 MANUFACTURER = "spinedx synthetic phantom"
 MODEL = "spinedx.synth (simulated 1.5 T)"
+#: Said in every file (ImageComments) and in the series description: no file may pass for a patient's.
+SYNTHETIC_NOTE = "SYNTHETIC PHANTOM - NOT A PATIENT"
 
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/spinedx/synth")
@@ -92,6 +94,7 @@ def write_series(
         ds.file_meta = meta
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.ImageComments = SYNTHETIC_NOTE
         ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = sop_uid
         ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = STUDY_DATE
@@ -103,9 +106,9 @@ def write_series(
         ds.InstitutionName = "spinedx synthetic cohort"
         ds.ReferringPhysicianName = ""
         ds.StudyDescription = "MR SPINE (synthetic)"
-        ds.SeriesDescription = spec.description
+        ds.SeriesDescription = f"{spec.description} SYNTHETIC"
         ds.ManufacturerModelName = MODEL
-        ds.PatientName = f"SYNTHETIC^{pid}"
+        ds.PatientName = f"SYNTHETIC^{pid}"  # family name SYNTHETIC: every viewer's patient list says so
         ds.PatientID = pid
         ds.PatientBirthDate = ""
         ds.PatientSex = patient.get("sex", "O")
@@ -164,3 +167,31 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def write_mask(path: str | Path, mask: np.ndarray, affine_lps: np.ndarray) -> Path:
+    """Write a lesion mask as NIfTI-1 (uint8, gzip) in the geometry of a series.
+
+    Args:
+        path: the ``.nii.gz`` file (parent created).
+        mask: (nz, rows, cols) 0/1, indexed like the series' ``Image.array[k, i, j]``.
+        affine_lps: 4x4 index ``(x=column, y=row, z=slice)`` -> LPS mm of that series (the DICOM
+            geometry, PS3.3 C.7.6.2.1.1).
+
+    The file's axes are (column, row, slice) and its qform and sform (code 1, scanner) hold the
+    same affine in NIfTI's RAS, so :func:`spinedx.io.read_image` gives back ``mask`` with the
+    series' grid and affine. nibabel writes gzip without a time stamp: same mask, same bytes.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8).transpose(2, 1, 0))
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine_lps, dtype=np.float64)
+    img = nib.Nifti1Image(data, ras)
+    img.set_qform(ras, code=1)
+    img.set_sform(ras, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = b"spinedx synthetic lesion mask"
+    nib.save(img, str(path))
+    return path

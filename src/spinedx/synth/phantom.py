@@ -15,7 +15,7 @@ T1W and bright on T2W, edema dark on T1W and bright on T2W, cortex and flow void
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -214,7 +214,22 @@ def _blob(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, r: float, tex: np.ndar
     return (dx * dx + dy * dy + dz * dz) < (r * (1 + 0.18 * tex)) ** 2
 
 
-def evaluate(anat: Anatomy, p: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
+class Rendered(NamedTuple):
+    """What :func:`evaluate` gives for a set of points.
+
+    Attributes:
+        signal: relative signal (N,) float32.
+        body: bool (N,): the point lies in the fractured vertebral body (cortex included).
+        lesion: bool (N,): the point lies in the lesion, the region whose signal carries the
+            evidence (see :func:`_render_lesion`); the same for T1W and T2W.
+    """
+
+    signal: np.ndarray
+    body: np.ndarray
+    lesion: np.ndarray
+
+
+def evaluate(anat: Anatomy, p: np.ndarray, channel: int) -> Rendered:
     """Signal at LPS points ``p`` (N, 3) in the anatomy frame.
 
     Args:
@@ -223,8 +238,7 @@ def evaluate(anat: Anatomy, p: np.ndarray, channel: int) -> tuple[np.ndarray, np
         channel: 0 for T1W, 1 for T2W.
 
     Returns:
-        ``(signal, lesion_body)``: relative signal (N,) float32 and a bool mask of the points in
-        the fractured vertebral body.
+        The signal and the masks of the fractured body and of its lesion (:class:`Rendered`).
     """
     sig = {k: v[channel] for k, v in anat.signal.items()}
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
@@ -254,18 +268,24 @@ def evaluate(anat: Anatomy, p: np.ndarray, channel: int) -> tuple[np.ndarray, np
     # ---- the spine and what lies close to it: only a band of points, for speed ----------------
     roi = np.flatnonzero((u > -dsm / 2 - 30) & (u < u_arch + 40))
     lesion_body = np.zeros(len(p), dtype=bool)
+    lesion = np.zeros(len(p), dtype=bool)
     sub_out = out[roi]
-    lb = _evaluate_spine(anat, sig, p[roi], x[roi], s[roi], u[roi], dsm[roi], sub_out, channel)
+    lb, le = _evaluate_spine(anat, sig, p[roi], x[roi], s[roi], u[roi], dsm[roi], sub_out, channel)
     out[roi] = sub_out
     lesion_body[roi] = lb
-    return out, lesion_body
+    lesion[roi] = le
+    return Rendered(out, lesion_body, lesion)
 
 
 def _evaluate_spine(
     anat: Anatomy, sig: dict[str, float], p: np.ndarray, x: np.ndarray, s: np.ndarray, u: np.ndarray,
     dsm: np.ndarray, out: np.ndarray, channel: int,
-) -> np.ndarray:
-    """Vertebrae, discs, canal, posterior elements, vessels and lesions, painted into ``out``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vertebrae, discs, canal, posterior elements, vessels and lesions, painted into ``out``.
+
+    Returns:
+        The masks of the fractured body and of its lesion over the given points.
+    """
     ax = np.abs(x)
     idx = np.searchsorted(anat.bounds, s)
     t = s - anat.s_c[idx].astype(np.float32)
@@ -361,26 +381,48 @@ def _evaluate_spine(
     out[(u < -dd / 2) & (u > -dd / 2 - 1.0) & (ax < wx)] = sig["ligament"]
 
     lesion_body = body & is_les
-    _render_lesion(anat, out, sig, p, x, s, u, t, h, dd, top, bot, u_post, lesion_body, marrow, is_les, channel)
+    lesion = _render_lesion(anat, out, sig, p, x, s, u, t, h, dd, top, bot, u_post, lesion_body, marrow, is_les,
+                            post_bone & ~edge, channel)
     _render_other_levels(anat, out, sig, p, x, u, t, h, dd, idx, marrow)
-    return lesion_body
+    return lesion_body, lesion
 
 
 def _mix(base: np.ndarray, target: float, weight: float | np.ndarray) -> np.ndarray:
     return base + weight * (target - base)
 
 
+#: Lesion features that change the signal in or next to the fractured body (the others change its shape or
+#: other levels). A fracture with none of them and homogeneous marrow has no abnormal signal: its lesion mask
+#: is then the whole fractured body (the evidence is its shape and preserved marrow signal).
+SIGNAL_FEATURES: tuple[str, ...] = (
+    "dark_lines_bands", "irregular_dark_patches", "intravertebral_mass", "fluid_sign", "retropulsed_fragment",
+    "epidural_paraspinal_mass", "pedicle_posterior_involvement",
+)
+
+
 def _render_lesion(
     anat: Anatomy, out: np.ndarray, sig: dict[str, float], p: np.ndarray, x: np.ndarray, s: np.ndarray,
     u: np.ndarray, t: np.ndarray, h: np.ndarray, dd: np.ndarray, top: np.ndarray, bot: np.ndarray, u_post: np.ndarray,
-    lesion_body: np.ndarray, marrow: np.ndarray, is_les: np.ndarray, channel: int,
-) -> None:
-    """Paint the fracture's scored features (and, by difficulty, unscored mimics) into ``out``."""
+    lesion_body: np.ndarray, marrow: np.ndarray, is_les: np.ndarray, post_marrow: np.ndarray, channel: int,
+) -> np.ndarray:
+    """Paint the fracture's scored features (and, by difficulty, unscored mimics) into ``out``.
+
+    Returns:
+        The lesion mask over the points: where a scored feature changes the signal (abnormal marrow of the
+        pattern, dark lines and patches, mass, fluid cleft, retropulsed fragment, epidural/paraspinal mass,
+        involved pedicles); the whole fractured body when none does. The unscored mimic change is left out
+        (it is not evidence). Geometric, so the same for T1W and T2W and at every difficulty.
+    """
     lp = anat.lesion_params
     c = anat.difficulty["contrast"]
+    lesion = np.zeros(len(out), dtype=bool)
+    has_signal = lp["pattern"] != "homogeneous" or any(lp[name] for name in SIGNAL_FEATURES)
+    if not has_signal:
+        lesion |= lesion_body
     i = np.flatnonzero(lesion_body & marrow)
     if i.size == 0:
-        return
+        return lesion
+    ev = np.zeros(i.size, dtype=bool)
     xs, us, ts = x[i], u[i], t[i]
     D = dd[i]
     H = h[i]
@@ -394,14 +436,17 @@ def _render_lesion(
     if pattern == "diffuse":
         w = np.clip(0.85 + 0.5 * tex * 0.3, 0, 1)
         val = _mix(val, lesion_sig, c * w)
+        ev |= w >= 0.5
     elif pattern == "band":
         w = np.clip((lp["band_width"] * (1 + 0.25 * tex) - d_top) / 2.0, 0, 1)
         val = _mix(val, lesion_sig, c * w)
+        ev |= w >= 0.5
     elif pattern == "focal":
         w = np.zeros_like(val)
         for fc in lp["focal_centres"][:1]:
             w = np.maximum(w, _blob((rel_u - fc[0]) * D, (rel_t - fc[1]) * H * 1.5, xs - fc[2], 7.0, tex))
         val = _mix(val, lesion_sig, c * w)
+        ev |= w >= 0.5
     mim = anat.difficulty["mimic"]
     if mim > 0 and pattern != "diffuse":
         # unscored patchy change near the fracture: blurs the line between classes
@@ -411,18 +456,23 @@ def _render_lesion(
     if lp["dark_lines_bands"]:
         w = np.abs(d_top - lp["line_depth"] - 0.6 * tex) < 0.8
         val = np.where(w, _mix(val, sig["dark"], c), val)
+        ev |= w
     if lp["irregular_dark_patches"]:
         for k, pc in enumerate(lp["patches"]):
             w = _blob((rel_u - pc[0]) * D, (rel_t - pc[1]) * H, xs - pc[2], lp["patch_r"][k], tex)
             val = np.where(w, _mix(val, sig["dark"], c), val)
+            ev |= w
     if lp["intravertebral_mass"]:
         mc = lp["mass_centre"]
         w = _blob((rel_u - mc[0]) * D, (rel_t - mc[1]) * H, xs - mc[2], lp["mass_r"], 0.2 * tex)
         val = np.where(w, _mix(val, sig["mass"], c), val)
+        ev |= w
     if lp["fluid_sign"]:
         w = (d_top < lp["fluid_thick"] + 0.8) & (d_top > 0.8) & (np.abs(rel_u + 0.1) < lp["fluid_len"] / 2)
         val = np.where(w, _mix(val, sig["fluid"], min(1.0, c * 1.3)), val)
+        ev |= w
     out[i] = val
+    lesion[i[ev]] = True
 
     # structures outside the marrow of the fractured body
     s_les = anat.s_c[anat.lesion]
@@ -436,20 +486,25 @@ def _render_lesion(
         out[frag] = sig["cortex"] if channel == 0 else sig["cortex"] * 1.5
         core = frag & (u < d_les / 2 + lp["frag"] - 1.2) & (t < top - 1.2)
         out[core] = _mix(np.float32(sig["marrow"]), sig["lesion"], 0.5)
+        lesion |= frag
     if lp["epidural_paraspinal_mass"]:
         uu = u - (d_les / 2 + 1.5)
         ell = (uu / lp["epi_thick"]) ** 2 + ((s - s_les) / (lp["epi_len"] * h_les)) ** 2 < 1
         epi = ell & (uu > -1.0) & (np.abs(x) < 10.0)
         out[epi] = _mix(out[epi], sig["soft_mass"], cc)
+        lesion |= epi
         if lp["epi_ant"]:
             ua = u + d_les / 2 + 1.0
             ell = (ua / (lp["epi_thick"] + 2)) ** 2 + ((s - s_les) / (lp["epi_len"] * h_les)) ** 2 < 1
             para = ell & (ua < 1.0) & (np.abs(x) < 20.0)
             out[para] = _mix(out[para], sig["soft_mass"], cc)
+            lesion |= para
     if lp["pedicle_posterior_involvement"]:
-        ped = is_les & (np.abs(x) > 9.0) & (u > d_les / 2) & (u < d_les / 2 + anat.canal + 12) & (out > 0.4 * sig["marrow"])
-        ped &= np.abs(out - sig["marrow"]) < 0.25
+        ped = is_les & post_marrow & ~lesion_body & (np.abs(x) > 9.0)
+        ped &= (u > d_les / 2) & (u < d_les / 2 + anat.canal + 12)
         out[ped] = _mix(out[ped], sig["tumour"], cc)
+        lesion |= ped
+    return lesion
 
 
 def _render_other_levels(

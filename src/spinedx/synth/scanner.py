@@ -146,14 +146,18 @@ def zero_fill(img: np.ndarray, size: int = RECON) -> np.ndarray:
 def acquire(
     anat: Anatomy, geom: Geometry, spec: SeriesSpec, motion: Motion, noise: float, rng: np.random.Generator,
     want_mask: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Render one series: stored pixel values (nz, 512, 512) uint16 and, if asked, the mask of the
-    fractured body on the acquisition grid (nz, rows, cols)."""
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Render one series.
+
+    Returns:
+        The stored pixel values (nz, 512, 512) uint16 and, if asked, the masks of the fractured
+        body and of its lesion on the acquisition grid (nz, rows, cols), else None.
+    """
     pts = geom.acquisition_points(spec.matrix)
     shape = pts.shape[:3]
     flat = pts.reshape(-1, 3)
-    signal, lesion = evaluate(anat, motion.inverse(flat), spec.channel)
-    signal = signal.reshape(shape)
+    rendered = evaluate(anat, motion.inverse(flat), spec.channel)
+    signal = rendered.signal.reshape(shape)
     # receive-coil sensitivity: posterior spine array, falling off anteriorly, slowly along z
     y = pts[..., 1]
     z = pts[..., 2]
@@ -167,4 +171,42 @@ def acquire(
     cplx.imag += sigma * rng.standard_normal(shape, dtype=np.float32)
     mag = np.abs(zero_fill(cplx))
     stored = np.clip(np.rint(mag * spec.scale), 0, 4095).astype(np.uint16)
-    return stored, (lesion.reshape(shape) if want_mask else None)
+    masks = (rendered.body.reshape(shape), rendered.lesion.reshape(shape)) if want_mask else None
+    return stored, masks
+
+
+def lesion_mask(anat: Anatomy, geom: Geometry, lesion_acq: np.ndarray) -> np.ndarray:
+    """The lesion mask on the 512 x 512 reconstruction grid of the T2 series (no motion).
+
+    The phantom is evaluated at the centres of the reconstructed pixels, but only in the slices
+    and the in-plane bounding box (plus two acquisition pixels) where the acquisition-grid mask
+    ``lesion_acq`` (nz, rows, cols) has any voxel, and one slice on either side, which is where
+    the lesion can be.
+
+    Returns:
+        uint8 (nz, 512, 512), 1 in the lesion: indexed like the DICOM series' ``Image.array``.
+    """
+    nz, nr, nc = lesion_acq.shape
+    out = np.zeros((nz, RECON, RECON), dtype=np.uint8)
+    ks = np.flatnonzero(lesion_acq.any(axis=(1, 2)))
+    if ks.size == 0:
+        return out
+    rows = np.flatnonzero(lesion_acq.any(axis=(0, 2)))
+    cols = np.flatnonzero(lesion_acq.any(axis=(0, 1)))
+    fr, fc = RECON / nr, RECON / nc
+    r0, r1 = max(int((rows[0] - 2) * fr), 0), min(int(np.ceil((rows[-1] + 2) * fr)) + 1, RECON)
+    c0, c1 = max(int((cols[0] - 2) * fc), 0), min(int(np.ceil((cols[-1] + 2) * fc)) + 1, RECON)
+    k0, k1 = max(int(ks[0]) - 1, 0), min(int(ks[-1]) + 2, nz)
+    pix = FOV_MM / RECON
+    k = np.arange(k0, k1) * SLICE_MM
+    i = np.arange(r0, r1) * pix
+    j = np.arange(c0, c1) * pix
+    pts = (
+        geom.origin[None, None, None, :]
+        + k[:, None, None, None] * NORMAL
+        + i[None, :, None, None] * COL_DIR
+        + j[None, None, :, None] * ROW_DIR
+    ).astype(np.float32)
+    lesion = evaluate(anat, pts.reshape(-1, 3), 1).lesion
+    out[k0:k1, r0:r1, c0:c1] = lesion.reshape(pts.shape[:3])
+    return out
