@@ -52,6 +52,7 @@ def write_series(
     slice_dir: Sequence[float] | None = None,
     series_uid: str | None = None,
     study_uid: str | None = None,
+    frame_uid: str | None = None,
     series_description: str = "T2 SAG",
     series_number: int = 1,
     patient_id: str = "TEST001",
@@ -81,6 +82,7 @@ def write_series(
         slice_dir: direction of the slice step (default: the normal ``row_dir x col_dir``).
         series_uid: SeriesInstanceUID (a new one by default).
         study_uid: StudyInstanceUID (a new one by default).
+        frame_uid: FrameOfReferenceUID (a new one by default).
         series_description, series_number, patient_id, modality: header values.
         transfer_syntax: a pydicom UID string; compressed syntaxes are encoded with
             ``Dataset.compress`` (RLE, JPEG-LS lossless, JPEG 2000 lossless: openjpeg needs
@@ -125,7 +127,7 @@ def write_series(
 
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
-    frame_uid = generate_uid()
+    frame_uid = frame_uid or generate_uid()
     rng = random.Random(seed)
     if isinstance(instance_numbers, str):
         inst = list(range(nz, 0, -1)) if instance_numbers == "reversed" else list(range(1, nz + 1))

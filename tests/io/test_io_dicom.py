@@ -48,11 +48,16 @@ def test_order_geometry_and_voxels_match_simpleitk(tmp_path):
                  col_dir=(0, 0, 1), shuffle=True, seed=3)
     ours = read_image(tmp_path / "s")
     ref = _sitk_series(tmp_path / "s")
-    np.testing.assert_array_equal(ours.array, sitk.GetArrayFromImage(ref))
-    theirs = Image.from_sitk(ref)
-    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-6)
-    assert ours.slice_normal[0] == pytest.approx(1.0)
-    np.testing.assert_array_equal(ours.array, vol)
+    # SimpleITK's series reader in the file's order: same voxels before reorientation
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ref), vol)
+    # DICOMOrient(..., "PIR") puts index axes towards posterior, inferior, right: spinedx's canonical grid
+    canon = Image.from_sitk(sitk.DICOMOrient(ref, "PIR"))
+    np.testing.assert_array_equal(ours.array, canon.array)
+    np.testing.assert_allclose(ours.affine, canon.affine, atol=1e-6)
+    np.testing.assert_array_equal(ours.array, vol[::-1, ::-1, :])  # rows and slices flipped
+    assert ours.meta["reorientation"] == {"source_axes_xyz": [0, 1, 2], "flipped_xyz": [False, True, True],
+                                          "source_shape_zyx": [6, 8, 9]}
+    assert ours.slice_normal[0] == pytest.approx(-1.0)
 
 
 def test_two_series_in_one_folder(tmp_path):
@@ -135,7 +140,7 @@ def test_single_dcm_file_reads_its_series(tmp_path):
 
 def test_rescale_applied_per_slice(tmp_path):
     vol = np.stack([np.full((4, 4), 10 * (k + 1)) for k in range(3)])
-    files = write_series(tmp_path / "r", vol)
+    files = write_series(tmp_path / "r", vol, rescale=(1.0, 0.0))
     ds = pydicom.dcmread(files[1])  # slice 1 stored 20; give it its own slope
     ds.RescaleSlope, ds.RescaleIntercept = "2.5", "-1"
     ds.save_as(files[1])

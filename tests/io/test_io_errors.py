@@ -84,7 +84,10 @@ def test_empty_folder(tmp_path):
 def test_axial_refused_unless_allowed(tmp_path):
     write_series(tmp_path / "ax", _vol(), row_dir=(1, 0, 0), col_dir=(0, 1, 0))
     assert "axial series where sagittal is expected" in _err(tmp_path / "ax")
-    assert read_image(tmp_path / "ax", expect_sagittal=False).shape == (5, 6, 7)
+    img = read_image(tmp_path / "ax", expect_sagittal=False)
+    # on the canonical grid: slices from the columns (towards the left: flipped), rows from the slices (towards
+    # the head: flipped), columns from the rows (anterior->posterior)
+    np.testing.assert_array_equal(img.array, np.transpose(_vol(), (2, 0, 1))[::-1, ::-1, :])
 
 
 def test_coronal_refused(tmp_path):

@@ -8,18 +8,23 @@ import pytest
 import SimpleITK as sitk
 from dicomfixtures import write_image_series
 
+from spinedx.errors import ImageReadError
 from spinedx.io import Image, read_image
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# spinedx's canonical grid in nibabel's axis codes (file axes 0, 1, 2 = index x, y, z): towards posterior,
+# inferior, right.
+CANONICAL_AXCODES = ("P", "I", "R")
 
 
-def _expected_lps(nii_affine: np.ndarray, s: int, a: int, b: int) -> np.ndarray:
-    """nibabel's RAS affine -> LPS, columns reordered to (x=a, y=b, z=s)."""
-    lps = RAS_TO_LPS @ nii_affine
-    out = np.eye(4)
-    out[:3, :3] = lps[:3, [a, b, s]]
-    out[:3, 3] = lps[:3, 3]
-    return out
+def _nibabel_canonical(nii) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels [k, i, j] and LPS affine of a NIfTI on the canonical grid, by nibabel's own orientation tools."""
+    data = np.asarray(nii.dataobj)
+    transform = nib.orientations.ornt_transform(nib.io_orientation(nii.affine),
+                                                nib.orientations.axcodes2ornt(CANONICAL_AXCODES))
+    out = nib.orientations.apply_orientation(data, transform)
+    affine = RAS_TO_LPS @ nii.affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    return out.transpose(2, 1, 0), affine
 
 
 def test_t2_lumbar_nifti(real_data):
@@ -27,19 +32,26 @@ def test_t2_lumbar_nifti(real_data):
     img = read_image(path)
     nii = nib.load(path)
     data = np.asarray(nii.dataobj)
-    assert data.shape == (38, 257, 201)
-    # first file axis is left-right: 38 sagittal slices of 201 rows (S-I) x 257 columns (A-P)
+    assert data.shape == (38, 257, 201) and nib.aff2axcodes(nii.affine) == ("R", "A", "S")
+    # 38 sagittal slices (file axis 0, already left->right) of 201 rows (file axis 2, flipped to head->feet)
+    # x 257 columns (file axis 1, flipped to anterior->posterior)
     assert img.shape == (38, 201, 257)
-    np.testing.assert_allclose(img.affine, _expected_lps(nii.affine, 0, 1, 2), atol=1e-5)
-    np.testing.assert_array_equal(img.array[20], data[20].T)
+    arr, aff = _nibabel_canonical(nii)
+    np.testing.assert_array_equal(img.array, arr)
+    np.testing.assert_allclose(img.affine, aff, atol=1e-5)
+    np.testing.assert_array_equal(img.array[20], data[20][::-1, ::-1].T)
+    assert img.meta["reorientation"] == {"source_axes_xyz": [1, 2, 0], "flipped_xyz": [True, True, False],
+                                         "source_shape_zyx": [201, 257, 38]}
     # the SCT landmark voxel (27, 76, 187) in file indices lands on the same point in both readers
     ras = nii.affine @ np.array([27, 76, 187, 1.0])
-    np.testing.assert_allclose(img.index_to_physical([76, 187, 27])[0], (RAS_TO_LPS @ ras)[:3], atol=1e-5)
-    assert abs(img.slice_normal[0]) == pytest.approx(1.0)
-    # same geometry as SimpleITK's NIfTI reader
-    ref = sitk.ReadImage(str(path))
-    np.testing.assert_allclose(ref.TransformIndexToPhysicalPoint((27, 76, 187)),
-                               img.index_to_physical([76, 187, 27])[0], atol=1e-4)
+    ijk = img.physical_to_index((RAS_TO_LPS @ ras)[None, :3])[0]
+    np.testing.assert_allclose(ijk, [256 - 76, 200 - 187, 27], atol=1e-6)
+    assert img.array[27, 200 - 187, 256 - 76] == data[27, 76, 187]
+    np.testing.assert_allclose(img.direction, np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]]), atol=1e-3)
+    # same geometry as SimpleITK's NIfTI reader, reoriented by its DICOMOrient filter
+    ref = Image.from_sitk(sitk.DICOMOrient(sitk.ReadImage(str(path)), "PIR"))
+    np.testing.assert_array_equal(img.array, ref.array)
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
 
 
 def test_tptbox_sform_only(real_data):
@@ -48,12 +60,26 @@ def test_tptbox_sform_only(real_data):
     assert int(nii.header["qform_code"]) == 0 and int(nii.header["sform_code"]) == 2
     img = read_image(path, where="patient T")
     assert img.meta["affine_from"] == "sform"
-    # P I R: third file axis is left-right, so no permutation: x = file axis 0, y = axis 1
+    # P I R: already the canonical grid, nothing permuted or flipped
     assert img.shape == (67, 52, 68)
-    np.testing.assert_allclose(img.affine, _expected_lps(nii.get_sform(), 2, 0, 1), atol=1e-5)
+    assert img.meta["reorientation"]["source_axes_xyz"] == [0, 1, 2] and not any(img.meta["reorientation"]["flipped_xyz"])
+    np.testing.assert_allclose(img.affine, RAS_TO_LPS @ nii.get_sform(), atol=1e-5)
     np.testing.assert_allclose(img.spacing, [1.5, 1.5, 1.5], atol=1e-4)
     data = np.asarray(nii.dataobj)
     np.testing.assert_array_equal(img.array[30], data[:, :, 30].T)
+
+
+def test_nifti_without_qform_and_sform_refused(real_data, tmp_path):
+    nii = nib.load(real_data / "tptbox_sample_mri" / "sub-mri_label-6_T2w.nii.gz")
+    bare = nib.Nifti1Image(np.asarray(nii.dataobj), None)
+    bare.set_qform(None, code=0)
+    bare.set_sform(None, code=0)
+    nib.save(bare, tmp_path / "bare.nii.gz")
+    assert int(nib.load(tmp_path / "bare.nii.gz").header["qform_code"]) == 0
+    with pytest.raises(ImageReadError) as exc:
+        read_image(tmp_path / "bare.nii.gz", where="P1 t2")
+    msg = exc.value.one_line()
+    assert "bare.nii.gz" in msg and "neither a qform nor an sform" in msg and "dcm2niix" in msg
 
 
 def test_sct_cervical_t2_and_t1(real_data):
@@ -73,17 +99,20 @@ def test_itkmontage_nhdr_follows_its_header(real_data, tmp_path):
     # The header has identity directions, so file axis 0 (144 voxels) claims to be left-right
     # and becomes the slice axis; spinedx follows the header (PROVENANCE: the header is wrong).
     assert img.shape == (144, 12, 471)
+    canon = Image.from_sitk(sitk.DICOMOrient(ref, "PIR"))
+    np.testing.assert_array_equal(img.array, canon.array)
+    np.testing.assert_allclose(img.affine, canon.affine, atol=1e-6)
     arr = sitk.GetArrayFromImage(ref)  # (z, y, x) = (12, 471, 144)
-    np.testing.assert_array_equal(img.array, arr.transpose(2, 0, 1).astype(np.float32))
-    np.testing.assert_allclose(img.index_to_physical([3, 5, 7])[0], ref.TransformIndexToPhysicalPoint((7, 3, 5)))
+    # slices = file axis 0 reversed (it runs towards the left), rows = file axis 2 reversed (towards the head)
+    np.testing.assert_array_equal(img.array, arr.transpose(2, 0, 1)[::-1, ::-1, :].astype(np.float32))
     # With the true orientation written into the header (axis 0 A->P, axis 1 S->I, axis 2
-    # R->L), the same voxels are read as 12 sagittal slices of 471 x 144.
+    # R->L), the same voxels are read as 12 sagittal slices of 471 x 144, slices reversed to run left->right.
     fixed = sitk.Image(ref)
     fixed.SetDirection((0, 0, 1, 1, 0, 0, 0, -1, 0))
     sitk.WriteImage(fixed, str(tmp_path / "fixed.mha"))
     img2 = read_image(tmp_path / "fixed.mha")
     assert img2.shape == (12, 471, 144)
-    np.testing.assert_array_equal(img2.array, arr.astype(np.float32))
+    np.testing.assert_array_equal(img2.array, arr[::-1].astype(np.float32))
     np.testing.assert_allclose(img2.spacing, [0.684, 0.684, 4.4], atol=1e-3)
 
 

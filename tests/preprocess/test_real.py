@@ -15,8 +15,8 @@ from spinedx.preprocess.mapping import crop_grid, sample_plane
 LUMBAR_BOX = (95, 105, 135, 132)  # a lumbar vertebral body on slice 27 (x = anterior-posterior, y = S-I index)
 
 # fastcleverseg arrays: axis 0 superior->inferior, 1 anterior->posterior, 2 sagittal planes (1 mm).
-# A RAS affine saying so (any consistent choice works): the reader keeps axis 2 as the slice axis and takes
-# x = axis 0, y = axis 1.
+# A RAS affine saying so (any consistent choice works): on the canonical grid the slices are axis 2, the rows
+# (head->feet) axis 0 and the columns (anterior->posterior) axis 1, so a slice is m["I"][:, :, k] as stored.
 DZZ_AFFINE = np.array([[0.0, 0.0, 1.0, -25.0], [0.0, -1.0, 0.0, 175.0], [-1.0, 0.0, 0.0, 175.0], [0, 0, 0, 1.0]])
 T2_VERTEBRA = 1  # instance id of the middle vertebral body in 11.mat (T2); the same body is id 1 in 10.mat
 SLICE = 20
@@ -75,9 +75,9 @@ def dzz_pair(tmp_path_factory, real_data):
     crop_aff = DZZ_AFFINE.copy()
     crop_aff[:3, 3] = DZZ_AFFINE[:3, :3] @ [10.0, 5.0, 0.0] + DZZ_AFFINE[:3, 3]
     nib.save(nib.Nifti1Image(np.ascontiguousarray(m1["I"][10:, 5:, :]), crop_aff), tmp / "t1.nii.gz")
-    # Box of the chosen vertebral body on the chosen slice, from the raw arrays (x = axis 0, y = axis 1).
+    # Box of the chosen vertebral body on the chosen slice, from the raw arrays (x = axis 1, y = axis 0).
     a0, a1 = np.nonzero(m2["GT"][:, :, SLICE] == T2_VERTEBRA)
-    box = (int(a0.min()), int(a1.min()), int(a0.max()) + 1, int(a1.max()) + 1)
+    box = (int(a1.min()), int(a0.min()), int(a1.max()) + 1, int(a0.max()) + 1)
     return tmp, box, m1, m2
 
 
@@ -109,8 +109,8 @@ def test_dzz_pair_patches_show_the_chosen_vertebra(dzz_pair):
     sx0, sy0 = (x0 + x1 - side) // 2, (y0 + y1 - side) // 2
     sq = (sx0, sy0, sx0 + side, sy0 + side)
     sq_patch = extract_patches(t1, t2, [SLICE], sq, ExtractConfig(register=False), patient_id="DzZ").x[0]
-    ref2 = _torch_resize(m2["I"][:, :, SLICE].T.astype(np.float32), sq)
-    ref1 = _torch_resize(m1["I"][:, :, SLICE].T.astype(np.float32), sq)
+    ref2 = _torch_resize(m2["I"][:, :, SLICE].astype(np.float32), sq)
+    ref1 = _torch_resize(m1["I"][:, :, SLICE].astype(np.float32), sq)
     assert np.corrcoef(sq_patch[4].ravel(), ref2.ravel())[0, 1] > 0.99
     assert np.corrcoef(sq_patch[1].ravel(), ref1.ravel())[0, 1] > 0.99
     # Vertebral body vs the rest differs in both contrasts: the mask explains the patch.

@@ -93,7 +93,7 @@ class Image:
         return img
 
     @classmethod
-    def from_sitk(cls, img: sitk.Image, source: str = "", meta: dict[str, Any] | None = None) -> "Image":
+    def from_sitk(cls, img: sitk.Image, source: str = "", meta: dict[str, Any] | None = None) -> Image:
         """Build from a 3-D SimpleITK image, keeping its geometry."""
         if img.GetDimension() != 3:
             raise ValueError(f"expected a 3-D image, got {img.GetDimension()}-D")
@@ -114,7 +114,7 @@ class Image:
         direction: np.ndarray | None = None,
         source: str = "",
         meta: dict[str, Any] | None = None,
-    ) -> "Image":
+    ) -> Image:
         """Build from spacing (x, y, z), origin and a 3x3 direction (columns = axis directions)."""
         d = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64)
         affine = np.eye(4)

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from spinedx.errors import ImageReadError
-from spinedx.io.dicom import _SAGITTAL_MIN, _read_file, _read_series, orientation_name
+from spinedx.io.dicom import read_file, read_series
+from spinedx.io.discovery import link_problem
+from spinedx.io.geometry import SAGITTAL_MIN, orientation_name, to_canonical
 from spinedx.io.image import Image
 from spinedx.io.volume import read_nifti, read_sitk_volume
 
@@ -28,7 +30,13 @@ def _kind(path: Path) -> str:
 
 def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagittal: bool = True,
                where: str | None = None) -> Image:
-    """Read a DICOM series, NIfTI, NRRD or MetaImage file as a checked 3-D sagittal stack.
+    """Read a DICOM series, NIfTI, NRRD or MetaImage file as a checked 3-D stack on the canonical grid.
+
+    Every volume is reoriented (axis permutations and flips only, no resampling) to the canonical
+    sagittal display grid of :mod:`spinedx.io.geometry`: ``array[k, i, j]`` with rows ``i`` head -> feet,
+    columns ``j`` anterior -> posterior and slices ``k`` from the patient's left to right, the grid of
+    ImageOrientationPatient ``[0,1,0,0,0,-1]`` with slices along its normal. Manifest boxes and lesion
+    slices refer to this grid, so a DICOM series and its NIfTI or NRRD conversion mean the same thing.
 
     Args:
         path: a DICOM series folder (searched recursively), one DICOM file (a multi-frame file
@@ -41,7 +49,7 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
 
     Returns:
         The image: float32 voxels ``(nz, ny, nx)``, LPS affine (conventions in
-        :mod:`spinedx.io.image`).
+        :mod:`spinedx.io.image`); ``meta['reorientation']`` records the permutation and flips applied.
 
     Raises:
         ImageReadError: missing/unreadable input, non-finite voxels, fewer than 3 slices, a
@@ -50,19 +58,24 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
     """
     path = Path(path).expanduser()
     w = f"{where}: {path}" if where else str(path)
+    problem = link_problem(path)
+    if problem:
+        raise ImageReadError(problem, where=w)
     if not path.exists():
         raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
     kind = _kind(path)
     finite = False  # True when the reader knows every voxel is finite (integer DICOM pixel data)
-    if kind == "dicom-folder":
-        img, finite = _read_series(path, series_uid, where)
-    elif kind == "nifti":
-        img = read_nifti(path, where=where)
-    elif kind == "sitk":
-        img = read_sitk_volume(path, where=where)
+    if kind in ("dicom-folder", "dicom-file"):
+        raw, finite = (read_series if kind == "dicom-folder" else read_file)(path, series_uid, where)
+        # The plane test is on the acquired slices: reoriented, an axial stack would look sagittal.
+        img = to_canonical(raw)
+        plane = raw
     else:
-        img, finite = _read_file(path, series_uid, where)
-    _check_image(img, expect_sagittal, w, check_finite=not finite)
+        # NIfTI/NRRD have no acquisition plane: the canonical slice axis is the file axis most aligned with
+        # left-right, and the plane of the two others must be sagittal.
+        img = read_nifti(path, where=where) if kind == "nifti" else read_sitk_volume(path, where=where)
+        plane = img
+    _check_image(img, expect_sagittal, w, check_finite=not finite, plane=plane)
     return img
 
 
@@ -80,8 +93,10 @@ def check_image(img: Image, *, expect_sagittal: bool = True, where: str | None =
     _check_image(img, expect_sagittal, where, check_finite=True)
 
 
-def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_finite: bool) -> None:
+def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_finite: bool,
+                 plane: Image | None = None) -> None:
     w = where or img.source
+    plane = img if plane is None else plane
     if img.n_slices < MIN_SLICES:
         raise ImageReadError(f"only {img.n_slices} slice(s); at least {MIN_SLICES} are needed (a lesion slice and "
                              "its two neighbours)", where=w)
@@ -96,9 +111,9 @@ def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_
     if expect_sagittal:
         # Use the normal of the slice plane (x cross y), not the z column: for a sheared stack
         # the z column is tilted while the planes themselves are what the reader sees.
-        normal = np.cross(img.direction[:, 0], img.direction[:, 1])
+        normal = np.cross(plane.direction[:, 0], plane.direction[:, 1])
         normal /= np.linalg.norm(normal)
-        if abs(float(normal[0])) < _SAGITTAL_MIN:
+        if abs(float(normal[0])) < SAGITTAL_MIN:
             plane = orientation_name(normal)
             raise ImageReadError(
                 f"{plane} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
