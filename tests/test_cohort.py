@@ -163,3 +163,72 @@ def test_check_files_false_defers_missing_images_but_checks_formats(tmp_path):
     (tmp_path / "c.csv").write_text(text.replace('"1,2,5,6"', ""))
     with pytest.raises(ManifestError, match=r"\[box\]"):
         load_manifest(tmp_path / "c.csv", check_files=False)
+
+
+# -- issue 8: the synthetic mark, lesion masks, and messages that say what is wrong ---------------------------
+def test_synthetic_column_marks_the_cohort(tmp_path):
+    _images(tmp_path)
+    base = 'patient_id,label,t1,t2,lesion_slices,box,synthetic\n'
+    rows = ['P1,benign,P1/t1,P1/t2,3,"1,2,5,6",{}', 'P2,malignant,P2/t1,P2/t2,3,"1,2,5,6",{}']
+    (tmp_path / "syn.csv").write_text(base + "\n".join(r.format(1) for r in rows) + "\n")
+    cohort = load_manifest(tmp_path / "syn.csv")
+    assert cohort.synthetic and all(c.synthetic for c in cohort)
+    (tmp_path / "real.csv").write_text(base + "\n".join(r.format(0) for r in rows) + "\n")
+    assert not load_manifest(tmp_path / "real.csv").synthetic
+    (tmp_path / "none.csv").write_text(GOOD)
+    assert not load_manifest(tmp_path / "none.csv").synthetic  # no column: a real cohort
+    # mixing is refused, naming the rows
+    (tmp_path / "mixed.csv").write_text(base + rows[0].format(1) + "\n" + rows[1].format(0) + "\n")
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "mixed.csv")
+    assert "[synthetic] mixes 1 (lines 2) and 0 (lines 3)" in exc.value.one_line()
+    (tmp_path / "bad.csv").write_text(base + rows[0].format("yes") + "\n")
+    with pytest.raises(ManifestError, match=r"\[synthetic\] 'yes' is not 0 or 1"):
+        load_manifest(tmp_path / "bad.csv")
+    # write_manifest keeps the mark, and refuses to write a mixed cohort
+    back = load_manifest(write_manifest(cohort.cases, tmp_path / "again.csv"))
+    assert back.synthetic and back.cases == cohort.cases
+    with pytest.raises(ValueError, match="either synthetic or real"):
+        write_manifest([cohort.cases[0], CaseRecord("P9", "benign")], tmp_path / "m.csv")
+
+
+def test_lesion_mask_column(tmp_path):
+    _images(tmp_path)
+    (tmp_path / "P1" / "mask.nii.gz").write_bytes(b"x")
+    text = 'patient_id,label,t1,t2,lesion_slices,box,lesion_mask\nP1,benign,P1/t1,P1/t2,3,"1,2,5,6",P1/mask.nii.gz\n'
+    (tmp_path / "c.csv").write_text(text)
+    case = load_manifest(tmp_path / "c.csv").cases[0]
+    assert case.lesion_mask == tmp_path / "P1" / "mask.nii.gz"
+    assert load_manifest(tmp_path / "c.csv").has_lesion_masks
+    back = load_manifest(write_manifest([case], tmp_path / "sub" / "w.csv"))
+    assert back.cases[0].lesion_mask == case.lesion_mask
+    (tmp_path / "c.csv").write_text(text.replace("P1/mask.nii.gz", "P1/nope.nii.gz"))
+    with pytest.raises(ManifestError, match=r"\[lesion_mask\] 'P1/nope.nii.gz' does not exist"):
+        load_manifest(tmp_path / "c.csv")
+    (tmp_path / "c.csv").write_text(text.replace("P1/mask.nii.gz", ""))
+    with pytest.raises(ManifestError, match=r"\[lesion_mask\] empty"):
+        load_manifest(tmp_path / "c.csv")
+
+
+def test_semicolon_separated_file_is_named(tmp_path):
+    (tmp_path / "c.csv").write_text('patient_id;label;t1;t2;lesion_slices;box\nP1;benign;a;b;3;1,2,5,6\n')
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "c.csv")
+    msg = exc.value.one_line()
+    assert "looks semicolon-separated" in msg and "comma-separated" in msg and "quote" not in msg
+    (tmp_path / "t.csv").write_text('patient_id\tlabel\tt1\nP1\tbenign\ta\n')
+    with pytest.raises(ManifestError, match="looks tab-separated"):
+        load_manifest(tmp_path / "t.csv")
+
+
+def test_symlink_loop_and_broken_link_are_named(tmp_path):
+    _images(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    text = 'patient_id,label,t1,t2,lesion_slices,box\nP1,benign,loop,dangling,3,"1,2,5,6"\n'
+    (tmp_path / "c.csv").write_text(text)
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "c.csv")
+    msg = exc.value.one_line()
+    assert "[t1] 'loop' is a symbolic link loop" in msg and "[t2] 'dangling' is a broken symbolic link" in msg

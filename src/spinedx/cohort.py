@@ -6,13 +6,18 @@ Columns (documented with an example in ``docs/io.md``):
 * ``t1``, ``t2``: a DICOM series folder, a DICOM file, or a NIfTI/NRRD/MetaImage file;
   relative paths resolve against the manifest's folder. ``t1_series_uid``/``t2_series_uid``
   pick one series when a folder holds several.
-* ``lesion_slices``: 0-based T2 slice indices, ``;``-separated (``7;8;9``), counted in the order
-  of :func:`spinedx.io.read_image` (position along the slice normal for DICOM, the file's
-  left-right axis for NIfTI). Each one is a sample (the paper's slice-level input).
-* ``box``: ``x0,y0,x1,y1`` in T2 pixel (column, row) coordinates, half-open: the square the
-  paper draws around "the entire abnormal vertebra" is built from it.
+* ``lesion_slices``: 0-based T2 slice indices, ``;``-separated (``7;8;9``), on the canonical grid
+  of :func:`spinedx.io.read_image` (slices from the patient's left to right, whatever the format
+  or the order the file stores them in). Each one is a sample (the paper's slice-level input).
+* ``box``: ``x0,y0,x1,y1`` in T2 pixel (column, row) coordinates of the canonical grid (columns
+  anterior -> posterior, rows head -> feet), half-open: the square the paper draws around "the
+  entire abnormal vertebra" is built from it.
 * optional ``feature_<name>`` columns (0/1; names in :mod:`spinedx.features`, the paper's
   Table 1) and ``reader_<name>`` columns (``benign`` | ``malignant`` | empty = no call).
+* optional ``synthetic`` (0/1): 1 marks a simulated patient (``spinedx.synth``); a cohort is
+  synthetic when every row says 1, and mixing 0 and 1 is refused.
+* optional ``lesion_mask``: a NIfTI uint8 mask (0/1) of the lesion in the T2 series' geometry,
+  path relative to the manifest like ``t1``/``t2``; ``spinedx extract`` samples it on the patch grid.
 
 Validation collects every problem (row, column, message) and raises one
 :class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the image is
@@ -22,6 +27,7 @@ checked when the images are read (``spinedx.preprocess``), not here.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -32,7 +38,7 @@ from typing import Any
 from spinedx.errors import ManifestError
 from spinedx.features import FEATURE_NAMES, LABELS
 
-IMAGE_COLUMNS = ("t1", "t1_series_uid", "t2", "t2_series_uid", "lesion_slices", "box")
+IMAGE_COLUMNS = ("t1", "t1_series_uid", "t2", "t2_series_uid", "lesion_slices", "box", "lesion_mask")
 REQUIRED_ALWAYS = ("patient_id", "label")
 REQUIRED_IMAGES = ("t1", "t2", "lesion_slices", "box")
 READER_VALUES = ("benign", "malignant")
@@ -53,6 +59,8 @@ class CaseRecord:
         readers: reader calls (``reader_<name>`` -> ``benign``/``malignant``/None).
         extra: the row's other columns (e.g. a synthetic cohort's ``level``), kept as text so that
             :func:`write_manifest` writes them back unchanged.
+        synthetic: True for a simulated patient (manifest column ``synthetic`` = 1).
+        lesion_mask: absolute path of the lesion mask (NIfTI, T2 geometry), None when not given.
     """
 
     patient_id: str
@@ -66,6 +74,8 @@ class CaseRecord:
     features: dict[str, int] = field(default_factory=dict)
     readers: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    synthetic: bool = False
+    lesion_mask: Path | None = None
 
     @property
     def y(self) -> int:
@@ -109,6 +119,16 @@ class Cohort:
     @property
     def patient_ids(self) -> list[str]:
         return [c.patient_id for c in self.cases]
+
+    @property
+    def synthetic(self) -> bool:
+        """True when every patient is simulated (the manifest's ``synthetic`` column is 1 on every row)."""
+        return bool(self.cases) and all(c.synthetic for c in self.cases)
+
+    @property
+    def has_lesion_masks(self) -> bool:
+        """True when every patient has a ``lesion_mask``."""
+        return bool(self.cases) and all(c.lesion_mask is not None for c in self.cases)
 
     @property
     def y(self) -> list[int]:
@@ -190,6 +210,25 @@ def _parse_binary(text: str) -> int:
     raise ValueError(f"'{text}' is not 0 or 1")
 
 
+def _path_problem(p: Path) -> str | None:
+    """Why an image path cannot be used ('does not exist', a symlink loop, a broken link), or None."""
+    if p.exists():
+        return None
+    if p.is_symlink():
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link loop (the link points back to itself through other links); fix the link"
+        return f"is a broken symbolic link (to {os.readlink(p)}, which does not exist); fix the link"
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "lies behind a symbolic link loop; fix the link"
+    return "does not exist"
+
+
 def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True,
                   draft: bool = False) -> Cohort:
     """Load and validate a cohort manifest (CSV, UTF-8, header row).
@@ -229,6 +268,12 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     if not rows:
         raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))
     header = [h.strip() for h in rows[0]]
+    if len(header) == 1:
+        for sep, name in ((";", "semicolon"), ("\t", "tab")):
+            if sep in header[0]:
+                raise ManifestError([("header", "-", (f"the file looks {name}-separated ({header[0][:60]!r} is one "
+                                      "column); save it comma-separated (CSV with ',' between columns, e.g. "
+                                      "'CSV UTF-8 (comma delimited)' in a spreadsheet)"))], where=str(path))
     seen: set[str] = set()
     for h in header:
         if h in seen:
@@ -245,12 +290,13 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     reader_cols = [h for h in header if h.startswith("reader_")]
     feature_names = tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header)
 
-    known_cols = set(REQUIRED_ALWAYS + IMAGE_COLUMNS) | set(feature_cols) | set(reader_cols)
+    known_cols = set(REQUIRED_ALWAYS + IMAGE_COLUMNS) | {"synthetic"} | set(feature_cols) | set(reader_cols)
     data_rows = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
     if not data_rows:
         problems.append(("manifest", "-", "no patient rows"))
     cases: list[CaseRecord] = []
     ids: dict[str, int] = {}
+    synthetic_rows: dict[bool, list[int]] = {True: [], False: []}
     for line, raw in data_rows:
         if len(raw) != len(header):
             msg = f"{len(raw)} fields but the header has {len(header)} (a box x0,y0,x1,y1 must be quoted)"
@@ -276,20 +322,23 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             label = None  # type: ignore[assignment]  # not yet known
         elif "label" in header and label not in LABELS:
             bad("label", f"'{rec.get('label', '')}' must be benign or malignant")
-        images: dict[str, Path | None] = {"t1": None, "t2": None}
-        for col in ("t1", "t2"):
+        images: dict[str, Path | None] = {"t1": None, "t2": None, "lesion_mask": None}
+        for col in ("t1", "t2", "lesion_mask"):
             val = rec.get(col, "")
             if col not in header:
                 continue
             if not val:
                 if require_images:
-                    bad(col, "empty (a DICOM folder or image file is needed)")
+                    bad(col, "empty (a lesion mask file is needed on every row when the column is present; or "
+                        "drop the column)" if col == "lesion_mask" else "empty (a DICOM folder or image file is needed)")
                 continue
             p = Path(os.path.expanduser(val))
             p = Path(os.path.normpath(p if p.is_absolute() else base / p))
             images[col] = p
-            if require_images and check_files and not p.exists():
-                bad(col, f"'{val}' does not exist (relative paths are taken from {base})")
+            if require_images and check_files:
+                problem = _path_problem(p)
+                if problem:
+                    bad(col, f"'{val}' {problem} (relative paths are taken from {base})")
         slices: tuple[int, ...] = ()
         if "lesion_slices" in header and (rec["lesion_slices"] or require_images):
             try:
@@ -311,6 +360,13 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
                 features[n] = _parse_binary(rec[col])
             except ValueError as exc:
                 bad(col, str(exc))
+        synthetic = False
+        if "synthetic" in header:
+            try:
+                synthetic = bool(_parse_binary(rec["synthetic"]))
+                synthetic_rows[synthetic].append(line)
+            except ValueError as exc:
+                bad("synthetic", f"{exc} (1 = simulated patient, 0 = real)")
         readers: dict[str, str | None] = {}
         for col in reader_cols:
             v = rec[col].lower()
@@ -322,9 +378,16 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             cases.append(CaseRecord(
                 patient_id=pid, label=label, t1=images["t1"], t2=images["t2"],
                 t1_series_uid=rec.get("t1_series_uid") or None, t2_series_uid=rec.get("t2_series_uid") or None,
-                lesion_slices=slices, box=box, features=features, readers=readers,
-                extra={h: rec[h] for h in header if h not in known_cols},
+                lesion_slices=slices, box=box, features=features, readers=readers, synthetic=synthetic,
+                lesion_mask=images["lesion_mask"], extra={h: rec[h] for h in header if h not in known_cols},
             ))
+    if synthetic_rows[True] and synthetic_rows[False]:
+        def lines(ls: list[int]) -> str:
+            return ", ".join(str(n) for n in ls[:8]) + (", ..." if len(ls) > 8 else "")
+
+        problems.append(("manifest", "synthetic", (f"mixes 1 (lines {lines(synthetic_rows[True])}) and 0 (lines "
+                         f"{lines(synthetic_rows[False])}): a cohort is either synthetic or real; do not mix "
+                         "simulated and real patients")))
     if problems:
         raise ManifestError(problems, where=str(path))
     return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=feature_names, reader_names=tuple(reader_cols))
@@ -345,8 +408,10 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
 
     Image paths are written relative to the manifest's folder (so a cohort folder can be moved
     or copied whole). Image columns are left out when no case has images; the series UID
-    columns when no case sets one. A case's ``extra`` columns come last; a label of None is written empty. Features come in :data:`spinedx.features.FEATURE_NAMES`
-    order, readers in order of first appearance.
+    columns when no case sets one. Features come in :data:`spinedx.features.FEATURE_NAMES`
+    order, readers in order of first appearance. ``lesion_mask`` is written when a case has one,
+    ``synthetic`` when the cases are simulated; a case's ``extra`` columns come last; a label of None is
+    written empty.
 
     Args:
         cases: the records.
@@ -354,8 +419,14 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: simulated and real cases mixed (the manifest would be refused).
     """
     cases = list(cases)
+    n_syn = sum(c.synthetic for c in cases)
+    if 0 < n_syn < len(cases):
+        raise ValueError(f"{n_syn} of {len(cases)} cases are synthetic: a cohort is either synthetic or real")
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.abspath(path)).parent
@@ -372,6 +443,10 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
     if any_images:
         header += ["t1", "t1_series_uid", "t2", "t2_series_uid"] if any_uid else ["t1", "t2"]
         header += ["lesion_slices", "box"]
+    if any(c.lesion_mask is not None for c in cases):
+        header += ["lesion_mask"]
+    if n_syn:
+        header += ["synthetic"]
     header += [f"feature_{n}" for n in feats] + readers + extra
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -381,7 +456,8 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
                                    "t1": _rel(c.t1, base), "t2": _rel(c.t2, base),
                                    "t1_series_uid": c.t1_series_uid or "", "t2_series_uid": c.t2_series_uid or "",
                                    "lesion_slices": ";".join(str(s) for s in c.lesion_slices),
-                                   "box": ",".join(str(v) for v in c.box) if c.lesion_slices or any(c.box) else ""}
+                                   "box": ",".join(str(v) for v in c.box) if c.lesion_slices or any(c.box) else "",
+                                   "lesion_mask": _rel(c.lesion_mask, base), "synthetic": int(c.synthetic)}
             row.update({f"feature_{n}": c.features.get(n, "") for n in feats})
             row.update({r: c.readers.get(r) or "" for r in readers})
             row.update({k: c.extra.get(k, "") for k in extra})

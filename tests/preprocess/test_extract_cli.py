@@ -36,8 +36,11 @@ def cohort(tmp_path_factory):
     t2 = sample(sh2, sp2, centered_origin(sh2, sp2))
     sh1, sp1 = (8, 90, 70), (1.0, 1.1, 4.4)
     t1 = sample(sh1, sp1, centered_origin(sh1, sp1, offset=(1.0, 0, 0)), contrast="t1", shift=SHIFT)
-    write_image_series(root / "P001" / "t2", t2, series_description="T2 SAG", shuffle=True)
-    write_image_series(root / "P001" / "t1", t1, series_description="T1 SAG", series_number=2)
+    # One patient, one exam: T1 and T2 share PatientID, StudyInstanceUID and FrameOfReferenceUID (pair check).
+    exam = {"study_uid": "1.2.826.0.1.3680043.8.498.77", "frame_uid": "1.2.826.0.1.3680043.8.498.78"}
+    write_image_series(root / "P001" / "t2", t2, series_description="T2 SAG", shuffle=True, **exam)
+    write_image_series(root / "P001" / "t1", t1, series_description="T1 SAG", series_number=2,
+                       repetition_time=500.0, echo_time=15.0, **exam)
     t1_still = sample(sh1, sp1, centered_origin(sh1, sp1, offset=(1.0, 0, 0)), contrast="t1")
     (root / "P002").mkdir()
     _save_nifti(t2, root / "P002" / "t2.nii.gz")
@@ -90,8 +93,9 @@ def test_cli_extract_writes_patches_and_reports_bad_patients(cohort, tmp_path):
     assert "2 patient(s), 5 sample(s) (2 benign, 3 malignant); 3 failed" in res.stdout
 
     with np.load(out / "patches.npz", allow_pickle=False) as z:
-        assert sorted(z.files) == ["label", "patient_id", "slice_index", "x"]
+        assert sorted(z.files) == ["label", "patient_id", "slice_index", "synthetic", "x"]  # no lesion_mask column
         x, pid, sl, lab = z["x"], z["patient_id"], z["slice_index"], z["label"]
+        assert z["synthetic"].shape == () and z["synthetic"].dtype == bool and not z["synthetic"]
     assert x.shape == (5, 6, 64, 64) and x.dtype == np.float32 and np.isfinite(x).all()
     assert pid.dtype.kind == "U" and pid.tolist() == ["P001"] * 3 + ["P002"] * 2
     assert sl.dtype == np.int64 and sl.tolist() == [3, 4, 5, 0, 1]
@@ -107,6 +111,16 @@ def test_cli_extract_writes_patches_and_reports_bad_patients(cohort, tmp_path):
     assert [p["patient_id"] for p in doc["patients"]] == ["P001", "P002"]
     assert doc["patients"][1]["edge_replicated"] == [{"slice": 0, "replaced": ["s-1"]}]
     assert doc["patients"][0]["registration"]["accepted"] is True
+    assert doc["synthetic"] is False and doc["pair_check"] == "strict" and doc["warnings"] == []
+    # DICOM pair: every belonging check made; NIfTI pair: only the same-file/voxel check, the others listed
+    p1, p2 = (p["pair_check"] for p in doc["patients"])
+    assert p1["checked"] == ["same series", "PatientID", "weighting (EchoTime, RepetitionTime)", "StudyInstanceUID",
+                             "FrameOfReferenceUID"] and p1["not_checked"] == []
+    assert p2["checked"] == ["same series"] and len(p2["not_checked"]) == 4
+    assert all("no DICOM header" in n for n in p2["not_checked"])
+    from spinedx.provenance import sha256_file
+
+    assert doc["patches_sha256"] == sha256_file(out / "patches.npz")
     assert [s["patient_id"] for s in doc["skipped"]] == ["P003", "P004", "P005"]
     assert "do not overlap" in doc["skipped"][1]["reason"]
 

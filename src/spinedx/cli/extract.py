@@ -19,21 +19,40 @@ def extract(
     patch_size: int = typer.Option(64, "--patch-size", min=2, help="Side of the output patches in pixels."),
     margin: float = typer.Option(0.0, "--margin", min=0.0,
                                  help="Context added on each side of the square crop, as a fraction of the box side."),
+    pair_check: str = typer.Option(
+        "strict", "--pair-check",
+        help="T1/T2 belonging check: strict refuses a T1 that is the T2 series, another patient's series or a "
+             "swapped T1/T2 (by TE/TR); warn records it and goes on (unusual protocols); off skips it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Turn a cohort of T1/T2 series and T2 lesion boxes into patches.npz (N, 6, 64, 64) and extract.json.
 
-    Exit code 2 when any patient failed (one line per failed patient); the others are still written.
+    Exit code 2 when any patient failed (one line per failed patient); the others are still written. When
+    every patient fails nothing is written and earlier outputs are kept.
     """
+    from spinedx.cli._app import fail
     from spinedx.preprocess import ExtractConfig, extract_cohort
+    from spinedx.preprocess.extract import NothingExtracted
+    from spinedx.preprocess.pairing import PAIR_CHECK_MODES
 
-    config = ExtractConfig(patch_size=patch_size, margin=margin, register=register)
-    res = extract_cohort(cohort, out, config, workers=workers, progress=progress)
+    if pair_check not in PAIR_CHECK_MODES:
+        fail(f"--pair-check must be one of {', '.join(PAIR_CHECK_MODES)}, got '{pair_check}'")
+    config = ExtractConfig(patch_size=patch_size, margin=margin, register=register, pair_check=pair_check)
+    try:
+        res = extract_cohort(cohort, out, config, workers=workers, progress=progress)
+    except NothingExtracted as exc:
+        for _, line in exc.failed:
+            typer.echo("error: " + " ".join(line.split()), err=True)
+        raise
     per_class = ", ".join(f"{n} {name}" for name, n in res.samples_per_class.items())
+    if res.synthetic:
+        typer.echo("synthetic cohort, simulated readers: no real patient")
     typer.echo(
         f"extracted {len(res.ok)} patient(s), {res.n_samples} sample(s) ({per_class}); "
         f"{len(res.failed)} failed; {res.seconds:.1f} s -> {res.patches_path}"
     )
+    for line in res.warnings:
+        typer.echo("warning: " + " ".join(line.split()), err=True)
     if res.failed:
         for _, line in res.failed:
             typer.echo("error: " + " ".join(line.split()), err=True)

@@ -11,6 +11,7 @@ from typing import Any
 CHANNEL_NAMES: tuple[str, ...] = ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
 
 _ZSCORE_MODES = ("channel", "patch")
+_PAIR_CHECK_MODES = ("strict", "warn", "off")  # spinedx.preprocess.pairing.PAIR_CHECK_MODES
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class ExtractConfig:
         zscore: ``"channel"`` normalises each of the six channels to mean 0, std 1 (default; T1 and T2
             intensities are on unrelated scales), ``"patch"`` normalises the whole 6-channel patch at once.
         min_std: a channel whose standard deviation is below this is constant; it becomes all zeros.
+        pair_check: whether T1 and T2 must be two series of one patient with the right weighting
+            (:mod:`spinedx.preprocess.pairing`): ``strict`` refuses a wrong pair, ``warn`` records the problem
+            and goes on (unusual protocols), ``off`` makes no check.
     """
 
     patch_size: int = 64
@@ -48,12 +52,15 @@ class ExtractConfig:
     registration_samples: int = 40000
     zscore: str = "channel"
     min_std: float = 1e-6
+    pair_check: str = "strict"
 
     def __post_init__(self) -> None:
         if self.patch_size < 2:
             raise ValueError(f"patch_size must be >= 2, got {self.patch_size}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.pair_check not in _PAIR_CHECK_MODES:
+            raise ValueError(f"pair_check must be one of {_PAIR_CHECK_MODES}, got {self.pair_check!r}")
         if self.zscore not in _ZSCORE_MODES:
             raise ValueError(f"zscore must be one of {_ZSCORE_MODES}, got {self.zscore!r}")
         if self.max_translation_mm <= 0 or self.max_rotation_deg <= 0:

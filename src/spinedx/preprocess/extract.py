@@ -1,15 +1,25 @@
 """Extraction of 6-channel lesion patches for one case or a whole cohort (``spinedx extract``).
 
 Output files (see docs/architecture.md): ``patches.npz`` with ``x`` (N, 6, 64, 64) float32, ``patient_id``
-(N,) unicode, ``slice_index`` (N,) int64, ``label`` (N,) int64 (1 = malignant), loadable with
+(N,) unicode, ``slice_index`` (N,) int64, ``label`` (N,) int64 (1 = malignant), ``synthetic`` (0-d bool) and,
+when the manifest has a ``lesion_mask`` column, ``mask`` (N, 64, 64) float32, loadable with
 ``allow_pickle=False``; and ``extract.json`` with the configuration, channel order, versions, per-patient
-registration results and the patients skipped with the reason.
+T1/T2 pair checks and registration results, the patients skipped with the reason, and the sha256 of
+``patches.npz``.
+
+Outputs are complete or untouched: both files are written to temporary siblings and renamed over the old
+ones only when the run succeeded for at least one patient (the two renames are not interrupted by Ctrl-C or
+SIGTERM); a failed, interrupted or all-failed run leaves earlier files byte-identical. Worker processes are
+killed on an interrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,14 +27,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from spinedx.errors import PreprocessError, SpinedxError
+from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp
 from spinedx.io.image import Image
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
-from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, validate_annotation
+from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, sample_plane, validate_annotation
+from spinedx.preprocess.pairing import PairCheck, check_pair
 from spinedx.preprocess.patches import raw_sample, zscore
 from spinedx.preprocess.registration import RegistrationRecord, register_rigid
 
@@ -47,6 +59,10 @@ class CasePatches:
         edge: per sample, the neighbours replaced by the lesion slice at the volume's edge (``"s-1"``/``"s+1"``).
         crop: the square crop (centre in T2 pixels, side in mm).
         constant_channels: number of channels that were constant and were set to zero.
+        images: source, shape, spacing, origin and reorientation of T1 and T2.
+        pair_check: the T1/T2 belonging check (:class:`spinedx.preprocess.pairing.PairCheck`), None when the
+            patches were made from two images directly (:func:`extract_patches`).
+        mask: (n, P, P) float32 lesion mask of each lesion slice on the crop grid (values 0..1), or None.
     """
 
     patient_id: str
@@ -58,6 +74,8 @@ class CasePatches:
     crop: dict[str, Any] = field(default_factory=dict)
     constant_channels: int = 0
     images: dict[str, Any] = field(default_factory=dict)
+    pair_check: PairCheck | None = None
+    mask: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable description for ``extract.json`` (without the pixel data)."""
@@ -72,6 +90,7 @@ class CasePatches:
             "crop": self.crop,
             "constant_channels": self.constant_channels,
             "registration": self.registration.to_dict(),
+            "pair_check": None if self.pair_check is None else self.pair_check.to_dict(),
             "images": self.images,
         }
 
@@ -87,6 +106,9 @@ class ExtractResult:
         failed: ``(patient_id, one-line reason)`` of the patients skipped.
         samples_per_class: number of samples per label name.
         seconds: wall time.
+        warnings: ``"patient: warning"`` lines (T1/T2 from other studies or frames of reference, pair problems
+            accepted with ``pair_check="warn"``).
+        synthetic: the cohort is synthetic (every manifest row has ``synthetic`` = 1).
     """
 
     patches_path: Path
@@ -95,19 +117,53 @@ class ExtractResult:
     failed: list[tuple[str, str]]
     samples_per_class: dict[str, int]
     seconds: float
+    warnings: list[str] = field(default_factory=list)
+    synthetic: bool = False
 
     @property
     def n_samples(self) -> int:
         return sum(self.samples_per_class.values())
 
 
+class NothingExtracted(PreprocessError):
+    """Every patient failed: nothing was written (earlier outputs are kept). ``failed`` lists the reasons."""
+
+    def __init__(self, failed: list[tuple[str, str]], out: Path, *, where: str | None = None) -> None:
+        self.failed = failed
+        super().__init__(f"all {len(failed)} patient(s) failed, so nothing was written (an earlier patches.npz and "
+                         f"extract.json in {out} are left as they were); fix the problems reported for each patient "
+                         "and run again", where=where)
+
+
 def _image_info(img: Image) -> dict[str, Any]:
-    return {
+    info = {
         "source": img.source,
         "shape_zyx": list(img.shape),
         "spacing_xyz_mm": [round(float(s), 4) for s in img.spacing],
         "origin_mm": [round(float(o), 3) for o in img.origin],
     }
+    if "reorientation" in img.meta:
+        info["reorientation"] = img.meta["reorientation"]
+    return info
+
+
+def _check_mask(mask: Image, t2: Image, where: str) -> None:
+    """The lesion mask must lie on the T2 grid (same shape, affine within 1e-3 mm) and hold only 0 and 1."""
+    if mask.shape != t2.shape:
+        raise PreprocessError(f"the lesion mask {mask.source} has shape {list(mask.shape)} (slices, rows, columns) but "
+                              f"the T2 series {list(t2.shape)}: the mask must be drawn on the T2 series' voxels",
+                              where=where)
+    # Corners of the grid in mm: the affine may differ by float32 storage only.
+    shape_xyz = np.array(t2.shape[::-1], dtype=float) - 1.0
+    corners = np.array([[x, y, z] for x in (0, shape_xyz[0]) for y in (0, shape_xyz[1]) for z in (0, shape_xyz[2])])
+    off = float(np.abs(mask.index_to_physical(corners) - t2.index_to_physical(corners)).max())
+    if off > 1e-3:
+        raise PreprocessError(f"the lesion mask {mask.source} is not on the T2 grid: its voxels lie up to {off:.3g} mm "
+                              "from the T2 voxels; write the mask with the T2 series' geometry", where=where)
+    values = np.unique(mask.array)
+    if not np.all(np.isin(values, (0.0, 1.0))):
+        raise PreprocessError(f"the lesion mask {mask.source} holds values {values[:6].tolist()}: a mask is 0 "
+                              "(background) and 1 (lesion) only", where=where)
 
 
 def extract_patches(
@@ -119,6 +175,7 @@ def extract_patches(
     *,
     patient_id: str = "case",
     label: int | None = None,
+    mask: Image | None = None,
 ) -> CasePatches:
     """Patches of one case from its two images (the core of :func:`extract_case`).
 
@@ -135,6 +192,7 @@ def extract_patches(
         config: extraction settings (defaults: :class:`ExtractConfig`).
         patient_id: used in error messages and the result.
         label: 0/1 or None.
+        mask: a lesion mask on the T2 grid; its lesion slice is sampled on the crop grid (bilinear, 0..1).
 
     Raises:
         PreprocessError: box outside the image, lesion slice out of range, fewer than 3 T2 slices, series that
@@ -153,6 +211,10 @@ def extract_patches(
         sample, edge = raw_sample(t1, t2, grid, s, record.transform)
         samples.append(sample)
         edges.append(edge)
+    mask_patches = None
+    if mask is not None:
+        _check_mask(mask, t2, patient_id)
+        mask_patches = np.clip(np.stack([sample_plane(mask, s, grid) for s in slices]), 0.0, 1.0).astype(np.float32)
     raw = np.stack(samples)
     if not np.isfinite(raw).all():
         bad = [CHANNEL_NAMES[c] for c in range(6) if not np.isfinite(raw[:, c]).all()]
@@ -171,11 +233,16 @@ def extract_patches(
         crop={"center_px": [round(c, 3) for c in grid.center], "side_mm": round(grid.side_mm, 3)},
         constant_channels=n_const,
         images={"t1": _image_info(t1), "t2": _image_info(t2)},
+        mask=mask_patches,
     )
 
 
 def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CasePatches:
-    """Read a manifest case's T1 and T2 series and extract its patches (see :func:`extract_patches`).
+    """Read a manifest case's T1 and T2 series, check they belong together, and extract its patches.
+
+    The pair check (:func:`spinedx.preprocess.pairing.check_pair`, mode ``config.pair_check``) refuses a T1
+    that is the T2 series, another patient's series, or a swapped T1/T2; ``spinedx predict`` goes through
+    here too. A ``lesion_mask`` of the case is read on the canonical grid and sampled with the patches.
 
     Args:
         case: one manifest row (:class:`spinedx.cohort.CaseRecord`).
@@ -183,7 +250,7 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
 
     Raises:
         spinedx.errors.ImageReadError: a series cannot be read.
-        PreprocessError: see :func:`extract_patches`.
+        PreprocessError: the pair check fails, or see :func:`extract_patches`.
     """
     from spinedx.features import LABELS
     from spinedx.io import read_image
@@ -193,23 +260,37 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
     if missing or not case.lesion_slices:
         missing += [] if case.lesion_slices else ["lesion_slices"]
         raise PreprocessError(f"the manifest row has no {', '.join(missing)}; fill in these columns", where=pid)
+    config = config or ExtractConfig()
     t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2")
     t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1")
+    pair = check_pair(t1, t2, mode=config.pair_check, patient_id=pid)
+    mask_path = getattr(case, "lesion_mask", None)
+    mask = read_image(mask_path, where=f"{pid} lesion_mask") if mask_path is not None else None
     label = LABELS.get(case.label)
-    return extract_patches(t1, t2, case.lesion_slices, case.box, config, patient_id=pid, label=label)
+    cp = extract_patches(t1, t2, case.lesion_slices, case.box, config, patient_id=pid, label=label, mask=mask)
+    cp.pair_check = pair
+    return cp
 
 
 def _init_worker() -> None:
-    """Each worker process uses one thread: parallelism comes from the processes (no oversubscription)."""
+    """Each worker uses one thread (parallelism comes from the processes) and leaves Ctrl-C to the parent.
+
+    A terminal's Ctrl-C reaches every process of the group; the parent stops the pool and kills the workers,
+    so a worker ignoring SIGINT neither prints its own traceback nor dies half-way through a result.
+    """
     import SimpleITK as sitk
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         os.environ[var] = "1"
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches | None, str | None]:
-    """Extract one case; the error comes back as a line (exceptions with keyword args do not pickle well)."""
+    """Extract one case; the error comes back as a line (exceptions with keyword args do not pickle well).
+
+    Only ``Exception`` is caught: ``KeyboardInterrupt`` and :class:`spinedx.fsutil.Terminated` stop the run.
+    """
     try:
         return case.patient_id, extract_case(case, config), None
     except SpinedxError as exc:
@@ -220,22 +301,74 @@ def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches 
         return case.patient_id, None, f"{case.patient_id}: unexpected {type(exc).__name__}: {text}"
 
 
-def _iter_results(cases: list[CaseRecord], config: ExtractConfig,
-                  workers: int) -> Iterator[tuple[str, CasePatches | None, str | None]]:
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what is queued and kill the workers now (an interrupt must not wait for running patients)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(timeout=3)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=3)
+
+
+@contextlib.contextmanager
+def _results(cases: list[CaseRecord], config: ExtractConfig,
+             workers: int) -> Iterator[Iterator[tuple[str, CasePatches | None, str | None]]]:
+    """The per-case results, in completion order; with workers, the pool is stopped on any exception."""
     if workers <= 1 or len(cases) <= 1:
-        for case in cases:
-            yield _run_one(case, config)
+        yield (_run_one(case, config) for case in cases)
         return
     # spawn: a fresh interpreter per worker, safe with SimpleITK's thread pool (fork after threads is not).
-    with ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=get_context("spawn"),
+                               initializer=_init_worker)
+    try:
         futures = [pool.submit(_run_one, case, config) for case in cases]
-        for fut in as_completed(futures):
-            yield fut.result()
+        yield (fut.result() for fut in as_completed(futures))
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
-def write_patches(path: Path, patches: list[CasePatches], patch_size: int) -> None:
-    """Write ``patches.npz`` (plain arrays only, so it loads with ``allow_pickle=False``)."""
+class _DeferredSignals:
+    """Once armed, hold Ctrl-C and SIGTERM back until the block ends, then deliver them.
+
+    Used around the two renames of the outputs, so an interrupt never leaves a new ``extract.json`` beside an
+    old ``patches.npz``. A signal's Python handler always runs in the main thread; replacing it there is what
+    keeps the interrupt out of the block (blocking the signal in one thread would not). Elsewhere: no-op.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._got: list[int] = []
+
+    def arm(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._old:
+            self._old = {s: signal.signal(s, lambda signum, frame: self._got.append(signum)) for s in self._SIGNALS}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        old, self._old = self._old, {}
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if self._got:
+            handler = old[self._got[0]]
+            if callable(handler):
+                handler(self._got[0], None)  # raises KeyboardInterrupt / Terminated now that the files are in place
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), self._got[0])
+
+
+def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, np.ndarray]:
     n = sum(len(p.slice_index) for p in patches)
     x = np.concatenate([p.x for p in patches]) if patches else np.zeros((0, 6, patch_size, patch_size), np.float32)
     pid = np.array([p.patient_id for p in patches for _ in p.slice_index], dtype=str)
@@ -244,9 +377,43 @@ def write_patches(path: Path, patches: list[CasePatches], patch_size: int) -> No
     slice_index = (np.concatenate([p.slice_index for p in patches]).astype(np.int64) if patches
                    else np.zeros(0, np.int64))
     label = np.array([-1 if p.label is None else p.label for p in patches for _ in p.slice_index], dtype=np.int64)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, x=x.astype(np.float32, copy=False), patient_id=pid, slice_index=slice_index, label=label)
-    os.replace(tmp, path)
+    arrays = {"x": x.astype(np.float32, copy=False), "patient_id": pid, "slice_index": slice_index, "label": label,
+              "synthetic": np.array(bool(synthetic))}
+    masks = [p.mask for p in patches]
+    if patches and all(m is not None for m in masks):
+        arrays["mask"] = np.concatenate(masks).astype(np.float32, copy=False)  # type: ignore[arg-type]
+    return arrays
+
+
+def write_patches(path: Path, patches: list[CasePatches], patch_size: int, *, synthetic: bool = False) -> None:
+    """Write ``patches.npz`` atomically (plain arrays only, so it loads with ``allow_pickle=False``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+        np.savez(fh, **_npz_arrays(patches, patch_size, synthetic))
+
+
+def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
+    """patches.npz and extract.json into temporary siblings, then both renamed with interrupts held back.
+
+    An OS error (no space, file too large) names the final file and leaves no temporary file behind.
+    """
+    from spinedx.provenance import sha256_file
+
+    npz, js = out / "patches.npz", out / "extract.json"
+    target = npz
+    try:
+        with _DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
+            with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+                np.savez(fh, **arrays)
+            doc["patches_sha256"] = sha256_file(tmp_npz)
+            target = js
+            with atomic_path(js) as tmp_js:
+                tmp_js.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+                hold.arm()  # exits: extract.json renamed, then patches.npz, then interrupts delivered
+    except OSError as exc:
+        if exc.filename is None or Path(str(exc.filename)).name.startswith("."):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+        raise
+    return npz, js
 
 
 def extract_cohort(
@@ -258,8 +425,9 @@ def extract_cohort(
 ) -> ExtractResult:
     """Extract the patches of every patient of a cohort manifest into ``out_dir``.
 
-    A patient that fails (unreadable series, box outside the image, series that do not overlap, ...) is
-    recorded in ``extract.json`` under ``skipped`` and the others go on.
+    A patient that fails (unreadable series, box outside the image, series that do not overlap, T1 and T2
+    that do not belong together, ...) is recorded in ``extract.json`` under ``skipped`` and the others go on.
+    The outputs replace earlier ones only when at least one patient succeeded.
 
     Args:
         manifest_path: ``cohort.csv``.
@@ -269,7 +437,10 @@ def extract_cohort(
         progress: show a rich progress bar over patients.
 
     Raises:
-        spinedx.errors.ManifestError: the manifest itself is invalid (nothing is extracted).
+        spinedx.errors.ManifestError: the manifest itself is invalid, e.g. a required column is missing
+            (nothing is extracted).
+        SpinedxError: ``out_dir`` is a file.
+        NothingExtracted: every patient failed (nothing written; ``failed`` has the reasons).
     """
     from spinedx.cohort import load_manifest
     from spinedx.provenance import provenance, sha256_file
@@ -278,10 +449,13 @@ def extract_cohort(
     config = config or ExtractConfig()
     manifest_path = Path(manifest_path)
     out = Path(out_dir)
-    # Missing image files are per-patient failures, reported with the others, not a reason to stop.
-    cohort = load_manifest(manifest_path, require_images=False)
+    if out.exists() and not out.is_dir():
+        raise SpinedxError("is a file, not a folder: --out names the folder that receives patches.npz and "
+                           "extract.json; choose another path", where=str(out))
+    # Columns and formats are checked up front (a missing box column stops here, once); a missing image
+    # file is that patient's failure, reported with the others.
+    cohort = load_manifest(manifest_path, require_images=True, check_files=False)
     cases = list(cohort.cases)
-    out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, CasePatches] = {}
     errors: dict[str, str] = {}
@@ -292,9 +466,9 @@ def extract_cohort(
                        TextColumn("{task.fields[pid]}"), transient=True)
     else:
         bar = None
-    with bar if bar is not None else nullcontext():
+    with bar if bar is not None else nullcontext(), _results(cases, config, workers) as stream:
         task = bar.add_task("extract", total=len(cases), pid="") if bar is not None else None
-        for pid, patches, err in _iter_results(cases, config, workers):
+        for pid, patches, err in stream:
             if patches is not None:
                 results[pid] = patches
             else:
@@ -304,34 +478,46 @@ def extract_cohort(
 
     ordered = [results[c.patient_id] for c in cases if c.patient_id in results]
     failed = [(c.patient_id, errors[c.patient_id]) for c in cases if c.patient_id in errors]
-    patches_path = out / "patches.npz"
-    write_patches(patches_path, ordered, config.patch_size)
+    if not ordered:
+        raise NothingExtracted(failed, out, where=str(manifest_path))
+    warnings = [f"{p.patient_id}: {w}" for p in ordered if p.pair_check is not None for w in p.pair_check.warnings]
 
     per_class = {name: 0 for name in LABEL_NAMES.values()}
     for p in ordered:
         if p.label is not None:
             per_class[LABEL_NAMES[p.label]] += len(p.slice_index)
-    seconds = time.perf_counter() - start
     reg_seconds = [p.registration.seconds for p in ordered if p.registration.performed]
+    arrays = _npz_arrays(ordered, config.patch_size, cohort.synthetic)
     doc = {
         "provenance": provenance(),
         "manifest": {"path": str(manifest_path.resolve()), "sha256": sha256_file(manifest_path)},
+        "synthetic": cohort.synthetic,
         "config": config.to_dict(),
         "channel_names": list(CHANNEL_NAMES),
+        "orientation": "canonical sagittal grid: rows head->feet, columns anterior->posterior, slices from the "
+                       "patient's left to right (spinedx.io.geometry)",
         "arrays": {"x": "float32 (N, 6, P, P)", "patient_id": "str (N,)", "slice_index": "int64 (N,)",
-                   "label": "int64 (N,), 1 = malignant, 0 = benign"},
+                   "label": "int64 (N,), 1 = malignant, 0 = benign", "synthetic": "bool ()",
+                   **({"mask": "float32 (N, P, P), lesion mask of slice s on the crop grid, 0..1"}
+                      if "mask" in arrays else {})},
         "counts": {"patients": len(cases), "ok": len(ordered), "failed": len(failed),
                    "samples": int(sum(per_class.values())), "samples_per_class": per_class},
+        "pair_check": config.pair_check,
+        "warnings": warnings,
         "registration_summary": {
             "performed": len(reg_seconds),
             "accepted": sum(p.registration.accepted for p in ordered),
             "mean_seconds": float(np.mean(reg_seconds)) if reg_seconds else 0.0,
         },
-        "seconds": round(seconds, 3),
+        "seconds": 0.0,
         "workers": workers,
         "patients": [p.summary() for p in ordered],
         "skipped": [{"patient_id": pid, "reason": msg} for pid, msg in failed],
     }
-    json_path = out / "extract.json"
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    return ExtractResult(patches_path, json_path, [p.patient_id for p in ordered], failed, per_class, seconds)
+    check_parent(out / "patches.npz")
+    remove_stale_tmp(out)
+    seconds = time.perf_counter() - start
+    doc["seconds"] = round(seconds, 3)
+    patches_path, json_path = _write_outputs(out, arrays, doc)
+    return ExtractResult(patches_path, json_path, [p.patient_id for p in ordered], failed, per_class, seconds,
+                         warnings, cohort.synthetic)

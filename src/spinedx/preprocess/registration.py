@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from spinedx.fsutil import Terminated
 from spinedx.io.image import Image
 from spinedx.preprocess.config import ExtractConfig
 from spinedx.preprocess.mapping import Box, box_corners
@@ -134,6 +135,28 @@ def _metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, co
     return float(m.MetricEvaluate(fixed, moving))
 
 
+def _on_iteration(counter: list[int]) -> None:
+    """Body of the optimiser's iteration callback (a module function so tests can make it raise)."""
+    counter[0] += 1
+
+
+def _callback_error(text: str) -> BaseException | None:
+    """The exception behind a SimpleITK error that reports a failing Python callback, None for other errors.
+
+    SimpleITK runs Python callbacks inside ``Execute`` and turns anything they raise into a RuntimeError
+    ("There was an error executing the Python Callable", with the traceback in the text). Our callbacks
+    record what they raise; this is the fallback for an exception raised before the record (a signal
+    handler firing on the callback's first instruction).
+    """
+    if "error executing the Python Callable" not in text:
+        return None
+    if "KeyboardInterrupt" in text:
+        return KeyboardInterrupt()
+    if "Terminated" in text:
+        return Terminated("terminated by signal 15")
+    return RuntimeError(f"a Python callback failed inside SimpleITK: {text[:500]}")
+
+
 def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...],
                    config: ExtractConfig) -> RegistrationRecord:
     """Bounded rigid registration of T1 to T2 around the lesion box.
@@ -181,10 +204,21 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     reg.SetInitialTransform(init, inPlace=False)
 
     record = RegistrationRecord(performed=True, center_mm=tuple(float(c) for c in center))
+    counter = [0]
+    raised: list[BaseException] = []
+
+    def on_iteration() -> None:
+        # Ctrl-C and SIGTERM land here (the only Python code running during Execute): SimpleITK would turn
+        # them into a RuntimeError, indistinguishable from an ITK failure, so they are recorded and re-raised.
+        try:
+            _on_iteration(counter)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
     try:
         before = _metric(fixed, moving, init, config)
-        counter = [0]
-        reg.AddCommand(sitk.sitkIterationEvent, lambda: counter.__setitem__(0, counter[0] + 1))
+        reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
         result = reg.Execute(fixed, moving)
         params = np.asarray(result.GetParameters(), dtype=np.float64)
         found = sitk.Euler3DTransform()
@@ -192,6 +226,11 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
         found.SetParameters(tuple(float(p) for p in params))
         after = _metric(fixed, moving, found, config)
     except RuntimeError as exc:  # ITK refuses e.g. regions with too few valid samples
+        if raised:  # an interrupt or error raised inside our callback: not a registration failure
+            raise raised[0] from None
+        cause = _callback_error(str(exc))
+        if cause is not None:
+            raise cause from None
         text = " ".join(str(exc).split())
         text = text[text.find("ITK ERROR"):] if "ITK ERROR" in text else text
         record.reason = f"registration failed ({text[:300]}); geometry-only mapping kept"
