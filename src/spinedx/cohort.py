@@ -447,7 +447,8 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
         header += ["lesion_mask"]
     if n_syn:
         header += ["synthetic"]
-    header += [f"feature_{n}" for n in feats] + readers + extra
+    header += [f"feature_{n}" for n in feats] + readers
+    header += [k for k in extra if k not in header]  # e.g. a 'synthetic' set through extra by older code
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)

@@ -46,7 +46,7 @@ def test_synthetic_cohort_every_patient_found(synth_cohort: Path, tmp_path: Path
         t = truth[d.patient_id]
         assert d.label is None and d.lesion_slices == ()
         assert d.t1 == t.t1 and d.t2 == t.t2
-        assert d.extra == {"synthetic": "1"}
+        assert d.synthetic and d.extra == {}  # the manifest's synthetic column (spinedx.cohort)
         assert d.t1_series_uid == pydicom.dcmread(next(t.t1.glob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID
     doc = json.loads((out.parent / "index.json").read_text())
     assert doc["counts"]["complete"] == 3 and doc["synthetic"] is True
