@@ -27,7 +27,7 @@ def test_fit_predict_learns_and_c_ignores_test_data() -> None:
     p, c = fit_predict(x[train], y[train], pid[train], x[~train])
     assert roc_auc_score(y[~train], p) > 0.8
     rng = np.random.default_rng(5)
-    p2, c2 = fit_predict(x[train], y[train], pid[train], rng.normal(size=(7, 5)))
+    _, c2 = fit_predict(x[train], y[train], pid[train], rng.normal(size=(7, 5)))
     assert c2 == c  # C is chosen on the training patients only
 
 
