@@ -30,7 +30,8 @@ class WeightsInfo:
 
     Attributes:
         source: ``imagenet-file`` (``--weights PATH``), ``imagenet-cache`` (torch hub cache),
-            ``none`` (scratch, asked for) or ``fallback-none`` (``auto`` found no file: scratch).
+            ``imagenet-download`` (fetched into the cache now), ``none`` (scratch, asked for) or
+            ``fallback-none`` (``auto`` found no file: scratch).
         path: The weights file, if any.
         sha256: sha256 of that file, if any.
         message: A human-readable sentence; a warning for ``fallback-none``.
@@ -167,19 +168,22 @@ def _load_imagenet_state(backbone: str, net: nn.Module, path: Path) -> None:
 
 
 def build_model(
-    backbone: str = "resnet50", pretrained: str = "auto", weights: str | Path | None = None
+    backbone: str = "resnet50", pretrained: str = "auto", weights: str | Path | None = None, *, progress: bool = True
 ) -> tuple[SpineNet, WeightsInfo]:
     """Build the paper's network and initialise it.
 
-    Never downloads anything: ImageNet weights come from ``weights`` or torchvision's file in the
-    torch hub cache (``torch.hub.get_dir()/checkpoints/<torchvision file name>``).
+    ImageNet weights come from ``weights`` or torchvision's file in the torch hub cache
+    (``torch.hub.get_dir()/checkpoints/<torchvision file name>``); only ``pretrained="imagenet"`` with no
+    file anywhere downloads it (:func:`spinedx.models.weights.download_imagenet`).
 
     Args:
         backbone: torchvision model name; ``resnet50`` is the paper's ("Parameters were
             initialized using ImageNet").
-        pretrained: ``imagenet`` (file required), ``none`` (scratch) or ``auto`` (ImageNet if a
-            local file is found, else scratch with a warning recorded in :class:`WeightsInfo`).
+        pretrained: ``imagenet`` (a local file, else downloaded once into the cache), ``none`` (scratch) or
+            ``auto`` (ImageNet if a local file is found, else scratch with a warning recorded in
+            :class:`WeightsInfo`; never touches the network).
         weights: Path of a torchvision ImageNet state dict for ``backbone``.
+        progress: show the download's progress bar.
 
     Returns:
         The model (train mode, CPU) and where its weights came from.
@@ -207,9 +211,12 @@ def build_model(
             if path is not None:
                 source = "imagenet-cache"
             elif pretrained == "imagenet":
-                names = imagenet_file_names(backbone)
-                expected = imagenet_cache_dir() / names[0] if names else imagenet_cache_dir()
-                raise WeightsError(f"no ImageNet weights found; {_where_to_put(backbone)}", where=str(expected))
+                # Asked for explicitly: fetch torchvision's file into the standard cache (checksum verified),
+                # or fail cleanly within the timeout when offline. ``auto`` never gets here: no network.
+                from spinedx.models.weights import download_imagenet
+
+                path = download_imagenet(backbone, progress=progress)
+                source = "imagenet-download"
     if path is not None:
         _load_imagenet_state(backbone, net, path)
         info = WeightsInfo(source, str(path.resolve()), sha256_file(path),
