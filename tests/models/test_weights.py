@@ -39,8 +39,8 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):  # noqa: ANN002,ANN003
-            super().__init__(*a, directory=str(served), **k)
+        def __init__(self, *a: object, **k: object) -> None:
+            super().__init__(*a, directory=str(served), **k)  # type: ignore[arg-type]
 
         def log_message(self, *args: object) -> None:
             requests.append(self.path)
