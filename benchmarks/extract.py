@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         per = 1000 * floor / max(n_pat, 1)
         print(f"I/O floor (pydicom dcmread + pixel_array): {floor:.3f} s ({per:.1f} ms/patient, median)")
         print(f"extract --no-register: {noreg:.3f} s ({1000 * noreg / max(n_pat, 1):.1f} ms/patient, median)")
-        ratios = [e / f for e, f in zip(runs, floors) if f > 0]
+        ratios = [e / f for e, f in zip(runs, floors, strict=True) if f > 0]
         ratio = float(np.median(ratios)) if ratios else float("nan")
         print(f"ratio extract/floor: {ratio:.2f} (goal <= 1.5; median of {len(ratios)}: "
               f"{', '.join(f'{x:.2f}' for x in ratios)})")
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"extract with registration: {res.seconds:.2f} s for {len(res.ok)} patient(s) "
                   f"({res.seconds / max(len(res.ok), 1):.2f} s/patient; registration alone {np.mean(secs):.2f} s mean, "
                   f"{np.max(secs):.2f} s max); accepted {acc}/{len(regs)}")
-            for p, r in zip(doc["patients"], regs):
+            for p, r in zip(doc["patients"], regs, strict=True):
                 print(f"  {p['patient_id']}: {r['seconds']:.2f} s, {r['iterations']} it, "
                       f"t = {np.round(r['translation_mm'], 2).tolist()} mm, "
                       f"rot = {np.round(r['rotation_deg'], 2).tolist()} deg, "

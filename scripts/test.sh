@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh machine, then run it.
 # Installs Debian's dicom3tools (dciodvfy) and dcm2niix when missing, creates .venv when
-# missing, installs spinedx with its test extras, and runs pytest (all tests, slow ones too).
+# missing, installs spinedx with its test extras, runs the linters (ruff, mypy; configured in
+# pyproject.toml) and then pytest (all tests, slow ones too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -14,4 +15,6 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m ruff check src tests benchmarks
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

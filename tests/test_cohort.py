@@ -23,7 +23,7 @@ GOOD = """patient_id,label,t1,t2,t2_series_uid,lesion_slices,box,feature_fluid_s
 P1,malignant,P1/t1,P1/t2,,7;8;9,"120,80,200,160",0,0,malignant,malignant
 P2,benign,P2/t1,P2/t2,1.2.3.4,5,"10,20,30,40",1,1,,benign
 P3,Benign,P3_t1.nii.gz,P3_t2.nii.gz,,3;2,"1,1,5,5",0,1.0,malignant,benign
-"""
+"""  # noqa: E501
 
 
 def test_good_manifest_loads_with_relative_paths(tmp_path, monkeypatch):

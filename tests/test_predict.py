@@ -124,7 +124,7 @@ def test_predict_bad_input_one_line_exit_2(tiny_run: Path, synthetic_pair: Path,
     base = {"--model": str(tiny_run), "--t1": str(synthetic_pair / "t1.nii.gz"),
             "--t2": str(synthetic_pair / "t2.nii.gz"), "--lesion-slices": "4;5", "--box": "27,35,63,65",
             "--out": str(tmp_path / "o")}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
     res = CliRunner().invoke(app, ["predict", *[v for kv in base.items() for v in kv]])
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()

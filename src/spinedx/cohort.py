@@ -302,7 +302,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             msg = f"{len(raw)} fields but the header has {len(header)} (a box x0,y0,x1,y1 must be quoted)"
             problems.append((f"line {line}", "-", msg))
             continue
-        rec = {h: v.strip() for h, v in zip(header, raw)}
+        rec = {h: v.strip() for h, v in zip(header, raw, strict=True)}
         pid = rec.get("patient_id", "")
         who = f"line {line} ({pid})" if pid else f"line {line}"
         row_problems: list[tuple[str, str, str]] = []
@@ -330,7 +330,8 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             if not val:
                 if require_images:
                     bad(col, "empty (a lesion mask file is needed on every row when the column is present; or "
-                        "drop the column)" if col == "lesion_mask" else "empty (a DICOM folder or image file is needed)")
+                        "drop the column)" if col == "lesion_mask"
+                        else "empty (a DICOM folder or image file is needed)")
                 continue
             p = Path(os.path.expanduser(val))
             p = Path(os.path.normpath(p if p.is_absolute() else base / p))
@@ -390,7 +391,8 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
                          "simulated and real patients")))
     if problems:
         raise ManifestError(problems, where=str(path))
-    return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=feature_names, reader_names=tuple(reader_cols))
+    return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=feature_names,
+                  reader_names=tuple(reader_cols))
 
 
 def _rel(p: Path | None, base: Path) -> str:

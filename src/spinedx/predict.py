@@ -146,7 +146,7 @@ def predict_case(
     # A new case has no reference label; extract_case passes None through to the patches.
     case = CaseRecord(patient_id=patient_id, label=None, t1=Path(t1), t2=Path(t2),  # type: ignore[arg-type]
                       t1_series_uid=t1_series_uid, t2_series_uid=t2_series_uid,
-                      lesion_slices=slices_t, box=box_t)  # type: ignore[arg-type]
+                      lesion_slices=slices_t, box=box_t)
     patches = extract_case(case, config)
     if tuple(run.channel_names) != tuple(CHANNEL_NAMES):
         raise SpinedxError(f"the run's models expect channels {run.channel_names}, the preprocessing makes "
@@ -181,7 +181,7 @@ def predict_case(
             "std": float(per_model.std(ddof=0)),
             "min": float(per_model.min()),
             "max": float(per_model.max()),
-            "per_fold": {str(k): float(v) for k, v in zip(run.folds, per_model)},
+            "per_fold": {str(k): float(v) for k, v in zip(run.folds, per_model, strict=True)},
             "calls_malignant": int(np.sum(per_model >= threshold)),
         },
         "slices": [

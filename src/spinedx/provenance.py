@@ -6,7 +6,7 @@ import hashlib
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def provenance() -> dict:
     """Everything needed to say how an output was made."""
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "git_commit": git_commit(),
     }

@@ -22,7 +22,8 @@ MIRP_NAMES = {
     "glcm_dissimilarity": "cm_dissimilarity_d1_2d_avg_fbn_n32", "glcm_homogeneity": "cm_inv_diff_mom_d1_2d_avg_fbn_n32",
     "glcm_energy": "cm_energy_d1_2d_avg_fbn_n32", "glcm_correlation": "cm_corr_d1_2d_avg_fbn_n32",
     "glcm_cluster_shade": "cm_clust_shade_d1_2d_avg_fbn_n32",
-    "glrlm_sre": "rlm_sre_2d_avg_fbn_n32", "glrlm_lre": "rlm_lre_2d_avg_fbn_n32", "glrlm_lgre": "rlm_lgre_2d_avg_fbn_n32",
+    "glrlm_sre": "rlm_sre_2d_avg_fbn_n32", "glrlm_lre": "rlm_lre_2d_avg_fbn_n32",
+    "glrlm_lgre": "rlm_lgre_2d_avg_fbn_n32",
     "glrlm_hgre": "rlm_hgre_2d_avg_fbn_n32", "glrlm_glnu_norm": "rlm_glnu_norm_2d_avg_fbn_n32",
     "glrlm_rlnu_norm": "rlm_rlnu_norm_2d_avg_fbn_n32", "glrlm_run_percentage": "rlm_r_perc_2d_avg_fbn_n32",
 }
@@ -34,7 +35,7 @@ def test_features_equal_mirp(case: int) -> None:
     feats, names = R.radiomics_features(x)
     ref = REF["features"][case]
     checked = 0
-    for name, value in zip(names, feats[0]):
+    for name, value in zip(names, feats[0], strict=True):
         key = name.split("_", 1)[1]
         if key in MIRP_NAMES:
             # MIRP computes moments in float32: skewness/kurtosis agree to ~1e-5 relative

@@ -9,7 +9,8 @@ Tolerance: with 30 benign and 30 malignant patients the AUC of a score unrelated
 has a null standard deviation of sqrt((n0 + n1 + 1) / (12 n0 n1)) = 0.075 (Mann-Whitney), so
 |AUC - 0.5| <= 0.25 is a 3.3 SD band (false alarm p < 0.001; and the run is deterministic, so
 it does not flake). The positive control, where slices are (wrongly) treated as patients so a
-patient's other slices sit in training, shows the check detects leakage: its AUC exceeds 0.75 (0.94 measured; 0.57 for the grouped run).
+patient's other slices sit in training, shows the check detects leakage: its AUC exceeds 0.75 (0.94 measured;
+0.57 for the grouped run).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def make_run(run_dir: Path, cohort: pd.DataFrame, n_folds: int = 5, drop: int = 
                         "prediction": (prob >= 0.5).astype(int)})
     oof.iloc[: len(oof) - drop].to_csv(run_dir / "oof_patients.csv", index=False)
     # The layout of spinedx.evaluation.splits.make_splits.
-    splits = {"folds": n_folds, "seed": 0, "fold_of": {p: int(k) for p, k in zip(ids, fold)},
+    splits = {"folds": n_folds, "seed": 0, "fold_of": {p: int(k) for p, k in zip(ids, fold, strict=True)},
               "splits": [{"fold": k, "val": ids[fold == k].tolist(), "inner_val": ids[fold != k][:2].tolist()}
                          for k in range(n_folds)]}
     (run_dir / "splits.json").write_text(json.dumps(splits))
@@ -169,7 +169,7 @@ def test_counts_match_a_hand_count(cohort_csv: Path) -> None:
 def test_model_rater_from_run(tmp_path: Path, cohort_csv: Path) -> None:
     frame = load_study_table(cohort_csv)
     run = load_run(make_run(tmp_path / "run", make_cohort()), frame["patient_id"].tolist(),
-                   dict(zip(frame["patient_id"], frame["y"])))
+                   dict(zip(frame["patient_id"], frame["y"], strict=True)))
     assert run.folds_source == "splits.json" and len(run.folds) == 5
     res = compute_study(frame, run, "model", bootstrap_resamples=100)
     model = res.table2.set_index("rater").loc["model"]
@@ -297,7 +297,7 @@ def test_run_label_disagreeing_with_cohort_is_an_error(tmp_path: Path, cohort_cs
     oof.loc[oof["patient_id"] == "P03", "label"] = 0  # P03 is malignant in the cohort
     oof.to_csv(run_dir / "oof_patients.csv", index=False)
     with pytest.raises(SpinedxError, match="patient P03: label '0' in the run disagrees"):
-        load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"])))
+        load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"], strict=True)))
 
 
 def test_run_folder_written_by_the_cv_helpers(tmp_path: Path, cohort_csv: Path) -> None:
@@ -308,7 +308,7 @@ def test_run_folder_written_by_the_cv_helpers(tmp_path: Path, cohort_csv: Path) 
     from spinedx.evaluation.splits import make_splits
 
     frame = load_study_table(cohort_csv)
-    labels = dict(zip(frame["patient_id"], frame["y"].astype(int)))
+    labels = dict(zip(frame["patient_id"], frame["y"].astype(int), strict=True))
     splits = make_splits(labels, folds=3, seed=1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()

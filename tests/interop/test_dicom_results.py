@@ -79,8 +79,8 @@ def test_sr_reads_back_with_dsrdump(written: tuple) -> None:
     assert '(121071,DCM,"Finding")=(VFX,99SPINEDX,"Vertebral fracture")' in out
     x0, y0, x1, y1 = content.box
     poly = f"(POLYLINE,{x0}/{y0},{x1}/{y0},{x1}/{y1},{x0}/{y1},{x0}/{y0})"
-    refs = re.findall(r'SCOORD:\(111030,DCM,"Image Region"\)=(\S+)>\s+<selected from IMAGE:[^=]+=\(MR image,"([^"]+)"\)',
-                      out)
+    refs = re.findall(r'SCOORD:\(111030,DCM,"Image Region"\)=(\S+)>\s+'
+                      r'<selected from IMAGE:[^=]+=\(MR image,"([^"]+)"\)', out)
     assert refs == [(poly, uid) for uid in res.referenced * 2]
     assert "research use only, not for clinical decisions" in out and "Comprehensive 3D SR" in out
 
@@ -88,7 +88,7 @@ def test_sr_reads_back_with_dsrdump(written: tuple) -> None:
 def test_overlays_read_back(written: tuple, case: dict) -> None:
     content, res = written
     t2 = read_image(case["t2"])
-    for k, path, uid in zip(content.slice_index, res.overlays, res.referenced):
+    for _k, path, uid in zip(content.slice_index, res.overlays, res.referenced, strict=True):
         ds = pydicom.dcmread(path)
         img = hd.imread(path)
         np.testing.assert_array_equal(ds.pixel_array, img.get_frame(1))

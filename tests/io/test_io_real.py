@@ -62,7 +62,8 @@ def test_tptbox_sform_only(real_data):
     assert img.meta["affine_from"] == "sform"
     # P I R: already the canonical grid, nothing permuted or flipped
     assert img.shape == (67, 52, 68)
-    assert img.meta["reorientation"]["source_axes_xyz"] == [0, 1, 2] and not any(img.meta["reorientation"]["flipped_xyz"])
+    assert img.meta["reorientation"]["source_axes_xyz"] == [0, 1, 2]
+    assert not any(img.meta["reorientation"]["flipped_xyz"])
     np.testing.assert_allclose(img.affine, RAS_TO_LPS @ nii.get_sform(), atol=1e-5)
     np.testing.assert_allclose(img.spacing, [1.5, 1.5, 1.5], atol=1e-4)
     data = np.asarray(nii.dataobj)

@@ -34,7 +34,7 @@ def make_run(root: Path, *, n_patients: int = 16, n_folds: int = 2, cohort: bool
         if features:
             for c in FEATURE_COLUMNS:
                 row[c] = int(rng.random() < (0.7 if (y[i] and c.endswith("change")) else 0.3))
-            for r, err in zip(READER_COLUMNS, (0.0, 0.1, 0.35)):
+            for r, err in zip(READER_COLUMNS, (0.0, 0.1, 0.35), strict=True):
                 call = y[i] if rng.random() >= err else 1 - y[i]
                 row[r] = "malignant" if call else "benign"
         rows.append(row)
@@ -74,7 +74,8 @@ def make_run(root: Path, *, n_patients: int = 16, n_folds: int = 2, cohort: bool
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / "splits.json").write_text(json.dumps(
-        {"folds": [{"fold": k, "val": [p for p, f in zip(pids, fold) if f == k]} for k in range(n_folds)]}))
+        {"folds": [{"fold": k, "val": [p for p, f in zip(pids, fold, strict=True) if f == k]}
+                   for k in range(n_folds)]}))
     pd.DataFrame(slice_rows).to_csv(run / "oof_slices.csv", index=False)
     pd.DataFrame({"patient_id": pids, "fold": fold, "label": y, "probability": prob,
                   "prediction": (prob >= 0.5).astype(int)}).to_csv(run / "oof_patients.csv", index=False)

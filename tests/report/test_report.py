@@ -26,7 +26,8 @@ def _assert_self_contained(text: str) -> None:
 @pytest.mark.slow
 def test_full_report_has_every_section(run_factory) -> None:
     run = run_factory(n_patients=16, n_folds=2, models=True, optimistic=True)
-    path = build_report(run, gallery_per_group=1, bootstrap_resamples=100, progress=False)  # cohort found via extract.json
+    # the cohort is found via extract.json
+    path = build_report(run, gallery_per_group=1, bootstrap_resamples=100, progress=False)
     assert path == run / "report.html"
     text = path.read_text()
     _assert_self_contained(text)

@@ -54,7 +54,7 @@ def fit_predict(
 
     y_train = np.asarray(y_train).astype(int)
     groups_train = np.asarray(groups_train).astype(str)
-    patient_y = {g: y for g, y in zip(groups_train, y_train)}
+    patient_y = {g: y for g, y in zip(groups_train, y_train, strict=True)}
     per_class = min(sum(1 for v in patient_y.values() if v == c) for c in (0, 1))
     k = min(inner_folds, per_class)
     scaler = StandardScaler().fit(x_train)

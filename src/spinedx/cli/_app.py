@@ -8,7 +8,8 @@ inside the command, keeping ``spinedx --help`` instant.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import typer
 

@@ -1,4 +1,5 @@
-"""``spinedx cv``: tenfold cross-validation of the paper's model (thin layer over :func:`spinedx.evaluation.cv.run_cv`)."""
+"""``spinedx cv``: tenfold cross-validation of the paper's model (a thin layer over
+:func:`spinedx.evaluation.cv.run_cv`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from spinedx.cli._app import command
 @command("cv")
 def cv(
     patches_dir: Path = typer.Argument(..., help="Folder with patches.npz (from spinedx extract), or the file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder; an existing one is resumed (finished folds skipped)."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Run folder; an existing one is resumed (finished folds skipped)."),
     folds: int = typer.Option(10, help="Number of folds (grouped by patient, stratified)."),
     seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
     profile: str = typer.Option("paper", help="paper (full protocol) or quick (fewer epochs and views)."),
     backbone: str = typer.Option("resnet50", help="torchvision backbone (paper: resnet50)."),
-    pretrained: str = typer.Option("auto", help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
+    pretrained: str = typer.Option("auto",
+                                   help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
     weights: Path | None = typer.Option(None, help="Local torchvision ImageNet weights file (never downloaded)."),
     epochs: int | None = typer.Option(None, help="Maximum epochs per fold (profile default: paper 100)."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (0: never stop early)."),

@@ -19,7 +19,8 @@ def index(
     allow_contrast: bool = typer.Option(
         False, "--allow-contrast", help="Accept contrast-enhanced series when nothing better exists."),
     allow_derived: bool = typer.Option(
-        False, "--allow-derived", help="Accept derived series (reformats, ImageType DERIVED) if nothing better exists."),
+        False, "--allow-derived",
+        help="Accept derived series (reformats, ImageType DERIVED) if nothing better exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Index a DICOM tree: one manifest row per study with its T1W/T2W series (headers only, no pixel data)."""

@@ -17,7 +17,8 @@ def report(
     ),
     out: Path | None = typer.Option(None, "--out", help="Output HTML file (default RUN_DIR/report.html)."),
     reader: str | None = typer.Option(
-        None, "--reader", help="Reader for the error analysis when statistics are computed (default: least experienced)."
+        None, "--reader",
+        help="Reader for the error analysis when statistics are computed (default: least experienced).",
     ),
     gallery: int = typer.Option(2, "--gallery", min=0, help="Cases per gallery group (TP, TN, FN, FP)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,10 +27,10 @@ def _p(p: float) -> str:
 @command("stats")
 def stats(
     cohort: Path = typer.Argument(..., help="Cohort manifest CSV (patient_id, label, feature_*, reader_*)."),
-    run: Optional[Path] = typer.Option(None, "--run", help="CV run folder (oof_patients.csv, splits.json, config.yaml)."),
-    reader: Optional[str] = typer.Option(None, "--reader", help="Rater for the error analysis (default: the least "
+    run: Path | None = typer.Option(None, "--run", help="CV run folder (oof_patients.csv, splits.json, config.yaml)."),
+    reader: str | None = typer.Option(None, "--reader", help="Rater for the error analysis (default: the least "
                                          "experienced reader, reader_r1 if present; 'model' allowed)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples of the AUC intervals."),
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic

@@ -241,7 +241,7 @@ def run_cv(
                 data["x"][train_mask], data["label"][train_mask], data["x"][es_mask], data["label"][es_mask],
                 seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
                 views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
-                betas=tuple(config.betas), weight_decay=config.weight_decay, augment=config.augment,
+                betas=(config.betas[0], config.betas[1]), weight_decay=config.weight_decay, augment=config.augment,
                 on_batch=bar.batch, on_epoch=bar.epoch,
             )
             notes.extend(n for n in fit.notes if n not in notes)
@@ -253,7 +253,8 @@ def run_cv(
             _save_curves(hist, fold_dir / "curves.png",
                          f"fold {k}: best epoch {fit.best_epoch}" + (" (OPTIMISTIC: outer early stop)"
                                                                      if config.optimistic else ""))
-            save_fold_model(trainer.model, fold_dir / "model.pt", k, best_epoch=fit.best_epoch,
+            # trainer.model is ``model`` itself, trained in place
+            save_fold_model(model, fold_dir / "model.pt", k, best_epoch=fit.best_epoch,
                             best_val_loss=float(fit.best_val_loss), seed=seed_k,
                             early_stop_on=config.early_stop_on)
             preds.to_csv(fold_dir / "predictions.csv", index=False)
@@ -323,7 +324,8 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
                  + (f" -- {w.get('message')}" if w.get("source") == "fallback-none" else ""))
     for level, m in (("patient", metrics), ("slice", metrics.get("slice", {}))):
         lines.append(
-            f"{level} level (n={m.get('n')}, {metrics.get('aggregation')} aggregation, threshold {metrics.get('threshold')}): "
+            f"{level} level (n={m.get('n')}, {metrics.get('aggregation')} aggregation, "
+            f"threshold {metrics.get('threshold')}): "
             + ", ".join(fmt(m, n) for n in ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv"))
             + f"; tp {m.get('tp')} tn {m.get('tn')} fp {m.get('fp')} fn {m.get('fn')}")
     aucs = [a for a in metrics.get("per_fold_auc", []) if a is not None]
@@ -363,7 +365,7 @@ class _Progress:
             self._p.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
 

@@ -21,13 +21,14 @@ from spinedx.errors import SpinedxError
 def patient_labels(patient_id: np.ndarray, label: np.ndarray, where: str = "patches") -> dict[str, int]:
     """One label per patient (sorted by id); raises if a patient's slices disagree."""
     out: dict[str, int] = {}
-    for pid, lab in zip(np.asarray(patient_id).astype(str), np.asarray(label).astype(int)):
+    for pid, lab in zip(np.asarray(patient_id).astype(str), np.asarray(label).astype(int), strict=True):
         if out.setdefault(pid, int(lab)) != int(lab):
             raise SpinedxError(f"patient {pid} has slices labelled both benign and malignant", where=where)
     return dict(sorted(out.items()))
 
 
-def make_splits(labels: dict[str, int], folds: int = 10, seed: int = 0, inner_val_fraction: float = 0.1) -> dict[str, Any]:
+def make_splits(labels: dict[str, int], folds: int = 10, seed: int = 0,
+                inner_val_fraction: float = 0.1) -> dict[str, Any]:
     """Stratified patient folds and per-fold inner validation patients.
 
     Stratifying over patients (one label each) is grouped k-fold by construction; it is what

@@ -459,7 +459,7 @@ def feature_logistic(
             f"{REGULARISED_CS[-1]:g} by inner {INNER_FOLDS}-fold CV on the log-loss): the features separate the "
             f"labels ({sep} separation), so the maximum-likelihood fit does not exist"
         ),
-        "constant_features": [c.removeprefix("feature_") for c, m in zip(cols, mask) if not m],
+        "constant_features": [c.removeprefix("feature_") for c, m in zip(cols, mask, strict=True) if not m],
         "evaluation": {
             "folds_source": folds_source,
             "n_folds": len(per_fold),
@@ -476,7 +476,7 @@ def feature_logistic(
             "features": [
                 {"feature": c.removeprefix("feature_"), "coefficient": float(w), "odds_ratio": float(np.exp(w)),
                  "used": bool(m)}
-                for c, w, m in zip(cols, coefs, mask)
+                for c, w, m in zip(cols, coefs, mask, strict=True)
             ],
         },
         "oof": {"patient_id": ids[done].tolist(), "probability": pv.tolist()},
@@ -580,7 +580,7 @@ class RunPredictions:
 
     def calls_for(self, patient_ids: Sequence[str]) -> np.ndarray:
         """The model's calls aligned with ``patient_ids`` (NaN where the run has no prediction)."""
-        m = dict(zip(self.oof["patient_id"], self.oof["prediction"].astype(float)))
+        m = dict(zip(self.oof["patient_id"], self.oof["prediction"].astype(float), strict=True))
         return np.array([m.get(str(p), np.nan) for p in patient_ids], dtype=float)
 
 
@@ -723,7 +723,7 @@ def load_run(run_dir: str | Path, patient_ids: Sequence[str] | None = None,
                 raise SpinedxError(f"patient {missing[0]}{more} of the run is not in the cohort; use the cohort "
                                    "manifest the run was made from", where=str(where))
     if labels is not None and "label" in oof.columns:
-        for pid, lab in zip(oof["patient_id"], oof["label"]):
+        for pid, lab in zip(oof["patient_id"], oof["label"], strict=True):
             v = str(lab).strip().lower()
             y = LABELS.get(v, {"0": 0, "1": 1, "0.0": 0, "1.0": 1}.get(v))
             if y is None or (pid in labels and labels[pid] != y):
@@ -805,7 +805,7 @@ def compute_study(
             raise SpinedxError(f"no rater '{reader}'; choose one of " + ", ".join(calls), where="--reader")
 
     if run is not None and model_info is not None and "probability" in run.oof.columns:
-        prob = dict(zip(run.oof["patient_id"], run.oof["probability"]))
+        prob = dict(zip(run.oof["patient_id"], run.oof["probability"], strict=True))
         p = np.array([prob.get(pid, np.nan) for pid in ids], dtype=float)
         has = ~np.isnan(p)
         auc, low, high = auc_with_ci(y[has], p[has], alpha=alpha, n_resamples=bootstrap_resamples, seed=seed)
@@ -898,7 +898,7 @@ def run_study(
     frame = load_study_table(cohort_csv)
     run = None
     if run_dir is not None:
-        run = load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"])))
+        run = load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"], strict=True)))
     if out_dir is None:
         if run_dir is None:
             raise SpinedxError("give an output folder (--out DIR)", where="--out")

@@ -67,15 +67,15 @@ def overlay_figure(
         panels += [("T1W + Grad-CAM", t1, heat), ("T2W + Grad-CAM", t2, heat)]
     fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.5 if title else 0.3)), dpi=100)
     axes = fig.subplots(1, len(panels))
-    for ax, (name, img, heat) in zip(np.atleast_1d(axes), panels):
+    for ax, (name, img, hm) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        if heat is not None:
+        if hm is not None:
             # Opacity follows the heat, so cold regions keep the anatomy visible and an all-zero map
             # (nothing raises the malignant score) leaves the crop untinted instead of uniformly blue.
-            rgba = colormaps["jet"](np.clip(heat, 0, 1))
-            rgba[..., 3] = alpha * np.clip(heat, 0, 1) ** 0.5
+            rgba = colormaps["jet"](np.clip(hm, 0, 1))
+            rgba[..., 3] = alpha * np.clip(hm, 0, 1) ** 0.5
             ax.imshow(rgba, interpolation="bilinear")
-            if not np.any(heat > 0):
+            if not np.any(hm > 0):
                 ax.text(0.5, 0.04, "no positive evidence", transform=ax.transAxes, ha="center", va="bottom",
                         fontsize=6, color="yellow")
         ax.set_title(name, fontsize=8)

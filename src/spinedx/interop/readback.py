@@ -75,9 +75,10 @@ def read_sr(path: str | Path) -> SRSummary:
     from spinedx.interop import codes
 
     sr = hd.sr.srread(path)
+    content: Any = sr.content  # a MeasurementReport for TID 1500 documents (typed as the generic sequence)
     try:
-        vol = sr.content.get_volumetric_roi_measurement_groups()
-        planar = sr.content.get_planar_roi_measurement_groups()
+        vol = content.get_volumetric_roi_measurement_groups()
+        planar = content.get_planar_roi_measurement_groups()
     except (AttributeError, ValueError) as exc:
         raise SpinedxError(f"not a TID 1500 measurement report ({exc})", where=str(path)) from None
     if len(vol) != 1:
@@ -97,7 +98,8 @@ def read_sr(path: str | Path) -> SRSummary:
     per_slice = []
     for g in planar:
         ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0]
-        per_slice.append((str(ref.ReferencedSOPInstanceUID), float(g.get_measurements(name=codes.PROBABILITY)[0].value)))
+        prob = float(g.get_measurements(name=codes.PROBABILITY)[0].value)
+        per_slice.append((str(ref.ReferencedSOPInstanceUID), prob))
     return SRSummary(
         probability=float(main[0].value), spread=spread, classification=_code(quals[0].value),
         finding_type=None if lesion.finding_type is None else _code(lesion.finding_type), regions=regions,

@@ -134,7 +134,7 @@ def write_dicom_results(
     with atomic_dir(folder) as tmp:
         sr.save_as(tmp / "sr.dcm", enforce_file_format=True)
         names = []
-        for k, sc in zip(content.slice_index, overlays):
+        for k, sc in zip(content.slice_index, overlays, strict=False):  # no overlays without heatmaps
             name = f"gradcam_slice{k:03d}.dcm"
             sc.save_as(tmp / name, enforce_file_format=True)
             names.append(name)

@@ -74,8 +74,8 @@ def render_overlay(slice_px: np.ndarray, heat: np.ndarray, box: tuple[int, int, 
     ax.patch.set_alpha(0.0)
     ax.set_xlim(0, nx)
     ax.set_ylim(ny, 0)
-    ax.text(3, 3, text, color="white", fontsize=max(3.0, ny / 64), linespacing=1.3, va="top", ha="left", family="DejaVu Sans",
-            bbox={"facecolor": "black", "edgecolor": "none", "pad": 1.5})
+    ax.text(3, 3, text, color="white", fontsize=max(3.0, ny / 64), linespacing=1.3, va="top", ha="left",
+            family="DejaVu Sans", bbox={"facecolor": "black", "edgecolor": "none", "pad": 1.5})
     canvas.draw()
     layer = np.asarray(canvas.buffer_rgba())
     if layer.shape[:2] == (ny, nx):
@@ -114,7 +114,7 @@ def build_overlays(
     row_dir, col_dir = image.direction[:, 0], image.direction[:, 1]
     orientation = (orientation_letters(row_dir), orientation_letters(col_dir))
     out = []
-    for i, (k, pb) in enumerate(zip(content.slice_index, boxes)):
+    for i, (k, pb) in enumerate(zip(content.slice_index, boxes, strict=True)):
         heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
         text = (f"spinedx Grad-CAM, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
                 f"patient {content.probability:.3f} ({content.call} at {content.threshold:g})\n"

@@ -116,7 +116,7 @@ def build_sr(
         ],
         qualitative_evaluations=[QualitativeEvaluation(codes.CLASSIFICATION, codes.CALL_CODES[content.call])],
     )]
-    for pb, p in zip(boxes, content.slice_probability):
+    for pb, p in zip(boxes, content.slice_probability, strict=True):
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"lesion box on T2 slice {pb.slice_index}"),
             referenced_region=_region(pb),

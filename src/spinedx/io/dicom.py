@@ -42,6 +42,7 @@ turns one series into an :class:`Image`. The rules (the standard is DICOM PS3.3;
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,9 +154,9 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
     out = []
     for k in range(frames):
         label = label0 if frames == 1 else f"{path} (frame {k + 1})"
-        iop = _value(label, where, "ImageOrientationPatient", lambda k=k: frame_orientation(ds, k))
-        ipp = _value(label, where, "ImagePositionPatient", lambda k=k: frame_position(ds, k))
-        sp = _value(label, where, "PixelSpacing", lambda k=k: frame_spacing(ds, k))
+        iop = _value(label, where, "ImageOrientationPatient", functools.partial(frame_orientation, ds, k))
+        ipp = _value(label, where, "ImagePositionPatient", functools.partial(frame_position, ds, k))
+        sp = _value(label, where, "PixelSpacing", functools.partial(frame_spacing, ds, k))
         missing = [n for n, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp),
                                   ("PixelSpacing", sp)) if v is None]
         if missing:
@@ -167,7 +168,7 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
             if arr.shape != (n,) or not np.all(np.isfinite(arr)):
                 raise ImageReadError(f"{_TAGS[keyword]} must be {n} finite numbers, got {arr.tolist()}; fix the "
                                      "tag or re-export the series", where=where_of(label, where))
-        rescale = _rescale(label, where, _value(label, where, "RescaleSlope", lambda k=k: frame_rescale(ds, k)))
+        rescale = _rescale(label, where, _value(label, where, "RescaleSlope", functools.partial(frame_rescale, ds, k)))
         slope, intercept = rescale if rescale is not None else (1.0, 0.0)
         dec = None if any(d is None for d in decimals) else np.asarray(decimals, dtype=np.int64)
         out.append(Slice2D(path, None if frames == 1 else k, position, iop, sp, rows, cols, dec, frame_pixels(k),

@@ -73,8 +73,9 @@ class SpineNet(nn.Module):
 
     def gradcam_target_layer(self) -> nn.Module:
         """The last block of the backbone's last stage (``layer4[-1]`` for ResNets), for Grad-CAM."""
-        if hasattr(self.backbone, "layer4"):
-            return self.backbone.layer4[-1]
+        layer4 = getattr(self.backbone, "layer4", None)
+        if layer4 is not None:
+            return layer4[-1]
         features = getattr(self.backbone, "features", None)
         if features is not None:
             return features[-1]
@@ -95,8 +96,9 @@ def _torchvision_backbone(name: str) -> nn.Module:
 
 def _replace_head(name: str, net: nn.Module) -> None:
     """Replace the 1000-class ImageNet head by one logit."""
-    if isinstance(getattr(net, "fc", None), nn.Linear):
-        net.fc = nn.Linear(net.fc.in_features, 1)
+    fc = getattr(net, "fc", None)
+    if isinstance(fc, nn.Linear):
+        net.fc = nn.Linear(fc.in_features, 1)
         return
     head = getattr(net, "classifier", None)
     if isinstance(head, nn.Linear):
@@ -104,8 +106,9 @@ def _replace_head(name: str, net: nn.Module) -> None:
         return
     if isinstance(head, nn.Sequential):
         for i in range(len(head) - 1, -1, -1):
-            if isinstance(head[i], nn.Linear):
-                head[i] = nn.Linear(head[i].in_features, 1)
+            layer = head[i]
+            if isinstance(layer, nn.Linear):
+                head[i] = nn.Linear(layer.in_features, 1)
                 return
     raise WeightsError(f"backbone {name!r} has no fc/classifier Linear head to replace", where="--backbone")
 

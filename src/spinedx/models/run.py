@@ -106,7 +106,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> RunMode
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
-        raise WeightsError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first", where=str(run_dir))
+        raise WeightsError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
+                           where=str(run_dir))
     meta = yaml.safe_load(cfg_path.read_text()) or {}
     paths = sorted((run_dir / "folds").glob("*/model.pt"), key=lambda p: int(p.parent.name))
     if not paths:

@@ -85,7 +85,7 @@ class CasePatches:
             "n_samples": len(self.slice_index),
             "slice_index": [int(s) for s in self.slice_index],
             "edge_replicated": [
-                {"slice": int(s), "replaced": e} for s, e in zip(self.slice_index, self.edge) if e
+                {"slice": int(s), "replaced": e} for s, e in zip(self.slice_index, self.edge, strict=False) if e
             ],
             "crop": self.crop,
             "constant_channels": self.constant_channels,
@@ -261,6 +261,7 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
         missing += [] if case.lesion_slices else ["lesion_slices"]
         raise PreprocessError(f"the manifest row has no {', '.join(missing)}; fill in these columns", where=pid)
     config = config or ExtractConfig()
+    assert case.t1 is not None and case.t2 is not None  # checked just above
     t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2")
     t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1")
     pair = check_pair(t1, t2, mode=config.pair_check, patient_id=pid)
@@ -368,7 +369,7 @@ class _DeferredSignals:
                 os.kill(os.getpid(), self._got[0])
 
 
-def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, np.ndarray]:
+def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, Any]:
     n = sum(len(p.slice_index) for p in patches)
     x = np.concatenate([p.x for p in patches]) if patches else np.zeros((0, 6, patch_size, patch_size), np.float32)
     pid = np.array([p.patient_id for p in patches for _ in p.slice_index], dtype=str)
@@ -391,7 +392,7 @@ def write_patches(path: Path, patches: list[CasePatches], patch_size: int, *, sy
         np.savez(fh, **_npz_arrays(patches, patch_size, synthetic))
 
 
-def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
+def _write_outputs(out: Path, arrays: dict[str, Any], doc: dict[str, Any]) -> tuple[Path, Path]:
     """patches.npz and extract.json into temporary siblings, then both renamed with interrupts held back.
 
     An OS error (no space, file too large) names the final file and leaves no temporary file behind.
@@ -473,7 +474,7 @@ def extract_cohort(
                 results[pid] = patches
             else:
                 errors[pid] = err or f"{pid}: failed"
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.update(task, advance=1, pid=pid)
 
     ordered = [results[c.patient_id] for c in cases if c.patient_id in results]

@@ -160,7 +160,7 @@ def check_overlap(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...]
         miss = np.maximum(below, above).max(axis=0)  # per axis, in voxels
         if (miss > tol).any():
             mm = float((np.maximum(miss, 0.0) * t1.spacing).max())
-            axes = ", ".join(a for a, m in zip(("x (columns)", "y (rows)", "z (slices)"), miss) if m > tol)
+            axes = ", ".join(a for a, m in zip(("x (columns)", "y (rows)", "z (slices)"), miss, strict=True) if m > tol)
             raise PreprocessError(
                 f"T1 and T2 do not overlap: the box on T2 slice {s} lies up to {mm:.1f} mm outside the T1 field "
                 f"of view along T1 {axes}. Check that t1 and t2 are the same patient and exam and that the "

@@ -157,14 +157,14 @@ def check_pair(t1: Image, t2: Image, *, mode: str = "strict", patient_id: str = 
             rec.checked.append("weighting (" + ", ".join(made) + ")")
         # Allowed, recorded: another study or frame of reference.
         for key, what in (("StudyInstanceUID", "studies"), ("FrameOfReferenceUID", "frames of reference")):
-            a, b = str(t1.meta.get(key) or ""), str(t2.meta.get(key) or "")
-            if not (a and b):
-                rec.not_checked.append(f"{key}: absent from " + " and ".join(n for n, v in (("t1", a), ("t2", b))
+            u1, u2 = str(t1.meta.get(key) or ""), str(t2.meta.get(key) or "")
+            if not (u1 and u2):
+                rec.not_checked.append(f"{key}: absent from " + " and ".join(n for n, v in (("t1", u1), ("t2", u2))
                                                                             if not v))
                 continue
             rec.checked.append(key)
-            if a != b:
-                rec.warnings.append(f"t1 and t2 come from different {what} ({key} {a} vs {b}): the header geometry "
+            if u1 != u2:
+                rec.warnings.append(f"t1 and t2 come from different {what} ({key} {u1} vs {u2}): the header geometry "
                                     "does not relate them, the registration carries the T2 -> T1 mapping")
     if rec.problems:
         if mode == "strict":

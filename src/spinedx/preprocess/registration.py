@@ -31,6 +31,11 @@ from spinedx.preprocess.mapping import Box, box_corners
 _LR, _MINSTEP = 1.0, 0.01
 
 
+def _vec3(v: Any) -> tuple[float, float, float]:
+    """Three numbers as a typed tuple of floats."""
+    return float(v[0]), float(v[1]), float(v[2])
+
+
 @dataclass
 class RegistrationRecord:
     """What the T2 -> T1 registration of one patient found and whether it was used.
@@ -203,7 +208,7 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
 
-    record = RegistrationRecord(performed=True, center_mm=tuple(float(c) for c in center))
+    record = RegistrationRecord(performed=True, center_mm=_vec3(center))
     counter = [0]
     raised: list[BaseException] = []
 
@@ -239,8 +244,8 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
 
     rot = np.degrees(params[:3])
     trans = params[3:6]
-    record.translation_mm = tuple(float(v) for v in trans)
-    record.rotation_deg = tuple(float(v) for v in rot)
+    record.translation_mm = _vec3(trans)
+    record.rotation_deg = _vec3(rot)
     record.metric_before = before
     record.metric_after = after
     record.iterations = int(counter[0])

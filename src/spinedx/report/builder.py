@@ -294,7 +294,7 @@ def build_gallery(
             members = [n for n, c in enumerate(picked) if c["fold"] == fold and c["patch"] is not None]
             if members:
                 hm = gradcam(model, np.stack([picked[n]["patch"] for n in members]))
-                heats.update({n: h for n, h in zip(members, hm)})
+                heats.update({n: h for n, h in zip(members, hm, strict=True)})
             bar.advance(task)
 
     # Pass 3: figures and captions.
@@ -428,7 +428,7 @@ def build_report(
                       "slices": int(n_slices.sum()) if n_slices is not None else None})
     summary = pd.DataFrame(summ_rows)
     write_csv(summary, "cohort_summary")
-    rd.summary = [[r["group"], str(r["patients"]), _fmt(r["slices"])] for r in summ_rows]
+    rd.summary = [[str(r["group"]), str(r["patients"]), _fmt(r["slices"])] for r in summ_rows]
     n_folds = patients["fold"].nunique()
     aggregation = str(find_key(info.config, "aggregation", default="max"))
     how = ("the highest slice probability, as in the paper" if aggregation == "max"
@@ -470,7 +470,7 @@ def build_report(
                               f"{bn}/{bt} ({100 * bn / max(bt, 1):.0f}%)", _fmt_p(r["p_value"]), orr])
         if not rd.table1:
             notes["table1"].append("The cohort manifest has no feature_* columns: Table 1 is empty.")
-        fl = stats_dir / "feature_logistic.json"
+        fl = t1_path.parent / "feature_logistic.json"
         if fl.is_file():
             rd.logistic = _logistic_text(json.loads(fl.read_text()))
     else:
@@ -491,7 +491,8 @@ def build_report(
                       "Accuracy (95% CI)", "PPV (95% CI)", "NPV (95% CI)"]
     rd.table2 = []
     for _, r in t2.iterrows():
-        rd.table2.append([_pretty_rater(r["rater"]), str(int(r["n"])), *(str(int(r[k])) for k in ("tp", "tn", "fp", "fn")),
+        rd.table2.append([_pretty_rater(r["rater"]), str(int(r["n"])),
+                          *(str(int(r[k])) for k in ("tp", "tn", "fp", "fn")),
                           *(_ci(r[m], r[f"{m}_low"], r[f"{m}_high"], pct=True)
                             for m in ("sensitivity", "specificity", "accuracy", "ppv", "npv"))])
     mc_path = stats_dir / "mcnemar.csv" if stats_dir else None
@@ -500,7 +501,8 @@ def build_report(
         write_csv(mc, "mcnemar")
         rd.mcnemar_head = ["Rater A", "Rater B", "Compared on", "A right, B wrong", "A wrong, B right", "McNemar p"]
         rd.mcnemar = [[_pretty_rater(r["rater_a"]), _pretty_rater(r["rater_b"]),
-                       "malignant patients (sensitivity)" if r["group"] == "malignant" else "benign patients (specificity)",
+                       "malignant patients (sensitivity)" if r["group"] == "malignant"
+                       else "benign patients (specificity)",
                        str(int(r["b"])), str(int(r["c"])), _fmt_p(r["p_value"])] for _, r in mc.iterrows()]
     else:
         notes["table2"].append("No reader calls: only the model's row and no McNemar tests.")
@@ -560,7 +562,8 @@ def build_report(
         ["Weights", " ".join(str(w.get(k)) for k in ("source", "path", "sha256") if w.get(k)) or "n/a"],
         ["Weights note", str(w.get("message") or "")],
         ["Early stopping optimistic",
-         "yes (validation fold chose the epoch)" if info.optimistic else ("no" if info.optimistic is False else "unknown")],
+         "yes (validation fold chose the epoch)" if info.optimistic
+         else ("no" if info.optimistic is False else "unknown")],
         ["Decision threshold", f"{info.threshold:g}"],
         ["Run git commit", str(info.git_commit or "n/a")],
         ["Report made by", f"spinedx {__version__}, git {prov['git_commit'] or 'n/a'}, {prov['created']}"],
@@ -613,7 +616,7 @@ def _model_metrics(run_dir: Path, y: np.ndarray, p: np.ndarray, threshold: float
 
 def _logistic_text(d: dict[str, Any]) -> str:
     """One sentence on the feature logistic regression (the paper reports accuracy 0.94)."""
-    ev = d.get("evaluation") if isinstance(d.get("evaluation"), dict) else d
+    ev: dict[str, Any] = d["evaluation"] if isinstance(d.get("evaluation"), dict) else d
     txt = "Logistic regression on all features, evaluated out of fold"
     if ev.get("folds_source"):
         txt += f" ({ev['folds_source']})"

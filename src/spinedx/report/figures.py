@@ -120,7 +120,7 @@ def confusion_figure(rows: Sequence[tuple[str, int, int, int, int]]) -> Figure:
     n = max(len(rows), 1)
     fig = Figure(figsize=(2.6 * n, 2.8))
     axes = np.atleast_1d(fig.subplots(1, n))
-    for ax, (name, tp, tn, fp, fn) in zip(axes, rows):
+    for ax, (name, tp, tn, fp, fn) in zip(axes, rows, strict=False):
         m = np.array([[tn, fp], [fn, tp]])
         ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
         for (i, j), v in np.ndenumerate(m):

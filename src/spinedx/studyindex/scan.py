@@ -324,11 +324,12 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         items = sorted(by_patient[pid], key=lambda it: (it[1][0].study_date, it[0]))
         base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
         for n, (study_uid, series) in enumerate(items, start=1):
-            key = base if len(items) == 1 else f"{base}_{series[0].study_date or n}"
-            while key in used:
-                key = f"{key}_{n}"
-            used.add(key)
-            studies.append(StudyEntry(key, pid, study_uid, series[0].study_date, series, select_series(series, opts)))
+            case_key = base if len(items) == 1 else f"{base}_{series[0].study_date or n}"
+            while case_key in used:
+                case_key = f"{case_key}_{n}"
+            used.add(case_key)
+            studies.append(StudyEntry(case_key, pid, study_uid, series[0].study_date, series,
+                                      select_series(series, opts)))
     studies.sort(key=lambda s: s.case_key)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
                      n_dicomdir=n_dicomdir, seconds=time.perf_counter() - t0, options=opts, skipped_examples=skipped)

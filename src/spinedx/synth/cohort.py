@@ -313,7 +313,8 @@ def _write_sidecar(
         "note": "No real patient: every image is an analytic phantom and every reader call is simulated "
                 "(spinedx.synth).",
         **tuning_record(seed),
-        "prevalence": {k: {"benign": v.benign, "malignant": v.malignant, "source": v.source} for k, v in PREVALENCE.items()},
+        "prevalence": {k: {"benign": v.benign, "malignant": v.malignant, "source": v.source}
+                       for k, v in PREVALENCE.items()},
         "patients": {
             r["patient_id"]: {c.lstrip("_"): r[c] for c in extras} for r in df.to_dict(orient="records")
         },

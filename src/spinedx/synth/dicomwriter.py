@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
 from spinedx.synth.scanner import FOV_MM, RECON, SLICE_MM, SeriesSpec
 
@@ -29,13 +29,13 @@ SYNTHETIC_NOTE = "SYNTHETIC PHANTOM - NOT A PATIENT"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/spinedx/synth")
 
 
-def uid(*parts: object) -> str:
+def uid(*parts: object) -> UID:
     """Deterministic UID from the given parts (same parts, same UID).
 
     A name-based (version 5) UUID under the ``2.25`` root (PS3.5 B.2): unique without a
     registered root, and reproducible from the cohort seed and the object's identity.
     """
-    return "2.25." + str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)).int)
+    return UID("2.25." + str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)).int))
 
 
 def _ds(value: float) -> str:

@@ -144,11 +144,11 @@ def sample_anatomy(seed: int, index: int, truth: dict[str, Any], difficulty: str
     lesion_sig = mid + sep * ((np.array(TISSUES["tumour"]) if truth["label"] else np.array(TISSUES["edema"])) - mid)
     sig["lesion"] = (float(lesion_sig[0]), float(lesion_sig[1]))
 
-    k = 16
-    dirs = rng.normal(size=(k, 3))
+    n_waves = 16
+    dirs = rng.normal(size=(n_waves, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    waves = dirs * (2 * np.pi / rng.uniform(2.5, 12.0, (k, 1)))
-    phases = rng.uniform(0, 2 * np.pi, k)
+    waves = dirs * (2 * np.pi / rng.uniform(2.5, 12.0, (n_waves, 1)))
+    phases = rng.uniform(0, 2 * np.pi, n_waves)
 
     f = truth["features"]
     hl = truth["height_loss"]
@@ -209,7 +209,7 @@ def _texture(anat: Anatomy, p: np.ndarray) -> np.ndarray:
     return np.cos(p @ waves.T + phases).sum(axis=1) * np.sqrt(2.0 / len(phases))
 
 
-def _blob(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, r: float, tex: np.ndarray) -> np.ndarray:
+def _blob(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, r: float, tex: np.ndarray | float) -> np.ndarray:
     """Irregular round lesion of radius ~r (mm): the texture roughens its margin."""
     return (dx * dx + dy * dy + dz * dz) < (r * (1 + 0.18 * tex)) ** 2
 
@@ -367,7 +367,8 @@ def _evaluate_spine(
     d_disc = np.abs(u) < 0.32 * dd
     nucleus = disc & d_disc & (ax < 0.6 * ww)
     out[disc] = sig["annulus"]
-    out[nucleus] = (sig["nucleus"] if channel == 0 else anat.nucleus_t2[np.clip(idx, 0, len(anat.nucleus_t2) - 1)][nucleus])
+    out[nucleus] = (sig["nucleus"] if channel == 0
+                    else anat.nucleus_t2[np.clip(idx, 0, len(anat.nucleus_t2) - 1)][nucleus])
     dmin = np.minimum(np.minimum(t - bot, top - t), np.minimum(u + dd / 2, u_post - u))
     dmin = np.minimum(dmin, wx - ax)
     cortex = body & (dmin < 1.3)
@@ -485,7 +486,7 @@ def _render_lesion(
         frag &= (t < top + 1.0) & (t > top - 6.0 - (u - d_les / 2))
         out[frag] = sig["cortex"] if channel == 0 else sig["cortex"] * 1.5
         core = frag & (u < d_les / 2 + lp["frag"] - 1.2) & (t < top - 1.2)
-        out[core] = _mix(np.float32(sig["marrow"]), sig["lesion"], 0.5)
+        out[core] = _mix(np.asarray(sig["marrow"], dtype=np.float32), sig["lesion"], 0.5)
         lesion |= frag
     if lp["epidural_paraspinal_mass"]:
         uu = u - (d_les / 2 + 1.5)

@@ -111,7 +111,7 @@ class Trainer:
         self.device = device
         self.bf16 = bf16
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(device=device, memory_format=self.memory_format)
+        self.model = model.to(device).to(memory_format=self.memory_format)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.compile_requested = compile
         self._step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward_backward
