@@ -1,0 +1,354 @@
+"""A DICOMweb client for spinedx (PS3.18): find studies and series (QIDO-RS), fetch series (WADO-RS), store
+results (STOW-RS), built on dicomweb-client with explicit timeouts and bounded retries.
+
+Every request has a connect and a read timeout, and connection failures are retried at most ``retries`` times
+with a short backoff, so an unreachable server is a clean :class:`DicomWebError` within seconds (dicomweb-client's
+own retry loop, about 30 s against a dead server, is switched off). Errors name the URL and the study or series
+UID and say what to do. Authentication: HTTP basic (user and password) or a bearer token.
+
+T1W/T2W series are chosen with :func:`spinedx.studyindex.select_series`, the rule of ``spinedx index``, applied
+to each series' DICOM JSON metadata (the first instance of the series, from WADO-RS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import SpinedxError
+
+#: Environment variables read by :meth:`DicomWebAuth.from_env` (never a command-line password).
+ENV_USER = "SPINEDX_DICOMWEB_USER"
+ENV_PASSWORD = "SPINEDX_DICOMWEB_PASSWORD"
+ENV_TOKEN = "SPINEDX_DICOMWEB_TOKEN"
+
+#: QIDO-RS study attributes listed by :meth:`DicomWebClient.list_studies`.
+STUDY_FIELDS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "ModalitiesInStudy",
+                "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+
+
+class DicomWebError(SpinedxError):
+    """A DICOMweb request failed (unreachable server, timeout, HTTP error, missing study or series)."""
+
+
+@dataclass(frozen=True)
+class DicomWebAuth:
+    """Credentials for a DICOMweb server: HTTP basic (``username``/``password``) or a bearer ``token``.
+
+    The ``repr`` hides the secrets, so an auth object in a log or an error message leaks nothing.
+    """
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token and self.username:
+            raise SpinedxError("give either a user (basic auth) or a bearer token, not both", where="DICOMweb auth")
+        if (self.username is None) != (self.password is None):
+            raise SpinedxError(f"basic auth needs both a user and a password (set {ENV_PASSWORD})",
+                               where="DICOMweb auth")
+
+    def __repr__(self) -> str:
+        kind = "bearer" if self.token else "basic" if self.username else "none"
+        return f"DicomWebAuth({kind}{f', user={self.username!r}' if self.username else ''})"
+
+    @classmethod
+    def from_env(cls, username: str | None = None) -> DicomWebAuth | None:
+        """Credentials from ``SPINEDX_DICOMWEB_USER``/``_PASSWORD`` or ``SPINEDX_DICOMWEB_TOKEN`` (None: no auth).
+
+        Args:
+            username: the user name when given on the command line (the password still comes from the
+                environment, so it never appears in a process list or a shell history).
+        """
+        user = username or os.environ.get(ENV_USER) or None
+        token = os.environ.get(ENV_TOKEN) or None
+        if user:
+            password = os.environ.get(ENV_PASSWORD)
+            if password is None:
+                raise SpinedxError(f"user {user!r} given but {ENV_PASSWORD} is not set; export the password in "
+                                   "that variable", where="DICOMweb auth")
+            return cls(username=user, password=password)
+        if token:
+            return cls(token=token)
+        return None
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """One study as QIDO-RS lists it."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    description: str
+    modalities: tuple[str, ...]
+    n_series: int | None
+    n_instances: int | None
+
+
+@dataclass
+class FetchedStudy:
+    """The two series of a study fetched for prediction.
+
+    Attributes:
+        study_uid: StudyInstanceUID.
+        t1: folder holding the T1W series' files.
+        t2: folder holding the T2W series' files.
+        t1_series_uid: the T1W series.
+        t2_series_uid: the T2W series.
+        selection: the ``select_series`` verdicts when the series were chosen automatically (else None).
+    """
+
+    study_uid: str
+    t1: Path
+    t2: Path
+    t1_series_uid: str
+    t2_series_uid: str
+    selection: Any = None
+
+
+def _timeout_session(timeout: tuple[float, float], retries: int, auth: DicomWebAuth | None) -> Any:
+    """A requests session with default timeouts, bounded connection retries and the credentials."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    class _Session(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:  # a default timeout for every call
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            return super().request(*args, **kwargs)
+
+    session = _Session()
+    # Connection errors (refused, reset before a response) are retried for every method: nothing reached the
+    # server. Gateway errors are retried for idempotent reads only, never for STOW-RS.
+    retry = Retry(total=retries, connect=retries, read=0, status=retries, backoff_factor=0.2,
+                  status_forcelist=(502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}),
+                  raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if auth is not None and auth.username is not None:
+        session.auth = (auth.username, auth.password or "")
+    elif auth is not None and auth.token:
+        session.headers["Authorization"] = f"Bearer {auth.token}"
+    return session
+
+
+class DicomWebClient:
+    """QIDO-RS, WADO-RS and STOW-RS against one DICOMweb service.
+
+    Args:
+        url: the service root, e.g. ``http://pacs:8042/dicom-web``.
+        auth: credentials (None: anonymous).
+        timeout: seconds to connect and to wait for each response (a float sets both).
+        retries: extra attempts after a connection failure or a 502/503/504 on a read.
+    """
+
+    def __init__(self, url: str, *, auth: DicomWebAuth | None = None, timeout: float | tuple[float, float] = (5.0, 60.0),
+                 retries: int = 1) -> None:
+        from dicomweb_client.api import DICOMwebClient
+
+        if not url.startswith(("http://", "https://")):
+            raise DicomWebError("a DICOMweb URL starts with http:// or https:// (e.g. http://pacs:8042/dicom-web)",
+                                where=url)
+        self.url = url.rstrip("/")
+        self.timeout = (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else tuple(timeout)
+        self._client = DICOMwebClient(self.url, session=_timeout_session(self.timeout, retries, auth),  # type: ignore[arg-type]
+                                      timeout=self.timeout)
+        self._client.set_http_retry_params(retry=False)  # the session retries (bounded); see the module docstring
+
+    # -- error handling ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _request(self, what: str, uid: str | None = None) -> Iterator[None]:
+        """Turn transport and HTTP failures of ``what`` into one :class:`DicomWebError` naming the URL and UID."""
+        import requests
+
+        about = f"{what}{f' {uid}' if uid else ''}"
+        try:
+            yield
+        except requests.exceptions.HTTPError as exc:
+            resp = exc.response
+            code = resp.status_code if resp is not None else 0
+            reason = f"HTTP {code} {resp.reason if resp is not None else ''}".strip()
+            hint = {401: "authentication failed: check the user and SPINEDX_DICOMWEB_PASSWORD, or the token",
+                    403: "access denied for these credentials",
+                    404: "not found on the server: check the UID (spinedx index --dicomweb URL lists the studies)"
+                    }.get(code, "the server refused the request; see its log")
+            raise DicomWebError(f"{about}: {reason}; {hint}", where=self.url) from None
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+            cause = str(exc.args[0] if exc.args else exc)
+            # urllib3 reports a read timeout after its (bounded) retries as a connection error: sort by cause
+            if isinstance(exc, requests.exceptions.Timeout) or "timed out" in cause.lower():
+                raise DicomWebError(f"{about}: no answer within {self.timeout[0]:g} s (connect) / {self.timeout[1]:g} "
+                                    "s (response); check that the server runs and the URL is right",
+                                    where=self.url) from None
+            short = "connection refused" if "refused" in cause.lower() else cause.split(":")[-1].strip() or "failed"
+            raise DicomWebError(f"{about}: cannot connect ({short}); check that the server runs and the URL is right",
+                                where=self.url) from None
+        except requests.exceptions.RequestException as exc:
+            raise DicomWebError(f"{about}: {type(exc).__name__}: {exc}", where=self.url) from None
+
+    # -- QIDO-RS -------------------------------------------------------------------------------------------
+    def list_studies(self, **filters: Any) -> list[StudyInfo]:
+        """Every study the server lists (QIDO-RS ``/studies``), optionally filtered (e.g. ``PatientID="P1"``)."""
+        with self._request("QIDO-RS search for studies"):
+            rows = self._client.search_for_studies(fields=list(STUDY_FIELDS), search_filters=filters or None,
+                                                   get_remaining=True)
+        return [_study_info(r) for r in rows]
+
+    def list_series(self, study_uid: str) -> list[dict[str, Any]]:
+        """QIDO-RS results (DICOM JSON) of a study's series.
+
+        Raises:
+            DicomWebError: the study has no series on the server (or does not exist).
+        """
+        with self._request("QIDO-RS search for series of study", study_uid):
+            rows = self._client.search_for_series(study_instance_uid=study_uid, get_remaining=True)
+        if not rows:
+            raise DicomWebError(f"study {study_uid} not found (no series): check the StudyInstanceUID "
+                                "(spinedx index --dicomweb URL lists the studies)", where=self.url)
+        return list(rows)
+
+    def series_headers(self, study_uid: str) -> list[Any]:
+        """One :class:`spinedx.studyindex.SeriesHeader` per series of the study, from WADO-RS instance metadata."""
+        from spinedx.studyindex import SeriesHeader
+
+        headers = []
+        for row in self.list_series(study_uid):
+            series_uid = _json_first(row, "0020000E")
+            if not series_uid:
+                continue
+            with self._request("WADO-RS metadata of series", series_uid):
+                meta = self._client.retrieve_series_metadata(study_uid, series_uid)
+            if meta:
+                headers.append(SeriesHeader.from_json(meta[0], n_instances=len(meta)))
+        return headers
+
+    def select(self, study_uid: str, options: Any = None) -> Any:
+        """``select_series`` over the study's series (the rule of ``spinedx index``)."""
+        from spinedx.studyindex import select_series
+
+        return select_series(self.series_headers(study_uid), options)
+
+    # -- WADO-RS -------------------------------------------------------------------------------------------
+    def retrieve_series(self, study_uid: str, series_uid: str, folder: str | Path) -> list[Path]:
+        """Write every instance of a series into ``folder`` (``<SOPInstanceUID>.dcm``), whole or not at all.
+
+        Raises:
+            DicomWebError: the series is not on the server, or a request fails.
+        """
+        from spinedx.fsutil import atomic_dir
+
+        folder = Path(folder)
+        names = []
+        with atomic_dir(folder) as tmp, self._request("WADO-RS retrieve series", series_uid):
+            for ds in self._client.iter_series(study_uid, series_uid):
+                name = f"{ds.SOPInstanceUID}.dcm"
+                _ensure_file_meta(ds)
+                ds.save_as(tmp / name, enforce_file_format=True)
+                names.append(name)
+            if not names:
+                raise DicomWebError(f"series {series_uid} of study {study_uid} has no instances on the server",
+                                    where=self.url)
+        return [folder / n for n in names]
+
+    # -- STOW-RS -------------------------------------------------------------------------------------------
+    def store(self, files: Sequence[str | Path]) -> list[str]:
+        """Send DICOM files with STOW-RS; returns the stored SOPInstanceUIDs.
+
+        Raises:
+            DicomWebError: the request failed or the server refused an instance (FailedSOPSequence).
+        """
+        import pydicom
+
+        datasets = [pydicom.dcmread(p) for p in files]
+        if not datasets:
+            return []
+        study = str(datasets[0].StudyInstanceUID)
+        with self._request("STOW-RS store into study", study):
+            resp = self._client.store_instances(datasets, study_instance_uid=study)
+        failed = resp.get("FailedSOPSequence") if resp is not None else None
+        if failed:
+            uids = ", ".join(str(it.get("ReferencedSOPInstanceUID", "?")) for it in failed)
+            raise DicomWebError(f"STOW-RS: the server refused {len(failed)} instance(s) of study {study}: {uids}",
+                                where=self.url)
+        return [str(ds.SOPInstanceUID) for ds in datasets]
+
+    # -- the prediction's inputs -----------------------------------------------------------------------------
+    def fetch_for_prediction(self, study_uid: str, folder: str | Path, *, t1_series: str | None = None,
+                             t2_series: str | None = None, options: Any = None) -> FetchedStudy:
+        """Fetch a study's T1W and T2W series into ``folder/t1`` and ``folder/t2``.
+
+        Series not given are chosen with ``select_series`` (as ``spinedx index``); an ambiguous or missing
+        role is an error that lists the candidates, never a guess.
+        """
+        selection = None
+        if t1_series is None or t2_series is None:
+            selection = self.select(study_uid, options)
+            picks = {"t1": t1_series, "t2": t2_series}
+            for role in ("t1", "t2"):
+                if picks[role] is not None:
+                    continue
+                chosen = getattr(selection, role)
+                if chosen is None:
+                    flag = f"--{role}-series"
+                    if role in selection.ambiguous:
+                        raise DicomWebError(f"study {study_uid}: {role.upper()}W is ambiguous between series "
+                                            f"{', '.join(selection.ambiguous[role])}; choose one with {flag}",
+                                            where=self.url)
+                    raise DicomWebError(f"study {study_uid}: no sagittal {role.upper()}W series found "
+                                        f"({selection.summary()}); give its UID with {flag}", where=self.url)
+                picks[role] = chosen.series_uid
+            t1_series, t2_series = picks["t1"], picks["t2"]
+        assert t1_series is not None and t2_series is not None
+        folder = Path(folder)
+        self.retrieve_series(study_uid, t1_series, folder / "t1")
+        self.retrieve_series(study_uid, t2_series, folder / "t2")
+        return FetchedStudy(study_uid, folder / "t1", folder / "t2", t1_series, t2_series, selection)
+
+
+def _ensure_file_meta(ds: Any) -> None:
+    """Give a dataset from WADO-RS a File Meta Information group (PS3.10) when it lacks one."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = FileMetaDataset()
+        ds.file_meta = meta
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def _json_first(obj: dict[str, Any], tag: str) -> Any:
+    vals = (obj.get(tag) or {}).get("Value") or []
+    return vals[0] if vals else None
+
+
+def _study_info(row: dict[str, Any]) -> StudyInfo:
+    def text(tag: str) -> str:
+        v = _json_first(row, tag)
+        if isinstance(v, dict):  # PN: {"Alphabetic": "..."}
+            v = v.get("Alphabetic", "")
+        return "" if v is None else str(v)
+
+    def num(tag: str) -> int | None:
+        v = _json_first(row, tag)
+        try:
+            return None if v is None else int(v)
+        except (TypeError, ValueError):
+            return None
+
+    mods = (row.get("00080061") or {}).get("Value") or []
+    return StudyInfo(study_uid=text("0020000D"), patient_id=text("00100020"), patient_name=text("00100010"),
+                     study_date=text("00080020"), description=text("00081030"), modalities=tuple(map(str, mods)),
+                     n_series=num("00201206"), n_instances=num("00201208"))

@@ -1,0 +1,209 @@
+"""PACS workflows over DICOMweb: predict a study on the server and send the results back; index a server.
+
+:func:`predict_study` is the whole round trip of ``spinedx predict --dicomweb URL --study UID [--store]``:
+QIDO-RS to find the series (T1W/T2W chosen as ``spinedx index`` does when their UIDs are not given), WADO-RS to
+fetch them into a temporary folder (removed afterwards: patient images are not left behind), the prediction,
+its DICOM results (:func:`spinedx.interop.write_dicom_results`) and, with ``store``, STOW-RS back into the study.
+:func:`index_server` lists a server's studies as ``spinedx index`` lists a folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
+
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
+
+
+@dataclass
+class PacsPrediction:
+    """The outcome of :func:`predict_study`.
+
+    Attributes:
+        prediction: the :class:`spinedx.predict.CasePrediction`.
+        results: the DICOM results written (:class:`spinedx.interop.DicomResults`).
+        study_uid: the study predicted.
+        t1_series_uid: the T1W series used.
+        t2_series_uid: the T2W series used.
+        stored: SOPInstanceUIDs sent back with STOW-RS (empty without ``store``).
+        seconds: wall time of each step (``query_retrieve``, ``predict``, ``dicom``, ``store``).
+    """
+
+    prediction: Any
+    results: Any
+    study_uid: str
+    t1_series_uid: str
+    t2_series_uid: str
+    stored: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def predict_study(
+    model: str | Path,
+    url: str,
+    study_uid: str,
+    lesion_slices: str | Sequence[int],
+    box: str | Sequence[int],
+    out_dir: str | Path,
+    *,
+    t1_series: str | None = None,
+    t2_series: str | None = None,
+    store: bool = False,
+    auth: DicomWebAuth | None = None,
+    timeout: float | tuple[float, float] = (5.0, 60.0),
+    register: bool | None = None,
+    patient_id: str | None = None,
+) -> PacsPrediction:
+    """Predict one study held by a DICOMweb server, write its DICOM results, and optionally store them there.
+
+    Args:
+        model: run folder (or model bundle) to predict with.
+        url: DICOMweb root of the server.
+        study_uid: StudyInstanceUID.
+        lesion_slices: T2 lesion slices on spinedx's canonical grid (as for ``spinedx predict``).
+        box: lesion box ``x0,y0,x1,y1`` on that grid.
+        out_dir: where ``prediction.json``, the PNG overlays and ``dicom/`` go.
+        t1_series: T1W SeriesInstanceUID (None: chosen by ``select_series``).
+        t2_series: T2W SeriesInstanceUID (None: chosen by ``select_series``).
+        store: send the SR and the overlays back with STOW-RS.
+        auth: credentials.
+        timeout: connect/read timeout of each request (seconds).
+        register: force the T2->T1 registration on/off (None: as the run).
+        patient_id: name of the case in the outputs (default: the study's PatientID).
+
+    Raises:
+        DicomWebError: server unreachable, HTTP error, study or series missing, ambiguous series.
+        SpinedxError: the prediction's own errors (bad slices/box, unreadable series, ...).
+    """
+    from spinedx.fsutil import atomic_write_json
+    from spinedx.interop.results import write_dicom_results
+    from spinedx.predict import predict_case
+
+    client = DicomWebClient(url, auth=auth, timeout=timeout)
+    out = Path(out_dir)
+    secs: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="spinedx-dicomweb-") as tmp:
+        t0 = time.perf_counter()
+        fetched = client.fetch_for_prediction(study_uid, tmp, t1_series=t1_series, t2_series=t2_series)
+        secs["query_retrieve"] = time.perf_counter() - t0
+        if patient_id is None:
+            import pydicom
+
+            first = next(fetched.t2.iterdir())
+            patient_id = str(pydicom.dcmread(first, stop_before_pixels=True).get("PatientID", "") or "case")
+        t0 = time.perf_counter()
+        pred = predict_case(model, fetched.t1, fetched.t2, lesion_slices, box, out, register=register,
+                            patient_id=patient_id)
+        secs["predict"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = write_dicom_results(pred, fetched.t1, fetched.t2, out)
+        secs["dicom"] = time.perf_counter() - t0
+    # prediction.json names the temporary download folders; say where the images really came from.
+    source = {"url": client.url, "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
+              "t2_series_uid": fetched.t2_series_uid,
+              "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
+    pred.record["inputs"].update({"t1": None, "t2": None, "t1_series_uid": fetched.t1_series_uid,
+                                  "t2_series_uid": fetched.t2_series_uid, "dicomweb": source})
+    pred.record["dicom_results"] = {"sr": results.sr.name, "overlays": [p.name for p in results.overlays],
+                                    "sr_series_uid": results.sr_series_uid,
+                                    "overlay_series_uid": results.overlay_series_uid}
+    stored: list[str] = []
+    if store:
+        t0 = time.perf_counter()
+        stored = client.store(results.files)
+        secs["store"] = time.perf_counter() - t0
+        pred.record["dicom_results"]["stored"] = {"url": client.url, "sop_instance_uids": stored}
+    from spinedx.predict import _json_default
+
+    atomic_write_json(out / "prediction.json", pred.record, indent=2, default=_json_default)
+    return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs)
+
+
+def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = None,
+                 timeout: float | tuple[float, float] = (5.0, 60.0), **filters: Any) -> Any:
+    """Index a DICOMweb server as ``spinedx index`` indexes a folder: one entry per study with its T1W/T2W.
+
+    Args:
+        url: DICOMweb root.
+        options: :class:`spinedx.studyindex.SelectionOptions`.
+        auth: credentials.
+        timeout: per request.
+        filters: QIDO-RS study filters (e.g. ``PatientID="P001"``).
+
+    Returns:
+        A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files: the draft
+        manifest's t1/t2 columns stay empty and the series UIDs are filled in).
+    """
+    from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_series
+
+    opts = options or SelectionOptions()
+    client = DicomWebClient(url, auth=auth, timeout=timeout)
+    t0 = time.perf_counter()
+    studies = client.list_studies(**filters)
+    entries: list[StudyEntry] = []
+    used: set[str] = set()
+    for st in sorted(studies, key=lambda s: (s.patient_id, s.study_date, s.study_uid)):
+        headers = client.series_headers(st.study_uid)
+        key = _SAFE_KEY.sub("_", st.patient_id).strip("_") or "UNKNOWN"
+        if key in used:
+            key = f"{key}_{st.study_date or len(used)}"
+        n = 2
+        while key in used:
+            key, n = f"{key}_{n}", n + 1
+        used.add(key)
+        entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
+                                  select_series(headers, opts)))
+    n_instances = sum(h.n_instances for e in entries for h in e.series)
+    return TreeIndex(client.url, entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
+                     seconds=time.perf_counter() - t0, options=opts)
+
+
+def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Path]:
+    """Write the draft manifest of :func:`index_server` and ``index.json`` beside it.
+
+    The images stay on the server, so the manifest has no ``t1``/``t2`` paths; each row names the study and the
+    chosen series instead (``study_uid``, ``t1_series_uid``, ``t2_series_uid``, empty when ambiguous or missing,
+    never guessed), ready for ``spinedx predict --dicomweb URL --study UID``. ``index.json`` says for every series
+    why it was chosen or not, as for a folder.
+
+    Returns:
+        The paths of the manifest and of ``index.json``.
+    """
+    from spinedx import __version__
+    from spinedx.cohort import CaseRecord, write_manifest
+    from spinedx.fsutil import atomic_path, atomic_write_json
+
+    manifest_path = Path(manifest_path).expanduser()
+    synthetic = index.synthetic
+    cases = []
+    for st in index.studies:
+        sel = st.selection
+        extra = {"study_uid": st.study_uid, "t1_series_uid": sel.t1.series_uid if sel.t1 else "",
+                 "t2_series_uid": sel.t2.series_uid if sel.t2 else ""}
+        if synthetic:
+            extra["synthetic"] = "1"
+        cases.append(CaseRecord(patient_id=st.case_key, label=None, extra=extra))  # type: ignore[arg-type]
+    with atomic_path(manifest_path) as tmp:
+        write_manifest(cases, tmp)
+    doc = {
+        "spinedx_version": __version__,
+        "dicomweb": str(index.root),
+        "manifest": str(manifest_path.resolve()),
+        "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
+                    "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},
+        "counts": {"instances": index.n_dicom, "studies": len(index.studies), "complete": len(index.complete),
+                   "ambiguous": len(index.ambiguous), "incomplete": len(index.incomplete)},
+        "seconds": round(index.seconds, 3),
+        "synthetic": synthetic,
+        "studies": [st.to_dict() for st in index.studies],
+    }
+    json_path = manifest_path.parent / "index.json"
+    atomic_write_json(json_path, doc, indent=1)
+    return manifest_path, json_path
