@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -159,9 +160,9 @@ class _Stub(http.server.BaseHTTPRequestHandler):
     """Answers every GET with the class's status and an empty JSON list, and records the headers."""
 
     status = 200
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+    def do_GET(self) -> None:
         type(self).seen.append(dict(self.headers))
         body = b"[]"
         self.send_response(self.status)
@@ -225,3 +226,21 @@ def test_auth_from_environment_keeps_secrets_out_of_reprs(monkeypatch) -> None:
     assert DicomWebAuth.from_env() == DicomWebAuth(token="tok") and "tok" not in repr(DicomWebAuth(token="tok"))
     with pytest.raises(Exception, match="SPINEDX_DICOMWEB_PASSWORD is not set"):
         DicomWebAuth.from_env("bob")
+
+
+def test_index_cli_with_dicomweb(pacs, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    res = CliRunner().invoke(app, ["index", "--dicomweb", pacs.dicomweb, "--out", str(tmp_path / "cohort.csv")])
+    assert res.exit_code == 0, res.output
+    assert "2 studies" in res.output and "T1W and T2W found: 2 studies" in res.output
+    assert "synthetic cohort, simulated readers" in res.output
+    assert len(pd.read_csv(tmp_path / "cohort.csv")) == 2
+    res = CliRunner().invoke(app, ["index", "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "either a DICOM folder (ROOT) or --dicomweb URL" in res.output
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web"
+    res = CliRunner().invoke(app, ["index", "--dicomweb", dead, "--out", str(tmp_path / "y.csv")])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {dead}: ") and "cannot connect" in res.output
+    assert "Traceback" not in res.output

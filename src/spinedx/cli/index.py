@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 
-from spinedx.cli._app import command
+from spinedx.cli._app import command, fail
 
 
 @command("index")
 def index(
-    root: Path = typer.Argument(..., help="Root of a DICOM tree (PACS export, CD, nested or flat)."),  # noqa: B008
+    root: Path | None = typer.Argument(None, help="Root of a DICOM tree (PACS export, CD, nested or flat)."),  # noqa: B008
+    dicomweb: str | None = typer.Option(None, "--dicomweb", help="Index a DICOMweb server instead of a folder "
+                                        "(e.g. http://pacs:8042/dicom-web); auth: SPINEDX_DICOMWEB_USER/_PASSWORD "
+                                        "or SPINEDX_DICOMWEB_TOKEN."),
     out: Path = typer.Option(..., "--out", "-o",  # noqa: B008
                              help="Draft manifest to write (cohort.csv); index.json goes beside it."),
     allow_fat_suppressed: bool = typer.Option(
@@ -28,6 +31,13 @@ def index(
 
     opts = SelectionOptions(allow_fat_suppressed=allow_fat_suppressed, allow_contrast=allow_contrast,
                             allow_derived=allow_derived)
+    if (root is None) == (dicomweb is None):
+        fail("give either a DICOM folder (ROOT) or --dicomweb URL")
+    if dicomweb is not None:
+        from spinedx.interop.cli_support import index_dicomweb
+
+        index_dicomweb(dicomweb, out, opts)
+        return
     idx = index_tree(root, opts, progress=not quiet)
     manifest, json_path = write_index(idx, out)
     n_series = sum(len(s.series) for s in idx.studies)
