@@ -38,6 +38,7 @@ def index(
 
         index_dicomweb(dicomweb, out, opts)
         return
+    assert root is not None  # one of the two, checked above
     idx = index_tree(root, opts, progress=not quiet)
     manifest, json_path = write_index(idx, out)
     n_series = sum(len(s.series) for s in idx.studies)

@@ -151,8 +151,8 @@ class DicomWebClient:
         retries: extra attempts after a connection failure or a 502/503/504 on a read.
     """
 
-    def __init__(self, url: str, *, auth: DicomWebAuth | None = None, timeout: float | tuple[float, float] = (5.0, 60.0),
-                 retries: int = 1) -> None:
+    def __init__(self, url: str, *, auth: DicomWebAuth | None = None,
+                 timeout: float | tuple[float, float] = (5.0, 60.0), retries: int = 1) -> None:
         from dicomweb_client.api import DICOMwebClient
 
         if not url.startswith(("http://", "https://")):
