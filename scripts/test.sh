@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh machine, then run it.
-# Installs Debian's dicom3tools (dciodvfy) and dcm2niix when missing, creates .venv when
-# missing, installs spinedx with its test extras, runs the linters (ruff, mypy; configured in
+# Installs Debian's dicom3tools (dciodvfy), dcm2niix, dcmtk (dsrdump), orthanc and orthanc-dicomweb when
+# missing, creates .venv when missing, installs spinedx with its test extras, runs the linters (ruff, mypy; configured in
 # pyproject.toml) and then pytest (all tests, slow ones too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v dcm2niix >/dev/null 2>&1 || need+=(dcm2niix)
+command -v dsrdump >/dev/null 2>&1 || need+=(dcmtk)
+# Orthanc and its DICOMweb plugin: the PACS the interop tests start on a free loopback port (tests/interop/orthanc.py)
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
