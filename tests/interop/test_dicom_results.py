@@ -192,3 +192,13 @@ def test_prediction_to_dicom_results(tiny_run: Path, case: dict, tmp_path: Path)
     assert s.model_hash == model_fingerprint(tiny_run)
     assert len(res.overlays) == len(pred.slice_index)
     assert all(dciodvfy(p).errors == [] for p in res.files)
+
+
+def test_nifti_inputs_give_no_dicom_results(tmp_path: Path, case: dict) -> None:
+    import SimpleITK as sitk
+
+    from spinedx.interop import write_dicom_results_if_dicom
+
+    sitk.WriteImage(read_image(case["t2"]).to_sitk(), str(tmp_path / "t2.nii.gz"))
+    assert write_dicom_results_if_dicom(None, tmp_path / "t2.nii.gz", case["t2"], tmp_path) is None
+    assert not (tmp_path / "dicom").exists()

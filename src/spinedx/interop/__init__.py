@@ -15,6 +15,7 @@ from typing import Any
 
 _EXPORTS = {
     "write_dicom_results": "spinedx.interop.results",
+    "write_dicom_results_if_dicom": "spinedx.interop.results",
     "DicomResults": "spinedx.interop.results",
     "read_sr": "spinedx.interop.readback",
     "SRSummary": "spinedx.interop.readback",
@@ -27,7 +28,7 @@ _EXPORTS = {
 
 __all__ = [
     "AlgorithmInfo", "DicomResults", "ResultContent", "SRSummary", "content_from_prediction", "dciodvfy",
-    "model_fingerprint", "read_sr", "write_dicom_results",
+    "model_fingerprint", "read_sr", "write_dicom_results", "write_dicom_results_if_dicom",
 ]
 
 

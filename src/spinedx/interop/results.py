@@ -140,3 +140,18 @@ def write_dicom_results(
             names.append(name)
     return DicomResults(folder, folder / "sr.dcm", [folder / n for n in names], str(identity.StudyInstanceUID),
                         str(sr.SeriesInstanceUID), overlay_series, [b.plane.sop_instance_uid for b in boxes])
+
+
+def write_dicom_results_if_dicom(prediction: Any, t1: Any, t2: Any, out_dir: str | Path, *,
+                                 t1_series_uid: str | None = None, t2_series_uid: str | None = None,
+                                 model_hash: str | None = None) -> DicomResults | None:
+    """:func:`write_dicom_results` when both inputs are DICOM series; None (nothing written) for other formats.
+
+    This is the one call :func:`spinedx.predict.predict_case` makes: a NIfTI or NRRD case has no study to join,
+    so it gets ``prediction.json`` and the PNG overlays only.
+    """
+    t1_img = _image(t1, t1_series_uid, "t1")
+    t2_img = _image(t2, t2_series_uid, "t2")
+    if t1_img.meta.get("format") != "dicom" or t2_img.meta.get("format") != "dicom":
+        return None
+    return write_dicom_results(prediction, t1_img, t2_img, out_dir, model_hash=model_hash)
