@@ -202,3 +202,24 @@ def test_nifti_inputs_give_no_dicom_results(tmp_path: Path, case: dict) -> None:
     sitk.WriteImage(read_image(case["t2"]).to_sitk(), str(tmp_path / "t2.nii.gz"))
     assert write_dicom_results_if_dicom(None, tmp_path / "t2.nii.gz", case["t2"], tmp_path) is None
     assert not (tmp_path / "dicom").exists()
+
+
+def test_enhanced_multiframe_source_references_frames(tmp_path: Path) -> None:
+    """An Enhanced MR file (frames stored in reverse slice order): each region names its file and frame."""
+    from dicomfixtures import write_multiframe
+
+    vol = _distinct_volume((4, 32, 24), seed=3)
+    path = write_multiframe(tmp_path / "mf" / "t2.dcm", vol, spacing=(1.0, 1.0, 4.0), origin=(-6.0, -10.0, 20.0))
+    img = read_image(path)
+    box = (4, 6, 14, 20)
+    content = make_content((1, 2), box)
+    res = write_dicom_results(None, img, img, tmp_path / "out", content=content)
+    s = read_sr(res.sr)
+    stored = pydicom.dcmread(path).pixel_array
+    uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    for k, (ref_uid, frame, poly) in zip(content.slice_index, s.regions, strict=True):
+        assert ref_uid == uid and frame is not None
+        (c0, r0), (c1, r1) = poly.min(axis=0).astype(int), poly.max(axis=0).astype(int)
+        np.testing.assert_array_equal(np.sort(stored[frame - 1, r0:r1, c0:c1].ravel()),
+                                      np.sort(img.array[k, box[1]:box[3], box[0]:box[2]].ravel().astype(np.int16)))
+    assert all(dciodvfy(p).errors == [] for p in res.files)

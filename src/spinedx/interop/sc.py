@@ -5,7 +5,8 @@ windowed to its 1st-99th percentile), the Grad-CAM map of that slice placed back
 (opacity rising with the heat, as in the PNG overlays), the lesion box outlined, and a burned-in line saying
 what it is and that it is for research use only. The image carries PatientOrientation (from the image's
 axes), BodyPartExamined from the source (validators then need no Laterality) and a SourceImageSequence entry
-pointing at the stored T2 image of that slice.
+pointing at the stored T2 image of that slice. Without a BodyPartExamined in the source, Laterality is
+present and empty (unknown), which the IOD then requires.
 """
 
 from __future__ import annotations
@@ -135,8 +136,12 @@ def build_overlays(
         for kw in ("SpecificCharacterSet", "IssuerOfPatientID", "PatientIdentityRemoved", "DeidentificationMethod"):
             if kw in identity:
                 sc[kw] = identity[kw]
-        if "BodyPartExamined" in source:
+        if str(source.get("BodyPartExamined", "") or ""):
             sc.BodyPartExamined = source.BodyPartExamined
+        else:
+            # Without a body part, Laterality (Type 2C, PS3.3 C.7.3.1) is required; empty says "unknown" rather
+            # than inventing a side or a body part the source does not state.
+            sc.Laterality = ""
         ref = Dataset()
         ref.ReferencedSOPClassUID = pb.plane.sop_class_uid
         ref.ReferencedSOPInstanceUID = pb.plane.sop_instance_uid
