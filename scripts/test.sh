@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh machine, then run it.
-# Installs Debian's dicom3tools (dciodvfy), dcm2niix, dcmtk (dsrdump), orthanc and orthanc-dicomweb when
-# missing, creates .venv when missing, installs spinedx with its test extras, runs the linters (ruff, mypy; configured in
-# pyproject.toml) and then pytest (all tests, slow ones too).
+# Installs Debian's dicom3tools (dciodvfy), dcm2niix, dcmtk (dsrdump), orthanc, orthanc-dicomweb and
+# chromium when missing, creates .venv when missing, installs spinedx with its test extras, runs the
+# linters (ruff, mypy; configured in pyproject.toml) and then pytest (all tests, slow ones too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,6 +12,7 @@ command -v dsrdump >/dev/null 2>&1 || need+=(dcmtk)
 # Orthanc and its DICOMweb plugin: the PACS the interop tests start on a free loopback port (tests/interop/orthanc.py)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the workstation's browser tests (Playwright)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq

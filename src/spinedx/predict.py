@@ -93,6 +93,7 @@ def predict_case(
     register: bool | None = None,
     patient_id: str = "case",
     explain: bool = True,
+    run: Any = None,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it with Grad-CAM.
 
@@ -108,6 +109,8 @@ def predict_case(
         register: force the T2->T1 registration on/off; None: as the run's extraction.
         patient_id: name of the case in messages and outputs.
         explain: compute Grad-CAM heatmaps and overlays.
+        run: the run's fold models already loaded with :func:`spinedx.models.load_run` (a server keeps them
+            warm); None loads them from ``run_dir``.
 
     Returns:
         The prediction (see :class:`CasePrediction`).
@@ -138,9 +141,10 @@ def predict_case(
         raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
 
     info = load_run_info(run_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-        run = load_run(run_dir)
+    if run is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
+            run = load_run(run_dir)
     config, config_source = _extract_config(info, register)
 
     # A new case has no reference label; extract_case passes None through to the patches.

@@ -1,0 +1,38 @@
+"""`spinedx serve`: the workstation in the browser (view, draw the box, annotate, predict). Research use only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spinedx.cli._app import command
+
+
+@command("serve")
+def serve(
+    dicom_root: Path | None = typer.Argument(  # noqa: B008
+        None, help="DICOM tree to index; its studies are added to the manifest."),
+    cohort: Path | None = typer.Option(  # noqa: B008
+        None, "--cohort", help="Manifest to read and write (default ./cohort.csv, made by indexing DICOM_ROOT)."),
+    model: Path | None = typer.Option(None, "--model", help="A spinedx cv run folder: enables Predict."),  # noqa: B008
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface; anything but loopback needs --token."),
+    port: int = typer.Option(8765, "--port", help="TCP port."),
+    token: str | None = typer.Option(None, "--token", envvar="SPINEDX_TOKEN",
+                                     help="Bearer token required on every API request (env SPINEDX_TOKEN)."),
+    register: bool | None = typer.Option(None, "--register/--no-register",
+                                         help="T2->T1 registration for the T1 pane and Predict (default: as the run)."),
+) -> None:
+    """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
+    from spinedx.serve import ServeSettings
+    from spinedx.serve import serve as run_server
+
+    settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
+                             register=register)
+
+    def ready(url: str) -> None:
+        typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "
+                                                     f"open {url}#token=TOKEN in the browser)" if token else ""))
+        typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server")
+
+    run_server(settings, on_ready=ready)

@@ -1,0 +1,283 @@
+"""The cases the workstation serves, and their annotations, behind one small interface.
+
+Modelled on MONAI Label's datastore: the server asks a :class:`Datastore` for cases, images and annotations and
+never touches files itself, so another store (DICOMweb) can stand behind the same interface. The local store
+keeps everything in the cohort manifest (``spinedx.cohort``) next to which it writes:
+
+* the manifest itself, atomically (:func:`spinedx.fsutil.atomic_path`), with every column it did not change
+  (features, readers, a synthetic cohort's extra columns) kept as read;
+* ``<manifest stem>.audit.jsonl``: one JSON line per save (UTC time, case key, fields changed with old and new
+  values; no patient name, no DICOM identifiers);
+* ``<manifest stem>.predictions/<case>/``: the last prediction of each case (``prediction.json`` and overlays).
+
+A case's version is a hash of its manifest row; a save naming a stale version (``If-Match``) is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import SpinedxError
+
+
+class NotFound(SpinedxError):
+    """No such case or file (HTTP 404)."""
+
+
+class Conflict(SpinedxError):
+    """The annotation changed since the version the client started from (HTTP 409)."""
+
+
+class InvalidInput(SpinedxError):
+    """Bad annotation input (HTTP 422); the message is the one the CLI gives."""
+
+
+@dataclass
+class Annotation:
+    """What the reader sets on a case (the manifest's annotation columns)."""
+
+    label: str | None = None
+    lesion_slices: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] | None = None
+    features: dict[str, int] = field(default_factory=dict)
+    readers: dict[str, str | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "lesion_slices": list(self.lesion_slices),
+                "box": list(self.box) if self.box else None, "features": dict(self.features),
+                "readers": dict(self.readers)}
+
+
+def _annotation(case: Any) -> Annotation:
+    box = tuple(case.box) if any(case.box) else None
+    return Annotation(case.label, tuple(case.lesion_slices), box, dict(case.features), dict(case.readers))
+
+
+def row_version(case: Any) -> str:
+    """A short hash of everything the manifest row holds (the ``ETag`` of the case)."""
+    doc = {"patient_id": case.patient_id, "label": case.label, "t1": str(case.t1), "t2": str(case.t2),
+           "t1_series_uid": case.t1_series_uid, "t2_series_uid": case.t2_series_uid,
+           "lesion_slices": list(case.lesion_slices), "box": list(case.box), "features": case.features,
+           "readers": case.readers, "extra": case.extra}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == r or r in real.parents for r in roots)
+
+
+class LocalDatastore:
+    """Cases of one manifest on the local disk (optionally extended by an indexed DICOM tree).
+
+    Args:
+        manifest: the cohort manifest (``cohort.csv``); created by indexing ``dicom_root`` when absent.
+        dicom_root: a DICOM tree whose studies not yet in the manifest are added as draft rows.
+        extra_roots: further folders images may come from.
+    """
+
+    def __init__(self, manifest: Path, dicom_root: Path | None = None, extra_roots: tuple[Path, ...] = ()) -> None:
+        self.manifest = Path(os.path.abspath(Path(manifest).expanduser()))
+        self.dicom_root = Path(os.path.realpath(dicom_root)) if dicom_root is not None else None
+        self._lock = threading.RLock()
+        self._cohort: Any = None
+        self._mtime: float | None = None
+        self.added_from_tree = 0
+        if dicom_root is not None:
+            self._merge_tree(Path(dicom_root))
+        self.roots = [Path(os.path.realpath(self.manifest.parent))]
+        if self.dicom_root is not None:
+            self.roots.append(self.dicom_root)
+        self.roots += [Path(os.path.realpath(r)) for r in extra_roots]
+        self._load()
+
+    # -- paths --------------------------------------------------------------------------------------------
+    @property
+    def audit_path(self) -> Path:
+        return self.manifest.with_name(self.manifest.stem + ".audit.jsonl")
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.manifest.with_name(self.manifest.stem + ".predictions")
+
+    def prediction_dir(self, case_key: str) -> Path:
+        return self.predictions_dir / case_key
+
+    # -- loading ------------------------------------------------------------------------------------------
+    def _merge_tree(self, root: Path) -> None:
+        """Index ``root`` and add its studies that the manifest lacks (all of them when it does not exist)."""
+        from spinedx.studyindex import index_tree, write_index
+
+        idx = index_tree(root, progress=False)
+        if not self.manifest.exists():
+            write_index(idx, self.manifest)
+            self.added_from_tree = len(idx.studies)
+            return
+        from spinedx.cohort import CaseRecord, load_manifest, write_manifest
+        from spinedx.fsutil import atomic_path
+
+        cohort = load_manifest(self.manifest, require_images=False, draft=True)
+        known = set(cohort.patient_ids)
+        new = [st for st in idx.studies if st.case_key not in known]
+        if not new:
+            return
+        cases = list(cohort.cases)
+        for st in new:
+            sel = st.selection
+            cases.append(CaseRecord(patient_id=st.case_key, label=None,  # type: ignore[arg-type]
+                                    t1=st.series_folder("t1"), t2=st.series_folder("t2"),
+                                    t1_series_uid=sel.t1.series_uid if sel.t1 else None,
+                                    t2_series_uid=sel.t2.series_uid if sel.t2 else None))
+        with atomic_path(self.manifest) as tmp:
+            write_manifest(cases, tmp)
+        self.added_from_tree = len(new)
+
+    def _load(self) -> None:
+        from spinedx.cohort import load_manifest
+
+        with self._lock:
+            mtime = self.manifest.stat().st_mtime_ns
+            if self._cohort is not None and mtime == self._mtime:
+                return
+            self._cohort = load_manifest(self.manifest, require_images=False, draft=True)
+            self._mtime = mtime
+
+    @property
+    def cohort(self) -> Any:
+        """The manifest as loaded (reloaded when the file changed on disk)."""
+        self._load()
+        return self._cohort
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the manifest marks a synthetic cohort (column ``synthetic`` = 1)."""
+        cases = self.cohort.cases
+        return bool(cases) and all(str(c.extra.get("synthetic", "")).strip() in ("1", "1.0", "true") for c in cases)
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def case(self, key: str) -> Any:
+        """The manifest record of ``key``.
+
+        Raises:
+            NotFound: no such case.
+        """
+        for c in self.cohort.cases:
+            if c.patient_id == key:
+                return c
+        raise NotFound("no such case", where=key)
+
+    def image_source(self, key: str, which: str) -> tuple[Path, str | None]:
+        """(path, series UID) of a case's ``t1`` or ``t2``, only when it lies under the served roots.
+
+        Raises:
+            NotFound: no such case or series, or a path outside the roots (after resolving symlinks).
+        """
+        case = self.case(key)
+        path = getattr(case, which)
+        if path is None:
+            raise NotFound(f"the case has no {which.upper()}W series; see index.json or set the {which} column",
+                           where=key)
+        if not _inside(Path(path), self.roots) or not Path(path).exists():
+            raise NotFound(f"{which.upper()}W series not available", where=key)
+        return Path(path), getattr(case, f"{which}_series_uid")
+
+    def annotation(self, key: str) -> tuple[Annotation, str]:
+        """The case's annotation and version."""
+        case = self.case(key)
+        return _annotation(case), row_version(case)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """``patient_id``, label, annotated, predicted (and series availability) of every case."""
+        out = []
+        for c in self.cohort.cases:
+            ann = _annotation(c)
+            out.append({"patient_id": c.patient_id, "label": c.label,
+                        "annotated": bool(ann.lesion_slices and ann.box),
+                        "predicted": self.stored_prediction(c.patient_id, c) is not None,
+                        "images": c.t1 is not None and c.t2 is not None})
+        return out
+
+    def stored_prediction(self, key: str, case: Any = None) -> dict[str, Any] | None:
+        """The last prediction of the case when it was made on the current annotation, else None."""
+        case = case if case is not None else self.case(key)
+        path = self.prediction_dir(key) / "prediction.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        inputs = doc.get("inputs", {})
+        if inputs.get("lesion_slices") != list(case.lesion_slices) or inputs.get("box") != list(case.box):
+            return None
+        return doc
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def save_annotation(self, key: str, changes: dict[str, Any], if_match: str | None) -> tuple[Annotation, str]:
+        """Apply ``changes`` (already validated) to the case and write the manifest atomically.
+
+        Args:
+            key: the case.
+            changes: field -> new value (``label``, ``lesion_slices``, ``box``, ``features``, ``readers``); a
+                field not given is left as it is.
+            if_match: the version the client edited (None: accept whatever is stored).
+
+        Returns:
+            The saved annotation and its new version.
+
+        Raises:
+            Conflict: ``if_match`` names a version that is no longer the stored one.
+        """
+        from spinedx.cohort import write_manifest
+        from spinedx.fsutil import atomic_path
+
+        with self._lock:
+            self._load()
+            cases = list(self._cohort.cases)
+            idx = next((i for i, c in enumerate(cases) if c.patient_id == key), None)
+            if idx is None:
+                raise NotFound("no such case", where=key)
+            old = cases[idx]
+            current = row_version(old)
+            if if_match is not None and if_match not in ("*", current):
+                raise Conflict(f"the case was changed by someone else (version {current}, yours {if_match}); "
+                               "reload it and apply your edit again", where=key)
+            new = old
+            if "label" in changes:
+                new = replace(new, label=changes["label"])
+            if "lesion_slices" in changes:
+                new = replace(new, lesion_slices=tuple(changes["lesion_slices"]))
+            if "box" in changes:
+                new = replace(new, box=tuple(changes["box"]) if changes["box"] else (0, 0, 0, 0))
+            if "features" in changes:
+                feats = dict(new.features)
+                for k, v in changes["features"].items():
+                    if v is None:
+                        feats.pop(k, None)
+                    else:
+                        feats[k] = int(v)
+                new = replace(new, features=feats)
+            if "readers" in changes:
+                new = replace(new, readers={**new.readers, **changes["readers"]})
+            before, after = _annotation(old).to_dict(), _annotation(new).to_dict()
+            changed = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+            if changed:
+                cases[idx] = new
+                with atomic_path(self.manifest) as tmp:
+                    write_manifest(cases, tmp)
+                self._cohort.cases = cases
+                self._mtime = self.manifest.stat().st_mtime_ns
+                entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "case": key,
+                         "version_before": current, "version_after": row_version(new), "changed": changed}
+                with open(self.audit_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry, sort_keys=True) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            return _annotation(new), row_version(new)

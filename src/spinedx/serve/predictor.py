@@ -1,0 +1,57 @@
+"""The one place the server predicts: an adapter over :func:`spinedx.predict.predict_case`.
+
+The run's fold models are loaded once when the server starts and handed to ``predict_case`` (``run=``), so a
+prediction costs the preprocessing, one forward pass per fold model and Grad-CAM, never a reload; the result is
+the one ``spinedx predict`` gives on the same inputs. A warm batched ensemble can replace the body of
+:meth:`Predictor.predict` without changing the routes.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class Predictor:
+    """A run's fold models, loaded once, predicting cases of the datastore.
+
+    Args:
+        run_dir: the ``spinedx cv`` run folder.
+        register: force the T2->T1 registration on/off; None: as the run's extraction.
+    """
+
+    def __init__(self, run_dir: str | Path, register: bool | None = None) -> None:
+        from spinedx.models import load_run
+        from spinedx.predict import _extract_config
+        from spinedx.report.run_info import load_run_info
+
+        self.run_dir = Path(run_dir)
+        self.register = register
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing ImageNet weights: irrelevant for loading trained folds
+            self.run = load_run(self.run_dir)
+        self.info = load_run_info(self.run_dir)
+        self.extract_config, self.config_source = _extract_config(self.info, register)
+        # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        """What the page shows about the model."""
+        return {"run_dir": self.run_dir.name, "backbone": self.run.backbone, "folds": list(self.run.folds),
+                "threshold": self.run.threshold, "aggregation": self.run.aggregation,
+                "optimistic": bool(self.info.optimistic), "register": bool(self.extract_config.register)}
+
+    def predict(self, case: Any, out_dir: Path) -> Any:
+        """Predict a manifest case (its saved slices and box) and write ``prediction.json`` + overlays into ``out_dir``.
+
+        Returns:
+            The :class:`spinedx.predict.CasePrediction`.
+        """
+        from spinedx.predict import predict_case
+
+        with self._lock:
+            return predict_case(self.run_dir, case.t1, case.t2, case.lesion_slices, case.box, out_dir,
+                                t1_series_uid=case.t1_series_uid, t2_series_uid=case.t2_series_uid,
+                                register=self.register, patient_id=case.patient_id, run=self.run)

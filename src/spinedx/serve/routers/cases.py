@@ -1,0 +1,162 @@
+"""Cases: list, open, annotate (``PUT .../annotation`` with ``If-Match``), T2 -> T1 mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+
+from spinedx.serve.datastore import InvalidInput
+from spinedx.serve.deps import get_state
+from spinedx.serve.state import AppState
+
+router = APIRouter(prefix="/api/cases", tags=["cases"])
+_EXAMPLE = {"label": "malignant", "lesion_slices": [6, 7, 8], "box": [250, 198, 321, 269],
+            "features": {"fluid_sign": 0}, "readers": {"reader_senior": "benign"}}
+
+
+def _etag(version: str) -> str:
+    return f'"{version}"'
+
+
+def _if_match(value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = value.strip()
+    v = v.removeprefix("W/")
+    return v.strip('"')
+
+
+@router.get("")
+def list_cases(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:  # noqa: B008
+    """Every case: ``patient_id``, ``label``, ``annotated``, ``predicted`` (on the current annotation), ``images``."""
+    return state.store.summaries()
+
+
+def prediction_view(key: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The API's prediction object from a ``prediction.json`` document."""
+    spread = doc["spread"]
+    folds = doc["model"]["folds"]
+    return {
+        "probability": doc["patient_probability"], "call": doc["call"], "threshold": doc["threshold"],
+        "fold_probabilities": [spread["per_fold"][str(k)] for k in folds], "folds": folds,
+        "spread": {k: spread[k] for k in ("std", "min", "max", "calls_malignant", "n_models")},
+        "slices": [{"slice_index": s["slice_index"], "probability": s["probability"],
+                    "overlay": f"/api/cases/{key}/prediction/{s['overlay']}" if s.get("overlay") else None}
+                   for s in doc["slices"]],
+        "aggregation": doc["aggregation"], "research_use_only": doc["research_use_only"],
+        "registration": {k: doc["registration"].get(k) for k in ("performed", "accepted", "reason")},
+        "optimistic": bool(doc["model"].get("optimistic")),
+        "inputs": {"lesion_slices": doc["inputs"]["lesion_slices"], "box": doc["inputs"]["box"]},
+    }
+
+
+@router.get("/{patient_id}")
+def get_case(patient_id: str, response: Response, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Both series' sizes, spacing and default window, the T2 -> T1 slice correspondence, the annotation."""
+    from spinedx.serve.geometry import t1_slices_for_t2
+
+    case = state.store.case(patient_id)
+    ann, version = state.store.annotation(patient_id)
+    t2 = state.volume(patient_id, "t2")
+    t1 = state.volume(patient_id, "t1")
+    response.headers["ETag"] = _etag(version)
+    stored = state.store.stored_prediction(patient_id, case)
+    return {
+        "patient_id": patient_id, "version": version, "annotation": ann.to_dict(),
+        "t2": t2.describe(), "t1": t1.describe(),
+        "t1_slice_for_t2": t1_slices_for_t2(t1.image, t2.image),
+        "prediction": prediction_view(patient_id, stored) if stored is not None else None,
+        "synthetic": state.store.synthetic,
+    }
+
+
+@router.put("/{patient_id}/annotation")
+def put_annotation(
+    patient_id: str,
+    response: Response,
+    body: Any = Body(..., examples=[_EXAMPLE]),  # noqa: B008
+    if_match: str | None = Header(None),
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """Save the annotation (fields not given stay as they are; null clears one). ``If-Match: "<version>"`` makes
+    the save conditional: a stale version gets 409 and nothing is written. Invalid input gets 422 with the CLI's
+    message."""
+    from spinedx.serve.validation import check_against_t2, parse_changes
+
+    state.store.case(patient_id)  # 404 before validating
+    changes = parse_changes(body, where=patient_id)
+    if "lesion_slices" in changes or "box" in changes:
+        ann, _ = state.store.annotation(patient_id)
+        slices = changes.get("lesion_slices", ann.lesion_slices)
+        box = changes.get("box", ann.box)
+        check_against_t2(state.volume(patient_id, "t2").image, tuple(slices), box, where=patient_id)
+    ann, version = state.store.save_annotation(patient_id, changes, _if_match(if_match))
+    response.headers["ETag"] = _etag(version)
+    return {"patient_id": patient_id, "version": version, "annotation": ann.to_dict()}
+
+
+@router.get("/{patient_id}/mapping")
+def mapping(
+    patient_id: str,
+    k: int = Query(..., ge=0, description="T2 slice"),
+    box: str | None = Query(None, description="T2 box x0,y0,x1,y1"),
+    slices: str | None = Query(None, description="lesion slices for the registration, e.g. 6;7;8"),
+    register: bool = Query(False, description="refine with the bounded rigid registration (when on)"),
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """Where T2 slice ``k`` (and the box on it) lies on T1: header geometry, or after registration."""
+    from spinedx.cohort import parse_box, parse_slices
+    from spinedx.serve.geometry import map_box, t1_slices_for_t2
+
+    t2 = state.volume(patient_id, "t2").image
+    t1 = state.volume(patient_id, "t1").image
+    if k >= t2.shape[0]:
+        raise InvalidInput(f"slice {k} out of range: the T2 series has {t2.shape[0]} slices", where=patient_id)
+    transform = None
+    reg = None
+    out: dict[str, Any] = {"k": k}
+    if box:
+        try:
+            b = parse_box(box)
+        except ValueError as exc:
+            raise InvalidInput(f"[box] {exc}", where=patient_id) from None
+        try:
+            sl = parse_slices(slices) if slices else (k,)
+        except ValueError as exc:
+            raise InvalidInput(f"[lesion_slices] {exc}", where=patient_id) from None
+        if register and state.extract_config.register:
+            reg = _registration(state, patient_id, t1, t2, b, sl)
+            transform = reg.transform
+        out["t1_box"] = map_box(t1, t2, b, k, transform)
+        cx, cy = (b[0] + b[2] - 1) / 2.0, (b[1] + b[3] - 1) / 2.0
+        out["t1_slice_for_t2"] = t1_slices_for_t2(t1, t2, transform, (cx, cy))
+    else:
+        out["t1_slice_for_t2"] = t1_slices_for_t2(t1, t2)
+    out["t1_slice"] = out["t1_slice_for_t2"][k]
+    out["registration"] = ({"performed": reg.performed, "accepted": reg.accepted, "reason": reg.reason}
+                           if reg is not None else None)
+    return out
+
+
+def _registration(state: AppState, key: str, t1: Any, t2: Any, box: tuple[int, ...], slices: tuple[int, ...]) -> Any:
+    from spinedx.preprocess import register_rigid
+    from spinedx.preprocess.mapping import check_overlap
+
+    cache_key = (key, id(t1), id(t2), tuple(box), tuple(slices))
+    with state.reg_lock:
+        hit = state.registrations.get(cache_key)
+    if hit is not None:
+        return hit
+    from spinedx.errors import PreprocessError
+
+    try:
+        check_overlap(t1, t2, box, slices, where=key)
+    except PreprocessError as exc:
+        raise InvalidInput(exc.message, where=key) from None
+    rec = register_rigid(t1, t2, box, slices, state.extract_config)
+    with state.reg_lock:
+        if len(state.registrations) > 256:
+            state.registrations.clear()
+        state.registrations[cache_key] = rec
+    return rec

@@ -1,0 +1,28 @@
+"""``GET /api/health``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from spinedx import RESEARCH_USE_ONLY, __version__
+from spinedx.serve.deps import get_state
+from spinedx.serve.state import AppState
+
+router = APIRouter(prefix="/api", tags=["health"])
+
+
+@router.get("/health")
+def health(state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Server status, version, whether a model is loaded and whether the cohort is synthetic; the form's features
+    and reader columns."""
+    from spinedx.features import FEATURES
+
+    cohort = state.store.cohort
+    return {"status": "ok", "version": __version__, "research_use_only": RESEARCH_USE_ONLY,
+            "synthetic": state.store.synthetic, "cases": len(state.store.cohort.cases),
+            "model": state.predictor.describe() if state.predictor is not None else None,
+            "register": bool(state.extract_config.register),
+            "features": [{"name": k, "description": v} for k, v in FEATURES.items()],
+            "readers": list(cohort.reader_names) or ["reader_1", "reader_2", "reader_3"]}

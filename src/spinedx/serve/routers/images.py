@@ -1,0 +1,52 @@
+"""Slice images (``GET /api/cases/{id}/{t1|t2}/{k}.png``) and prediction overlays."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import FileResponse
+
+from spinedx.serve.datastore import InvalidInput, NotFound
+from spinedx.serve.deps import get_state
+from spinedx.serve.state import AppState
+
+router = APIRouter(prefix="/api/cases", tags=["images"])
+_OVERLAY = re.compile(r"overlay_slice\d{3,6}\.png")
+
+
+@router.get("/{patient_id}/prediction/{name}", response_class=FileResponse)
+def overlay(patient_id: str, name: str, state: AppState = Depends(get_state)) -> FileResponse:  # noqa: B008
+    """A Grad-CAM overlay PNG of the case's last prediction (T1W and T2W crops, with and without the heatmap)."""
+    state.store.case(patient_id)
+    if not _OVERLAY.fullmatch(name):
+        raise NotFound("no such file", where=patient_id)
+    path = state.store.prediction_dir(patient_id) / name
+    if not path.is_file():
+        raise NotFound("no such overlay (predict the case first)", where=patient_id)
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/{patient_id}/{which}/{k}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def slice_image(
+    patient_id: str,
+    which: str,
+    k: int,
+    wc: float | None = Query(None, description="window centre (default: from the series' percentiles)"),
+    ww: float | None = Query(None, gt=0, description="window width"),
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
+    """Slice ``k`` of the case's T1W or T2W series in the reader's canonical grid, as an 8-bit PNG."""
+    from spinedx.serve.volumes import slice_png
+
+    if which not in ("t1", "t2"):
+        raise NotFound("series must be t1 or t2", where=patient_id)
+    vol = state.volume(patient_id, which)
+    nz = vol.image.shape[0]
+    if not 0 <= k < nz:
+        raise InvalidInput(f"slice {k} out of range: the {which.upper()}W series has {nz} slices (0..{nz - 1})",
+                           where=patient_id)
+    c = vol.window[0] if wc is None else wc
+    w = vol.window[1] if ww is None else ww
+    return Response(slice_png(vol.image.array[k], c, w), media_type="image/png")

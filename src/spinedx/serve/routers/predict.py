@@ -1,0 +1,34 @@
+"""``POST /api/cases/{id}/predict``: the run's fold ensemble on the case's saved annotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from spinedx.serve.datastore import Conflict, InvalidInput
+from spinedx.serve.deps import get_state
+from spinedx.serve.routers.cases import prediction_view
+from spinedx.serve.state import AppState
+
+router = APIRouter(prefix="/api/cases", tags=["predict"])
+
+
+@router.post("/{patient_id}/predict")
+def predict(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Probability of malignancy (mean of the fold models), call at the run's threshold, per-fold and per-slice
+    probabilities and Grad-CAM overlays, computed like ``spinedx predict`` on the saved slices and box.
+    Research use only."""
+    from spinedx.fsutil import atomic_dir
+
+    if state.predictor is None:
+        raise Conflict("no model loaded: start spinedx serve with --model RUN (a spinedx cv run folder)",
+                       where=patient_id)
+    case = state.store.case(patient_id)
+    if not case.lesion_slices or not any(case.box):
+        raise InvalidInput("save lesion slices and a box on T2 before predicting", where=patient_id)
+    for which in ("t1", "t2"):
+        state.store.image_source(patient_id, which)  # 404 when missing or outside the served roots
+    with atomic_dir(state.store.prediction_dir(patient_id)) as tmp:
+        res = state.predictor.predict(case, tmp)
+    return prediction_view(patient_id, res.record)

@@ -1,0 +1,74 @@
+"""Settings of the workstation server (one typed object; the CLI fills it, tests build their own)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from spinedx.errors import SpinedxError
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``spinedx serve`` serves and how.
+
+    Attributes:
+        cohort: the manifest read and written (created from ``dicom_root`` by indexing when absent).
+        dicom_root: a DICOM tree whose studies are indexed and added to the manifest (optional).
+        model: a ``spinedx cv`` run folder whose fold models predict (optional; no Predict without it).
+        host: interface to bind; anything but loopback needs ``token``.
+        port: TCP port.
+        token: bearer token required on every ``/api`` request (None: no token, loopback only).
+        max_body_bytes: larger request bodies are refused with 413.
+        cache_bytes: memory bound of the decoded-volume cache.
+        register: T2->T1 registration for the T1 pane and prediction; None: as the run (or on without a run).
+    """
+
+    cohort: Path | None = None
+    dicom_root: Path | None = None
+    model: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    max_body_bytes: int = 64 * 1024
+    cache_bytes: int = 1024 * 1024 * 1024
+    register: bool | None = None
+
+    def check(self) -> None:
+        """Refuse unsafe or unusable settings before anything listens.
+
+        Raises:
+            SpinedxError: a non-loopback host without a token, a too-short token, nothing to serve.
+        """
+        if not is_loopback(self.host) and not self.token:
+            raise SpinedxError(
+                f"refusing to listen on {self.host} without --token: any machine on the network could read and "
+                "change the cohort. Bind 127.0.0.1 (the default) or give --token with a long random secret",
+                where="--host")
+        if self.token is not None and len(self.token) < 16:
+            raise SpinedxError("the token is shorter than 16 characters; use a long random secret "
+                               "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')", where="--token")
+        if self.cohort is None and self.dicom_root is None:
+            raise SpinedxError("nothing to serve: give a DICOM_ROOT to index, --cohort cohort.csv, or both",
+                               where="spinedx serve")
+        if self.dicom_root is not None and not Path(self.dicom_root).is_dir():
+            raise SpinedxError("DICOM_ROOT is not a folder", where=str(self.dicom_root))
+        if self.cohort is not None and not Path(self.cohort).is_file() and self.dicom_root is None:
+            raise SpinedxError("manifest not found; give a DICOM_ROOT to index into it, or the path of an existing "
+                               "cohort.csv", where=str(self.cohort))
+        if self.model is not None and not (Path(self.model) / "config.yaml").is_file():
+            raise SpinedxError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
+                               where=str(self.model))

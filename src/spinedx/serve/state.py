@@ -1,0 +1,52 @@
+"""What one server process holds: settings, the datastore, the volume cache, the predictor."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinedx.serve.datastore import LocalDatastore
+from spinedx.serve.settings import ServeSettings
+from spinedx.serve.volumes import Volume, VolumeCache
+
+
+@dataclass
+class AppState:
+    """Shared by every request of one app (``request.app.state.ws``)."""
+
+    settings: ServeSettings
+    store: LocalDatastore
+    cache: VolumeCache
+    predictor: Any = None
+    extract_config: Any = None
+    registrations: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    reg_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def volume(self, key: str, which: str) -> Volume:
+        """The decoded ``t1``/``t2`` of a case (cached)."""
+        path, uid = self.store.image_source(key, which)
+        return self.cache.get(path, uid, where=f"{key} {which}")
+
+
+def build_state(settings: ServeSettings) -> AppState:
+    """Check the settings, open the datastore and load the run's models once."""
+    settings.check()
+    manifest = Path(settings.cohort) if settings.cohort is not None else Path.cwd() / "cohort.csv"
+    store = LocalDatastore(manifest, settings.dicom_root)
+    predictor = None
+    if settings.model is not None:
+        from spinedx.serve.predictor import Predictor
+
+        predictor = Predictor(settings.model, settings.register)
+        config = predictor.extract_config
+    else:
+        from dataclasses import replace
+
+        from spinedx.preprocess.config import ExtractConfig
+
+        config = ExtractConfig()
+        if settings.register is not None:
+            config = replace(config, register=settings.register)
+    return AppState(settings, store, VolumeCache(settings.cache_bytes), predictor, config)

@@ -1,0 +1,77 @@
+"""Fixtures of the workstation tests: a tiny synthetic cohort, a tiny run, and a fresh manifest per test.
+
+The cohort (6 patients, 2 malignant) and the run (2 folds of resnet18, one epoch) are made once per session;
+each test gets its own copy of the manifest (the images stay in the session's cohort, served as the DICOM root).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ws_cohort(tmp_path_factory) -> Path:
+    """``spinedx synth`` output: cohort.csv (annotated, labelled) and dicom/."""
+    from spinedx.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("ws_cohort")
+    generate_cohort(out, n_patients=6, n_malignant=2, seed=11, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ws_run(ws_cohort: Path, tmp_path_factory) -> Path:
+    """A ``spinedx cv`` run folder trained on the cohort's patches (2 folds, resnet18, 1 epoch)."""
+    from spinedx.evaluation.cv import CVConfig, run_cv
+    from spinedx.preprocess import ExtractConfig, extract_cohort
+
+    root = tmp_path_factory.mktemp("ws_run")
+    extract_cohort(ws_cohort / "cohort.csv", root / "patches", ExtractConfig(), progress=False)
+    cfg = CVConfig.from_profile("quick", folds=2, backbone="resnet18", pretrained="none", epochs=1, patience=0,
+                                views_benign=1, views_malignant=1, batch_size=16, threads=1, compile="off")
+    run_cv(root / "patches", root / "run", cfg, progress=False)
+    return root / "run"
+
+
+@pytest.fixture
+def manifest(ws_cohort: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the cohort manifest in its own folder (its image paths point into the session cohort)."""
+    from spinedx.cohort import load_manifest, write_manifest
+
+    out = tmp_path / "work" / "cohort.csv"
+    cohort = load_manifest(ws_cohort / "cohort.csv", draft=True)
+    for c in cohort.cases:  # the project's marker of a synthetic cohort (column synthetic = 1)
+        c.extra.setdefault("synthetic", "1")
+    write_manifest(cohort.cases, out)
+    return out
+
+
+@pytest.fixture
+def settings_for(ws_cohort: Path):
+    """``settings_for(manifest, **kw)``: ServeSettings serving ``manifest`` with the cohort's DICOM as a root."""
+    from spinedx.serve import ServeSettings
+
+    def make(manifest: Path, **kw) -> ServeSettings:
+        kw.setdefault("dicom_root", ws_cohort / "dicom")
+        return ServeSettings(cohort=manifest, **kw)
+
+    return make
+
+
+@pytest.fixture
+def client(manifest: Path, settings_for):
+    """A TestClient of an app serving ``manifest`` (no model)."""
+    from fastapi.testclient import TestClient
+
+    from spinedx.serve import create_app
+
+    with TestClient(create_app(settings_for(manifest))) as c:
+        yield c
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
