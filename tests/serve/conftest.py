@@ -43,8 +43,6 @@ def manifest(ws_cohort: Path, tmp_path: Path) -> Path:
 
     out = tmp_path / "work" / "cohort.csv"
     cohort = load_manifest(ws_cohort / "cohort.csv", draft=True)
-    for c in cohort.cases:  # the project's marker of a synthetic cohort (column synthetic = 1)
-        c.extra.setdefault("synthetic", "1")
     write_manifest(cohort.cases, out)
     return out
 

@@ -121,7 +121,7 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     page.mouse.move(x1, y1, steps=5)
     page.mouse.up()
     drawn = [int(v) for v in page.get_by_test_id("box").inner_text().split(",")]
-    assert all(abs(a - b) <= 2 for a, b in zip(drawn, box)), (drawn, box)
+    assert all(abs(a - b) <= 2 for a, b in zip(drawn, box, strict=True)), (drawn, box)
     assert page.get_by_test_id("lesion-slices").input_value() == ";".join(map(str, slices))
     wait_js(page, "S.t1Box !== null")  # the box mapped onto T1 is shown
     page.get_by_test_id("label").select_option(label)

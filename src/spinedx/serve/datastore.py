@@ -65,7 +65,8 @@ def row_version(case: Any) -> str:
     doc = {"patient_id": case.patient_id, "label": case.label, "t1": str(case.t1), "t2": str(case.t2),
            "t1_series_uid": case.t1_series_uid, "t2_series_uid": case.t2_series_uid,
            "lesion_slices": list(case.lesion_slices), "box": list(case.box), "features": case.features,
-           "readers": case.readers, "extra": case.extra}
+           "readers": case.readers, "extra": case.extra, "synthetic": case.synthetic,
+           "lesion_mask": str(case.lesion_mask)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -128,13 +129,17 @@ class LocalDatastore:
         new = [st for st in idx.studies if st.case_key not in known]
         if not new:
             return
+        if idx.synthetic != cohort.synthetic:
+            raise SpinedxError(f"the manifest is {'synthetic' if cohort.synthetic else 'real'} but the DICOM tree's "
+                               f"studies are {'synthetic' if idx.synthetic else 'real'}: a cohort is one or the other; "
+                               "give another --cohort", where=str(self.manifest))
         cases = list(cohort.cases)
         for st in new:
             sel = st.selection
             cases.append(CaseRecord(patient_id=st.case_key, label=None,  # type: ignore[arg-type]
                                     t1=st.series_folder("t1"), t2=st.series_folder("t2"),
                                     t1_series_uid=sel.t1.series_uid if sel.t1 else None,
-                                    t2_series_uid=sel.t2.series_uid if sel.t2 else None))
+                                    t2_series_uid=sel.t2.series_uid if sel.t2 else None, synthetic=idx.synthetic))
         with atomic_path(self.manifest) as tmp:
             write_manifest(cases, tmp)
         self.added_from_tree = len(new)
@@ -158,8 +163,7 @@ class LocalDatastore:
     @property
     def synthetic(self) -> bool:
         """True when the manifest marks a synthetic cohort (column ``synthetic`` = 1)."""
-        cases = self.cohort.cases
-        return bool(cases) and all(str(c.extra.get("synthetic", "")).strip() in ("1", "1.0", "true") for c in cases)
+        return bool(self.cohort.synthetic)
 
     # -- reading ------------------------------------------------------------------------------------------
     def case(self, key: str) -> Any:

@@ -37,7 +37,8 @@ class SecurityMiddleware:
         self.token = token
         self.max_body = int(max_body_bytes)
 
-    async def _send_json(self, send: Any, status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _send_json(self, send: Any, status: int, detail: str,
+                         extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         body = json.dumps({"detail": detail}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -68,7 +69,7 @@ class SecurityMiddleware:
                 if not secrets.compare_digest(given.encode(), self.token.encode()):
                     status_box["status"] = 401
                     await self._send_json(send, 401, "a bearer token is required (Authorization: Bearer TOKEN)",
-                                          [(b"www-authenticate", b"Bearer")])
+                                          ((b"www-authenticate", b"Bearer"),))
                     return
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:

@@ -363,7 +363,7 @@ def write_index(index: TreeIndex, manifest_path: str | Path) -> tuple[Path, Path
             patient_id=st.case_key, label=None,  # type: ignore[arg-type]  # unknown until annotated
             t1=st.series_folder("t1"), t2=st.series_folder("t2"),
             t1_series_uid=sel.t1.series_uid if sel.t1 else None, t2_series_uid=sel.t2.series_uid if sel.t2 else None,
-            extra={"synthetic": "1"} if synthetic else {},
+            synthetic=synthetic,
         ))
     with atomic_path(manifest_path) as tmp:
         write_manifest(cases, tmp)

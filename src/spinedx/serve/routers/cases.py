@@ -139,7 +139,8 @@ def mapping(
     return out
 
 
-def _registration(state: AppState, key: str, t1: Any, t2: Any, box: tuple[int, ...], slices: tuple[int, ...]) -> Any:
+def _registration(state: AppState, key: str, t1: Any, t2: Any, box: tuple[int, int, int, int],
+                  slices: tuple[int, ...]) -> Any:
     from spinedx.preprocess import register_rigid
     from spinedx.preprocess.mapping import check_overlap
 

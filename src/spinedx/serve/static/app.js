@@ -274,7 +274,7 @@ async function predict() {
   $("predict").disabled = true;
   try {
     const doc = await (await api(`/api/cases/${encodeURIComponent(S.key)}/predict`, { method: "POST" })).json();
-    showPrediction(doc);
+    await showPrediction(doc);
     status(`predicted ${S.key}`, "ok");
     await loadCases();
   } catch (e) { status("prediction failed: " + e.message, "error"); }
