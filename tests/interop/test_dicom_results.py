@@ -128,14 +128,21 @@ def _distinct_volume(shape: tuple[int, int, int], seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).permutation(np.prod(shape)).reshape(shape).astype(np.int16) % 30000
 
 
-@pytest.mark.parametrize("col_dir,slice_sign", [((0.0, 0.0, -1.0), 1), ((0.0, 0.0, 1.0), -1)])
-def test_box_references_the_stored_image_holding_it(tmp_path: Path, col_dir: tuple, slice_sign: int) -> None:
+@pytest.mark.parametrize("row_dir,col_dir,slice_sign,reorientation", [
+    ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), 1, ([0, 1, 2], [False, False, False])),  # stored as displayed
+    ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0), -1, ([0, 1, 2], [False, True, True])),  # rows and slices flipped
+    ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0), 1, ([1, 0, 2], [False, False, True])),  # transposed, slices flipped
+])
+def test_box_references_the_stored_image_holding_it(tmp_path: Path, row_dir: tuple, col_dir: tuple, slice_sign: int,
+                                                    reorientation: tuple) -> None:
     """Whatever the stored row/slice order, the referenced file and SCOORD box hold the voxels of the canonical box."""
     vol = _distinct_volume((5, 40, 30))
-    normal = np.cross((0.0, 1.0, 0.0), col_dir)
-    files = write_series(tmp_path / "t2", vol, spacing=(1.0, 1.0, 4.0), col_dir=col_dir,
+    normal = np.cross(row_dir, col_dir)
+    files = write_series(tmp_path / "t2", vol, spacing=(1.0, 1.0, 4.0), row_dir=row_dir, col_dir=col_dir,
                          slice_dir=tuple(slice_sign * normal), origin=(-8.0, -10.0, 20.0))
     img = read_image(tmp_path / "t2")
+    rec = img.meta["reorientation"]
+    assert (rec["source_axes_xyz"], rec["flipped_xyz"]) == reorientation  # the case really is reoriented
     planes = stored_planes(img)
     box = (5, 7, 17, 21)
     for k in range(img.n_slices):
@@ -223,3 +230,14 @@ def test_enhanced_multiframe_source_references_frames(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.sort(stored[frame - 1, r0:r1, c0:c1].ravel()),
                                       np.sort(img.array[k, box[1]:box[3], box[0]:box[2]].ravel().astype(np.int16)))
     assert all(dciodvfy(p).errors == [] for p in res.files)
+
+
+def test_file_list_and_geometry_must_agree(tmp_path: Path) -> None:
+    """A reader file list that disagrees with the geometry is refused, not written into a report."""
+    vol = _distinct_volume((4, 20, 16))
+    write_series(tmp_path / "t2", vol, spacing=(1.0, 1.0, 4.0))
+    img = read_image(tmp_path / "t2")
+    assert img.meta["files"] and len(img.meta["files"]) == img.n_slices
+    img.meta["files"] = img.meta["files"][::-1]
+    with pytest.raises(SpinedxError, match="the reader lists"):
+        locate_box(img, stored_planes(img), (2, 2, 8, 8), 0)

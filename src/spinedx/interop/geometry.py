@@ -116,7 +116,10 @@ def stored_planes(image: Any, *, where: str | None = None, headers: dict[Path, A
     """
     import pydicom
 
-    files = image.meta.get("files") if image.meta.get("format") == "dicom" else None
+    fmt_ok = image.meta.get("format") == "dicom"
+    # spinedx.io.to_canonical keeps "files" in canonical slice order, or renames it when the acquired slices
+    # became rows or columns of the grid; every stored plane is a candidate either way (see locate_box).
+    files = (image.meta.get("files") or image.meta.get("files_acquisition_order")) if fmt_ok else None
     if not files:
         raise SpinedxError("DICOM results need DICOM input images (this image has no source DICOM files); "
                            "predict from the DICOM series", where=where or image.source)
@@ -189,6 +192,15 @@ def locate_box(image: Any, planes: list[StoredPlane], box: tuple[int, int, int, 
         got = "no planes" if best is None else f"the nearest is {best.distance_mm:.2f} mm away"
         raise SpinedxError(f"no stored image holds slice {k} of the series ({got}; slice spacing {spacing:.2f} mm): "
                            "the image's geometry does not match its files", where=where or image.source)
+    # The reader's own record (meta["files"] follows the canonical slices) must name the same image: two
+    # independent derivations of one fact, so a disagreement is refused rather than written into a report.
+    listed = image.meta.get("files")
+    if isinstance(listed, list) and len(listed) == image.n_slices:
+        path, frame = split_label(listed[k])
+        if (path, frame) != (best.plane.path, best.plane.frame):
+            raise SpinedxError(f"slice {k}: the reader lists {listed[k]} but the geometry places it in "
+                               f"{best.plane.path}{'' if best.plane.frame is None else f' frame {best.plane.frame}'}; "
+                               "refusing to reference an image that may be the wrong one", where=where or image.source)
     c = best.corners
     tol = 1e-3
     if (c[:, 0].min() < -tol or c[:, 1].min() < -tol or c[:, 0].max() > best.plane.columns + tol
