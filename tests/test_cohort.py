@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spinedx.cohort import CaseRecord, Cohort, load_manifest, parse_box, parse_slices, write_manifest
 from spinedx.errors import ManifestError, SpinedxError
@@ -232,3 +234,119 @@ def test_symlink_loop_and_broken_link_are_named(tmp_path):
         load_manifest(tmp_path / "c.csv")
     msg = exc.value.one_line()
     assert "[t1] 'loop' is a symbolic link loop" in msg and "[t2] 'dangling' is a broken symbolic link" in msg
+
+
+# -- property-based tests (hypothesis): a damaged manifest is refused, never misread --------------------------
+
+PROP = settings(max_examples=80, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+BASE_ROWS = [
+    ["patient_id", "label", "t1", "t2", "t2_series_uid", "lesion_slices", "box", "synthetic", "feature_fluid_sign",
+     "reader_r1"],
+    ["P1", "malignant", "P1/t1", "P1/t2", "", "7;8;9", "120,80,200,160", "1", "0", "malignant"],
+    ["P2", "benign", "P2/t1", "P2/t2", "1.2.3.4", "5", "10,20,30,40", "1", "1", ""],
+    ["P3", "benign", "P3_t1.nii.gz", "P3_t2.nii.gz", "", "2;3", "1,1,5,5", "1", "0", "benign"],
+]
+REQUIRED = {"patient_id", "label", "t1", "t2", "lesion_slices", "box"}
+
+
+def _csv(rows) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
+def _load(tmp_path, text: str | bytes):
+    """load_manifest on the text: a Cohort, or None when refused; any other exception fails the test."""
+    path = tmp_path / "m.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    try:
+        return load_manifest(path, check_files=False)
+    except ManifestError as exc:
+        assert exc.problems and "\n" not in exc.one_line()
+        return None
+
+
+def _core(c: CaseRecord) -> tuple:
+    return (c.patient_id, c.label, c.t1, c.t2, c.t2_series_uid, c.lesion_slices, c.box, c.synthetic, c.features)
+
+
+@pytest.fixture()
+def base_cohort(tmp_path):
+    return _load(tmp_path, _csv(BASE_ROWS))
+
+
+@PROP
+@given(row=st.integers(1, 3), col=st.integers(0, 9), value=st.text(max_size=20))
+def test_a_changed_cell_is_read_as_written_or_refused(tmp_path, base_cohort, row, col, value):
+    rows = [list(r) for r in BASE_ROWS]
+    rows[row][col] = value
+    got = _load(tmp_path, _csv(rows))
+    if got is None:
+        return
+    for i, case in enumerate(got.cases, start=1):
+        if i != row:  # the other rows are untouched
+            assert case == base_cohort.cases[i - 1]
+    case = got.cases[row - 1]
+    name = BASE_ROWS[0][col]
+    if name == "box":
+        assert case.box == parse_box(value)
+    elif name == "lesion_slices":
+        assert case.lesion_slices == parse_slices(value)
+    elif name == "label":
+        assert case.label == value.strip().lower()
+    elif name == "synthetic":
+        assert case.synthetic and got.synthetic  # a 0 would mix real and synthetic rows: refused
+    # what was read is what gets written: a second round trip changes nothing
+    again = load_manifest(write_manifest(got.cases, tmp_path / "w.csv"), check_files=False)
+    assert again.cases == got.cases
+
+
+@PROP
+@given(col=st.integers(0, 9))
+def test_a_deleted_column_is_refused_when_required(tmp_path, base_cohort, col):
+    rows = [r[:col] + r[col + 1:] for r in BASE_ROWS]
+    got = _load(tmp_path, _csv(rows))
+    name = BASE_ROWS[0][col]
+    if name in REQUIRED:
+        assert got is None
+        with pytest.raises(ManifestError, match=f"\\[{name}\\] required column missing"):
+            load_manifest(tmp_path / "m.csv", check_files=False)
+    else:
+        assert got is not None
+        assert [(c.patient_id, c.label, c.t1, c.t2, c.lesion_slices, c.box) for c in got] == \
+            [(c.patient_id, c.label, c.t1, c.t2, c.lesion_slices, c.box) for c in base_cohort]
+
+
+@PROP
+@given(where=st.floats(0.0, 1.0))
+def test_a_truncated_manifest_never_changes_a_required_value(tmp_path, base_cohort, where):
+    """Cut anywhere: refused, or the rows present with their values (only the last row's trailing reader call,
+    an optional cell, can be cut off without a trace: 'malignant,' and 'malignant,\\n' read alike)."""
+    text = _csv(BASE_ROWS)
+    got = _load(tmp_path, text[: int(where * len(text))])
+    if got is None:
+        return
+    assert got.patient_ids == base_cohort.patient_ids[: len(got)]
+    for i, case in enumerate(got.cases):
+        assert _core(case) == _core(base_cohort.cases[i])
+        if i < len(got) - 1:
+            assert case == base_cohort.cases[i]
+
+
+@PROP
+@given(data=st.binary(max_size=300))
+def test_random_bytes_are_refused_cleanly(tmp_path, data):
+    _load(tmp_path, data)  # no traceback: a Cohort or a ManifestError
+
+
+@PROP
+@given(sep=st.sampled_from([";", "\t"]))
+def test_other_separators_are_named(tmp_path, sep):
+    text = "\n".join(sep.join(r) for r in BASE_ROWS) + "\n"
+    assert _load(tmp_path, text) is None
+    with pytest.raises(ManifestError, match="-separated"):
+        load_manifest(tmp_path / "m.csv", check_files=False)

@@ -256,14 +256,25 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ManifestError([("manifest", "-", "file not found; check the path")], where=str(path))
+        problem = _path_problem(path)
+        why = "is a folder, not a file" if path.is_dir() else ("file not found; check the path" if problem in (
+            None, "does not exist") else problem)
+        raise ManifestError([("manifest", "-", why)], where=str(path))
     base = Path(os.path.abspath(path)).parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            rows = [r for r in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
+            # strict: a quoted field left open at the end (a truncated file) is an error, not a shorter value
+            reader = csv.reader(fh, strict=True)
+            try:
+                rows = [r for r in reader]
+            except csv.Error as exc:
+                raise ManifestError([(f"line {reader.line_num}", "-", (f"malformed CSV ({exc}): a quoted field is "
+                                      "not closed or has text after its closing quote (a truncated or hand-edited "
+                                      "file?); fix the quoting"))], where=str(path)) from None
+    except UnicodeDecodeError as exc:
         raise ManifestError([("manifest", "-", f"not a UTF-8 CSV file ({exc})")], where=str(path)) from None
+    except OSError as exc:
+        raise ManifestError([("manifest", "-", f"cannot be read ({exc.strerror or exc})")], where=str(path)) from None
     problems: list[tuple[str, str, str]] = []
     if not rows:
         raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.cohort import CaseRecord, load_manifest
-from spinedx.io import Image
+from spinedx.io import Image, read_image
 from spinedx.preprocess import CHANNEL_NAMES, ExtractConfig, extract_case, extract_cohort
 
 from .phantom import centered_origin, sample
@@ -163,15 +163,20 @@ def test_benchmark_runs_on_a_given_cohort(cohort, capsys):
     assert "I/O floor" in out and "s/patient" in out
 
 
-@pytest.mark.slow
-def test_registration_moves_the_box_to_the_lesion_on_synthetic_t1(tmp_path):
-    """spinedx.synth moves the patient rigidly between T2 and T1; synth.json has the lesion centre in both."""
+@pytest.fixture(scope="module")
+def synth_cohort(tmp_path_factory):
+    """A 3-patient spinedx.synth cohort (DICOM on the canonical grid, lesion masks, synthetic = 1)."""
     from spinedx.synth import generate_cohort
 
-    manifest = generate_cohort(tmp_path / "syn", n_patients=3, n_malignant=1, seed=1, progress=False)
-    res = extract_cohort(manifest, tmp_path / "out", ExtractConfig(), progress=False)
+    return generate_cohort(tmp_path_factory.mktemp("syn") / "c", n_patients=3, n_malignant=1, seed=1, progress=False)
+
+
+@pytest.mark.slow
+def test_registration_moves_the_box_to_the_lesion_on_synthetic_t1(synth_cohort, tmp_path):
+    """spinedx.synth moves the patient rigidly between T2 and T1; synth.json has the lesion centre in both."""
+    res = extract_cohort(synth_cohort, tmp_path / "out", ExtractConfig(), progress=False)
     assert not res.failed
-    truth = json.loads((tmp_path / "syn" / "synth.json").read_text())["patients"]
+    truth = json.loads((synth_cohort.parent / "synth.json").read_text())["patients"]
     for p in json.loads(res.json_path.read_text())["patients"]:
         c2, c1 = np.asarray(truth[p["patient_id"]]["centre_t2"]), np.asarray(truth[p["patient_id"]]["centre_t1"])
         m = np.asarray(p["registration"]["matrix"])
@@ -179,3 +184,64 @@ def test_registration_moves_the_box_to_the_lesion_on_synthetic_t1(tmp_path):
         err_geo = np.linalg.norm(c2 - c1)
         err_reg = np.linalg.norm(m[:3, :3] @ c2 + m[:3, 3] - c1)
         assert err_reg < err_geo and err_reg < 2.5, (p["patient_id"], err_geo, err_reg)
+
+
+@pytest.mark.slow
+def test_synthetic_cohort_patches_unchanged_by_reorientation_with_masks_and_mark(synth_cohort, tmp_path,
+                                                                               monkeypatch):
+    """The synthetic series are stored on the canonical grid: reorientation changes no byte of their patches."""
+    import spinedx.io.read as io_read
+
+    res = extract_cohort(synth_cohort, tmp_path / "canon", ExtractConfig(register=False), progress=False)
+    assert res.ok == ["SYN0001", "SYN0002", "SYN0003"] and res.synthetic and res.warnings == []
+    doc = json.loads(res.json_path.read_text())
+    assert doc["synthetic"] is True
+    for p in doc["patients"]:
+        for name in ("t1", "t2"):
+            assert p["images"][name]["reorientation"] == {
+                "source_axes_xyz": [0, 1, 2], "flipped_xyz": [False, False, False],
+                "source_shape_zyx": p["images"][name]["shape_zyx"]}
+    # the same extraction with reorientation switched off (the reader's acquisition order, as before issue 8)
+    monkeypatch.setattr(io_read, "to_canonical", lambda img: img)
+    raw = extract_cohort(synth_cohort, tmp_path / "raw", ExtractConfig(register=False), progress=False)
+    with np.load(res.patches_path, allow_pickle=False) as a, np.load(raw.patches_path, allow_pickle=False) as b:
+        assert a["x"].tobytes() == b["x"].tobytes()
+        assert a["synthetic"].shape == () and bool(a["synthetic"]) is True
+        mask, x, sl, pid = a["mask"], a["x"], a["slice_index"], a["patient_id"]
+    # the lesion mask of slice s on the crop grid: values 0..1, the lesion inside the patch
+    assert mask.shape == (len(x), 64, 64) and mask.dtype == np.float32
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
+    cohort = load_manifest(synth_cohort)
+    for k in range(len(x)):
+        case = cohort[str(pid[k])]
+        m3 = read_image(case.lesion_mask)
+        if m3.array[int(sl[k])].any():  # a lesion slice that shows the lesion
+            assert mask[k].max() == 1.0 and mask[k].mean() > 0.01
+    assert sum(mask[k].any() for k in range(len(x))) >= len(x) // 2
+
+
+def test_lesion_mask_must_lie_on_the_t2_grid(cohort, tmp_path):
+    """A mask written on another grid, or holding other values than 0/1, is refused naming the patient."""
+    t2 = read_image(cohort / "P002" / "t2.nii.gz")
+    m = np.zeros(t2.shape, np.uint8)
+    m[3:6, 40:60, 30:50] = 1
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    shifted = t2.affine.copy()
+    shifted[:3, 3] += (0.0, 1.0, 0.0)
+    for name, data, aff in (("ok", m, t2.affine), ("shifted", m, shifted), ("labels", m * 3, t2.affine)):
+        nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), lps_to_ras @ aff), tmp_path / f"{name}.nii.gz")
+    ctr = t2.physical_to_index(np.zeros((1, 3)))[0]
+    box = f'"{int(ctr[0] - 20)},{int(ctr[1] - 16)},{int(ctr[0] + 20)},{int(ctr[1] + 16)}"'
+    rows = ["patient_id,label,t1,t2,lesion_slices,box,lesion_mask"]
+    for name in ("ok", "shifted", "labels"):
+        rows.append(f"{name},benign,{cohort}/P002/t1.nii.gz,{cohort}/P002/t2.nii.gz,4,{box},{tmp_path}/{name}.nii.gz")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    res = extract_cohort(tmp_path / "m.csv", tmp_path / "out", ExtractConfig(register=False), progress=False)
+    assert res.ok == ["ok"]
+    reasons = dict(res.failed)
+    assert "not on the T2 grid" in reasons["shifted"] and "1 mm" in reasons["shifted"]
+    assert "holds values [0.0, 3.0]" in reasons["labels"]
+    with np.load(res.patches_path) as z:
+        mask = z["mask"][0]
+    grid_mask = m[4].astype(np.float32)
+    assert mask.max() == 1.0 and 0.0 < mask.mean() < 1.0 and grid_mask.any()

@@ -42,8 +42,8 @@ turns one series into an :class:`Image`. The rules (the standard is DICOM PS3.3;
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ def _rescale(label: str, where: str | None, pair: tuple[Any, Any]) -> tuple[floa
         missing = "RescaleSlope (0028,1053)" if slope is None else "RescaleIntercept (0028,1052)"
         raise ImageReadError(f"{missing} is missing while its partner is present (both are needed, PS3.3 C.11.1); "
                              "fix the tag or re-export the series", where=where_of(label, where))
-    s, i = float(slope), float(intercept)
+    s = _value(label, where, "RescaleSlope", lambda: float(slope))
+    i = _value(label, where, "RescaleIntercept", lambda: float(intercept))
     if not (np.isfinite(s) and np.isfinite(i)):
         raise ImageReadError(f"RescaleSlope/RescaleIntercept {s}/{i} are not finite; re-export the series",
                              where=where_of(label, where))
@@ -154,9 +155,9 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
     out = []
     for k in range(frames):
         label = label0 if frames == 1 else f"{path} (frame {k + 1})"
-        iop = _value(label, where, "ImageOrientationPatient", functools.partial(frame_orientation, ds, k))
-        ipp = _value(label, where, "ImagePositionPatient", functools.partial(frame_position, ds, k))
-        sp = _value(label, where, "PixelSpacing", functools.partial(frame_spacing, ds, k))
+        iop = _value(label, where, "ImageOrientationPatient", partial(frame_orientation, ds, k))
+        ipp = _value(label, where, "ImagePositionPatient", partial(frame_position, ds, k))
+        sp = _value(label, where, "PixelSpacing", partial(frame_spacing, ds, k))
         missing = [n for n, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp),
                                   ("PixelSpacing", sp)) if v is None]
         if missing:
@@ -168,7 +169,7 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
             if arr.shape != (n,) or not np.all(np.isfinite(arr)):
                 raise ImageReadError(f"{_TAGS[keyword]} must be {n} finite numbers, got {arr.tolist()}; fix the "
                                      "tag or re-export the series", where=where_of(label, where))
-        rescale = _rescale(label, where, _value(label, where, "RescaleSlope", functools.partial(frame_rescale, ds, k)))
+        rescale = _rescale(label, where, _value(label, where, "RescaleSlope", partial(frame_rescale, ds, k)))
         slope, intercept = rescale if rescale is not None else (1.0, 0.0)
         dec = None if any(d is None for d in decimals) else np.asarray(decimals, dtype=np.int64)
         out.append(Slice2D(path, None if frames == 1 else k, position, iop, sp, rows, cols, dec, frame_pixels(k),

@@ -109,12 +109,13 @@ def dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
 
     try:
         if header_only:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
-        if ds.file_meta.get("TransferSyntaxUID") == DEFLATED:
-            # Offsets of a deflated dataset refer to the inflated stream, not the file: read it all now.
-            ds = pydicom.dcmread(path)
-        return ds
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        else:
+            ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
+            if ds.file_meta.get("TransferSyntaxUID") == DEFLATED:
+                # Offsets of a deflated dataset refer to the inflated stream, not the file: read it all now.
+                ds = pydicom.dcmread(path)
+        cut = _truncated_element(ds, path)
     except InvalidDicomError:
         raise ImageReadError(
             "not a DICOM file (no 'DICM' preamble); remove it from the series folder or point the manifest at "
@@ -122,6 +123,32 @@ def dcmread(path: Path, where: str | None, *, header_only: bool) -> Any:
     except Exception as exc:  # noqa: BLE001 -- truncated/corrupt files raise many different errors
         raise ImageReadError(f"unreadable DICOM file ({type(exc).__name__}: {exc}); re-export the series",
                              where=where_of(path, where)) from None
+    if cut is not None and not (header_only and cut[0] == 0x7FE00010):
+        tag, have, want = cut
+        what = ("truncated pixel data: the file holds " if tag == 0x7FE00010 else
+                f"truncated file: it ends inside element ({tag >> 16:04X},{tag & 0xFFFF:04X}), which holds ")
+        raise ImageReadError(f"{what}{have} of its {want} bytes (an incomplete copy or transfer); copy or export "
+                             "the file again", where=where_of(path, where))
+    return ds
+
+
+def _truncated_element(ds: Any, path: Path) -> tuple[int, int, int] | None:
+    """``(tag, bytes present, bytes declared)`` when the file ends inside its last element, else None.
+
+    pydicom reads what is left of a value cut by the end of the file without a word (a truncated
+    SeriesInstanceUID would make a file its own series); only the last element can be cut.
+    """
+    try:
+        last = ds.get_item(max(ds.keys()))
+    except ValueError:  # an empty dataset
+        return None
+    if last is None or not getattr(last, "is_raw", False) or last.length == 0xFFFFFFFF:
+        return None
+    if last.value is None:  # deferred: its bytes are still in the file
+        have = max(os.path.getsize(path) - last.value_tell, 0)
+    else:
+        have = len(last.value)
+    return (int(last.tag), have, int(last.length)) if have < last.length else None
 
 
 # Small elements that usually hold the same bytes in every file of a series (IPP, which differs, is not

@@ -166,12 +166,20 @@ def decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
         arr = native_pixels(ds, path)
     except ImageReadError as exc:
         raise ImageReadError(exc.message, where=where_of(path, where)) from None
+    except Exception as exc:  # noqa: BLE001 -- a pixel module element pydicom cannot convert
+        text = " ".join(str(exc).split())[:200]
+        raise ImageReadError(f"the pixel description (Rows, Columns, BitsAllocated, BitsStored, PixelRepresentation, "
+                             f"NumberOfFrames) is not valid ({text}); re-export the series",
+                             where=where_of(path, where)) from None
     if arr is not None:
         return arr
     ts = str(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or "")
     plain = ds.ds if isinstance(ds, Header) else ds
     if ts in UNCOMPRESSED_SYNTAXES:
-        expected = expected_length(ds)
+        try:
+            expected = expected_length(ds)
+        except Exception:  # noqa: BLE001 -- unconvertible elements: pydicom's decoder below says what is wrong
+            expected = None
         data = plain.get("PixelData")
         if expected is not None and isinstance(data, bytes):
             problem = _length_problem(len(data), expected)

@@ -114,7 +114,7 @@ def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_
         normal = np.cross(plane.direction[:, 0], plane.direction[:, 1])
         normal /= np.linalg.norm(normal)
         if abs(float(normal[0])) < SAGITTAL_MIN:
-            plane_name = orientation_name(normal)
+            name = orientation_name(normal)
             raise ImageReadError(
-                f"{plane_name} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
+                f"{name} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
                 "point the manifest at the sagittal T1W/T2W series", where=w)

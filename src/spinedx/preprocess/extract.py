@@ -85,7 +85,7 @@ class CasePatches:
             "n_samples": len(self.slice_index),
             "slice_index": [int(s) for s in self.slice_index],
             "edge_replicated": [
-                {"slice": int(s), "replaced": e} for s, e in zip(self.slice_index, self.edge, strict=False) if e
+                {"slice": int(s), "replaced": e} for s, e in zip(self.slice_index, self.edge, strict=True) if e
             ],
             "crop": self.crop,
             "constant_channels": self.constant_channels,
@@ -261,7 +261,7 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
         missing += [] if case.lesion_slices else ["lesion_slices"]
         raise PreprocessError(f"the manifest row has no {', '.join(missing)}; fill in these columns", where=pid)
     config = config or ExtractConfig()
-    assert case.t1 is not None and case.t2 is not None  # checked just above
+    assert case.t1 is not None and case.t2 is not None  # checked above
     t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2")
     t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1")
     pair = check_pair(t1, t2, mode=config.pair_check, patient_id=pid)
@@ -369,7 +369,7 @@ class _DeferredSignals:
                 os.kill(os.getpid(), self._got[0])
 
 
-def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, Any]:
+def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, np.ndarray]:
     n = sum(len(p.slice_index) for p in patches)
     x = np.concatenate([p.x for p in patches]) if patches else np.zeros((0, 6, patch_size, patch_size), np.float32)
     pid = np.array([p.patient_id for p in patches for _ in p.slice_index], dtype=str)
@@ -389,10 +389,10 @@ def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) ->
 def write_patches(path: Path, patches: list[CasePatches], patch_size: int, *, synthetic: bool = False) -> None:
     """Write ``patches.npz`` atomically (plain arrays only, so it loads with ``allow_pickle=False``)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-        np.savez(fh, **_npz_arrays(patches, patch_size, synthetic))
+        np.savez(fh, **_npz_arrays(patches, patch_size, synthetic))  # type: ignore[arg-type]
 
 
-def _write_outputs(out: Path, arrays: dict[str, Any], doc: dict[str, Any]) -> tuple[Path, Path]:
+def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
     """patches.npz and extract.json into temporary siblings, then both renamed with interrupts held back.
 
     An OS error (no space, file too large) names the final file and leaves no temporary file behind.
@@ -404,7 +404,7 @@ def _write_outputs(out: Path, arrays: dict[str, Any], doc: dict[str, Any]) -> tu
     try:
         with _DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
             with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
             doc["patches_sha256"] = sha256_file(tmp_npz)
             target = js
             with atomic_path(js) as tmp_js:

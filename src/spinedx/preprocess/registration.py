@@ -13,6 +13,8 @@ kept. Both outcomes are recorded (:class:`RegistrationRecord`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,11 +31,6 @@ from spinedx.preprocess.mapping import Box, box_corners
 # Optimiser steps are in mm (scales from physical shift): start at 1 mm, stop below 0.01 mm, far finer than
 # the voxels; finer stopping only adds iterations (measured on spinedx.synth cohorts: same accuracy, 2.4x slower).
 _LR, _MINSTEP = 1.0, 0.01
-
-
-def _vec3(v: Any) -> tuple[float, float, float]:
-    """Three numbers as a typed tuple of floats."""
-    return float(v[0]), float(v[1]), float(v[2])
 
 
 @dataclass
@@ -208,31 +205,42 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
 
-    record = RegistrationRecord(performed=True, center_mm=_vec3(center))
+    record = RegistrationRecord(performed=True, center_mm=(float(center[0]), float(center[1]), float(center[2])))
     counter = [0]
     raised: list[BaseException] = []
 
     def on_iteration() -> None:
-        # Ctrl-C and SIGTERM land here (the only Python code running during Execute): SimpleITK would turn
-        # them into a RuntimeError, indistinguishable from an ITK failure, so they are recorded and re-raised.
+        # Ctrl-C and SIGTERM land here (the only Python code running during Execute). Raised through SimpleITK
+        # they would print a traceback and come back as a RuntimeError, indistinguishable from an ITK failure:
+        # record them, stop the optimiser, and re-raise them once Execute has returned.
+        if raised:
+            reg.StopRegistration()
+            return
         try:
             _on_iteration(counter)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 -- recorded and re-raised after Execute, whatever it is
             raised.append(exc)
-            raise
+            reg.StopRegistration()
 
     try:
         before = _metric(fixed, moving, init, config)
         reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
-        result = reg.Execute(fixed, moving)
+        # An exception escaping the callback anyway (a signal at its very first instruction) is printed by
+        # SimpleITK to sys.stderr: keep that traceback off the user's terminal; _callback_error re-raises it.
+        with contextlib.redirect_stderr(io.StringIO()):
+            result = reg.Execute(fixed, moving)
+        if raised:
+            raise raised[0]
         params = np.asarray(result.GetParameters(), dtype=np.float64)
         found = sitk.Euler3DTransform()
         found.SetCenter(tuple(float(c) for c in center))
         found.SetParameters(tuple(float(p) for p in params))
         after = _metric(fixed, moving, found, config)
     except RuntimeError as exc:  # ITK refuses e.g. regions with too few valid samples
-        if raised:  # an interrupt or error raised inside our callback: not a registration failure
+        if raised and exc is not raised[0]:  # an interrupt or error inside our callback: not a registration failure
             raise raised[0] from None
+        if raised:
+            raise
         cause = _callback_error(str(exc))
         if cause is not None:
             raise cause from None
@@ -244,8 +252,8 @@ def register_rigid(t1: Image, t2: Image, box: Box, lesion_slices: tuple[int, ...
 
     rot = np.degrees(params[:3])
     trans = params[3:6]
-    record.translation_mm = _vec3(trans)
-    record.rotation_deg = _vec3(rot)
+    record.translation_mm = (float(trans[0]), float(trans[1]), float(trans[2]))
+    record.rotation_deg = (float(rot[0]), float(rot[1]), float(rot[2]))
     record.metric_before = before
     record.metric_after = after
     record.iterations = int(counter[0])
