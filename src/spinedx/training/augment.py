@@ -96,7 +96,9 @@ class BatchAffine:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """A freshly transformed copy of the batch ``x`` (N, C, H, W)."""
-        return apply_affine(x, self.sample(x.shape[0]))
+        params = self.sample(x.shape[0])
+        # non_blocking: the (N, 4) host tensor is staged at once, so the GPU queue is not drained per batch
+        return apply_affine(x, params.to(x.device, non_blocking=True))
 
 
 def epoch_indices(labels: np.ndarray, views_benign: int, views_malignant: int, rng: np.random.Generator) -> np.ndarray:
