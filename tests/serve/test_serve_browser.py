@@ -134,7 +134,8 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
 
     page.get_by_test_id("predict").click()
     wait_js(page, "document.getElementById('status').textContent.startsWith('predicted')", timeout=120)
-    p = float(page.get_by_test_id("probability").inner_text())
+    p = float(page.get_by_test_id("probability").inner_text())  # shown before the Grad-CAM overlays
+    wait_js(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=120)
     assert 0.0 <= p <= 1.0
     assert page.locator("#overlays img").count() == len(slices)
     badge = page.get_by_test_id("case-list").locator(f"[data-case='{pid}'] .badge").inner_text()

@@ -24,6 +24,12 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
         r = client.post(f"/api/cases/{rec.patient_id}/predict")
         assert r.status_code == 200, r.text
         got = r.json()
+        assert all(s["overlay"] is None for s in got["slices"])  # the fast answer: no Grad-CAM yet
+        r = client.post(f"/api/cases/{rec.patient_id}/explain")
+        assert r.status_code == 200, r.text
+        explained = r.json()
+        assert explained["fold_probabilities"] == pytest.approx(got["fold_probabilities"], abs=1e-6)
+        got = explained
         cases = {c["patient_id"]: c for c in client.get("/api/cases").json()}
         assert cases[rec.patient_id]["predicted"] is True
         assert client.get(f"/api/cases/{rec.patient_id}").json()["prediction"]["probability"] == got["probability"]

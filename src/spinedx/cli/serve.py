@@ -35,4 +35,9 @@ def serve(
                                                      f"open {url}#token=TOKEN in the browser)" if token else ""))
         typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server")
 
-    run_server(settings, on_ready=ready)
+    from spinedx.fsutil import Terminated
+
+    try:
+        run_server(settings, on_ready=ready)
+    except (KeyboardInterrupt, Terminated):
+        typer.echo("workstation stopped (saves are written when made; nothing is pending)")

@@ -34,6 +34,12 @@ class Predictor:
             self.run = load_run(self.run_dir)
         self.info = load_run_info(self.run_dir)
         self.extract_config, self.config_source = _extract_config(self.info, register)
+        # Imported once here, not on the first request: Grad-CAM's package pulls in scikit-learn and OpenCV,
+        # seconds of imports that would otherwise land on the first user's Predict.
+        import pytorch_grad_cam  # noqa: F401
+
+        import spinedx.explain  # noqa: F401
+        import spinedx.preprocess.registration  # noqa: F401
         # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.
         self._lock = threading.Lock()
 
@@ -43,8 +49,12 @@ class Predictor:
                 "threshold": self.run.threshold, "aggregation": self.run.aggregation,
                 "optimistic": bool(self.info.optimistic), "register": bool(self.extract_config.register)}
 
-    def predict(self, case: Any, out_dir: Path) -> Any:
-        """Predict a manifest case (its saved slices and box) and write ``prediction.json`` + overlays into ``out_dir``.
+    def predict(self, case: Any, out_dir: Path, *, explain: bool = True) -> Any:
+        """Predict a manifest case (its saved slices and box) and write ``prediction.json`` (and, with ``explain``,
+        the Grad-CAM overlays) into ``out_dir``.
+
+        The probabilities do not depend on ``explain``: the page asks first without it (the answer in about a
+        second) and then with it for the overlays.
 
         Returns:
             The :class:`spinedx.predict.CasePrediction`.
@@ -54,4 +64,4 @@ class Predictor:
         with self._lock:
             return predict_case(self.run_dir, case.t1, case.t2, case.lesion_slices, case.box, out_dir,
                                 t1_series_uid=case.t1_series_uid, t2_series_uid=case.t2_series_uid,
-                                register=self.register, patient_id=case.patient_id, run=self.run)
+                                register=self.register, patient_id=case.patient_id, explain=explain, run=self.run)

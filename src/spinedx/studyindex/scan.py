@@ -244,6 +244,9 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
     if not root.is_dir():
         raise SpinedxError("not a folder; give the root of a DICOM tree (a PACS export, a CD, ...)", where=str(root))
     opts = options or SelectionOptions()
+    import pydicom  # noqa: F401 -- imported before the clock starts: the rate is per file, not per interpreter
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     t0 = time.perf_counter()
     files = _walk(root)
     series_files: dict[tuple[str, str, str], list[str]] = defaultdict(list)
@@ -257,8 +260,6 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         n_skipped += 1
         if len(skipped) < 20:
             skipped.append((path, why))
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("index"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not progress, transient=True) as bar:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from spinedx.serve.datastore import Conflict, InvalidInput
 from spinedx.serve.deps import get_state
@@ -15,10 +15,25 @@ router = APIRouter(prefix="/api/cases", tags=["predict"])
 
 
 @router.post("/{patient_id}/predict")
-def predict(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+def predict(
+    patient_id: str,
+    explain: bool = Query(False, description="also compute the Grad-CAM overlays (seconds more)"),  # noqa: B008
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
     """Probability of malignancy (mean of the fold models), call at the run's threshold, per-fold and per-slice
-    probabilities and Grad-CAM overlays, computed like ``spinedx predict`` on the saved slices and box.
-    Research use only."""
+    probabilities, computed like ``spinedx predict`` on the saved slices and box; with ``explain`` also the
+    Grad-CAM overlays (or ask ``POST .../explain`` afterwards). Research use only."""
+    return _predict(patient_id, state, explain)
+
+
+@router.post("/{patient_id}/explain")
+def explain(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """The prediction again with Grad-CAM overlays of every lesion slice on T1W and T2W (``spinedx predict``'s
+    overlay PNGs, served under ``.../prediction/``). Research use only."""
+    return _predict(patient_id, state, True)
+
+
+def _predict(patient_id: str, state: AppState, explain: bool) -> dict[str, Any]:
     from spinedx.fsutil import atomic_dir
 
     if state.predictor is None:
@@ -30,5 +45,5 @@ def predict(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, 
     for which in ("t1", "t2"):
         state.store.image_source(patient_id, which)  # 404 when missing or outside the served roots
     with atomic_dir(state.store.prediction_dir(patient_id)) as tmp:
-        res = state.predictor.predict(case, tmp)
+        res = state.predictor.predict(case, tmp, explain=explain)
     return prediction_view(patient_id, res.record)

@@ -273,10 +273,14 @@ async function predict() {
   status("predicting " + S.key + " ...");
   $("predict").disabled = true;
   try {
-    const doc = await (await api(`/api/cases/${encodeURIComponent(S.key)}/predict`, { method: "POST" })).json();
+    const key = S.key;
+    const doc = await (await api(`/api/cases/${encodeURIComponent(key)}/predict`, { method: "POST" })).json();
     await showPrediction(doc);
-    status(`predicted ${S.key}`, "ok");
+    status(`predicted ${key}; computing Grad-CAM overlays ...`, "ok");
     await loadCases();
+    const ex = await (await api(`/api/cases/${encodeURIComponent(key)}/explain`, { method: "POST" })).json();
+    if (key === S.key) await showPrediction(ex);
+    status(`predicted ${key} (with Grad-CAM overlays)`, "ok");
   } catch (e) { status("prediction failed: " + e.message, "error"); }
   $("predict").disabled = !S.health.model;
 }
@@ -425,6 +429,13 @@ document.addEventListener("keydown", (ev) => {
 });
 
 // ---- start ----------------------------------------------------------------------------------------------
+function fitCanvases() {
+  // two square panes side by side in the viewer's width
+  const w = Math.max(260, Math.min(560, Math.floor(($("viewer").clientWidth - 44) / 2)));
+  for (const id of ["t2", "t1"]) { const cv = $(id); if (cv.width !== w) { cv.width = w; cv.height = w; } }
+  drawAll();
+}
+
 async function start() {
   try {
     S.health = await (await api("/api/health")).json();
@@ -447,8 +458,9 @@ async function start() {
   $("save").addEventListener("click", save);
   $("predict").addEventListener("click", predict);
   window.addEventListener("beforeunload", (ev) => { if (S.dirty) { ev.preventDefault(); ev.returnValue = ""; } });
+  window.addEventListener("resize", fitCanvases);
+  fitCanvases();
   await loadCases();
-  drawAll();
   status("pick a case on the left");
 }
 start();

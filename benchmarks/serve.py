@@ -1,0 +1,145 @@
+"""The workstation's speed: index, slice, case open and prediction, against a local ``spinedx predict`` call.
+
+Makes a synthetic cohort (``spinedx.synth``, default 6 patients) and a run folder of ``--folds`` randomly
+initialised fold models (default 10 x resnet50, the paper's ensemble; weights do not change the cost), serves them
+with uvicorn on 127.0.0.1 and measures over HTTP (one keep-alive client):
+
+* ``index``: ``spinedx.studyindex.index_tree`` over the cohort's DICOM files (files per second);
+* ``open``: ``GET /api/cases/{id}`` of a case not yet opened (both series decoded; goal < 1 s);
+* ``slice``: ``GET /api/cases/{id}/t2/{k}.png`` after the first, every slice of the opened case (goal < 50 ms);
+* ``predict``: ``POST /api/cases/{id}/predict`` with the models loaded once (goal < 2 s for 10 x ResNet50 on 2
+  cores), against the baseline ``spinedx predict`` on the same case in a fresh process (what a user runs today).
+
+    python benchmarks/serve.py [--patients 6] [--folds 10] [--backbone resnet50] [--repeats 3]
+
+Ends with ``RESULT serve_predict_ms <median milliseconds of POST /predict>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+
+def _run_folder(root: Path, folds: int, backbone: str) -> Path:
+    import torch
+    import yaml
+
+    from spinedx.models import build_model, save_fold_model
+    from spinedx.preprocess import ExtractConfig
+
+    patches = root / "patches"
+    patches.mkdir()
+    (patches / "extract.json").write_text(json.dumps({"config": ExtractConfig().to_dict()}))
+    run = root / "run"
+    for k in range(folds):
+        (run / "folds" / str(k)).mkdir(parents=True)
+        torch.manual_seed(k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, _ = build_model(backbone, pretrained="none")
+        save_fold_model(model.eval(), run / "folds" / str(k) / "model.pt", k)
+    cfg = {"config": {"profile": "quick", "folds": folds, "backbone": backbone, "threshold": 0.5,
+                      "aggregation": "max"}, "optimistic": False, "patches_dir": str(patches),
+           "weights": {"source": "none", "path": None, "sha256": None, "message": "benchmark: random weights"},
+           "provenance": {"git_commit": None, "versions": {}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patients", type=int, default=6)
+    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    import httpx
+    import uvicorn
+
+    from spinedx.cohort import load_manifest
+    from spinedx.serve import ServeSettings, create_app
+    from spinedx.studyindex import index_tree
+    from spinedx.synth import generate_cohort
+
+    tmp = Path(tempfile.mkdtemp(prefix="spinedx_bench_serve_"))
+    generate_cohort(tmp / "cohort", n_patients=args.patients, n_malignant=max(1, args.patients // 3), seed=1,
+                    progress=False)
+    run = _run_folder(tmp, args.folds, args.backbone)
+    cohort = load_manifest(tmp / "cohort" / "cohort.csv")
+
+    t0 = time.perf_counter()
+    idx = index_tree(tmp / "cohort" / "dicom", progress=False)
+    t_index = time.perf_counter() - t0
+    print(f"index: {idx.n_files} files in {t_index:.2f} s = {idx.n_files / t_index:.0f} files/s "
+          f"({len(idx.complete)}/{len(idx.studies)} studies with T1W and T2W)")
+
+    t0 = time.perf_counter()
+    app = create_app(ServeSettings(cohort=tmp / "cohort" / "cohort.csv", model=run))
+    print(f"server start (manifest + {args.folds} x {args.backbone} loaded once): {time.perf_counter() - t0:.2f} s")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+            opens, slices = [], []
+            for case in cohort.cases:
+                t0 = time.perf_counter()
+                doc = client.get(f"/api/cases/{case.patient_id}").raise_for_status().json()
+                opens.append(time.perf_counter() - t0)
+                n = doc["t2"]["slices"]
+                client.get(f"/api/cases/{case.patient_id}/t2/0.png").raise_for_status()  # the first
+                for k in range(1, n):
+                    t0 = time.perf_counter()
+                    client.get(f"/api/cases/{case.patient_id}/t2/{k}.png").raise_for_status()
+                    slices.append(time.perf_counter() - t0)
+            print(f"open a case (cold: both series decoded): median {1e3 * statistics.median(opens):.0f} ms, "
+                  f"max {1e3 * max(opens):.0f} ms over {len(opens)} cases")
+            print(f"slice PNG after the first: median {1e3 * statistics.median(slices):.1f} ms, "
+                  f"95th percentile {1e3 * sorted(slices)[int(0.95 * (len(slices) - 1))]:.1f} ms over {len(slices)}")
+            case = cohort.cases[0]
+            preds = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                client.post(f"/api/cases/{case.patient_id}/predict").raise_for_status()
+                preds.append(time.perf_counter() - t0)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    cli = []
+    for i in range(max(1, args.repeats // 2)):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "spinedx", "predict", "--model", str(run), "--t1", str(case.t1),
+                        "--t2", str(case.t2), "--lesion-slices", ";".join(map(str, case.lesion_slices)),
+                        "--box", ",".join(map(str, case.box)), "--out", str(tmp / f"cli{i}")],
+                       check=True, capture_output=True)
+        cli.append(time.perf_counter() - t0)
+    p_ms, c_ms = 1e3 * statistics.median(preds), 1e3 * statistics.median(cli)
+    print(f"predict ({args.folds} x {args.backbone}, {len(case.lesion_slices)} slices, Grad-CAM, registration as the "
+          f"run): POST /predict median {p_ms:.0f} ms (min {1e3 * min(preds):.0f}); "
+          f"baseline spinedx predict (fresh process) median {c_ms:.0f} ms; ratio {c_ms / p_ms:.1f}x")
+    print(f"RESULT serve_predict_ms {p_ms:.1f}")
+
+
+if __name__ == "__main__":
+    main()

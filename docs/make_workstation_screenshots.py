@@ -1,0 +1,144 @@
+"""Screenshots of the workstation for docs/workstation.md, taken with the real commands.
+
+Runs, in a scratch folder (default /tmp/spinedx_ws_shots):
+
+    spinedx synth cohort --patients 8 --malignant 3 --seed 7
+    spinedx extract cohort/cohort.csv --out patches            # a demo model for the Predict step only:
+    spinedx cv patches --out run --profile quick --folds 2 --backbone resnet18 --pretrained none --epochs 2
+    spinedx index cohort/dicom --out cohort/workstation.csv    # the draft manifest a user starts from
+    spinedx serve --cohort cohort/workstation.csv --model run --port <free>
+
+and drives Debian's Chromium (Playwright, headless) through one case: open it, drag the box on T2W, set the
+slices and label, save, predict. The box and slices are the synthetic truth of the case (what a reader would
+draw). The demo model is trained for seconds on 8 patients: its probabilities mean nothing.
+
+Usage: python docs/make_workstation_screenshots.py [--work DIR] [--out docs/img]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path) -> None:
+    print("$ spinedx " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "spinedx", *args], cwd=cwd, check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(page, expression: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not page.evaluate(expression):
+        if time.time() > deadline:
+            raise TimeoutError(expression)
+        time.sleep(0.1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/spinedx_ws_shots"))
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    args = ap.parse_args()
+    work: Path = args.work
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env_path = str(REPO / "src")
+    os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+    run("synth", "cohort", "--patients", "8", "--malignant", "3", "--seed", "7", cwd=work)
+    run("extract", "cohort/cohort.csv", "--out", "patches", cwd=work)
+    run("cv", "patches", "--out", "run", "--profile", "quick", "--folds", "2", "--backbone", "resnet18",
+        "--pretrained", "none", "--epochs", "2", "--quiet", cwd=work)
+    run("index", "cohort/dicom", "--out", "cohort/workstation.csv", "-q", cwd=work)
+
+    from spinedx.cohort import load_manifest
+
+    truth = load_manifest(work / "cohort" / "cohort.csv")
+    case = next(c for c in truth.cases if c.label == "malignant")
+    port = free_port()
+    print(f"$ spinedx serve --cohort cohort/workstation.csv --model run --port {port}", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--cohort", "cohort/workstation.csv",
+                               "--model", "run", "--port", str(port)], cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/health", timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("spinedx serve did not start") from None
+                time.sleep(0.3)
+        shoot(url, case, out)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def shoot(url: str, case, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox"], headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
+        page.goto(url + "/")
+        page.get_by_test_id("case-list").locator(f"[data-case='{case.patient_id}']").click()
+        poll(page, "document.getElementById('status').textContent.includes('open')")
+        k = case.lesion_slices[len(case.lesion_slices) // 2]
+        page.locator("body").click(position={"x": 5, "y": 5})
+        while page.evaluate("S.k") != k:
+            page.keyboard.press("ArrowDown" if page.evaluate("S.k") < k else "ArrowUp")
+        time.sleep(0.5)
+        page.screenshot(path=str(out / "workstation-1-open.png"))
+
+        cb = page.get_by_test_id("t2-view").bounding_box()
+        doc = page.evaluate("S.caseDoc.t2")
+        scale = cb["width"] / max(doc["columns"], doc["rows"])
+        x0, y0, x1, y1 = case.box
+        page.mouse.move(cb["x"] + (x0 + 0.5) * scale, cb["y"] + (y0 + 0.5) * scale)
+        page.mouse.down()
+        page.mouse.move(cb["x"] + (x1 - 0.5) * scale, cb["y"] + (y1 - 0.5) * scale, steps=8)
+        page.mouse.up()
+        poll(page, "S.t1Box !== null && S.t1Reg !== null")
+        time.sleep(0.5)
+        page.screenshot(path=str(out / "workstation-2-box.png"))
+
+        page.get_by_test_id("label").select_option(case.label)
+        for name, value in list(case.features.items())[:6]:
+            page.locator(f"#f-{name}").select_option(str(value))
+        page.get_by_test_id("save").click()
+        poll(page, "document.getElementById('status').textContent.startsWith('saved')")
+        time.sleep(0.3)
+        page.screenshot(path=str(out / "workstation-3-saved.png"))
+
+        page.get_by_test_id("predict").click()
+        poll(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=300)
+        time.sleep(0.5)
+        page.screenshot(path=str(out / "workstation-4-predict.png"), full_page=True)
+        browser.close()
+    for name in ("1-open", "2-box", "3-saved", "4-predict"):
+        print(f"wrote {out / f'workstation-{name}.png'}")
+
+
+if __name__ == "__main__":
+    main()
