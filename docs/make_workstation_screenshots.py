@@ -41,6 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def top(page) -> None:
+    """Scroll back to the top (Playwright scrolls elements it acts on into view) and let the page settle."""
+    page.evaluate("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+
+
 def poll(page, expression: str, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while not page.evaluate(expression):
@@ -108,7 +114,7 @@ def shoot(url: str, case, out: Path) -> None:
         page.locator("body").click(position={"x": 5, "y": 5})
         while page.evaluate("S.k") != k:
             page.keyboard.press("ArrowDown" if page.evaluate("S.k") < k else "ArrowUp")
-        time.sleep(0.5)
+        top(page)
         page.screenshot(path=str(out / "workstation-1-open.png"))
 
         cb = page.get_by_test_id("t2-view").bounding_box()
@@ -120,7 +126,7 @@ def shoot(url: str, case, out: Path) -> None:
         page.mouse.move(cb["x"] + (x1 - 0.5) * scale, cb["y"] + (y1 - 0.5) * scale, steps=8)
         page.mouse.up()
         poll(page, "S.t1Box !== null && S.t1Reg !== null")
-        time.sleep(0.5)
+        top(page)
         page.screenshot(path=str(out / "workstation-2-box.png"))
 
         page.get_by_test_id("label").select_option(case.label)
@@ -128,12 +134,12 @@ def shoot(url: str, case, out: Path) -> None:
             page.locator(f"#f-{name}").select_option(str(value))
         page.get_by_test_id("save").click()
         poll(page, "document.getElementById('status').textContent.startsWith('saved')")
-        time.sleep(0.3)
+        top(page)
         page.screenshot(path=str(out / "workstation-3-saved.png"))
 
         page.get_by_test_id("predict").click()
         poll(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=300)
-        time.sleep(0.5)
+        top(page)
         page.screenshot(path=str(out / "workstation-4-predict.png"), full_page=True)
         browser.close()
     for name in ("1-open", "2-box", "3-saved", "4-predict"):
