@@ -8,7 +8,8 @@ with uvicorn on 127.0.0.1 and measures over HTTP (one keep-alive client):
 * ``open``: ``GET /api/cases/{id}`` of a case not yet opened (both series decoded; goal < 1 s);
 * ``slice``: ``GET /api/cases/{id}/t2/{k}.png`` after the first, every slice of the opened case (goal < 50 ms);
 * ``predict``: ``POST /api/cases/{id}/predict`` with the models loaded once (goal < 2 s for 10 x ResNet50 on 2
-  cores), against the baseline ``spinedx predict`` on the same case in a fresh process (what a user runs today).
+  cores) and ``POST .../explain`` (the same with Grad-CAM overlays), against the baseline ``spinedx predict`` on
+  the same case in a fresh process (loads the models, writes the overlays: what a user runs today).
 
     python benchmarks/serve.py [--patients 6] [--folds 10] [--backbone resnet50] [--repeats 3]
 
@@ -117,17 +118,20 @@ def main() -> None:
             print(f"slice PNG after the first: median {1e3 * statistics.median(slices):.1f} ms, "
                   f"95th percentile {1e3 * sorted(slices)[int(0.95 * (len(slices) - 1))]:.1f} ms over {len(slices)}")
             case = cohort.cases[0]
-            preds = []
+            preds, explains = [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 client.post(f"/api/cases/{case.patient_id}/predict").raise_for_status()
                 preds.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                client.post(f"/api/cases/{case.patient_id}/explain").raise_for_status()
+                explains.append(time.perf_counter() - t0)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
 
     cli = []
-    for i in range(max(1, args.repeats // 2)):
+    for i in range(max(1, args.repeats // 3)):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "spinedx", "predict", "--model", str(run), "--t1", str(case.t1),
                         "--t2", str(case.t2), "--lesion-slices", ";".join(map(str, case.lesion_slices)),
@@ -135,9 +139,12 @@ def main() -> None:
                        check=True, capture_output=True)
         cli.append(time.perf_counter() - t0)
     p_ms, c_ms = 1e3 * statistics.median(preds), 1e3 * statistics.median(cli)
-    print(f"predict ({args.folds} x {args.backbone}, {len(case.lesion_slices)} slices, Grad-CAM, registration as the "
-          f"run): POST /predict median {p_ms:.0f} ms (min {1e3 * min(preds):.0f}); "
-          f"baseline spinedx predict (fresh process) median {c_ms:.0f} ms; ratio {c_ms / p_ms:.1f}x")
+    e_ms = 1e3 * statistics.median(explains)
+    print(f"predict ({args.folds} x {args.backbone}, {len(case.lesion_slices)} slices, registration as the run): "
+          f"POST /predict (probabilities) median {p_ms:.0f} ms (min {1e3 * min(preds):.0f}); POST /explain (with "
+          f"Grad-CAM overlays) median {e_ms:.0f} ms")
+    print(f"baseline spinedx predict (fresh process, loads the models, Grad-CAM overlays) median {c_ms:.0f} ms; "
+          f"ratio to POST /predict {c_ms / p_ms:.1f}x, to POST /explain {c_ms / e_ms:.1f}x")
     print(f"RESULT serve_predict_ms {p_ms:.1f}")
 
 

@@ -111,5 +111,7 @@ def slice_png(array2d: np.ndarray, center: float, width: float) -> bytes:
     scaled = (array2d.astype(np.float32, copy=False) - lo) * (255.0 / width)
     u8 = np.clip(scaled, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    PILImage.fromarray(u8).save(buf, format="PNG", compress_level=1)
+    # zlib level 0 (stored blocks): 3x faster than level 1 here, for 40 % more bytes (256 KiB per 512 x 512
+    # slice), which a loopback or LAN connection carries in a few milliseconds.
+    PILImage.fromarray(u8).save(buf, format="PNG", compress_level=0)
     return buf.getvalue()
