@@ -164,3 +164,20 @@ def test_openapi_and_docs_page(client) -> None:
     assert "/api/cases/{patient_id}/predict" in spec["paths"]
     r = client.get("/docs")
     assert r.status_code == 200 and "openapi.json" in r.text
+
+
+def test_serving_a_dicom_root_indexes_it_into_a_new_manifest(ws_cohort: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from spinedx.serve import ServeSettings, create_app
+
+    manifest = tmp_path / "new" / "cohort.csv"
+    with TestClient(create_app(ServeSettings(cohort=manifest, dicom_root=ws_cohort / "dicom"))) as client:
+        cases = client.get("/api/cases").json()
+        assert client.get("/api/health").json()["synthetic"] is True
+    truth = load_manifest(ws_cohort / "cohort.csv")
+    assert [c["patient_id"] for c in cases] == truth.patient_ids
+    assert not any(c["annotated"] or c["predicted"] for c in cases) and all(c["images"] for c in cases)
+    draft = load_manifest(manifest, require_images=False, draft=True)
+    assert all(d.label is None and d.t2 == truth[d.patient_id].t2 for d in draft)
+    assert (manifest.parent / "index.json").is_file()
