@@ -143,7 +143,8 @@ function setSlice(k) {
   S.k = k;
   S.t1k = S.caseDoc.t1_slice_for_t2[k];
   refresh("t2");
-  if (S.box) scheduleMapping(false, 0); else refresh("t1");
+  // registered when on: the server caches the registration per box and slices, so scrolling does not redo it
+  if (S.box) scheduleMapping(true, 0); else refresh("t1");
 }
 
 function scheduleMapping(register, delay) {
