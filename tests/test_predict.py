@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import warnings
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -12,12 +12,13 @@ import pytest
 import scipy.io
 import torch
 import yaml
+from runhelpers import write_patches, write_run
 from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
 from spinedx.io import read_image
-from spinedx.models import build_model, load_fold_model, save_fold_model
+from spinedx.models import load_fold_model
 from spinedx.predict import predict_case
 from spinedx.preprocess import ExtractConfig, extract_patches
 
@@ -30,25 +31,9 @@ def _affine(slice_mm: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A run folder in the `spinedx cv` layout with two untrained resnet18 fold models."""
-    root = tmp_path_factory.mktemp("run")
-    patches = root / "patches"
-    patches.mkdir()
-    (patches / "extract.json").write_text(json.dumps({"config": ExtractConfig(register=False).to_dict()}))
-    run = root / "run"
-    cfg = {"config": {"profile": "quick", "folds": 2, "backbone": "resnet18", "threshold": 0.5, "aggregation": "max"},
-           "optimistic": False, "patches_dir": str(patches),
-           "weights": {"source": "none", "path": None, "sha256": None, "message": "scratch"},
-           "provenance": {"git_commit": "abc", "versions": {"torch": str(torch.__version__)}}}
-    for k in range(2):
-        (run / "folds" / str(k)).mkdir(parents=True)
-        torch.manual_seed(10 + k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, _ = build_model("resnet18", pretrained="none")
-        save_fold_model(model.eval(), run / "folds" / str(k) / "model.pt", k)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return run
+    """A run folder as `spinedx cv` writes it, with two untrained resnet18 fold models, trained (so its record
+    says) on 64x64 patches made without registration."""
+    return write_run(tmp_path_factory.mktemp("run"), n_patients=12, n_folds=2, optimistic=False)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +71,9 @@ def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: 
     assert [s["slice_index"] for s in doc["slices"]] == [4, 5]
     assert doc["model"]["backbone"] == "resnet18" and doc["model"]["imagenet_weights"] is False
     assert doc["model"]["optimistic"] is False and doc["model"]["folds"] == [0, 1]
-    assert doc["preprocessing"]["extract_config"]["register"] is False  # the run's extract.json
-    assert "extract.json" in doc["preprocessing"]["config_source"]
+    assert doc["preprocessing"]["extract_config"]["register"] is False  # as the run was trained
+    assert "the run's config.yaml" in doc["preprocessing"]["config_source"]
+    assert doc["model"]["missing_folds"] == [] and doc["model"]["synthetic"] is False
     assert doc["registration"]["performed"] is False
     assert doc["spinedx_version"] and "versions" in doc["provenance"]
     for s in doc["slices"]:
@@ -135,7 +121,7 @@ def test_predict_bad_input_one_line_exit_2(tiny_run: Path, synthetic_pair: Path,
 
 def test_predict_run_without_models(tmp_path: Path, synthetic_pair: Path) -> None:
     (tmp_path / "config.yaml").write_text("config: {}\n")
-    with pytest.raises(SpinedxError, match="fold models"):
+    with pytest.raises(SpinedxError, match="no 'format'"):
         predict_case(tmp_path, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", "5", "27,35,63,65")
 
 
@@ -170,3 +156,92 @@ def test_predict_real_dzz_pair(tiny_run: Path, real_data: Path, tmp_path: Path) 
     t2 = read_image(tmp_path / "t2.nii.gz")
     x = extract_patches(t1, t2, [k], box, ExtractConfig(register=False)).x[0]
     assert np.isfinite(x).all() and abs(np.corrcoef(x[1].ravel(), x[4].ravel())[0, 1]) > 0.3
+
+
+def _predict_args(run: Path, pair: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--model", str(run), "--t1", str(pair / "t1.nii.gz"), "--t2", str(pair / "t2.nii.gz"),
+            "--lesion-slices", "4;5", "--box", "27,35,63,65", "--out", str(out), *extra]
+
+
+def _one_error(args: list[str], *needles: str) -> None:
+    res = CliRunner().invoke(app, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.slow
+def test_predict_missing_or_stray_fold_models(tmp_path: Path, synthetic_pair: Path) -> None:
+    """Issue 8: with one of 2 model.pt gone predict answered from 1 model (spread 0.000); 1.bak crashed it."""
+    run = write_run(tmp_path / "r", n_patients=12, n_folds=2)
+    (run / "folds" / "1" / "model.pt").unlink()
+    _one_error(_predict_args(run, synthetic_pair, tmp_path / "o"), "incomplete fold folder", "folds/1")
+    shutil.rmtree(run / "folds" / "1")
+    _one_error(_predict_args(run, synthetic_pair, tmp_path / "o"), "fold(s) 1 of 2 have no model",
+               "--allow-missing-folds")
+    assert not (tmp_path / "o").exists()
+    res = CliRunner().invoke(app, _predict_args(run, synthetic_pair, tmp_path / "o", "--allow-missing-folds"))
+    assert res.exit_code == 0, res.output
+    assert "WARNING: answered from 1 of 2 fold models" in res.output
+    doc = json.loads((tmp_path / "o" / "prediction.json").read_text())
+    assert doc["model"]["missing_folds"] == [1] and doc["model"]["folds"] == [0] and doc["spread"]["n_models"] == 1
+    shutil.copytree(run / "folds" / "0", run / "folds" / "1.bak")
+    _one_error(_predict_args(run, synthetic_pair, tmp_path / "o2", "--allow-missing-folds"), "1.bak",
+               "unexpected entry")
+
+
+@pytest.mark.slow
+def test_predict_uses_the_runs_settings_not_the_patches_folder(tiny_run: Path, synthetic_pair: Path,
+                                                               tmp_path: Path) -> None:
+    """Issue 8: re-extracting with --patch-size 32 after training fed 32x32 patches to the 64x64 models."""
+    patches = Path(yaml.safe_load((tiny_run / "config.yaml").read_text())["patches"]["path"]).parent
+    saved = {p.name: p.read_bytes() for p in patches.iterdir()}
+    try:
+        write_patches(patches, ["A", "B"], np.array([0, 1]), size=32, seed=1)  # re-extracted, other settings
+        ex = json.loads((patches / "extract.json").read_text())
+        ex["config"]["register"] = True
+        (patches / "extract.json").write_text(json.dumps(ex))
+        res = predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", "4;5",
+                           "27,35,63,65", tmp_path / "o")
+    finally:
+        for name, data in saved.items():
+            (patches / name).write_bytes(data)
+    cfg = res.record["preprocessing"]["extract_config"]
+    assert cfg["patch_size"] == 64 and cfg["register"] is False
+    assert res.heatmaps is not None and res.heatmaps.shape == (2, 64, 64)
+
+
+def test_predict_refuses_a_run_without_extraction_settings(tmp_path: Path, synthetic_pair: Path) -> None:
+    run = write_run(tmp_path / "r", n_patients=12, n_folds=2, extract=False, models=False)
+    with pytest.raises(SpinedxError, match="does not record how its training patches were made"):
+        from spinedx.predict import extract_config_for
+        from spinedx.runfolder import RunFolder
+
+        extract_config_for(RunFolder(run).read_record())
+
+
+def test_predict_out_is_complete_or_untouched(tiny_run: Path, synthetic_pair: Path, tmp_path: Path,
+                                              monkeypatch) -> None:
+    (tmp_path / "afile").write_text("x")
+    _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "afile"), "afile", "not a folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "mine"), "not a spinedx prediction folder")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # An earlier prediction stays byte-identical when the new one is interrupted while writing.
+    out = tmp_path / "pred"
+    predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", "4;5", "27,35,63,65", out,
+                 explain=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import spinedx.explain as explain
+
+    def interrupted(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(explain, "save_overlay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", "5", "27,35,63,65",
+                     out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from spinedx import RESEARCH_USE_ONLY
+from spinedx.common import SYNTHETIC_BANNER
 from spinedx.errors import SpinedxError
+from spinedx.fsutil import atomic_write_text
 from spinedx.synth.seeds import EVALUATION_SEED
 
 #: The paper's cohort: 190 patients, 50 malignant.
@@ -66,6 +68,8 @@ class DemoResult:
 
         lines = [f"report: {self.report.resolve()}"]
         m = self.metrics
+        if m.get("synthetic"):
+            lines.append(SYNTHETIC_BANNER)
         if m.get("optimistic"):
             lines.append("WARNING: optimistic run (early stopping on the validation folds)")
         auc = m.get("auc")
@@ -92,8 +96,11 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         return {"settings": settings, "stages": {}}
     try:
         state = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {"settings": settings, "stages": {}}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpinedxError(f"cannot read the demo's state ({exc}); delete demo.json to let the demo check its "
+                           "stages again, or choose a new OUT_DIR", where=str(path)) from None
+    if not isinstance(state, dict) or not isinstance(state.get("settings", {}), dict):
+        raise SpinedxError("not a demo state file; delete it or choose a new OUT_DIR", where=str(path))
     old = state.get("settings", {})
     diff = sorted(k for k in settings if k in old and old[k] != settings[k])
     if diff:
@@ -154,6 +161,7 @@ def run_demo(
     from spinedx.evaluation.study import run_study
     from spinedx.preprocess import ExtractConfig, extract_cohort
     from spinedx.report import build_report
+    from spinedx.runfolder import RunFolder
     from spinedx.synth import generate_cohort
     from spinedx.training.config import CVConfig
 
@@ -174,7 +182,7 @@ def run_demo(
     result = DemoResult(out, run_dir / "report.html")
 
     def save() -> None:
-        state_path.write_text(json.dumps(state, indent=1, default=str) + "\n")
+        atomic_write_text(state_path, json.dumps(state, indent=1, default=str) + "\n")
 
     ran_upstream = False
 
@@ -225,7 +233,7 @@ def run_demo(
                                bootstrap_resamples=bootstrap_resamples, progress=progress),
           f"HTML report -> {result.report}")
 
-    result.metrics = json.loads((run_dir / "metrics.json").read_text())
+    result.metrics = RunFolder(run_dir).read_metrics()
     t2 = pd.read_csv(run_dir / "stats" / "table2_performance.csv")
     result.table2 = t2.to_dict(orient="records")
     return result

@@ -7,6 +7,11 @@ columns are ``feature_<name>`` with values 0/1. The order here is the order of T
 
 from __future__ import annotations
 
+# The label map is defined once in spinedx.common; re-exported here for the manifest and statistics code.
+from spinedx.common import LABELS
+
+__all__ = ["FEATURES", "FEATURE_COLUMNS", "FEATURE_NAMES", "LABELS", "READER_COLUMNS"]
+
 FEATURES: dict[str, str] = {
     "diffuse_signal_change": "Diffuse signal change of the vertebral body > 3/4",
     "homogeneous_marrow": "Homogeneous marrow signal (no marrow edema or infiltration)",
@@ -31,4 +36,3 @@ FEATURE_COLUMNS: tuple[str, ...] = tuple(f"feature_{n}" for n in FEATURES)
 #: Simulated readers of the synthetic cohort, most to least experienced (the paper's three readers).
 READER_COLUMNS: tuple[str, ...] = ("reader_senior", "reader_r4", "reader_r1")
 
-LABELS: dict[str, int] = {"benign": 0, "malignant": 1}

@@ -16,12 +16,18 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spinedx import RESEARCH_USE_ONLY, __version__
+from spinedx.common import SYNTHETIC_BANNER, aggregate, call, json_clean
 from spinedx.errors import PreprocessError, SpinedxError
+
+if TYPE_CHECKING:
+    from spinedx.models.run import RunModels
+    from spinedx.preprocess import ExtractConfig
+    from spinedx.runfolder import RunRecord
 
 
 @dataclass
@@ -55,29 +61,45 @@ class CasePrediction:
     overlays: list[Path] = field(default_factory=list)
 
 
-def _aggregate(p: np.ndarray, how: str) -> np.ndarray:
-    """Patient probability per model from ``(n_models, n_slices)``: the paper's maximum, or the mean."""
-    return p.mean(axis=1) if how == "mean" else p.max(axis=1)
+def extract_config_for(record: RunRecord, register: bool | None = None) -> tuple[ExtractConfig, str]:
+    """The extraction settings a run was trained with (copied into its ``config.yaml``), ``register`` overridden.
 
-
-def _extract_config(info: Any, register: bool | None) -> tuple[Any, str]:
-    """The run's ExtractConfig (from its extract.json), with ``register`` overridden when given."""
-    from dataclasses import fields, replace
+    Raises:
+        SpinedxError: the run records no extraction settings (its patches had no ``extract.json``), or settings
+            this spinedx does not know.
+    """
+    from dataclasses import replace
 
     from spinedx.preprocess import ExtractConfig
 
-    recorded = info.extract_config
-    if recorded is not None:
-        known = {f.name for f in fields(ExtractConfig)}
-        cfg = ExtractConfig.from_dict({k: v for k, v in recorded.items() if k in known})
-        source = f"the run's extract.json ({info.patches_dir / 'extract.json'})"
-    else:
-        cfg = ExtractConfig()
-        source = "spinedx defaults (the run records no extract.json; check they match the training patches)"
+    where = str(Path(record.patches.path).parent)
+    if record.patches.extract is None:
+        raise SpinedxError("the run does not record how its training patches were made (there was no extract.json "
+                           "beside patches.npz when spinedx cv ran), so a new case cannot be preprocessed the same "
+                           "way; train the run on the output folder of spinedx extract",
+                           where="config.yaml patches.extract")
+    try:
+        cfg = ExtractConfig.from_dict(dict(record.patches.extract))
+    except (TypeError, ValueError) as exc:
+        raise SpinedxError(f"the run's extraction settings are not this spinedx's ({exc}); use the spinedx version "
+                           "that trained the run", where="config.yaml patches.extract") from None
+    if cfg.patch_size != record.patches.patch_size:
+        raise SpinedxError(f"the run's extraction settings say patch_size {cfg.patch_size}, its patches were "
+                           f"{record.patches.patch_size}; the run folder is inconsistent", where=where)
+    source = f"the run's config.yaml (extract.json of {where} when the run was trained)"
     if register is not None and register != cfg.register:
         cfg = replace(cfg, register=register)
         source += f"; registration switched {'on' if register else 'off'} by the caller"
     return cfg, source
+
+
+def _check_out_dir(out: Path) -> None:
+    """``out`` may be new, empty, or an earlier prediction (replaced whole); anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise SpinedxError("exists and is not a folder; choose another --out", where=str(out))
+    if out.is_dir() and any(out.iterdir()) and not (out / "prediction.json").is_file():
+        raise SpinedxError("not empty and not a spinedx prediction folder (no prediction.json); choose a new or "
+                           "empty --out folder", where=str(out))
 
 
 def predict_case(
@@ -93,9 +115,14 @@ def predict_case(
     register: bool | None = None,
     patient_id: str = "case",
     explain: bool = True,
-    run: Any = None,
+    allow_missing_folds: bool = False,
+    run: RunModels | None = None,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it with Grad-CAM.
+
+    The case is preprocessed with the extraction settings the run recorded when it was trained (patch size,
+    margin, registration, z-score mode, channel order), never with whatever ``extract.json`` lies in the
+    patches folder now, so re-extracting the training patches later cannot change what the models see.
 
     Args:
         run_dir: run folder written by ``spinedx cv`` (``config.yaml``, ``folds/<k>/model.pt``).
@@ -103,12 +130,15 @@ def predict_case(
         t2: T2-weighted series on which the box is drawn.
         lesion_slices: 0-based T2 lesion slices, e.g. ``"7;8"`` or ``(7, 8)``; one sample each.
         box: ``x0,y0,x1,y1`` half-open T2 pixel box (column, row), e.g. ``"120,80,190,150"``.
-        out_dir: where to write ``prediction.json`` and the overlay PNGs (None: write nothing).
+        out_dir: folder for ``prediction.json`` and the overlay PNGs, written whole or not at all (None: write
+            nothing); an existing folder must be empty or an earlier prediction, which is replaced.
         t1_series_uid: SeriesInstanceUID when the T1 folder holds several series.
         t2_series_uid: the same for T2.
         register: force the T2->T1 registration on/off; None: as the run's extraction.
         patient_id: name of the case in messages and outputs.
         explain: compute Grad-CAM heatmaps and overlays.
+        allow_missing_folds: answer from the finished folds when some fold models are missing (recorded in
+            ``prediction.json``); by default such a run is refused.
         run: the run's fold models already loaded with :func:`spinedx.models.load_run` (a server keeps them
             warm); None loads them from ``run_dir``.
 
@@ -116,14 +146,15 @@ def predict_case(
         The prediction (see :class:`CasePrediction`).
 
     Raises:
-        SpinedxError: bad slices or box, unreadable series, a box outside the image, a run
-            folder without models; the same messages as ``spinedx extract``.
+        SpinedxError: bad slices or box, unreadable series, a box outside the image, a run folder without
+            (all its) fold models or with unexpected entries, an output path that is a file or a foreign
+            folder; the same messages as ``spinedx extract``.
     """
     from spinedx.cohort import CaseRecord, parse_box, parse_slices
+    from spinedx.common import CHANNEL_NAMES
     from spinedx.models import load_run, predict_patches
-    from spinedx.preprocess import CHANNEL_NAMES, extract_case
+    from spinedx.preprocess import extract_case
     from spinedx.provenance import provenance
-    from spinedx.report.run_info import load_run_info
 
     if isinstance(lesion_slices, str):
         try:
@@ -139,28 +170,36 @@ def predict_case(
     box_t = tuple(int(v) for v in box)
     if len(box_t) != 4:
         raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir))
 
-    info = load_run_info(run_dir)
     if run is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-            run = load_run(run_dir)
-    config, config_source = _extract_config(info, register)
+            run = load_run(run_dir, allow_missing_folds=allow_missing_folds)
+    elif run.missing_folds and not allow_missing_folds:
+        raise SpinedxError(f"fold(s) {', '.join(map(str, run.missing_folds))} have no model; pass "
+                           "allow_missing_folds=True to use the others", where=str(run.run_dir))
+    record = run.record
+    config, config_source = extract_config_for(record, register)
+    if tuple(run.channel_names) != tuple(CHANNEL_NAMES):
+        raise SpinedxError(f"the run's models expect channels {run.channel_names}, the preprocessing makes "
+                           f"{CHANNEL_NAMES}; use a run made with this spinedx version", where=str(run.run_dir))
 
     # A new case has no reference label; extract_case passes None through to the patches.
     case = CaseRecord(patient_id=patient_id, label=None, t1=Path(t1), t2=Path(t2),  # type: ignore[arg-type]
                       t1_series_uid=t1_series_uid, t2_series_uid=t2_series_uid,
                       lesion_slices=slices_t, box=box_t)
     patches = extract_case(case, config)
-    if tuple(run.channel_names) != tuple(CHANNEL_NAMES):
-        raise SpinedxError(f"the run's models expect channels {run.channel_names}, the preprocessing makes "
-                           f"{CHANNEL_NAMES}; use a run made with this spinedx version", where=str(run_dir))
+    if patches.x.shape[-2:] != (run.patch_size, run.patch_size):
+        raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
+                           f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
 
     probs = predict_patches(run, patches.x, bf16=False)  # (n_models, n_slices); fp32: one case, exact values
-    per_model = _aggregate(probs, run.aggregation)
+    per_model = aggregate(probs, run.aggregation, axis=1)
     prob = float(per_model.mean())
     threshold = run.threshold
-    call = "malignant" if prob >= threshold else "benign"
+    the_call = call(prob, threshold)
     slice_index = [int(s) for s in patches.slice_index]
 
     heat = None
@@ -171,17 +210,18 @@ def predict_case(
         heat = np.mean([gradcam(m, patches.x) for m in run.models], axis=0).astype(np.float32)
 
     prov = provenance()
-    record: dict[str, Any] = {
+    n_models = len(run.models)
+    record_doc: dict[str, Any] = {
         "notice": f"{RESEARCH_USE_ONLY[0].upper()}{RESEARCH_USE_ONLY[1:]}.",
         "research_use_only": RESEARCH_USE_ONLY,
         "patient_id": patient_id,
         "patient_probability": prob,
-        "call": call,
+        "call": the_call,
         "threshold": threshold,
         "aggregation": (f"{run.aggregation} over the lesion slices per fold model, then the mean over the "
-                        f"{len(run.models)} fold models"),
+                        f"{n_models} fold models"),
         "spread": {
-            "n_models": len(run.models),
+            "n_models": n_models,
             "std": float(per_model.std(ddof=0)),
             "min": float(per_model.min()),
             "max": float(per_model.max()),
@@ -196,16 +236,24 @@ def predict_case(
             for i, s in enumerate(slice_index)
         ],
         "model": {
-            "run_dir": str(Path(run_dir).resolve()),
+            "run_dir": str(Path(run.run_dir).resolve()),
             "backbone": run.backbone,
             "folds": list(run.folds),
-            "weights": info.weights,
-            "imagenet_weights": info.pretrained,
-            "optimistic": info.optimistic,
+            "folds_in_run": record.config.folds,
+            "missing_folds": list(run.missing_folds),
+            "missing_folds_note": (f"answered from {n_models} of {record.config.folds} fold models: fold(s) "
+                                   f"{', '.join(map(str, run.missing_folds))} have no model (--allow-missing-folds)"
+                                   if run.missing_folds else None),
+            "weights": record.weights.to_dict(),
+            "imagenet_weights": record.weights.pretrained,
+            "optimistic": record.optimistic,
             "optimistic_note": ("the run's early stopping used its validation folds, so its reported performance "
-                                "is optimistic") if info.optimistic else None,
-            "run_git_commit": info.git_commit,
-            "run_versions": info.versions,
+                                "is optimistic") if record.optimistic else None,
+            "synthetic": record.synthetic,
+            "synthetic_note": f"trained on a {SYNTHETIC_BANNER}" if record.synthetic else None,
+            "patches_sha256": record.patches.sha256,
+            "run_git_commit": record.git_commit,
+            "run_versions": record.versions,
         },
         "preprocessing": {
             "extract_config": config.to_dict(),
@@ -222,40 +270,37 @@ def predict_case(
         "git_commit": prov["git_commit"],
         "provenance": prov,
     }
-    result = CasePrediction(prob, call, threshold, [float(v) for v in per_model], list(run.folds), slice_index,
-                            probs, heat, record)
+    if patches.pair_check is not None:
+        record_doc["pair_check"] = patches.pair_check.to_dict()
+    result = CasePrediction(prob, the_call, threshold, [float(v) for v in per_model], list(run.folds), slice_index,
+                            probs, heat, json_clean(record_doc))
     if out_dir is not None:
         write_prediction(result, patches.x, out_dir)
     return result
 
 
 def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path) -> Path:
-    """Write ``prediction.json`` and one T1/T2 Grad-CAM overlay PNG per slice into ``out_dir``."""
+    """Write ``prediction.json`` and one T1/T2 Grad-CAM overlay PNG per slice into ``out_dir``, atomically.
+
+    The folder is filled as a temporary sibling and renamed over ``out_dir`` when complete, so an
+    interrupted or failed prediction leaves an earlier one untouched.
+    """
     from spinedx.explain import save_overlay
+    from spinedx.fsutil import atomic_dir
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out)
+    names: list[str] = []
+    with atomic_dir(out) as tmp:
+        for i, s in enumerate(result.slice_index):
+            entry = result.record["slices"][i]
+            if result.heatmaps is None or entry.get("overlay") is None:
+                continue
+            title = (f"{result.record['patient_id']} slice {s}: p(malignant) {entry['probability']:.2f} "
+                     f"(research use only)")
+            save_overlay(x[i], result.heatmaps[i], tmp / entry["overlay"], title=title)
+            names.append(entry["overlay"])
+        (tmp / "prediction.json").write_text(json.dumps(result.record, indent=2, allow_nan=False) + "\n")
     result.out_dir = out
-    result.overlays = []
-    for i, s in enumerate(result.slice_index):
-        entry = result.record["slices"][i]
-        if result.heatmaps is None or entry.get("overlay") is None:
-            continue
-        title = (f"{result.record['patient_id']} slice {s}: p(malignant) {entry['probability']:.2f} "
-                 f"(research use only)")
-        result.overlays.append(save_overlay(x[i], result.heatmaps[i], out / entry["overlay"], title=title))
-    path = out / "prediction.json"
-    path.write_text(json.dumps(result.record, indent=2, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    result.overlays = [out / n for n in names]
+    return out / "prediction.json"

@@ -15,7 +15,7 @@ from spinedx.cli import app
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
 from spinedx.evaluation.cv import CVConfig, run_cv
-from spinedx.evaluation.splits import load_or_make_splits, make_splits, patient_labels
+from spinedx.evaluation.splits import make_splits, patient_labels
 
 
 def make_patches(path: Path, n_patients: int = 20, size: int = 32, seed: int = 0) -> Path:
@@ -65,16 +65,6 @@ def test_splits_need_enough_patients_and_one_label_each() -> None:
         patient_labels(np.array(["a", "a"]), np.array([0, 1]))
 
 
-def test_splits_json_reused_and_checked(tmp_path: Path) -> None:
-    labels = {f"p{i:02d}": i % 2 for i in range(20)}
-    path = tmp_path / "splits.json"
-    first = load_or_make_splits(path, labels, 4, 0, 0.1)
-    second = load_or_make_splits(path, labels, 4, seed=99, inner_val_fraction=0.3)  # file wins
-    assert first == second
-    with pytest.raises(SpinedxError, match="other patients"):
-        load_or_make_splits(path, {**labels, "new": 1}, 4, 0, 0.1)
-
-
 def test_aggregation_max_and_mean() -> None:
     slices = pd.DataFrame({"patient_id": ["a", "a", "a", "b", "b"], "fold": [0, 0, 0, 1, 1],
                            "label": [1, 1, 1, 0, 0], "probability": [0.1, 0.7, 0.4, 0.2, 0.45]})
@@ -97,14 +87,17 @@ def test_cli_end_to_end_outputs_complete(tmp_path: Path) -> None:
     assert "OPTIMISTIC" in res.output and "patient level" in res.output and "weights: none" in res.output
     for name in ("config.yaml", "splits.json", "oof_slices.csv", "oof_patients.csv", "metrics.json"):
         assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "folds").iterdir()) == ["0", "1", "2"]  # no temporary left
     for k in range(3):
-        for name in ("model.pt", "history.csv", "curves.png", "done.json"):
+        for name in ("model.pt", "history.csv", "curves.png", "predictions.csv", "done.json"):
             assert (run / "folds" / str(k) / name).is_file(), (k, name)
+        assert (run / "folds" / str(k) / "curves.png").read_bytes()[:4] == b"\x89PNG"
         hist = pd.read_csv(run / "folds" / str(k) / "history.csv")
         assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "lr", "seconds"] and len(hist) == 2
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["optimistic"] is True and "OPTIMISTIC" in cfg["warning"]
-    assert cfg["patches_dir"] == str(patches.resolve()) and len(cfg["patches_sha256"]) == 64
+    assert cfg["format"] == 1 and cfg["optimistic"] is True and "OPTIMISTIC" in cfg["warning"]
+    assert cfg["patches"]["path"] == str((patches / "patches.npz").resolve()) and len(cfg["patches"]["sha256"]) == 64
+    assert cfg["patches"]["patch_size"] == 32 and cfg["patches"]["synthetic"] is False
     assert cfg["weights"]["source"] == "none" and cfg["config"]["backbone"] == "resnet18"
     assert cfg["provenance"]["versions"]["torch"] and cfg["device"]["type"] == "cpu"
     slices = pd.read_csv(run / "oof_slices.csv")
@@ -144,7 +137,7 @@ def test_resume_after_interrupted_fold_gives_same_results(tmp_path: Path) -> Non
     with pytest.raises(_Killed):
         run_cv(patches, tmp_path / "resumed", cfg, progress=False, on_fold_done=kill_after_first)
     fold0 = tmp_path / "resumed" / "folds" / "0" / "model.pt"
-    assert fold0.is_file() and not (tmp_path / "resumed" / "folds" / "1").exists()
+    assert fold0.is_file() and sorted(p.name for p in (tmp_path / "resumed" / "folds").iterdir()) == ["0"]
     stamp = fold0.stat().st_mtime_ns
     trained: list[int] = []
     resumed = run_cv(patches, tmp_path / "resumed", cfg, progress=False, on_fold_done=trained.append)
@@ -163,7 +156,7 @@ def test_bad_patches_are_user_errors(tmp_path: Path) -> None:
         run_cv(tmp_path, tmp_path / "run", tiny_config())
     np.savez(tmp_path / "patches.npz", x=np.zeros((2, 3, 8, 8), np.float32), patient_id=np.array(["a", "b"]),
              slice_index=np.array([0, 0]), label=np.array([0, 1]))
-    with pytest.raises(SpinedxError, match=r"\(N, 6, H, W\)"):
+    with pytest.raises(SpinedxError, match=r"\(N, 6, P, P\)"):
         run_cv(tmp_path, tmp_path / "run", tiny_config())
     res = CliRunner().invoke(app, ["cv", str(tmp_path), "--out", str(tmp_path / "r"), "--profile", "fast"])
     assert res.exit_code == 2 and "unknown profile" in res.output

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from runhelpers import tiny_config, write_run_from
 from typer.testing import CliRunner
 
 from spinedx.cli import app
@@ -49,24 +50,16 @@ def make_cohort(seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def make_run(run_dir: Path, cohort: pd.DataFrame, n_folds: int = 5, drop: int = 1) -> Path:
-    """A run folder like ``spinedx cv`` writes: oof_patients.csv, splits.json, config.yaml."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ids = cohort["patient_id"].to_numpy()
-    y = (cohort["label"] == "malignant").to_numpy(int)
+def make_run(root: Path, cohort: pd.DataFrame, n_folds: int = 5, drop: int = 1, threshold: float = 0.5,
+             optimistic: bool = False) -> Path:
+    """A run folder as ``spinedx cv`` writes it (spinedx.runfolder; no fold models), for all but the last
+    ``drop`` patients of ``cohort`` (extraction skipped them); returns the run folder."""
+    ids = cohort["patient_id"].to_numpy()[: len(cohort) - drop]
+    y = (cohort["label"] == "malignant").to_numpy(int)[: len(ids)]
     fold = np.arange(len(ids)) % n_folds
     prob = np.clip(0.25 + 0.5 * y + np.random.default_rng(3).normal(0, 0.2, len(y)), 0, 1)
-    # Labels as 0/1, as spinedx.evaluation.aggregate writes them.
-    oof = pd.DataFrame({"patient_id": ids, "fold": fold, "label": y, "probability": prob,
-                        "prediction": (prob >= 0.5).astype(int)})
-    oof.iloc[: len(oof) - drop].to_csv(run_dir / "oof_patients.csv", index=False)
-    # The layout of spinedx.evaluation.splits.make_splits.
-    splits = {"folds": n_folds, "seed": 0, "fold_of": {p: int(k) for p, k in zip(ids, fold, strict=True)},
-              "splits": [{"fold": k, "val": ids[fold == k].tolist(), "inner_val": ids[fold != k][:2].tolist()}
-                         for k in range(n_folds)]}
-    (run_dir / "splits.json").write_text(json.dumps(splits))
-    (run_dir / "config.yaml").write_text("threshold: 0.5\noptimistic: false\n")
-    return run_dir
+    config = tiny_config(folds=n_folds, threshold=threshold, early_stop_on="outer" if optimistic else "inner")
+    return write_run_from(root, list(ids), y, prob, fold, config=config, models=False)
 
 
 @pytest.fixture()
@@ -180,21 +173,21 @@ def test_model_rater_from_run(tmp_path: Path, cohort_csv: Path) -> None:
     assert res.summary["model"]["auc"] is not None
 
 
-def test_splits_other_layouts_and_fallback_to_oof_fold_column(tmp_path: Path) -> None:
+def test_run_files_are_read_strictly(tmp_path: Path) -> None:
+    """No alias keys, no fallbacks: a splits.json or config.yaml in another layout is refused, naming the file."""
     run_dir = make_run(tmp_path / "run", make_cohort())
     cv_layout = load_run(run_dir).folds
     assert len(cv_layout) == 5 and cv_layout[1][0] == "P01"
-    # A list of folds under "folds" with "val" lists.
+    good = (run_dir / "splits.json").read_text()
     (run_dir / "splits.json").write_text(json.dumps({"folds": [{"fold": k, "val": f} for k, f in
                                                                 enumerate(cv_layout)]}))
-    assert load_run(run_dir).folds == cv_layout
-    # Only the patient -> fold mapping.
-    fold_of = {p: k for k, f in enumerate(cv_layout) for p in f}
-    (run_dir / "splits.json").write_text(json.dumps({"fold_of": fold_of}))
-    assert [sorted(f) for f in load_run(run_dir).folds] == [sorted(f) for f in cv_layout]
-    (run_dir / "splits.json").write_text('{"something": "else"}')
-    run = load_run(run_dir)
-    assert run.folds_source == "oof_patients.csv fold column" and len(run.folds) == 5
+    with pytest.raises(SpinedxError, match=r"splits.json.*missing"):
+        load_run(run_dir)
+    (run_dir / "splits.json").write_text(good)
+    cfg = run_dir / "config.yaml"
+    cfg.write_text("threshold: 0.5\noptimistic: false\n")  # the old hand-written layout
+    with pytest.raises(SpinedxError, match=r"config.yaml: no 'format'"):
+        load_run(run_dir)
 
 
 def test_run_study_writes_every_file(tmp_path: Path, cohort_csv: Path) -> None:
@@ -296,33 +289,18 @@ def test_run_label_disagreeing_with_cohort_is_an_error(tmp_path: Path, cohort_cs
     oof = pd.read_csv(run_dir / "oof_patients.csv", dtype={"patient_id": str})
     oof.loc[oof["patient_id"] == "P03", "label"] = 0  # P03 is malignant in the cohort
     oof.to_csv(run_dir / "oof_patients.csv", index=False)
-    with pytest.raises(SpinedxError, match="patient P03: label '0' in the run disagrees"):
+    with pytest.raises(SpinedxError, match="patient P03: label benign in the run disagrees"):
         load_run(run_dir, frame["patient_id"].tolist(), dict(zip(frame["patient_id"], frame["y"], strict=True)))
 
 
-def test_run_folder_written_by_the_cv_helpers(tmp_path: Path, cohort_csv: Path) -> None:
-    """splits.json and oof_patients.csv as spinedx.evaluation.cv writes them."""
-    import yaml
-
-    from spinedx.evaluation.aggregate import aggregate_patients
-    from spinedx.evaluation.splits import make_splits
-
+def test_run_threshold_and_optimistic_come_from_the_record(tmp_path: Path, cohort_csv: Path) -> None:
     frame = load_study_table(cohort_csv)
     labels = dict(zip(frame["patient_id"], frame["y"].astype(int), strict=True))
-    splits = make_splits(labels, folds=3, seed=1)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "splits.json").write_text(json.dumps(splits, indent=1))
-    rng = np.random.default_rng(0)
-    slices = pd.DataFrame([{"patient_id": p, "fold": splits["fold_of"][p], "label": y, "probability": rng.random()}
-                           for p, y in labels.items() for _ in range(3)])
-    aggregate_patients(slices, "max", 0.7).to_csv(run_dir / "oof_patients.csv", index=False)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"config": {"threshold": 0.7, "folds": 3},
-                                                         "optimistic": True}))
+    run_dir = make_run(tmp_path / "run", make_cohort(), n_folds=3, drop=0, threshold=0.7, optimistic=True)
     run = load_run(run_dir, list(labels), labels)
-    assert run.folds_source == "splits.json"
-    assert run.folds == [s["val"] for s in splits["splits"]]
+    assert run.folds_source == "splits.json" and len(run.folds) == 3
     assert run.threshold == 0.7 and run.optimistic is True
+    assert ((run.oof["probability"] >= 0.7).astype(int) == run.oof["prediction"]).all()
     res = compute_study(frame, run, bootstrap_resamples=100)
     assert res.table2.set_index("rater").loc["model", "n_missing"] == 0
     assert res.logistic["evaluation"]["n_folds"] == 3

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import yaml
 
 from spinedx.interop.content import ALGORITHM_NAME, AlgorithmInfo, ResultContent
 
@@ -36,28 +32,10 @@ def case(synth_study: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A run folder in the ``spinedx cv`` layout with two untrained resnet18 fold models (no registration)."""
-    from spinedx.models import build_model, save_fold_model
-    from spinedx.preprocess import ExtractConfig
+    """A run folder as ``spinedx cv`` writes it, with two untrained resnet18 fold models (no registration)."""
+    from runhelpers import write_run
 
-    root = tmp_path_factory.mktemp("run")
-    patches = root / "patches"
-    patches.mkdir()
-    (patches / "extract.json").write_text(json.dumps({"config": ExtractConfig(register=False).to_dict()}))
-    run = root / "run"
-    cfg = {"config": {"profile": "quick", "folds": 2, "backbone": "resnet18", "threshold": 0.5, "aggregation": "max"},
-           "optimistic": False, "patches_dir": str(patches),
-           "weights": {"source": "none", "path": None, "sha256": None, "message": "scratch"},
-           "provenance": {"git_commit": "abc", "versions": {"torch": str(torch.__version__)}}}
-    for k in range(2):
-        (run / "folds" / str(k)).mkdir(parents=True)
-        torch.manual_seed(10 + k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, _ = build_model("resnet18", pretrained="none")
-        save_fold_model(model.eval(), run / "folds" / str(k) / "model.pt", k)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return run
+    return write_run(tmp_path_factory.mktemp("run"), n_patients=12, n_folds=2, optimistic=False)
 
 
 def make_content(slices: tuple[int, ...], box: tuple[int, int, int, int], *, probability: float = 0.7312345678901234,

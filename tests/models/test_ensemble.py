@@ -12,11 +12,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from spinedx.errors import WeightsError
-from spinedx.models import Ensemble, build_model, load_run, predict_patches, save_fold_model
+from spinedx.errors import SpinedxError
+from spinedx.models import Ensemble, build_model, load_run, predict_patches
 from spinedx.models.ensemble import ensemble_onnx, fold_batchnorm, onnx_session_options
 
 
@@ -166,16 +165,14 @@ def test_argument_errors(models: list[nn.Module]) -> None:
 
 
 @pytest.mark.slow
-def test_load_run_folder(tmp_path: Path, models: list[nn.Module], patches: np.ndarray) -> None:
-    run = tmp_path / "run"
-    for k, model in zip((0, 2), models[:2], strict=True):  # fold numbers need not be 0..M-1
-        (run / "folds" / str(k)).mkdir(parents=True)
-        save_fold_model(model, run / "folds" / str(k) / "model.pt", k)
-    (run / "config.yaml").write_text(yaml.safe_dump({"config": {"backbone": "resnet18", "threshold": 0.4}}))
+def test_load_run_folder(tmp_path: Path, patches: np.ndarray) -> None:
+    from runhelpers import write_run
+
+    run = write_run(tmp_path, n_patients=12, n_folds=2, threshold=0.4)  # a run folder as spinedx cv writes it
     ens = Ensemble.load(run)
-    assert ens.folds == [0, 2] and ens.run is not None and ens.run.threshold == 0.4
+    assert ens.folds == [0, 1] and ens.run is not None and ens.run.threshold == 0.4
     assert ens.channel_names == ens.run.channel_names and len(ens.channel_names) == 6
     np.testing.assert_allclose(ens.predict(patches), predict_patches(load_run(run), patches, bf16=False),
                                atol=1e-4, rtol=0)
-    with pytest.raises(WeightsError, match="config.yaml"):
+    with pytest.raises(SpinedxError, match="run folder not found"):
         Ensemble.load(tmp_path / "nothing")

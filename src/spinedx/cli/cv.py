@@ -33,8 +33,14 @@ def cv(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     compile: str = typer.Option("auto", help="torch.compile the training step: auto (paper profile only), on, off."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder made with other settings "
+                                   "(only while none of its folds has finished)."),
 ) -> None:
-    """Cross-validate the paper's model by patient and write the run folder (metrics, models, curves)."""
+    """Cross-validate the paper's model by patient and write the run folder (metrics, models, curves).
+
+    An existing run folder is resumed (finished folds skipped) only when it was made with the same settings
+    and the same patches; otherwise the command refuses before training.
+    """
     import logging
 
     from spinedx.evaluation.cv import run_cv, summary_lines
@@ -47,7 +53,7 @@ def cv(
         views_malignant=views_malignant, early_stop_on=early_stop_on, threshold=threshold, aggregation=aggregation,
         threads=threads, device=device, compile=compile,
     )
-    metrics = run_cv(patches_dir, out, config, progress=not quiet)
+    metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite)
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"run folder: {out}")

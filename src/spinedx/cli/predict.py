@@ -23,12 +23,24 @@ def predict(
         None, "--register/--no-register", help="Force the T2->T1 registration on/off (default: as the run)."
     ),
     patient_id: str = typer.Option("case", "--id", help="Name of the case in the outputs."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds",
+        help="Answer from the finished fold models when some are missing (recorded in prediction.json)."),
 ) -> None:
-    """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only."""
+    """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
+
+    The case is preprocessed with the extraction settings the run recorded at training time.
+    """
     from spinedx.predict import predict_case
 
     res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
-                       t2_series_uid=t2_series_uid, register=register, patient_id=patient_id)
+                       t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
+                       allow_missing_folds=allow_missing_folds)
+    m = res.record["model"]
+    if m["synthetic_note"]:
+        typer.echo(f"note: the model was {m['synthetic_note']}")
+    if m["missing_folds_note"]:
+        typer.echo(f"WARNING: {m['missing_folds_note']}")
     spread = res.record["spread"]
     typer.echo(f"p(malignant) = {res.probability:.3f} (fold models {spread['min']:.3f}-{spread['max']:.3f}, "
                f"sd {spread['std']:.3f}) -> {res.call} at threshold {res.threshold:g}")

@@ -22,6 +22,11 @@ def report(
     ),
     gallery: int = typer.Option(2, "--gallery", min=0, help="Cases per gallery group (TP, TN, FN, FP)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    allow_missing_folds: bool = typer.Option(
+        False, "--allow-missing-folds", help="Make the report although some fold models are missing (said in it)."),
+    allow_changed_patches: bool = typer.Option(
+        False, "--allow-changed-patches",
+        help="Make the report although patches.npz changed since training (no gallery images; said in it)."),
 ) -> None:
     """Write RUN_DIR/report.html: tables, ROC, confusion matrices, calibration, Grad-CAM gallery, provenance.
 
@@ -30,5 +35,6 @@ def report(
     """
     from spinedx.report import build_report
 
-    path = build_report(run_dir, cohort, out=out, gallery_per_group=gallery, reader=reader, progress=progress)
+    path = build_report(run_dir, cohort, out=out, gallery_per_group=gallery, reader=reader, progress=progress,
+                        allow_missing_folds=allow_missing_folds, allow_changed_patches=allow_changed_patches)
     typer.echo(f"report: {path.resolve()}")

@@ -19,9 +19,10 @@ def _fmt(est: float, low: float, high: float, sep: str = " ") -> str:
 
 
 def _p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    from spinedx.common import format_p
+
+    text = format_p(p, space=False)
+    return "-" if text == "n/a" else text
 
 
 @command("stats")
@@ -93,4 +94,8 @@ def stats(
             te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
                        f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]))
         console.print(te)
+    if res.summary.get("synthetic"):
+        from spinedx.common import SYNTHETIC_BANNER
+
+        console.print(SYNTHETIC_BANNER)
     console.print(f"wrote {len(res.files)} files to {res.out_dir}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from spinedx.common import AGGREGATIONS, check_aggregation
 from spinedx.errors import SpinedxError
 
-AGGREGATIONS = ("max", "mean")
+__all__ = ["AGGREGATIONS", "aggregate_patients"]
 
 
 def aggregate_patients(slices: pd.DataFrame, rule: str = "max", threshold: float = 0.5) -> pd.DataFrame:
@@ -30,8 +31,7 @@ def aggregate_patients(slices: pd.DataFrame, rule: str = "max", threshold: float
     Raises:
         SpinedxError: Unknown rule, or a patient whose slices carry different labels.
     """
-    if rule not in AGGREGATIONS:
-        raise SpinedxError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {rule!r}", where="--aggregation")
+    check_aggregation(rule)
     keys = ["patient_id"] + (["fold"] if "fold" in slices.columns else [])
     grouped = slices.groupby(keys, sort=False)
     n_labels = grouped["label"].nunique()

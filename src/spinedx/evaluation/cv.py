@@ -11,97 +11,65 @@ patients drawn from the training folds, so every out-of-fold prediction is untou
 own patient; ``early_stop_on="outer"`` reproduces the paper literally and every output says the
 results are optimistic.
 
-Run folder (see ``docs/architecture.md``): ``config.yaml``, ``splits.json``, ``oof_slices.csv``,
-``oof_patients.csv``, ``metrics.json`` and ``folds/<k>/{model.pt, history.csv, curves.png,
-predictions.csv, done.json}``. A fold with ``done.json`` is skipped on restart; each fold's
-seeds derive from ``(seed, fold)`` only, so a resumed run gives the same results as an
-uninterrupted one (same device, threads and settings).
+The work is split so that folds can be scheduled anywhere: :func:`run_cv` (the driver) checks the
+inputs and an existing run folder, writes ``config.yaml`` and ``splits.json``, calls
+:func:`train_fold` for every unfinished fold and gathers their predictions (:func:`finish_run`).
+:func:`train_fold` is a function of ``(run folder, fold, repeat)`` alone: it reads the run's
+configuration, splits and patches (checking their sha256), trains, and writes its own fold folder
+atomically, so a process pool or a Ray worker can run it. The run folder's files are read and written
+by :mod:`spinedx.runfolder` only.
+
+Resume: a fold folder exists only when the fold finished (it is written into a temporary sibling
+and renamed); each fold's seeds derive from ``(seed, fold)`` only, so a resumed run gives the same
+results as an uninterrupted one (same device, threads and settings).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import numpy as np
-import pandas as pd
-import yaml
 
+from spinedx.common import SYNTHETIC_BANNER, json_clean
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
 from spinedx.evaluation.metrics import classification_report, roc_auc
-from spinedx.evaluation.splits import load_or_make_splits, patient_labels
-from spinedx.training.config import OPTIMISTIC_WARNING, RESUMABLE_KEYS, CVConfig
+from spinedx.evaluation.splits import make_splits, patient_labels
+from spinedx.runfolder import (
+    PatchSet,
+    RunFolder,
+    RunFolderError,
+    RunRecord,
+    Splits,
+    WeightsRecord,
+    load_patches,
+)
+from spinedx.training.config import OPTIMISTIC_WARNING, CVConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from spinedx.models.net import SpineNet
+    from spinedx.training.engine import Trainer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CVConfig", "load_patches", "run_cv", "summary_lines"]
-
-
-def load_patches(patches_dir: str | Path) -> dict[str, Any]:
-    """Load ``patches.npz`` (a folder holding it, or the file) and check the architecture contract.
-
-    Returns:
-        ``{"path", "x" (N,6,64,64) float32, "patient_id" (N,) str, "slice_index" (N,) int64,
-        "label" (N,) int64}``.
-
-    Raises:
-        SpinedxError: Missing file, missing keys, wrong shapes or labels other than 0/1.
-    """
-    path = Path(patches_dir)
-    if path.is_dir():
-        path = path / "patches.npz"
-    if not path.is_file():
-        raise SpinedxError("patches.npz not found; run spinedx extract first and pass its output folder",
-                           where=str(path))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in ("x", "patient_id", "slice_index", "label") if k in npz.files}
-    except (ValueError, OSError) as exc:
-        raise SpinedxError(f"cannot read patches ({exc}); rerun spinedx extract", where=str(path)) from exc
-    missing = {"x", "patient_id", "slice_index", "label"} - set(data)
-    if missing:
-        raise SpinedxError(f"missing arrays {sorted(missing)}; rerun spinedx extract", where=str(path))
-    x = data["x"]
-    n = x.shape[0] if x.ndim == 4 else -1
-    if x.ndim != 4 or x.shape[1] != 6 or any(len(data[k]) != n for k in ("patient_id", "slice_index", "label")):
-        raise SpinedxError(f"x must be (N, 6, H, W) with N patient ids, slice indices and labels; got x {x.shape}",
-                           where=str(path))
-    label = data["label"].astype(np.int64)
-    if not np.isin(label, (0, 1)).all():
-        raise SpinedxError("labels must be 0 (benign) or 1 (malignant)", where=str(path))
-    if n == 0:
-        raise SpinedxError("no patches in the file", where=str(path))
-    return {"path": path.resolve(), "x": x.astype(np.float32, copy=False), "patient_id": data["patient_id"].astype(str),
-            "slice_index": data["slice_index"].astype(np.int64), "label": label}
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(float(obj)) else float(obj)
-    return obj
+__all__ = ["CVConfig", "finish_run", "load_patches", "run_cv", "summary_lines", "train_fold"]
 
 
 def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
+    """Training and validation loss per epoch (matplotlib's object API: no global backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    ax = fig.subplots()
     ax.plot(history["epoch"], history["train_loss"], marker="o", ms=3, label="train (augmented)")
     ax.plot(history["epoch"], history["val_loss"], marker="o", ms=3, label="validation")
     best = history["val_loss"].idxmin()
@@ -111,11 +79,11 @@ def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, format="png")
 
 
 def _resolve_runtime(config: CVConfig) -> dict[str, Any]:
+    """Device, bf16 and compile for this process; ``--threads`` sets torch's thread count (the user asked)."""
     import torch
 
     from spinedx.training.engine import resolve_device, use_bf16
@@ -128,20 +96,165 @@ def _resolve_runtime(config: CVConfig) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
-def _check_resume(run_dir: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume a run folder made with other settings or other patches."""
-    path = run_dir / "config.yaml"
-    if not path.is_file() or not any((run_dir / "folds").glob("*/done.json")):
-        return
-    old = yaml.safe_load(path.read_text()) or {}
-    old_cfg = {k: v for k, v in old.get("config", {}).items() if k not in RESUMABLE_KEYS}
-    new_cfg = {k: v for k, v in record["config"].items() if k not in RESUMABLE_KEYS}
-    diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-    if diff:
-        raise SpinedxError(f"this run folder was made with other settings ({', '.join(diff)}); rerun with the same "
-                           "options to resume, or use a new --out folder", where=str(run_dir))
-    if old.get("patches_sha256") != record["patches_sha256"]:
-        raise SpinedxError("this run folder was made from other patches; use a new --out folder", where=str(run_dir))
+def _builder(config: CVConfig) -> Callable[[], torch.nn.Module]:
+    from spinedx.models.net import build_model
+
+    def build() -> torch.nn.Module:
+        return build_model(config.backbone, config.pretrained, config.weights)[0]
+
+    return build
+
+
+def _make_trainer(record: RunRecord) -> Trainer:
+    """A trainer for ``record``'s configuration on this process's device (a worker without a driver's trainer)."""
+    from spinedx.models.net import build_model
+    from spinedx.training.engine import Trainer
+
+    config = record.config
+    runtime = _resolve_runtime(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, weights = build_model(config.backbone, config.pretrained, config.weights)
+    if weights.sha256 != record.weights.sha256 or weights.pretrained != record.weights.pretrained:
+        raise RunFolderError(f"this process resolves the initial weights to {weights.source} "
+                             f"({weights.path or 'no file'}), the run was started with {record.weights.source} "
+                             f"({record.weights.path or 'no file'}); give every worker the same weights file",
+                             where=str(record.weights.path or config.weights or "--weights"))
+    return Trainer(model, runtime["device"], bf16=runtime["bf16"], channels_last=config.channels_last,
+                   compile=runtime["compile"])
+
+
+def train_fold(
+    run_dir: str | Path,
+    fold: int,
+    *,
+    repeat: int | None = None,
+    patches: PatchSet | None = None,
+    trainer: Trainer | None = None,
+    progress: _Progress | None = None,
+) -> dict[str, Any]:
+    """Train one fold of a run and write its folder ``folds/<k>/`` (complete, or not at all).
+
+    Everything comes from the run folder (``config.yaml``, ``splits.json``) and the patches it records, so
+    the function can run in any process (a pool, a Ray worker) given only ``(run_dir, fold, repeat)``; the
+    optional ``patches`` and ``trainer`` let one process reuse what it already loaded (and compiled).
+
+    Args:
+        run_dir: a run folder prepared by :func:`run_cv` (``config.yaml`` and ``splits.json`` written).
+        fold: the outer fold to train.
+        repeat: the repetition of a repeated cross-validation (None: the single cross-validation).
+        patches: the run's patches, already loaded (checked against the run's sha256).
+        trainer: a trainer to reuse (its model is re-initialised from the fold's seed).
+        progress: progress display.
+
+    Returns:
+        The fold's ``done.json`` record (the existing one, without training, when the fold is finished).
+
+    Raises:
+        SpinedxError: the run folder or the patches are not what the run records.
+    """
+    import pandas as pd
+    import torch
+
+    from spinedx.models.run import predict_patches, save_fold_model
+    from spinedx.training.engine import fold_seed, initial_state
+
+    if repeat is not None:
+        raise SpinedxError("repeated cross-validation is not implemented yet", where="repeat")
+    rf = RunFolder(run_dir)
+    record = rf.read_record()
+    config = record.config
+    if rf.fold_dir(fold, repeat).exists():
+        rf.scan_folds(config.folds, repeat)  # refuses a damaged fold folder
+        return rf.read_done(fold, repeat)
+    splits = rf.read_splits(repeat)
+    if patches is None:
+        patches = load_patches(record.patches.path)
+    if patches.sha256 != record.patches.sha256:
+        raise RunFolderError(f"the patches changed since this run started (sha256 {patches.sha256[:12]}... now, "
+                             f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
+                             where=str(patches.path))
+    trainer = trainer or _make_trainer(record)
+    split = splits.split(fold)
+    pid = patches.patient_id
+    val_mask = np.isin(pid, split.val)
+    es_mask = val_mask if config.optimistic else np.isin(pid, split.inner_val)
+    train_mask = ~val_mask & ~es_mask
+    seed_k = fold_seed(config.seed, fold)
+    trainer.reset(initial_state(_builder(config), seed_k))
+    torch.manual_seed(seed_k)
+    t0 = time.perf_counter()
+    n_views = int(np.where(patches.label[train_mask] == 1, config.views_malignant, config.views_benign).sum())
+    if progress is not None:
+        progress.fold_start(fold, config.epochs, n_views // config.batch_size + 1)
+    fit = trainer.fit(
+        patches.x[train_mask], patches.label[train_mask], patches.x[es_mask], patches.label[es_mask],
+        seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
+        views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
+        betas=config.betas, weight_decay=config.weight_decay, augment=config.augment,
+        on_batch=progress.batch if progress is not None else None,
+        on_epoch=progress.epoch if progress is not None else None,
+    )
+    model = cast("SpineNet", trainer.model)
+    prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16)[0]
+    preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
+                          "label": patches.label[val_mask], "probability": prob})
+    hist = pd.DataFrame(fit.history)
+    done = json_clean({
+        "fold": fold, "repeat": repeat, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
+        "epochs_run": len(fit.history), "seconds": time.perf_counter() - t0,
+        "n_train_slices": int(train_mask.sum()), "n_early_stop_slices": int(es_mask.sum()),
+        "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled, "seed": seed_k, "notes": fit.notes,
+        "patches_sha256": patches.sha256,
+    })
+    with rf.fold_writer(fold, repeat) as tmp:
+        hist.to_csv(tmp / "history.csv", index=False)
+        _save_curves(hist, tmp / "curves.png", f"fold {fold}: best epoch {fit.best_epoch}"
+                     + (" (OPTIMISTIC: outer early stop)" if config.optimistic else ""))
+        save_fold_model(model, tmp / "model.pt", fold, best_epoch=fit.best_epoch,
+                        best_val_loss=float(fit.best_val_loss), seed=seed_k, early_stop_on=config.early_stop_on,
+                        patch_size=patches.patch_size)
+        preds.to_csv(tmp / "predictions.csv", index=False)
+        (tmp / "done.json").write_text(json.dumps(done, indent=1, allow_nan=False) + "\n")
+    if progress is not None:
+        progress.fold_done(fold, fit.best_epoch, fit.best_val_loss)
+    return done
+
+
+def _prepare(rf: RunFolder, record: RunRecord, labels: dict[str, int], overwrite: bool) -> Splits:
+    """Check an existing run folder against the new run before anything is written; write config and splits.
+
+    The seed, folds, inner split, patches and every other setting that shapes results must match what the
+    folder holds, whether or not a fold finished. ``overwrite`` starts over, but only while no fold finished.
+    """
+    config = record.config
+    problems: list[str] = []
+    finished: list[int] = []
+    if rf.is_run():
+        old = rf.read_record()
+        finished = rf.scan_folds(old.config.folds).complete
+        problems = old.resume_problems(record)
+    if rf.splits_path().exists():
+        if not rf.is_run():
+            problems.append("splits.json without config.yaml")
+        else:
+            problems += rf.read_splits().problems_with(config, list(labels))
+    elif rf.folds_dir().exists() and not rf.is_run():
+        problems.append("folds/ without config.yaml")
+    if overwrite and finished:
+        raise RunFolderError(f"{len(finished)} fold(s) already finished here; --overwrite only starts over before any "
+                             "fold finished: delete the folder or choose a new --out", where=str(rf.path))
+    if problems and not overwrite:
+        raise RunFolderError(f"this run folder was made with other settings ({'; '.join(problems)}); rerun with the "
+                             "same options to resume" + (", or pass --overwrite to start over (no fold finished yet)"
+                                                         if not finished else "")
+                             + ", or choose a new --out folder", where=str(rf.path))
+    if overwrite:
+        rf.clear()
+    rf.write_record(record)
+    if rf.splits_path().exists():
+        return rf.read_splits()
+    return rf.write_splits(make_splits(labels, config.folds, config.seed, config.inner_val_fraction))
 
 
 def run_cv(
@@ -150,138 +263,99 @@ def run_cv(
     config: CVConfig | None = None,
     progress: bool = True,
     on_fold_done: Callable[[int], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Cross-validate the paper's model on ``patches.npz`` and write the run folder.
 
     Args:
         patches_dir: Folder with ``patches.npz`` (from ``spinedx extract``) or the file itself.
-        run_dir: Output run folder; an existing one is resumed (finished folds skipped).
+        run_dir: Output run folder; an existing one is resumed (finished folds skipped) when it was made
+            with the same settings and patches.
         config: The run's configuration (default: the ``paper`` profile).
         progress: Show rich progress bars; False logs one line per epoch instead.
         on_fold_done: Called with the fold number after each fold is saved (monitoring, tests).
+        overwrite: Start over in a run folder made with other settings, provided no fold finished there.
 
     Returns:
         The metrics written to ``metrics.json``.
 
     Raises:
-        SpinedxError: Bad patches, impossible folds, a run folder made with other settings,
-            or missing ImageNet weights (:class:`spinedx.errors.WeightsError`).
+        SpinedxError: Bad patches (unreadable, NaN, wrong shapes), impossible folds, a run folder made with
+            other settings or patches, or missing ImageNet weights (:class:`spinedx.errors.WeightsError`).
     """
     import torch
 
     from spinedx.models.net import build_model
-    from spinedx.models.run import predict_patches, save_fold_model
-    from spinedx.provenance import provenance, sha256_file
-    from spinedx.training.engine import Trainer, fold_seed, initial_state
+    from spinedx.provenance import provenance
+    from spinedx.training.engine import Trainer, fold_seed
 
     config = config or CVConfig.from_profile("paper")
     config.validate()
-    data = load_patches(patches_dir)
-    run_dir = Path(run_dir)
-    labels = patient_labels(data["patient_id"], data["label"], where=str(data["path"]))
+    rf = RunFolder(run_dir)
+    rf.check_output()
+    patches = load_patches(patches_dir)
+    labels = patient_labels(patches.patient_id, patches.label, where=str(patches.path))
+    if rf.is_run():  # a damaged or foreign config.yaml is refused before any slow work
+        rf.read_record()
     runtime = _resolve_runtime(config)
     device = runtime["device"]
 
     # Resolve the weights before any work, so a missing ImageNet file fails at once (exit 2).
-    def build() -> torch.nn.Module:
-        return build_model(config.backbone, config.pretrained, config.weights)[0]
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(fold_seed(config.seed, 0))
         model, weights = build_model(config.backbone, config.pretrained, config.weights)
     if weights.source == "fallback-none":
         log.warning(weights.message)
-
-    record = {
-        "config": config.to_dict(),
-        "optimistic": config.optimistic,
-        "warning": OPTIMISTIC_WARNING if config.optimistic else None,
-        "patches_dir": str(data["path"].parent),
-        "patches_file": str(data["path"]),
-        "patches_sha256": sha256_file(data["path"]),
-        "n_patients": len(labels),
-        "n_slices": len(data["label"]),
-        "weights": weights.to_dict(),
-        "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                   "cpu", "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
-                   "channels_last": config.channels_last},
-        "channel_names": list(model.channel_names),
-        "provenance": provenance(),
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(run_dir, record)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(_clean(record), sort_keys=False))
-    splits = load_or_make_splits(run_dir / "splits.json", labels, config.folds, config.seed, config.inner_val_fraction)
+    record = RunRecord(
+        config=config, patches=patches.info(), weights=WeightsRecord(**weights.to_dict()),
+        device={"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
+                "channels_last": config.channels_last},
+        channel_names=tuple(model.channel_names), provenance=provenance())
+    splits = _prepare(rf, record, labels, overwrite)
+    finished = rf.scan_folds(config.folds).complete
 
     trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
                       compile=runtime["compile"])
-    pid = data["patient_id"]
-    notes: list[str] = []
     bar = _Progress(progress, config.folds)
     with bar:
-        for split in splits["splits"]:
-            k = int(split["fold"])
-            fold_dir = run_dir / "folds" / str(k)
-            if (fold_dir / "done.json").is_file() and (fold_dir / "predictions.csv").is_file():
-                bar.fold_skipped(k)
+        for split in splits.splits:
+            if split.fold in finished:
+                bar.fold_skipped(split.fold)
                 continue
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            val_mask = np.isin(pid, split["val"])
-            es_mask = val_mask if config.optimistic else np.isin(pid, split["inner_val"])
-            train_mask = ~val_mask & ~es_mask
-            seed_k = fold_seed(config.seed, k)
-            trainer.reset(initial_state(build, seed_k))
-            torch.manual_seed(seed_k)
-            t0 = time.perf_counter()
-            n_views = int(np.where(data["label"][train_mask] == 1, config.views_malignant,
-                                   config.views_benign).sum())
-            bar.fold_start(k, config.epochs, n_views // config.batch_size + 1)
-            fit = trainer.fit(
-                data["x"][train_mask], data["label"][train_mask], data["x"][es_mask], data["label"][es_mask],
-                seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
-                views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
-                betas=(config.betas[0], config.betas[1]), weight_decay=config.weight_decay, augment=config.augment,
-                on_batch=bar.batch, on_epoch=bar.epoch,
-            )
-            notes.extend(n for n in fit.notes if n not in notes)
-            prob = predict_patches([trainer.model], data["x"][val_mask], bf16=runtime["bf16"])[0]
-            preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": data["slice_index"][val_mask],
-                                  "fold": k, "label": data["label"][val_mask], "probability": prob})
-            hist = pd.DataFrame(fit.history)
-            hist.to_csv(fold_dir / "history.csv", index=False)
-            _save_curves(hist, fold_dir / "curves.png",
-                         f"fold {k}: best epoch {fit.best_epoch}" + (" (OPTIMISTIC: outer early stop)"
-                                                                     if config.optimistic else ""))
-            # trainer.model is ``model`` itself, trained in place
-            save_fold_model(model, fold_dir / "model.pt", k, best_epoch=fit.best_epoch,
-                            best_val_loss=float(fit.best_val_loss), seed=seed_k,
-                            early_stop_on=config.early_stop_on)
-            preds.to_csv(fold_dir / "predictions.csv", index=False)
-            done = {"fold": k, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
-                    "epochs_run": len(fit.history), "seconds": time.perf_counter() - t0,
-                    "n_train_slices": int(train_mask.sum()), "n_early_stop_slices": int(es_mask.sum()),
-                    "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled, "seed": seed_k}
-            (fold_dir / "done.json").write_text(json.dumps(_clean(done), indent=1))
-            bar.fold_done(k, fit.best_epoch, fit.best_val_loss)
+            train_fold(rf.path, split.fold, patches=patches, trainer=trainer, progress=bar)
             if on_fold_done is not None:
-                on_fold_done(k)
-
-    metrics = _finish(run_dir, config, record, splits, notes)
-    return metrics
+                on_fold_done(split.fold)
+    return finish_run(rf.path)
 
 
-def _finish(run_dir: Path, config: CVConfig, record: dict[str, Any], splits: dict[str, Any],
-            notes: list[str]) -> dict[str, Any]:
-    """Gather the folds' predictions into the out-of-fold tables and metrics.json."""
-    frames = [pd.read_csv(run_dir / "folds" / str(s["fold"]) / "predictions.csv", dtype={"patient_id": str})
-              for s in splits["splits"]]
+def finish_run(run_dir: str | Path, repeat: int | None = None) -> dict[str, Any]:
+    """Gather the finished folds' predictions into ``oof_slices.csv``, ``oof_patients.csv`` and ``metrics.json``.
+
+    Raises:
+        RunFolderError: a fold is not finished, or its files disagree with the run.
+    """
+    import pandas as pd
+
+    rf = RunFolder(run_dir)
+    record = rf.read_record()
+    config = record.config
+    splits = rf.read_splits(repeat)
+    scan = rf.scan_folds(config.folds, repeat)
+    if scan.missing:
+        raise RunFolderError(f"fold(s) {', '.join(map(str, scan.missing))} not finished; rerun spinedx cv in this "
+                             "folder", where=str(rf.folds_dir(repeat)))
+    frames = [rf.read_fold_predictions(s.fold, splits, repeat) for s in splits.splits]
+    notes: list[str] = []
+    for s in splits.splits:
+        notes.extend(n for n in rf.read_done(s.fold, repeat).get("notes", []) if n not in notes)
     slices = pd.concat(frames, ignore_index=True).sort_values(["patient_id", "slice_index"], kind="stable")
-    slices = slices[["patient_id", "slice_index", "fold", "label", "probability"]].reset_index(drop=True)
-    slices.to_csv(run_dir / "oof_slices.csv", index=False)
+    slices = slices.reset_index(drop=True)
     patients = aggregate_patients(slices, config.aggregation, config.threshold)
-    patients = patients[["patient_id", "fold", "label", "probability", "prediction"]]
-    patients.to_csv(run_dir / "oof_patients.csv", index=False)
+    patients = patients.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    rf.write_oof(slices, patients)
 
     metrics: dict[str, Any] = classification_report(patients["label"].to_numpy(), patients["probability"].to_numpy(),
                                                     threshold=config.threshold, seed=config.seed)
@@ -300,11 +374,11 @@ def _finish(run_dir: Path, config: CVConfig, record: dict[str, Any], splits: dic
         "n_patients": len(patients), "n_slices": len(slices), "folds": config.folds,
         "early_stop_on": config.early_stop_on, "optimistic": config.optimistic,
         "warning": OPTIMISTIC_WARNING if config.optimistic else None,
-        "weights": record["weights"], "profile": config.profile, "backbone": config.backbone,
-        "notes": notes,
+        "weights": record.weights.to_dict(), "profile": config.profile, "backbone": config.backbone,
+        "synthetic": record.synthetic, "patches_sha256": record.patches.sha256, "notes": notes,
     })
-    (run_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
-    return _clean(metrics)
+    rf.write_metrics(metrics)
+    return json_clean(metrics)
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
@@ -317,6 +391,8 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         return f"{name} {v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{name} {v:.3f}"
 
     lines = []
+    if metrics.get("synthetic"):
+        lines.append(SYNTHETIC_BANNER)
     if metrics.get("optimistic"):
         lines.append(metrics.get("warning") or OPTIMISTIC_WARNING)
     w = metrics.get("weights", {})
@@ -370,7 +446,7 @@ class _Progress:
             self._p.__exit__(*exc)
 
     def fold_skipped(self, k: int) -> None:
-        log.info("fold %d already done (done.json): skipped", k)
+        log.info("fold %d already done: skipped", k)
         if self._p is not None:
             self._p.advance(self._folds)
             self._p.console.print(f"fold {k}: already done, skipped (resume)")

@@ -1,4 +1,4 @@
-"""Cross-validation splits by patient, written once to ``splits.json`` and reused.
+"""Cross-validation splits by patient (written once to ``splits.json`` by :mod:`spinedx.runfolder` and reused).
 
 Yeh et al. 2022: "tenfold cross-validation, and each case had only one chance to be included in
 the validation group". Folds are drawn over patients (never slices), stratified by the patient
@@ -8,8 +8,6 @@ patients, an inner validation set (again by patient, stratified) is drawn for ea
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,26 +64,3 @@ def make_splits(labels: dict[str, int], folds: int = 10, seed: int = 0,
         fold_of.update({p: k for p in pids[val_idx].tolist()})
     return {"folds": folds, "seed": seed, "inner_val_fraction": inner_val_fraction,
             "n_patients": len(pids), "fold_of": dict(sorted(fold_of.items())), "splits": splits}
-
-
-def load_or_make_splits(path: str | Path, labels: dict[str, int], folds: int, seed: int,
-                        inner_val_fraction: float) -> dict[str, Any]:
-    """Reuse ``splits.json`` if present (checking it fits), else make and write it.
-
-    Raises:
-        SpinedxError: The existing file was made for other patients or another fold count.
-    """
-    path = Path(path)
-    if path.is_file():
-        splits = json.loads(path.read_text())
-        if splits.get("folds") != folds:
-            raise SpinedxError(f"splits.json has {splits.get('folds')} folds, not {folds}; use the same --folds "
-                               "or a new --out folder", where=str(path))
-        if set(splits.get("fold_of", {})) != set(labels):
-            raise SpinedxError("splits.json was made for other patients than these patches; use a new --out "
-                               "folder", where=str(path))
-        return splits
-    splits = make_splits(labels, folds, seed, inner_val_fraction)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(splits, indent=1))
-    return splits

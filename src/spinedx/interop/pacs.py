@@ -120,9 +120,9 @@ def predict_study(
         stored = client.store(results.files)
         secs["store"] = time.perf_counter() - t0
         pred.record["dicom_results"]["stored"] = {"url": client.url, "sop_instance_uids": stored}
-    from spinedx.predict import _json_default
+    from spinedx.common import json_clean
 
-    atomic_write_json(out / "prediction.json", pred.record, indent=2, default=_json_default)
+    atomic_write_json(out / "prediction.json", json_clean(pred.record), indent=2)
     return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from spinedx.common import CHANNEL_NAMES  # light module: importing the network does not pull in SimpleITK
 from spinedx.errors import WeightsError
-from spinedx.preprocess import CHANNEL_NAMES  # the extraction stage owns the channel order
 
 PRETRAINED_CHOICES = ("auto", "imagenet", "none")
 

@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
+from spinedx.common import CHANNEL_NAMES
 from spinedx.errors import WeightsError
+from spinedx.fsutil import atomic_path
 from spinedx.models.net import SpineNet, build_model
+from spinedx.runfolder import RunFolder, RunRecord
+from spinedx.training.config import CVConfig
 
 
 def save_fold_model(model: SpineNet, path: str | Path, fold: int, **meta: Any) -> None:
@@ -28,92 +31,128 @@ def save_fold_model(model: SpineNet, path: str | Path, fold: int, **meta: Any) -
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "backbone": model.backbone_name, "channel_names": list(model.channel_names),
                "fold": int(fold), **meta}
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written model
+    with atomic_path(path) as tmp:  # a killed run never leaves a half-written model
+        torch.save(payload, tmp)
 
 
-def load_fold_model(path: str | Path, device: torch.device | str = "cpu") -> SpineNet:
-    """Load one ``model.pt`` (weights only) into a fresh network, in eval mode."""
+def load_fold_model(path: str | Path, device: torch.device | str = "cpu", *, fold: int | None = None,
+                    backbone: str | None = None) -> SpineNet:
+    """Load one ``model.pt`` (weights only) into a fresh network, in eval mode.
+
+    Args:
+        path: the file.
+        device: where to put the model.
+        fold: when given, the fold the file must say it belongs to.
+        backbone: when given, the backbone the file must hold.
+
+    Raises:
+        WeightsError: not a spinedx fold model (damaged, truncated, another program's file), or not the fold or
+            backbone expected; the message names the file and says how to retrain it.
+    """
     path = Path(path)
+    redo = (f"delete the folder {path.parent} and rerun spinedx cv in the run folder to train that fold again"
+            if path.parent.parent.name == "folds" else "rerun spinedx cv")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        backbone = payload["backbone"]
+        if not isinstance(payload, dict) or not isinstance(payload.get("backbone"), str):
+            raise ValueError("no backbone name in the file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, _ = build_model(backbone, pretrained="none")
+            model, _ = build_model(payload["backbone"], pretrained="none")
         model.load_state_dict(payload["state_dict"])
     except WeightsError:
         raise
-    except Exception as exc:
-        raise WeightsError(f"not a spinedx fold model ({type(exc).__name__}: {exc}); rerun spinedx cv",
-                           where=str(path)) from exc
-    model.channel_names = tuple(payload.get("channel_names", model.channel_names))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file; all mean the same
+        why = " ".join(str(exc).split())[:200]
+        raise WeightsError(f"not a readable spinedx fold model ({type(exc).__name__}: {why}); {redo}",
+                           where=str(path)) from None
+    if fold is not None and payload.get("fold") != fold:
+        raise WeightsError(f"holds fold {payload.get('fold')!r}, not fold {fold}; {redo}", where=str(path))
+    if backbone is not None and payload["backbone"] != backbone:
+        raise WeightsError(f"holds a {payload['backbone']} model, the run's backbone is {backbone}; {redo}",
+                           where=str(path))
+    names = tuple(payload.get("channel_names", ()))
+    if names != tuple(CHANNEL_NAMES):
+        raise WeightsError(f"expects channels {list(names)}, spinedx makes {list(CHANNEL_NAMES)}; {redo}",
+                           where=str(path))
+    model.channel_names = names
     return model.to(device).eval()
 
 
 @dataclass
 class RunModels:
-    """The fold models of a run and its resolved configuration.
+    """The fold models of a run and its record.
 
     Attributes:
         run_dir: The run folder.
-        config: The ``config`` section of ``config.yaml`` (backbone, threshold, aggregation, ...).
+        record: ``config.yaml`` (:class:`spinedx.runfolder.RunRecord`): configuration, what the run was
+            trained on, weights, provenance.
         models: Fold models in fold order, eval mode.
         folds: Fold numbers of ``models``.
-        meta: The whole ``config.yaml`` (weights info, provenance, optimistic flag, ...).
+        missing_folds: Folds of the run without a model (only when loaded with ``allow_missing_folds``).
     """
 
     run_dir: Path
-    config: dict[str, Any]
+    record: RunRecord
     models: list[SpineNet]
     folds: list[int]
-    meta: dict[str, Any] = field(default_factory=dict)
+    missing_folds: list[int] = field(default_factory=list)
+
+    @property
+    def config(self) -> CVConfig:
+        """The run's configuration."""
+        return self.record.config
 
     @property
     def threshold(self) -> float:
         """Decision threshold on the patient probability."""
-        return float(self.config.get("threshold", 0.5))
+        return self.record.threshold
 
     @property
     def aggregation(self) -> str:
         """``max`` or ``mean`` over a patient's slices."""
-        return str(self.config.get("aggregation", "max"))
+        return self.record.aggregation
 
     @property
     def backbone(self) -> str:
         """torchvision backbone name."""
-        return str(self.config.get("backbone", self.models[0].backbone_name if self.models else "resnet50"))
+        return self.record.config.backbone
 
     @property
     def optimistic(self) -> bool:
         """True when the run's early stopping used the outer folds."""
-        return bool(self.meta.get("optimistic", False))
+        return self.record.optimistic
 
     @property
     def channel_names(self) -> tuple[str, ...]:
         """Input channel order of the models."""
-        return self.models[0].channel_names
+        return self.record.channel_names
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the patches the models were trained on."""
+        return self.record.patches.patch_size
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> RunModels:
-    """Load a ``spinedx cv`` run folder: ``config.yaml`` and ``folds/<k>/model.pt`` for every fold.
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
+             allow_missing_folds: bool = False) -> RunModels:
+    """Load a ``spinedx cv`` run folder: its record and ``folds/<k>/model.pt`` for every fold.
+
+    Args:
+        run_dir: The run folder.
+        device: Where to put the models.
+        allow_missing_folds: Use the finished folds when some have no model (the caller must record
+            :attr:`RunModels.missing_folds`); by default a run with a missing fold model is refused.
 
     Raises:
-        WeightsError: The folder has no config or no finished fold model.
+        SpinedxError: not a run folder, a damaged ``config.yaml``, missing fold models (unless allowed),
+            unexpected entries in ``folds/`` (``1.bak``), or a damaged ``model.pt``.
     """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise WeightsError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
-                           where=str(run_dir))
-    meta = yaml.safe_load(cfg_path.read_text()) or {}
-    paths = sorted((run_dir / "folds").glob("*/model.pt"), key=lambda p: int(p.parent.name))
-    if not paths:
-        raise WeightsError("no fold models (folds/<k>/model.pt); finish spinedx cv first", where=str(run_dir))
-    models = [load_fold_model(p, device) for p in paths]
-    return RunModels(run_dir, dict(meta.get("config", {})), models, [int(p.parent.name) for p in paths], meta)
+    rf = RunFolder(run_dir)
+    record = rf.read_record()
+    found = rf.fold_models(allow_missing=allow_missing_folds)
+    models = [load_fold_model(p, device, fold=k, backbone=record.config.backbone) for k, p in found.paths.items()]
+    return RunModels(rf.path, record, models, list(found.paths), list(found.missing))
 
 
 def _fast_cpu_bf16() -> bool:
@@ -133,7 +172,7 @@ def predict_patches(
 
     Args:
         models: A :class:`RunModels` or a list of networks (on one device).
-        x: Patches (N, 6, 64, 64), channel order ``spinedx.preprocess.CHANNEL_NAMES``.
+        x: Patches (N, 6, P, P), channel order :data:`spinedx.common.CHANNEL_NAMES`.
         batch_size: Patches per forward pass.
         bf16: Force bf16 on/off; None: where supported.
 

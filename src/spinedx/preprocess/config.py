@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-#: The six input channels of the network, in order (Yeh et al. 2022, "Deep learning architecture": "T1W and
-#: T2W images of the identified slice with its two neighboring slices ... the total number of input channel
-#: was six").
-CHANNEL_NAMES: tuple[str, ...] = ("T1 s-1", "T1 s", "T1 s+1", "T2 s-1", "T2 s", "T2 s+1")
+# The six input channels, in order; defined once in the light spinedx.common (re-exported here).
+from spinedx.common import CHANNEL_NAMES
+
+__all__ = ["CHANNEL_NAMES", "ExtractConfig"]
 
 _ZSCORE_MODES = ("channel", "patch")
 _PAIR_CHECK_MODES = ("strict", "warn", "off")  # spinedx.preprocess.pairing.PAIR_CHECK_MODES

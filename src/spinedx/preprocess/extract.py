@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from spinedx.common import LABEL_NAMES
 from spinedx.errors import PreprocessError, SpinedxError
 from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp
 from spinedx.io.image import Image
@@ -42,8 +43,6 @@ from spinedx.preprocess.registration import RegistrationRecord, register_rigid
 
 if TYPE_CHECKING:
     from spinedx.cohort import CaseRecord
-
-LABEL_NAMES = {0: "benign", 1: "malignant"}
 
 
 @dataclass

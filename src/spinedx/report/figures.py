@@ -36,50 +36,15 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr) at every distinct threshold (:func:`sklearn.metrics.roc_curve`)."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
-    return fpr, tpr
-
-
-def roc_band(
-    y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-    grid: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pointwise percentile bootstrap band of the ROC curve (patients resampled with replacement).
-
-    Returns:
-        ``(fpr_grid, tpr_low, tpr_high)``; resamples with a single class are skipped.
-    """
-    y = np.asarray(y).astype(int)
-    p = np.asarray(p, dtype=float)
-    fpr_grid = np.linspace(0, 1, 101) if grid is None else grid
-    rng = np.random.default_rng(seed)
-    curves = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
-            continue
-        fpr, tpr = _roc_points(y[idx], p[idx])
-        # the upper envelope at vertical steps: take the highest tpr reached at each fpr
-        curves.append(np.interp(fpr_grid, fpr, tpr))
-    if not curves:
-        nan = np.full_like(fpr_grid, np.nan)
-        return fpr_grid, nan, nan
-    arr = np.asarray(curves)
-    low, high = np.percentile(arr, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
-    low[0] = 0.0  # every ROC curve starts at (0, 0)
-    return fpr_grid, low, high
-
-
 def roc_figure(
     y: np.ndarray, p: np.ndarray, *, auc: tuple[float, float, float] | None = None,
     threshold: float = 0.5, readers: Sequence[OperatingPoint] = (), n_boot: int = 1000, seed: int = 0,
 ) -> Figure:
-    """Per-patient ROC curve of the model with a 95% bootstrap band and readers' operating points."""
+    """Per-patient ROC curve of the model with a 95% stratified bootstrap band (the resampling scheme of the
+    AUC interval, :func:`spinedx.evaluation.metrics.roc_band`) and the readers' operating points."""
     from sklearn.metrics import roc_curve
+
+    from spinedx.evaluation.metrics import roc_band
 
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
@@ -87,7 +52,7 @@ def roc_figure(
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="chance")
     if len(np.unique(y)) == 2:
-        grid, low, high = roc_band(y, p, n_boot=n_boot, seed=seed)
+        grid, low, high = roc_band(y, p, n_resamples=n_boot, seed=seed)
         ax.fill_between(grid, low, high, color="tab:blue", alpha=0.18, lw=0, label="95% bootstrap band")
         fpr, tpr, _ = roc_curve(y, p)
         lab = "model (out-of-fold)"

@@ -24,16 +24,14 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, register: bool | None = None) -> None:
         from spinedx.models import load_run
-        from spinedx.predict import _extract_config
-        from spinedx.report.run_info import load_run_info
+        from spinedx.predict import extract_config_for
 
         self.run_dir = Path(run_dir)
         self.register = register
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing ImageNet weights: irrelevant for loading trained folds
             self.run = load_run(self.run_dir)
-        self.info = load_run_info(self.run_dir)
-        self.extract_config, self.config_source = _extract_config(self.info, register)
+        self.extract_config, self.config_source = extract_config_for(self.run.record, register)
         # Imported once here, not on the first request: Grad-CAM's package pulls in scikit-learn and OpenCV,
         # seconds of imports that would otherwise land on the first user's Predict.
         import pytorch_grad_cam  # noqa: F401
@@ -47,7 +45,7 @@ class Predictor:
         """What the page shows about the model."""
         return {"run_dir": self.run_dir.name, "backbone": self.run.backbone, "folds": list(self.run.folds),
                 "threshold": self.run.threshold, "aggregation": self.run.aggregation,
-                "optimistic": bool(self.info.optimistic), "register": bool(self.extract_config.register)}
+                "optimistic": self.run.optimistic, "register": bool(self.extract_config.register)}
 
     def predict(self, case: Any, out_dir: Path, *, explain: bool = True) -> Any:
         """Predict a manifest case (its saved slices and box) and write ``prediction.json`` (and, with ``explain``,

@@ -14,26 +14,13 @@ As in TorchIO, sampling parameters (:meth:`BatchAffine.sample`) is separate from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AffineRanges:
-    """Ranges of the random affine transform (uniform draws).
-
-    Attributes:
-        rotation_deg: Rotation in [-r, r] degrees (in-plane).
-        translation: Shift in [-t, t] as a fraction of the patch size along each axis.
-        scale: Zoom factor in [s0, s1]; > 1 enlarges the content.
-    """
-
-    rotation_deg: float = 15.0
-    translation: float = 0.1
-    scale: tuple[float, float] = (0.9, 1.1)
+# Defined with the run configuration (light, no torch), re-exported here where the transform lives.
+from spinedx.training.config import AffineRanges
 
 
 def affine_theta(params: torch.Tensor) -> torch.Tensor:

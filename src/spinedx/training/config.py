@@ -13,18 +13,32 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spinedx.common import AGGREGATIONS
 from spinedx.errors import SpinedxError
-from spinedx.training.augment import AffineRanges
 
 PROFILES = ("paper", "quick")
 EARLY_STOP_CHOICES = ("inner", "outer")
-AGGREGATIONS = ("max", "mean")
 
 OPTIMISTIC_WARNING = (
     "OPTIMISTIC: early stopping used the outer validation fold (--early-stop-on outer), as the paper "
     "describes; each fold's model was chosen on the very patients it is scored on, so these metrics "
     "overstate performance on new patients. Use --early-stop-on inner for an unbiased estimate."
 )
+
+
+@dataclass(frozen=True)
+class AffineRanges:
+    """Ranges of the random affine augmentation (uniform draws; see :mod:`spinedx.training.augment`).
+
+    Attributes:
+        rotation_deg: Rotation in [-r, r] degrees (in-plane).
+        translation: Shift in [-t, t] as a fraction of the patch size along each axis.
+        scale: Zoom factor in [s0, s1]; > 1 enlarges the content.
+    """
+
+    rotation_deg: float = 15.0
+    translation: float = 0.1
+    scale: tuple[float, float] = (0.9, 1.1)
 
 
 @dataclass
@@ -149,6 +163,86 @@ class CVConfig:
         d["augment"] = {**asdict(self.augment), "scale": list(self.augment.scale)}
         return d
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> CVConfig:
+        """The configuration written by :meth:`to_dict` (a run's ``config.yaml``), read back strictly.
+
+        Every field must be present with a value of its type; unknown keys are refused. Nothing is
+        filled in from defaults: a run folder says exactly how it was made, or it is refused.
+
+        Raises:
+            SpinedxError: naming ``where`` (the file) and the offending keys.
+        """
+        _check_keys(data, [f.name for f in dataclasses.fields(cls)], "config", where)
+        problems = [p for f in dataclasses.fields(cls) if f.name != "augment"
+                    for p in _type_problems(f"config.{f.name}", data[f.name], _FIELD_TYPES[f.name])]
+        aug = data["augment"]
+        _check_keys(aug, [f.name for f in dataclasses.fields(AffineRanges)], "config.augment", where)
+        problems += _type_problems("config.augment.rotation_deg", aug["rotation_deg"], "float")
+        problems += _type_problems("config.augment.translation", aug["translation"], "float")
+        problems += _type_problems("config.augment.scale", aug["scale"], "pair")
+        problems += _type_problems("config.betas", data["betas"], "pair") if "betas" in data else []
+        if problems:
+            raise SpinedxError("; ".join(problems) + ". The file was changed by hand or by another program; "
+                               "rerun spinedx cv into a new folder", where=where)
+        values = dict(data)
+        values["betas"] = (float(data["betas"][0]), float(data["betas"][1]))
+        values["augment"] = AffineRanges(float(aug["rotation_deg"]), float(aug["translation"]),
+                                         (float(aug["scale"][0]), float(aug["scale"][1])))
+        for name, kind in _FIELD_TYPES.items():
+            if kind == "float" and values[name] is not None:
+                values[name] = float(values[name])
+        cfg = cls(**values)
+        try:
+            cfg.validate()
+        except SpinedxError as exc:
+            raise SpinedxError(f"{exc.message} Rerun spinedx cv into a new folder.", where=where) from None
+        return cfg
+
+    def differences(self, other: CVConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """``"key: A there, B here"`` for every field that differs from ``other`` (except ``ignore``)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in mine if k not in ignore and mine[k] != theirs[k]]
+
 
 #: Keys that may change between a run and its resume without changing results.
 RESUMABLE_KEYS = ("threads", "compile")
+
+# Value kinds of the fields in config.yaml (checked by CVConfig.from_record).
+_FIELD_TYPES: dict[str, str] = {
+    "profile": "str", "folds": "int", "seed": "int", "backbone": "str", "pretrained": "str", "weights": "str?",
+    "epochs": "int", "patience": "int", "views_benign": "int", "views_malignant": "int", "lr": "float",
+    "betas": "pair", "weight_decay": "float", "batch_size": "int", "early_stop_on": "str",
+    "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "augment": "augment",
+    "threads": "int?", "device": "str", "bf16": "str", "channels_last": "bool", "compile": "str",
+}
+
+
+def _check_keys(data: Any, expected: list[str], what: str, where: str) -> None:
+    if not isinstance(data, dict):
+        raise SpinedxError(f"{what} must be a mapping, found {type(data).__name__}; rerun spinedx cv into a new "
+                           "folder", where=where)
+    missing = [k for k in expected if k not in data]
+    unknown = sorted(str(k) for k in data if k not in expected)
+    if missing or unknown:
+        parts = ([f"missing keys {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown keys {', '.join(unknown)}"] if unknown else [])
+        raise SpinedxError(f"{what}: {'; '.join(parts)}; this file was not written by this spinedx version's "
+                           "spinedx cv (rerun spinedx cv into a new folder)", where=where)
+
+
+def _type_problems(name: str, value: Any, kind: str) -> list[str]:
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None:
+        return [] if optional else [f"{name} is empty"]
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "pair": isinstance(value, (list, tuple)) and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+        "augment": True,
+    }[kind]
+    return [] if ok else [f"{name} = {value!r} is not a {kind if kind != 'pair' else 'pair of numbers'}"]

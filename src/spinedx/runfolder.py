@@ -1,0 +1,717 @@
+"""The run folder of a cross-validation (``spinedx cv``): one owner for every file in it.
+
+Every stage that reads or writes a run folder (``cv``, ``stats``, ``report``, ``predict``, the demo) goes
+through :class:`RunFolder`. Its readers are strict: a file that is missing, malformed, or not what this
+spinedx version writes is refused with one line naming the file and what to do; nothing is looked up under
+alternative keys and nothing falls back silently to a default. Its writers are atomic
+(:mod:`spinedx.fsutil`): each file, and each finished fold folder, appears complete or not at all.
+
+Layout (``format: 1``)::
+
+    RUN/config.yaml           how the run was made (:class:`RunRecord`): the CVConfig, what it was trained on
+                              (patches sha256, patch size, channel order, extraction settings copied from
+                              extract.json, synthetic flag, cohort manifest), weights, device, provenance
+    RUN/splits.json           folds by patient (:class:`Splits`)
+    RUN/folds/<k>/            one finished fold: model.pt, history.csv, curves.png, predictions.csv, done.json
+    RUN/oof_slices.csv        out-of-fold slice probabilities
+    RUN/oof_patients.csv      out-of-fold patient probabilities and calls
+    RUN/metrics.json          patient- and slice-level metrics with intervals
+    RUN/stats/                ``spinedx stats``
+    RUN/report.html           ``spinedx report`` (and its ``report_*.csv`` tables)
+
+Repeated cross-validation will add ``RUN/repeats/<r>/{splits.json, folds/<k>/}``; every path here takes a
+``repeat`` argument (None: the layout above) so that readers and the fold trainer need no redesign.
+
+Entries of ``folds/``: a fold number of the run is a fold; hidden names (``.1.tmp-...``, the temporary
+siblings of folds being written, or a desktop's ``.DS_Store``) are ignored; anything else (``1.bak``,
+``7`` in a 2-fold run) is refused, naming it, because a reader cannot tell whether it holds a model that
+should count.
+
+Only the standard library and :mod:`spinedx.errors`/:mod:`spinedx.fsutil`/:mod:`spinedx.common` are
+imported at module level; numpy, pandas and yaml are imported where needed, torch never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spinedx.common import json_clean
+from spinedx.errors import SpinedxError
+from spinedx.fsutil import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, remove_stale_tmp
+from spinedx.patchset import PatchesInfo, PatchSet, load_patches, patches_file
+from spinedx.training.config import OPTIMISTIC_WARNING, RESUMABLE_KEYS, CVConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["FORMAT", "FoldModels", "FoldScan", "FoldSplit", "PatchSet", "PatchesInfo", "RunFolder", "RunFolderError",
+           "RunRecord", "Splits", "WeightsRecord", "load_patches", "open_run", "patches_file"]
+
+#: Version of the run-folder layout written by this spinedx.
+FORMAT = 1
+
+CONFIG = "config.yaml"
+SPLITS = "splits.json"
+OOF_SLICES = "oof_slices.csv"
+OOF_PATIENTS = "oof_patients.csv"
+METRICS = "metrics.json"
+FOLDS = "folds"
+REPEATS = "repeats"
+STATS = "stats"
+REPORT = "report.html"
+#: The files of a finished fold folder (``done.json`` is written last, inside the temporary folder).
+FOLD_FILES = ("model.pt", "history.csv", "curves.png", "predictions.csv", "done.json")
+
+SLICE_COLUMNS = ("patient_id", "slice_index", "fold", "label", "probability")
+PATIENT_COLUMNS = ("patient_id", "fold", "label", "probability", "prediction")
+
+_RERUN = "rerun spinedx cv with the same options in this folder (finished folds are kept) to rewrite it"
+
+
+class RunFolderError(SpinedxError):
+    """A run folder, or one of its files, is missing, damaged, or inconsistent."""
+
+
+# ------------------------------------------------------------------------------------------------
+# small strict readers
+
+
+def _keys(data: Any, expected: Sequence[str], what: str, where: Path | str, remedy: str) -> dict[str, Any]:
+    """``data`` as a dict with exactly the ``expected`` keys, else a :class:`RunFolderError`."""
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{what} must be a mapping, found {type(data).__name__}; {remedy}", where=str(where))
+    missing = [k for k in expected if k not in data]
+    unknown = sorted(str(k) for k in data if k not in expected)
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown {', '.join(unknown)}"] if unknown else [])
+        raise RunFolderError(f"{what}: {'; '.join(parts)} (not what this spinedx version writes); {remedy}",
+                             where=str(where))
+    return data
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json(path: Path, what: str, remedy: str) -> Any:
+    if not path.is_file():
+        raise RunFolderError(f"{what} missing; {remedy}", where=str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"not a text file ({exc.reason}); {remedy}", where=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"not valid JSON (line {exc.lineno}: {exc.msg}); {remedy}", where=str(path)) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# what a run was trained on
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Where the models' initial weights came from (:class:`spinedx.models.WeightsInfo` as recorded)."""
+
+    source: str
+    path: str | None
+    sha256: str | None
+    message: str
+
+    @property
+    def pretrained(self) -> bool:
+        """True when ImageNet weights initialised the models."""
+        return self.source.startswith("imagenet")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types for YAML."""
+        return {"source": self.source, "path": self.path, "sha256": self.sha256, "message": self.message}
+
+    @classmethod
+    def from_record(cls, data: Any, where: Path | str, remedy: str) -> WeightsRecord:
+        """Strict reader of :meth:`to_dict`'s output."""
+        d = _keys(data, ["source", "path", "sha256", "message"], "weights", where, remedy)
+        if not (isinstance(d["source"], str) and isinstance(d["message"], str)
+                and all(d[k] is None or isinstance(d[k], str) for k in ("path", "sha256"))):
+            raise RunFolderError(f"weights: bad values; {remedy}", where=str(where))
+        return cls(d["source"], d["path"], d["sha256"], d["message"])
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything ``config.yaml`` says about a run.
+
+    Attributes:
+        config: the resolved configuration.
+        patches: what the run was trained on.
+        weights: the initial weights.
+        device: the device of the (last) training session: type, name, threads, bf16, compile, channels_last.
+        channel_names: input channel order of the models.
+        provenance: versions, git commit, creation time.
+    """
+
+    config: CVConfig
+    patches: PatchesInfo
+    weights: WeightsRecord
+    device: dict[str, Any]
+    channel_names: tuple[str, ...]
+    provenance: dict[str, Any]
+
+    KEYS = ("format", "config", "optimistic", "warning", "patches", "weights", "device", "channel_names",
+            "provenance")
+
+    @property
+    def optimistic(self) -> bool:
+        """True when early stopping used the outer validation folds (the paper literally)."""
+        return self.config.optimistic
+
+    @property
+    def warning(self) -> str | None:
+        """The optimistic-results warning, when it applies."""
+        return OPTIMISTIC_WARNING if self.optimistic else None
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the run was trained on a synthetic cohort."""
+        return self.patches.synthetic
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold on the patient probability."""
+        return self.config.threshold
+
+    @property
+    def aggregation(self) -> str:
+        """``max`` or ``mean`` over a patient's slices."""
+        return self.config.aggregation
+
+    @property
+    def git_commit(self) -> str | None:
+        """Git commit of the spinedx that trained the run."""
+        value = self.provenance.get("git_commit")
+        return None if value is None else str(value)
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """Package versions of the training session."""
+        value = self.provenance.get("versions")
+        return dict(value) if isinstance(value, dict) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``config.yaml`` document."""
+        return json_clean({
+            "format": FORMAT, "config": self.config.to_dict(), "optimistic": self.optimistic,
+            "warning": self.warning, "patches": self.patches.to_dict(), "weights": self.weights.to_dict(),
+            "device": dict(self.device), "channel_names": list(self.channel_names),
+            "provenance": dict(self.provenance),
+        })
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path | str) -> RunRecord:
+        """Strict reader of :meth:`to_dict`'s output (a parsed ``config.yaml``)."""
+        remedy = "the file was not written by this spinedx version's spinedx cv: rerun spinedx cv into a new folder"
+        if not isinstance(data, dict):
+            raise RunFolderError(f"expected a mapping, found {type(data).__name__}; {remedy}", where=str(where))
+        if "format" not in data:
+            raise RunFolderError("no 'format': written by an older spinedx; rerun spinedx cv into a new folder "
+                                 "(or use the spinedx version that made it)", where=str(where))
+        if data["format"] != FORMAT:
+            raise RunFolderError(f"run-folder format {data['format']!r} is not this spinedx's ({FORMAT}); use the "
+                                 "spinedx version that made it", where=str(where))
+        d = _keys(data, cls.KEYS, "config.yaml", where, remedy)
+        config = CVConfig.from_record(d["config"], str(where))
+        if d["optimistic"] is not config.optimistic or d["warning"] != (OPTIMISTIC_WARNING if config.optimistic
+                                                                        else None):
+            raise RunFolderError(f"optimistic/warning disagree with config.early_stop_on; {remedy}", where=str(where))
+        if not (isinstance(d["device"], dict) and isinstance(d["provenance"], dict)
+                and isinstance(d["channel_names"], list)):
+            raise RunFolderError(f"device, provenance and channel_names must be a mapping, a mapping and a list; "
+                                 f"{remedy}", where=str(where))
+        return cls(config, PatchesInfo.from_record(d["patches"], where, remedy),
+                   WeightsRecord.from_record(d["weights"], where, remedy), dict(d["device"]),
+                   tuple(str(c) for c in d["channel_names"]), dict(d["provenance"]))
+
+    def resume_problems(self, new: RunRecord) -> list[str]:
+        """What differs between this (existing) record and ``new`` in ways a resumed run cannot mix."""
+        problems = new.config.differences(self.config, ignore=RESUMABLE_KEYS)
+        if new.patches.sha256 != self.patches.sha256:
+            problems.append(f"patches: {self.patches.path} (sha256 {self.patches.sha256[:12]}...) there, "
+                            f"{new.patches.path} (sha256 {new.patches.sha256[:12]}...) now")
+        if new.weights.sha256 != self.weights.sha256 or new.weights.pretrained != self.weights.pretrained:
+            problems.append(f"initial weights: {self.weights.source} there, {new.weights.source} now")
+        return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# splits
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """One outer fold: its validation patients and the inner validation patients for early stopping."""
+
+    fold: int
+    val: tuple[str, ...]
+    inner_val: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """``splits.json``: folds by patient (see :func:`spinedx.evaluation.splits.make_splits`)."""
+
+    folds: int
+    seed: int
+    inner_val_fraction: float
+    splits: tuple[FoldSplit, ...]
+    fold_of: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def patients(self) -> list[str]:
+        """Every patient of the run, sorted."""
+        return sorted(self.fold_of)
+
+    @property
+    def validation_sets(self) -> list[list[str]]:
+        """The validation patients of each fold, in fold order."""
+        return [list(s.val) for s in self.splits]
+
+    def split(self, fold: int) -> FoldSplit:
+        """The split of fold ``fold``."""
+        return self.splits[fold]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``splits.json`` document."""
+        return {"folds": self.folds, "seed": self.seed, "inner_val_fraction": self.inner_val_fraction,
+                "n_patients": len(self.fold_of), "fold_of": dict(sorted(self.fold_of.items())),
+                "splits": [{"fold": s.fold, "val": list(s.val), "inner_val": list(s.inner_val)}
+                           for s in self.splits]}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path | str) -> Splits:
+        """Strict reader: the layout of :meth:`to_dict`, every patient validated exactly once."""
+        remedy = "the file was changed by hand or by another program; rerun spinedx cv into a new folder"
+        d = _keys(data, ["folds", "seed", "inner_val_fraction", "n_patients", "fold_of", "splits"], "splits.json",
+                  where, remedy)
+        if not (_is_int(d["folds"]) and _is_int(d["seed"]) and _is_num(d["inner_val_fraction"])
+                and _is_int(d["n_patients"]) and isinstance(d["fold_of"], dict) and isinstance(d["splits"], list)):
+            raise RunFolderError(f"bad value types; {remedy}", where=str(where))
+        if len(d["splits"]) != d["folds"]:
+            raise RunFolderError(f"{len(d['splits'])} splits for {d['folds']} folds; {remedy}", where=str(where))
+        splits = []
+        seen: dict[str, int] = {}
+        for k, entry in enumerate(d["splits"]):
+            e = _keys(entry, ["fold", "val", "inner_val"], f"splits[{k}]", where, remedy)
+            if e["fold"] != k or not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
+                                         for v in (e["val"], e["inner_val"])):
+                raise RunFolderError(f"splits[{k}] must be fold {k} with lists of patient ids; {remedy}",
+                                     where=str(where))
+            for p in e["val"]:
+                if p in seen:
+                    raise RunFolderError(f"patient {p} is in the validation folds {seen[p]} and {k}; {remedy}",
+                                         where=str(where))
+                seen[p] = k
+            if set(e["inner_val"]) & set(e["val"]):
+                raise RunFolderError(f"fold {k}: inner validation patients are also validation patients; {remedy}",
+                                     where=str(where))
+            splits.append(FoldSplit(k, tuple(e["val"]), tuple(e["inner_val"])))
+        fold_of = {str(p): v for p, v in d["fold_of"].items()}
+        if fold_of != seen or d["n_patients"] != len(seen):
+            raise RunFolderError(f"fold_of/n_patients disagree with the splits; {remedy}", where=str(where))
+        return cls(d["folds"], d["seed"], float(d["inner_val_fraction"]), tuple(splits), fold_of)
+
+    def problems_with(self, config: CVConfig, patients: Sequence[str] | None = None) -> list[str]:
+        """How these splits disagree with ``config`` (folds, seed, inner split) and with ``patients``."""
+        out = [f"{name}: {mine!r} in splits.json, {theirs!r} now" for name, mine, theirs in (
+            ("folds", self.folds, config.folds), ("seed", self.seed, config.seed),
+            ("inner_val_fraction", self.inner_val_fraction, config.inner_val_fraction)) if mine != theirs]
+        if patients is not None and set(patients) != set(self.fold_of):
+            extra, gone = sorted(set(patients) - set(self.fold_of)), sorted(set(self.fold_of) - set(patients))
+            out.append("patients differ from the patches (" + ", ".join(
+                ([f"{len(extra)} new, e.g. {extra[0]}"] if extra else [])
+                + ([f"{len(gone)} gone, e.g. {gone[0]}"] if gone else [])) + ")")
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the folder
+
+
+@dataclass(frozen=True)
+class FoldScan:
+    """Which folds of a run are finished.
+
+    Attributes:
+        complete: finished fold numbers (their folder holds every file of :data:`FOLD_FILES`).
+        missing: fold numbers without a folder.
+        ignored: hidden entries of ``folds/`` that were ignored.
+    """
+
+    complete: list[int]
+    missing: list[int]
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FoldModels:
+    """The fold models of a run that a reader will use.
+
+    Attributes:
+        paths: fold number -> ``model.pt``, in fold order.
+        missing: folds of the run without a model (only with ``allow_missing``).
+    """
+
+    paths: dict[int, Path]
+    missing: list[int]
+
+
+class RunFolder:
+    """Paths, strict readers and atomic writers of one run folder (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``."""
+        return self.path / CONFIG
+
+    def splits_path(self, repeat: int | None = None) -> Path:
+        """``splits.json`` (of a repeat)."""
+        return self._base(repeat) / SPLITS
+
+    def folds_dir(self, repeat: int | None = None) -> Path:
+        """``folds/`` (of a repeat)."""
+        return self._base(repeat) / FOLDS
+
+    def fold_dir(self, fold: int, repeat: int | None = None) -> Path:
+        """``folds/<k>/`` (of a repeat)."""
+        return self.folds_dir(repeat) / str(int(fold))
+
+    @property
+    def oof_slices_path(self) -> Path:
+        """``oof_slices.csv``."""
+        return self.path / OOF_SLICES
+
+    @property
+    def oof_patients_path(self) -> Path:
+        """``oof_patients.csv``."""
+        return self.path / OOF_PATIENTS
+
+    @property
+    def metrics_path(self) -> Path:
+        """``metrics.json``."""
+        return self.path / METRICS
+
+    @property
+    def stats_dir(self) -> Path:
+        """``stats/`` (``spinedx stats``)."""
+        return self.path / STATS
+
+    @property
+    def report_path(self) -> Path:
+        """``report.html`` (``spinedx report``)."""
+        return self.path / REPORT
+
+    def _base(self, repeat: int | None) -> Path:
+        return self.path if repeat is None else self.path / REPEATS / str(int(repeat))
+
+    # -- the folder as a whole --------------------------------------------------------------------
+
+    def require(self) -> None:
+        """Refuse a path that is not a run folder written by ``spinedx cv``."""
+        if not self.path.exists():
+            raise RunFolderError("run folder not found; pass the folder written by spinedx cv", where=str(self.path))
+        if not self.path.is_dir():
+            raise RunFolderError("not a folder; pass the run folder written by spinedx cv", where=str(self.path))
+        if not self.config_path.is_file():
+            raise RunFolderError("config.yaml missing: not a run folder written by spinedx cv", where=str(self.path))
+
+    def check_output(self) -> None:
+        """Refuse to use ``path`` as a new or resumed run folder when it is a file or a foreign folder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError("exists and is not a folder; choose another --out", where=str(self.path))
+        if self.path.is_dir() and not self.config_path.is_file():
+            entries = [p.name for p in self.path.iterdir() if not p.name.startswith(".")]
+            if entries:
+                raise RunFolderError(f"not empty and not a spinedx run folder (holds {', '.join(sorted(entries)[:3])}"
+                                     f"{' ...' if len(entries) > 3 else ''}); choose a new or empty --out folder",
+                                     where=str(self.path))
+
+    def is_run(self) -> bool:
+        """True when ``config.yaml`` exists."""
+        return self.config_path.is_file()
+
+    # -- config.yaml ------------------------------------------------------------------------------
+
+    def read_record(self) -> RunRecord:
+        """``config.yaml`` as a :class:`RunRecord` (strict)."""
+        import yaml
+
+        self.require()
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RunFolderError(f"not a text file ({exc.reason}); rerun spinedx cv into a new folder",
+                                 where=str(self.config_path)) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise RunFolderError(f"not valid YAML{at} ({getattr(exc, 'problem', None) or exc}); restore the file or "
+                                 "rerun spinedx cv into a new folder", where=str(self.config_path)) from None
+        return RunRecord.from_dict(data, self.config_path)
+
+    def write_record(self, record: RunRecord) -> None:
+        """Write ``config.yaml`` atomically."""
+        import yaml
+
+        atomic_write_text(self.config_path, yaml.safe_dump(record.to_dict(), sort_keys=False))
+
+    # -- splits.json ------------------------------------------------------------------------------
+
+    def read_splits(self, repeat: int | None = None) -> Splits:
+        """``splits.json`` (strict)."""
+        path = self.splits_path(repeat)
+        return Splits.from_dict(_read_json(path, "splits.json", "rerun spinedx cv into a new folder"), path)
+
+    def write_splits(self, splits: Splits | Mapping[str, Any], repeat: int | None = None) -> Splits:
+        """Write ``splits.json`` atomically (a dict is checked through :meth:`Splits.from_dict` first)."""
+        path = self.splits_path(repeat)
+        s = splits if isinstance(splits, Splits) else Splits.from_dict(dict(splits), path)
+        atomic_write_json(path, s.to_dict())
+        return s
+
+    # -- folds ------------------------------------------------------------------------------------
+
+    def scan_folds(self, n_folds: int, repeat: int | None = None) -> FoldScan:
+        """Finished and missing folds; refuses unexpected entries and damaged fold folders.
+
+        Raises:
+            RunFolderError: ``folds/`` holds a name that is neither a fold of the run nor hidden (``1.bak``), a
+                file where a fold folder belongs, or a fold folder without all of :data:`FOLD_FILES`.
+        """
+        folder = self.folds_dir(repeat)
+        complete: list[int] = []
+        ignored: list[str] = []
+        if folder.exists() and not folder.is_dir():
+            raise RunFolderError("a file stands where the folds folder belongs; move it away", where=str(folder))
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        names = {str(k) for k in range(n_folds)}
+        for entry in entries:
+            if entry.name.startswith("."):
+                ignored.append(entry.name)
+                continue
+            if entry.name not in names:
+                raise RunFolderError(f"unexpected entry {entry.name!r} in folds/ (this run has folds 0-{n_folds - 1});"
+                                     " move it out of the run folder", where=str(entry))
+            if not entry.is_dir():
+                raise RunFolderError("a file stands where a fold folder belongs; move it out of the run folder",
+                                     where=str(entry))
+            absent = [f for f in FOLD_FILES if not (entry / f).is_file()]
+            if absent:
+                raise RunFolderError(f"incomplete fold folder (no {', '.join(absent)}); delete it and rerun spinedx cv"
+                                     " in this run folder to train that fold again", where=str(entry))
+            complete.append(int(entry.name))
+        complete.sort()
+        return FoldScan(complete, [k for k in range(n_folds) if k not in complete], ignored)
+
+    @contextlib.contextmanager
+    def fold_writer(self, fold: int, repeat: int | None = None) -> Iterator[Path]:
+        """A temporary sibling of ``folds/<k>``; renamed to it when the block ends without an exception.
+
+        An interrupted or failed fold leaves nothing a rerun would take as finished.
+        """
+        target = self.fold_dir(fold, repeat)
+        if target.exists():
+            raise RunFolderError("the fold is already finished; delete the folder to train it again",
+                                 where=str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(target.parent)
+        with atomic_dir(target) as tmp:
+            yield tmp
+
+    def read_done(self, fold: int, repeat: int | None = None) -> dict[str, Any]:
+        """``folds/<k>/done.json``."""
+        path = self.fold_dir(fold, repeat) / "done.json"
+        doc = _read_json(path, "done.json", f"delete {path.parent} and rerun spinedx cv to train the fold again")
+        if not isinstance(doc, dict) or doc.get("fold") != fold:
+            raise RunFolderError(f"not the done record of fold {fold}; delete {path.parent} and rerun spinedx cv",
+                                 where=str(path))
+        return doc
+
+    def read_fold_predictions(self, fold: int, splits: Splits, repeat: int | None = None) -> pd.DataFrame:
+        """``folds/<k>/predictions.csv``: one row per validation slice of fold ``k`` (strict)."""
+        path = self.fold_dir(fold, repeat) / "predictions.csv"
+        df = _read_table(path, SLICE_COLUMNS, f"delete {path.parent} and rerun spinedx cv to train the fold again")
+        if set(df["patient_id"]) != set(splits.split(fold).val) or (df["fold"] != fold).any():
+            raise RunFolderError(f"its patients are not fold {fold}'s validation patients in splits.json; delete "
+                                 f"{path.parent} and rerun spinedx cv", where=str(path))
+        return df
+
+    def fold_models(self, allow_missing: bool = False) -> FoldModels:
+        """The ``model.pt`` of every fold of the run.
+
+        Args:
+            allow_missing: use the finished folds only when some are missing (the caller records which).
+
+        Raises:
+            RunFolderError: folds without a model (unless ``allow_missing``; never when none is finished),
+                or unexpected entries in ``folds/`` (see :meth:`scan_folds`).
+        """
+        record = self.read_record()
+        scan = self.scan_folds(record.config.folds)
+        if not scan.complete:
+            raise RunFolderError("no finished fold (folds/<k>/model.pt); finish spinedx cv first",
+                                 where=str(self.path))
+        if scan.missing and not allow_missing:
+            raise RunFolderError(f"fold(s) {', '.join(map(str, scan.missing))} of {record.config.folds} have no model "
+                                 "(folds/<k>/model.pt): finish spinedx cv in this folder, or pass "
+                                 "--allow-missing-folds to use the others (recorded in the output)",
+                                 where=str(self.folds_dir()))
+        return FoldModels({k: self.fold_dir(k) / "model.pt" for k in scan.complete}, scan.missing)
+
+    # -- out-of-fold tables and metrics -----------------------------------------------------------
+
+    def write_oof(self, slices: pd.DataFrame, patients: pd.DataFrame) -> None:
+        """Write ``oof_slices.csv`` and ``oof_patients.csv`` atomically (columns in the documented order)."""
+        for df, path, cols in ((slices, self.oof_slices_path, SLICE_COLUMNS),
+                               (patients, self.oof_patients_path, PATIENT_COLUMNS)):
+            with atomic_path(path) as tmp:
+                df[list(cols)].to_csv(tmp, index=False)
+
+    def read_oof_patients(self, record: RunRecord | None = None, splits: Splits | None = None) -> pd.DataFrame:
+        """``oof_patients.csv`` (strict): one row per patient of the splits, in the fold splits.json gives it,
+        with ``prediction`` = ``probability >= threshold``.
+
+        Raises:
+            RunFolderError: missing file or column, unreadable CSV, bad values, patients or folds that disagree
+                with ``splits.json``, predictions that disagree with the threshold.
+        """
+        record = record or self.read_record()
+        splits = splits or self.read_splits()
+        path = self.oof_patients_path
+        if not path.is_file():
+            raise RunFolderError("oof_patients.csv missing: the cross-validation has not finished; run spinedx cv "
+                                 "again in this folder (it resumes)", where=str(path))
+        df = _read_table(path, PATIENT_COLUMNS, _RERUN)
+        if not df["patient_id"].is_unique:
+            dup = df["patient_id"][df["patient_id"].duplicated()].iloc[0]
+            raise RunFolderError(f"patient {dup} appears more than once; {_RERUN}", where=str(path))
+        if sorted(df["patient_id"]) != splits.patients:
+            raise RunFolderError(f"its patients are not those of splits.json; {_RERUN}", where=str(path))
+        wrong = [p for p, k in zip(df["patient_id"], df["fold"], strict=True) if splits.fold_of[p] != k]
+        if wrong:
+            raise RunFolderError(f"patient {wrong[0]} is in another fold than splits.json says; {_RERUN}",
+                                 where=str(path))
+        if not df["prediction"].isin((0, 1)).all() or \
+                ((df["probability"] >= record.threshold).astype(int) != df["prediction"]).any():
+            raise RunFolderError(f"prediction disagrees with probability >= threshold {record.threshold:g}; {_RERUN}",
+                                 where=str(path))
+        return df
+
+    def read_oof_slices(self, splits: Splits | None = None) -> pd.DataFrame:
+        """``oof_slices.csv`` (strict)."""
+        splits = splits or self.read_splits()
+        path = self.oof_slices_path
+        if not path.is_file():
+            raise RunFolderError("oof_slices.csv missing: the cross-validation has not finished; run spinedx cv "
+                                 "again in this folder (it resumes)", where=str(path))
+        df = _read_table(path, SLICE_COLUMNS, _RERUN)
+        if set(df["patient_id"]) != set(splits.fold_of) or \
+                (df["fold"] != df["patient_id"].map(splits.fold_of)).any():
+            raise RunFolderError(f"its patients or folds disagree with splits.json; {_RERUN}", where=str(path))
+        return df
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Write ``metrics.json`` atomically (NaN as null)."""
+        atomic_write_json(self.metrics_path, json_clean(dict(metrics)))
+
+    def read_metrics(self) -> dict[str, Any]:
+        """``metrics.json`` (strict about the patient-level figures the report and the demo show)."""
+        path = self.metrics_path
+        if not path.is_file():
+            raise RunFolderError("metrics.json missing: the cross-validation has not finished; run spinedx cv "
+                                 "again in this folder (it resumes)", where=str(path))
+        doc = _read_json(path, "metrics.json", _RERUN)
+        if not isinstance(doc, dict):
+            raise RunFolderError(f"expected a JSON object; {_RERUN}", where=str(path))
+        need = {"n": _is_int, "tp": _is_int, "tn": _is_int, "fp": _is_int, "fn": _is_int,
+                "auc": lambda v: v is None or _is_num(v), "auc_low": lambda v: v is None or _is_num(v),
+                "auc_high": lambda v: v is None or _is_num(v), "threshold": _is_num, "aggregation": lambda v:
+                isinstance(v, str), "folds": _is_int, "slice": lambda v: isinstance(v, dict),
+                "per_fold": lambda v: isinstance(v, list)}
+        bad = [k for k, ok in need.items() if k not in doc or not ok(doc[k])]
+        if bad:
+            raise RunFolderError(f"missing or bad {', '.join(bad)}; {_RERUN}", where=str(path))
+        return doc
+
+    # -- starting over ----------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove everything ``spinedx cv`` wrote (for ``--overwrite`` before any fold finished)."""
+        import shutil
+
+        for p in (self.config_path, self.splits_path(), self.oof_slices_path, self.oof_patients_path,
+                  self.metrics_path):
+            p.unlink(missing_ok=True)
+        for d in (self.folds_dir(), self.path / REPEATS):
+            if d.is_dir():
+                shutil.rmtree(d)
+
+
+def _read_table(path: Path, columns: Sequence[str], remedy: str) -> pd.DataFrame:
+    """A CSV with exactly ``columns`` (patient_id as text; fold, label, slice_index, prediction integers;
+    probability a finite number in [0, 1])."""
+    import numpy as np
+    import pandas as pd
+
+    if not path.is_file():
+        raise RunFolderError(f"{path.name} missing; {remedy}", where=str(path))
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise RunFolderError(f"not a readable CSV ({' '.join(str(exc).split())}); {remedy}", where=str(path)) from None
+    if list(df.columns) != list(columns):
+        raise RunFolderError(f"columns {list(df.columns)}, expected {list(columns)}; {remedy}", where=str(path))
+    if df.empty:
+        raise RunFolderError(f"no rows; {remedy}", where=str(path))
+    for col in columns:
+        if col == "patient_id":
+            if (df[col].str.strip() == "").any():
+                raise RunFolderError(f"empty patient_id; {remedy}", where=str(path))
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0]) + 2
+            raise RunFolderError(f"{col} on line {row} is not a number ({df[col].iloc[row - 2]!r}); {remedy}",
+                                 where=str(path))
+        if col == "probability":
+            if not np.isfinite(values).all() or ((values < 0) | (values > 1)).any():
+                raise RunFolderError(f"probabilities must lie in [0, 1]; {remedy}", where=str(path))
+            df[col] = values.astype(float)
+        else:
+            if (values != values.round()).any():
+                raise RunFolderError(f"{col} must hold whole numbers; {remedy}", where=str(path))
+            df[col] = values.astype(np.int64)
+            if col in ("label", "prediction") and not df[col].isin((0, 1)).all():
+                raise RunFolderError(f"{col} must be 0 or 1; {remedy}", where=str(path))
+    return df
+
+
+def open_run(path: str | Path) -> tuple[RunFolder, RunRecord]:
+    """A run folder and its record (strict)."""
+    rf = RunFolder(path)
+    return rf, rf.read_record()

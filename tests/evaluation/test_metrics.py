@@ -1,0 +1,81 @@
+"""Metrics with intervals: the AUC interval against scikit-learn, small imbalanced data, the ROC band."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from spinedx.evaluation.metrics import auc_with_ci, classification_report, roc_band, stratified_resamples
+
+
+def _scores(n_pos: int, n_neg: int, shift: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+    return y, rng.normal(size=n_pos + n_neg) + shift * y
+
+
+def test_five_positives_in_fifty_give_a_finite_interval() -> None:
+    """Issue 8: the unstratified bootstrap gave NaN here (resamples without a positive)."""
+    y, s = _scores(5, 45)
+    auc, low, high = auc_with_ci(y, s)
+    assert auc == pytest.approx(roc_auc_score(y, s))
+    assert math.isfinite(low) and math.isfinite(high) and 0 <= low <= auc <= high <= 1
+
+
+@pytest.mark.parametrize("n_pos, n_neg, seed", [(30, 70, 1), (8, 120, 2), (50, 140, 3)])
+def test_point_estimate_is_sklearn_and_interval_brackets_it(n_pos: int, n_neg: int, seed: int) -> None:
+    y, s = _scores(n_pos, n_neg, seed=seed)
+    s = np.round(s, 1)  # ties
+    auc, low, high = auc_with_ci(y, s, n_resamples=500, seed=seed)
+    assert auc == roc_auc_score(y, s)
+    assert low < auc < high
+    # The interval shrinks with more patients (the same effect on 4x the data).
+    y4, s4 = np.tile(y, 4), np.tile(s, 4)
+    _, low4, high4 = auc_with_ci(y4, s4, n_resamples=500, seed=seed)
+    assert high4 - low4 < high - low
+
+
+def test_degenerate_cases() -> None:
+    assert all(math.isnan(v) for v in auc_with_ci([1, 1, 1], [0.2, 0.5, 0.9]))  # one class: no AUC
+    assert all(math.isnan(v) for v in auc_with_ci([0, 0], [0.2, 0.5]))
+    assert auc_with_ci([1, 0], [0.9, 0.1]) == (1.0, 1.0, 1.0)  # one patient per class: nothing to resample
+    auc, low, high = auc_with_ci([1, 0, 0, 0, 0], [0.5, 0.1, 0.6, 0.2, 0.3])  # one positive, held fixed
+    assert auc == roc_auc_score([1, 0, 0, 0, 0], [0.5, 0.1, 0.6, 0.2, 0.3]) and 0 <= low <= auc <= high <= 1
+    assert auc_with_ci([1, 1, 0, 0], [0.5, 0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)  # all tied
+    y, s = _scores(10, 10, shift=10.0)  # perfectly separated
+    assert auc_with_ci(y, s, n_resamples=200) == (1.0, 1.0, 1.0)
+
+
+def test_resamples_keep_both_classes_and_their_sizes() -> None:
+    y = np.r_[np.ones(3, int), np.zeros(40, int)]
+    idx = stratified_resamples(y, 300, seed=4)
+    assert idx.shape == (300, 43)
+    assert (y[idx].sum(axis=1) == 3).all()
+
+
+def test_roc_band_is_consistent_with_the_auc_interval() -> None:
+    """The band the report draws comes from the same stratified resampling: its edges enclose the AUC interval."""
+    for n_pos, n_neg, seed in ((5, 45, 0), (20, 60, 1)):
+        y, s = _scores(n_pos, n_neg, seed=seed)
+        auc, low, high = auc_with_ci(y, s, n_resamples=1000, seed=seed)
+        grid, band_low, band_high = roc_band(y, s, n_resamples=1000, seed=seed)
+        assert np.isfinite(band_low).all() and np.isfinite(band_high).all()
+        assert (band_low <= band_high).all()
+        area_low, area_high = np.trapezoid(band_low, grid), np.trapezoid(band_high, grid)
+        # pointwise bands are wider than the AUC interval: the area under each edge lies outside it
+        assert area_low <= low + 0.02 and area_high >= high - 0.02
+
+
+def test_classification_report_proportions_are_wilson() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.6, 0.2, 0.1, 0.7, 0.3, 0.4, 0.8])
+    rep = classification_report(y, p, n_resamples=200)
+    assert (rep["tp"], rep["fn"], rep["tn"], rep["fp"]) == (3, 1, 3, 1)
+    low, high = proportion_confint(3, 4, method="wilson")
+    assert rep["sensitivity"] == 0.75 and rep["sensitivity_low"] == pytest.approx(low)
+    assert rep["sensitivity_high"] == pytest.approx(high)
+    assert rep["auc"] == roc_auc_score(y, p)

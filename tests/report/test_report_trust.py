@@ -1,0 +1,111 @@
+"""The report refuses what it must not show (issue 8): missing or extra fold models, changed patches, damaged files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+from runhelpers import write_patches
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+
+
+def _one_error(args: list[str], *needles: str) -> str:
+    res = CliRunner().invoke(app, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_missing_fold_model_refused_unless_allowed(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    (run / "folds" / "1").rename(run / "folds" / ".1.removed")  # hidden: ignored, so fold 1 is missing
+    _one_error(["report", str(run), "--no-progress"], "fold(s) 1 of 2 have no model", "--allow-missing-folds")
+    assert not (run / "report.html").exists()
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "1", "--allow-missing-folds"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert 'id="banner-folds"' in text and "Fold model(s) 1 of 2 are missing" in text
+    assert "1 of 2 (missing: 1)" in text
+
+
+def test_stray_fold_folder_is_named(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    shutil.copytree(run / "folds" / "1", run / "folds" / "1.bak")
+    _one_error(["report", str(run), "--no-progress"], "1.bak", "unexpected entry", "move it out")
+
+
+def test_patches_reextracted_with_another_size_refused(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    patches = run.parent / "patches"
+    before = pd.read_csv(run / "oof_patients.csv")
+    pids = sorted(before["patient_id"])
+    y = before.set_index("patient_id").loc[pids, "label"].to_numpy()
+    write_patches(patches, pids, y, size=32, seed=5)  # re-extracted after training with --patch-size 32
+    _one_error(["report", str(run), "--no-progress"], "patches.npz", "changed since the run was trained",
+               "--allow-changed-patches")
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--allow-changed-patches"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert 'id="banner-patches"' in text and "without images" in text
+    assert "with Grad-CAM\" src=" not in text
+
+
+def test_synthetic_run_has_the_banner(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2, synthetic=True)
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert 'id="banner-synthetic"' in text and "simulated readers" in text
+
+
+def test_damaged_run_files_are_one_line_each(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    cfg = run / "config.yaml"
+    good = cfg.read_text()
+    cfg.write_text(good + "\n  broken: [unclosed\n")
+    _one_error(["report", str(run)], "config.yaml", "not valid YAML")
+    cfg.write_text(good.replace("format: 1", "format: 1\nextra_key: 3"))
+    _one_error(["report", str(run)], "config.yaml", "unknown extra_key")
+    cfg.write_text(good)
+
+    metrics = run / "metrics.json"
+    kept = metrics.read_text()
+    metrics.write_text(kept[: len(kept) // 2])
+    _one_error(["report", str(run)], "metrics.json", "not valid JSON", "rerun spinedx cv")
+    metrics.write_text(json.dumps({"auc": 0.9}))
+    _one_error(["report", str(run)], "metrics.json", "missing or bad")
+    metrics.write_text(kept)
+
+    oof = run / "oof_patients.csv"
+    df = pd.read_csv(oof, dtype=str)
+    df.loc[2, "probability"] = "high"
+    df.to_csv(oof, index=False)
+    _one_error(["report", str(run)], "oof_patients.csv", "probability on line 4 is not a number")
+    df = df.drop(columns=["prediction"])
+    df.to_csv(oof, index=False)
+    _one_error(["report", str(run)], "oof_patients.csv", "columns")
+
+
+def test_corrupt_fold_model_names_the_file(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    model = run / "folds" / "0" / "model.pt"
+    data = model.read_bytes()
+    model.write_bytes(data[: len(data) // 3])  # truncated
+    _one_error(["report", str(run), "--no-progress", "--gallery", "2"], "folds/0/model.pt",
+               "not a readable spinedx fold model", "rerun spinedx cv")
+
+
+def test_report_outputs_complete_or_untouched(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)
+    (run / "report.html").mkdir()  # a folder where the report goes: one line, nothing written
+    _one_error(["report", str(run), "--gallery", "0", "--no-progress"], "report.html")
+    assert not any(p.name.startswith("report_") for p in run.iterdir())
+    assert not any(".tmp-" in p.name for p in run.iterdir())
+    np.testing.assert_equal(sorted(p.name for p in (run / "report.html").iterdir()), [])
