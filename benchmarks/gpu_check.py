@@ -10,7 +10,8 @@ wall time, validation included) and the projected time of the full protocol: 10 
 Goal (issue 4): the full paper protocol projected under 10 minutes on one H100.
 
     python benchmarks/gpu_check.py --out /tmp/gpu_check            # GPU machine
-    python benchmarks/gpu_check.py --out /tmp/gc --patients 12 --epochs 1 --run-folds 1 --backbone resnet18  # CPU smoke
+    python benchmarks/gpu_check.py --out /tmp/gc --patients 12 --folds 2 --epochs 1 --run-folds 1 \\
+        --backbone resnet18                                          # CPU smoke test
 
 Ends with ``RESULT paper_protocol_projected_min <minutes>``.
 """
@@ -36,7 +37,9 @@ def main() -> None:
     ap.add_argument("--patches", type=Path, default=None, help="existing patches folder (skip synth + extract)")
     ap.add_argument("--patients", type=int, default=190)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per fold in the check")
-    ap.add_argument("--run-folds", type=int, default=2, help="folds actually run (of 10)")
+    ap.add_argument("--run-folds", type=int, default=2, help="folds actually run (of --folds)")
+    ap.add_argument("--folds", type=int, default=10,
+                    help="folds of the split (paper 10; fewer for a tiny smoke cohort); the projection is for 10")
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
@@ -61,7 +64,7 @@ def main() -> None:
         extract_cohort(manifest, patches, ExtractConfig(), workers=args.workers, progress=False)
         print(f"cohort + patches: {time.perf_counter() - t0:.1f} s")
 
-    config = CVConfig.from_profile("paper", epochs=args.epochs, patience=0, backbone=args.backbone,
+    config = CVConfig.from_profile("paper", folds=args.folds, epochs=args.epochs, patience=0, backbone=args.backbone,
                                    device=args.device, compile=args.compile)
     run_dir = args.out / f"run_paper_e{args.epochs}_{args.backbone}"
 
@@ -93,9 +96,15 @@ def main() -> None:
         images = n_img
     epoch_s = float(np.median(per_epoch))
     img_s = images / epoch_s
-    projected_min = epoch_s * 100 * 10 / 60
+    if args.folds == 10:
+        images_10 = images
+    else:  # a 10-fold training set: 9/10 of the patients, less the inner early-stopping share
+        all_views = int((labels == 0).sum() * config.views_benign + (labels == 1).sum() * config.views_malignant)
+        images_10 = round(all_views * 0.9 * (1 - config.inner_val_fraction))
+    projected_min = images_10 / img_s * 100 * 10 / 60
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    print(f"device {dev}; backbone {args.backbone}; {images} augmented images per epoch (x20 benign, x40 malignant)")
+    print(f"device {dev}; backbone {args.backbone}; {images} augmented images per epoch (x20 benign, x40 malignant)"
+          + (f"; {images_10} in a 10-fold training set" if args.folds != 10 else ""))
     print(f"ran {args.run_folds} fold(s) x {args.epochs} epoch(s) in {wall:.1f} s")
     print(f"steady epoch: {epoch_s:.2f} s -> {img_s:.0f} img/s (validation included)")
     print(f"projected full paper protocol (10 folds x 100 epochs, no early stop): {projected_min:.1f} min "
