@@ -10,8 +10,8 @@ fp32 batch (no augmentation), with the same model, loss and Adam settings.
 
 ``--explore`` adds the variants tried while looking for more speed (contiguous layout instead of
 channels-last, foreach instead of fused Adam, no augmentation, bf16 forced on). ``--fold-processes
-P`` also measures folds run side by side: P processes with ``threads / P`` threads each, every one
-running the project step, against one process with all the threads (same run, alternating); the
+P`` also measures folds run side by side: P processes with ``cores / P`` threads each, every one
+running the project step, against one process with a thread per core (same run, alternating); the
 folds of a cross-validation are independent, so this is what an executor running P folds at once
 gains in images per second.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import time
 import warnings
@@ -111,7 +112,8 @@ def _fold_worker(conn: Connection, backbone: str, threads: int, bs: int) -> None
 def _fold_processes(args: argparse.Namespace, step: Callable[[], None]) -> float:
     """Images/s of P processes side by side over images/s of this process alone; prints both."""
     p = args.fold_processes
-    threads = torch.get_num_threads()
+    own = torch.get_num_threads()
+    threads = os.cpu_count() or 1  # one process with every core against P processes sharing them
     per = max(1, threads // p)
     ctx = mp.get_context("spawn")
     pipes, procs = [], []
@@ -127,10 +129,12 @@ def _fold_processes(args: argparse.Namespace, step: Callable[[], None]) -> float
         one, side = [], []
         n_img = args.steps * args.batch_size
         for _ in range(args.rounds):
+            torch.set_num_threads(threads)
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step()
             one.append(n_img / (time.perf_counter() - t0))
+            torch.set_num_threads(own)
             for conn in pipes:
                 conn.send(args.steps)
             secs = [conn.recv() for conn in pipes]
