@@ -19,7 +19,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,ray]'
 .venv/bin/python -m ruff check src tests benchmarks
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

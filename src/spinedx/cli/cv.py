@@ -35,6 +35,13 @@ def cv(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder made with other settings "
                                    "(only while none of its folds has finished)."),
+    executor: str = typer.Option("local", help="local (folds one after the other here) or ray (each fold a Ray "
+                                 "task; pip install 'spinedx[ray]')."),
+    address: str | None = typer.Option(None, help="Ray cluster: auto (the cluster of this node) or ray://host:10001; "
+                                       "default: a local Ray instance sized to this machine."),
+    gpus_per_fold: float = typer.Option(0.0, help="GPUs per fold task with --executor ray (0.5: two folds per GPU)."),
+    cpus_per_fold: float | None = typer.Option(None, help="CPUs per fold task with --executor ray (default 1, or 2 "
+                                               "on machines with more than 2 cores and no GPU per fold)."),
 ) -> None:
     """Cross-validate the paper's model by patient and write the run folder (metrics, models, curves).
 
@@ -53,7 +60,13 @@ def cv(
         views_malignant=views_malignant, early_stop_on=early_stop_on, threshold=threshold, aggregation=aggregation,
         threads=threads, device=device, compile=compile,
     )
-    metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite)
+    ray_options = None
+    if executor == "ray":
+        from spinedx.evaluation.executors import RayOptions
+
+        ray_options = RayOptions(address=address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold)
+    metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite, executor=executor,
+                     ray_options=ray_options)
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"run folder: {out}")

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from spinedx.evaluation.executors import RayOptions
     from spinedx.models.net import SpineNet
     from spinedx.training.engine import Trainer
 
@@ -265,6 +266,8 @@ def run_cv(
     on_fold_done: Callable[[int], None] | None = None,
     *,
     overwrite: bool = False,
+    executor: str = "local",
+    ray_options: RayOptions | None = None,
 ) -> dict[str, Any]:
     """Cross-validate the paper's model on ``patches.npz`` and write the run folder.
 
@@ -276,6 +279,9 @@ def run_cv(
         progress: Show rich progress bars; False logs one line per epoch instead.
         on_fold_done: Called with the fold number after each fold is saved (monitoring, tests).
         overwrite: Start over in a run folder made with other settings, provided no fold finished there.
+        executor: ``local`` (folds one after the other in this process) or ``ray`` (each fold a Ray task,
+            :mod:`spinedx.evaluation.executors`).
+        ray_options: Ray address and per-fold resources (``executor="ray"``).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -292,6 +298,15 @@ def run_cv(
 
     config = config or CVConfig.from_profile("paper")
     config.validate()
+    if executor not in ("local", "ray"):
+        raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
+    if executor == "ray":
+        from spinedx.evaluation.executors import RayOptions, ray_available
+
+        ray_options = ray_options or RayOptions()
+        ray_options.validate()
+        if not ray_available():
+            raise SpinedxError("the Ray executor needs the ray extra: pip install 'spinedx[ray]'", where="--executor")
     rf = RunFolder(run_dir)
     rf.check_output()
     patches = load_patches(patches_dir)
@@ -316,6 +331,13 @@ def run_cv(
         channel_names=tuple(model.channel_names), provenance=provenance())
     splits = _prepare(rf, record, labels, overwrite)
     finished = rf.scan_folds(config.folds).complete
+    if executor == "ray":
+        from spinedx.evaluation.executors import run_folds_ray
+
+        todo = [s.fold for s in splits.splits if s.fold not in finished]
+        run_folds_ray(rf.path, todo, ray_options, threads=config.threads,
+                      on_fold_done=(lambda k, _done: on_fold_done(k)) if on_fold_done is not None else None)
+        return finish_run(rf.path)
 
     trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
                       compile=runtime["compile"])

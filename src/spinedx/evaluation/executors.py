@@ -1,0 +1,201 @@
+"""Where the folds of a cross-validation run: one after the other here (local), or as Ray tasks.
+
+The folds of Yeh et al.'s tenfold cross-validation are independent: each is a pure function of
+``(run folder, fold, repeat)`` (:func:`spinedx.evaluation.cv.train_fold`), reading the run's
+configuration, splits and patches from the run folder and writing its own fold folder
+atomically. The Ray executor therefore only schedules: every unfinished fold becomes one Ray
+task with the requested resources (``num_cpus``, ``num_gpus``; fractional GPUs let several
+folds share one device), results are collected as tasks finish, and the driver writes the
+out-of-fold tables afterwards, exactly as the local executor does.
+
+* Same results: a fold's seeds derive from ``(seed, fold)`` only, so a fold trained by a Ray
+  worker is the fold the local executor trains, given the same device type and the same number
+  of CPU threads (``--threads``; float sums depend on how work is split between threads).
+* Resume across executors: a fold folder exists only once its fold finished, whoever trained it.
+* A worker that dies (killed, out of memory, node lost) makes Ray run the task again
+  (``max_retries``); the dead attempt leaves at most a temporary folder, never a half-written
+  fold. An error raised by the fold itself (bad input) is not retried: it stops the run.
+
+On a cluster every node needs the same spinedx environment and must see the run folder and
+the patches at the same path (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinedx.errors import SpinedxError
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How folds run on Ray.
+
+    Attributes:
+        address: ``None`` starts a local Ray instance sized to this machine (and stops it at the
+            end); ``auto`` joins the cluster this node belongs to; ``ray://host:10001`` connects
+            to a remote cluster's Ray client server.
+        cpus_per_fold: CPUs reserved per fold task (also its torch thread count unless the run
+            sets ``threads``); None: 1 when the fold has a GPU, else 1 as well on a machine of
+            up to 2 cores and 2 beyond (oneDNN gains little from more threads on 64x64 patches).
+        gpus_per_fold: GPUs per fold task; 0.5 puts two folds on one GPU, 0.25 four.
+        max_retries: Times a task whose worker died is run again.
+    """
+
+    address: str | None = None
+    cpus_per_fold: float | None = None
+    gpus_per_fold: float = 0.0
+    max_retries: int = 3
+
+    def validate(self) -> None:
+        """Raise :class:`SpinedxError` for resources that cannot be scheduled."""
+        if self.cpus_per_fold is not None and self.cpus_per_fold <= 0:
+            raise SpinedxError(f"--cpus-per-fold must be > 0 (got {self.cpus_per_fold})", where="--cpus-per-fold")
+        if self.gpus_per_fold < 0 or (self.gpus_per_fold > 1 and self.gpus_per_fold != int(self.gpus_per_fold)):
+            raise SpinedxError(f"--gpus-per-fold must be a fraction of one GPU or a whole number (got "
+                               f"{self.gpus_per_fold})", where="--gpus-per-fold")
+        if self.max_retries < 0:
+            raise SpinedxError("max_retries must be >= 0", where="max_retries")
+
+    def resolved_cpus(self) -> float:
+        """CPUs per fold task (see :attr:`cpus_per_fold`)."""
+        if self.cpus_per_fold is not None:
+            return float(self.cpus_per_fold)
+        return 1.0 if self.gpus_per_fold > 0 or (os.cpu_count() or 1) <= 2 else 2.0
+
+
+def ray_available() -> bool:
+    """Whether the ``ray`` extra is installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fold_task(run_dir: str, fold: int, repeat: int | None, threads: int) -> dict[str, Any]:
+    """Body of one Ray task: train one fold in this worker with ``threads`` CPU threads."""
+    import torch
+
+    from spinedx.evaluation.cv import train_fold
+
+    torch.set_num_threads(threads)
+    return train_fold(run_dir, fold, repeat=repeat)
+
+
+def _start(options: RayOptions) -> bool:
+    """Connect to Ray (or start a local instance); True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if options.address is None:
+        import torch
+
+        # the tasks exchange only paths and small dicts: a small object store, not 30% of the memory
+        kwargs.update(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
+                      object_store_memory=128 * 2**20)
+    else:
+        kwargs["address"] = options.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SpinedxError(f"cannot start or reach Ray ({exc}); check --address (auto, ray://host:10001) and that "
+                           "the cluster is up (ray status)", where=options.address or "--executor ray") from exc
+    return True
+
+
+def _check_fits(options: RayOptions, cpus: float) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    if cpus > total.get("CPU", 0) or options.gpus_per_fold > total.get("GPU", 0):
+        raise SpinedxError(f"a fold asks for {cpus:g} CPU and {options.gpus_per_fold:g} GPU but the Ray cluster has "
+                           f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU in all; lower "
+                           "--cpus-per-fold / --gpus-per-fold", where="--executor ray")
+
+
+def run_folds_ray(
+    run_dir: str | Path,
+    folds: Sequence[int],
+    options: RayOptions | None = None,
+    *,
+    repeat: int | None = None,
+    threads: int | None = None,
+    on_fold_done: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Train ``folds`` of a prepared run folder as Ray tasks, as many at once as the resources allow.
+
+    Args:
+        run_dir: A run folder prepared by :func:`spinedx.evaluation.cv.run_cv` (``config.yaml``
+            and ``splits.json`` written), on a path every Ray node sees.
+        folds: Folds to train (finished ones are skipped by the task itself).
+        options: Ray address and per-fold resources.
+        repeat: Repetition of a repeated cross-validation, if any.
+        threads: torch threads per task (default: the CPUs per fold, at least 1); the run's
+            ``--threads`` when set, so results match the local executor's.
+        on_fold_done: Called in the driver with ``(fold, done record)`` as each fold finishes.
+
+    Returns:
+        Each fold's ``done.json`` record.
+
+    Raises:
+        SpinedxError: Ray missing or unreachable, resources that no node has, or the error a fold
+            raised (bad input is not retried).
+    """
+    options = options or RayOptions()
+    options.validate()
+    if not ray_available():
+        raise SpinedxError("the Ray executor needs the ray extra: pip install 'spinedx[ray]'", where="--executor ray")
+    import ray
+    from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+
+    cpus = options.resolved_cpus()
+    n_threads = int(threads or max(1, int(cpus)))
+    started = _start(options)
+    refs: dict[Any, int] = {}
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        _check_fits(options, cpus)
+        task = ray.remote(num_cpus=cpus, num_gpus=options.gpus_per_fold, max_retries=options.max_retries,
+                          retry_exceptions=False)(_fold_task)
+        run_dir = str(Path(run_dir).resolve())
+        t0 = time.perf_counter()
+        refs = {task.remote(run_dir, int(k), repeat, n_threads): int(k) for k in folds}
+        log.info("ray: %d fold task(s), %g CPU + %g GPU each, %d thread(s)", len(refs), cpus, options.gpus_per_fold,
+                 n_threads)
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            k = refs.pop(ready[0])
+            try:
+                done = ray.get(ready[0])
+            except RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                if isinstance(cause, SpinedxError):
+                    raise cause from None
+                raise SpinedxError(f"fold {k} failed on Ray ({type(cause).__name__}: {cause})",
+                                   where=f"fold {k}") from exc
+            except (WorkerCrashedError, TaskCancelledError) as exc:
+                raise SpinedxError(f"fold {k}: its Ray worker died {options.max_retries + 1} time(s) ({exc}); "
+                                   "rerun the same command to resume", where=f"fold {k}") from exc
+            results[k] = done
+            log.info("ray: fold %d done after %.0f s", k, time.perf_counter() - t0)
+            if on_fold_done is not None:
+                on_fold_done(k, done)
+    finally:
+        for ref in refs:  # interrupted or failed: stop the folds still running (their folders stay unwritten)
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+    return results

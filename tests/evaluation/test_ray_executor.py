@@ -1,0 +1,164 @@
+"""The Ray executor: same bytes as the local executor, resume across executors, a killed worker is retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from runhelpers import write_patches
+from typer.testing import CliRunner
+
+from spinedx.cli import app
+from spinedx.errors import SpinedxError
+from spinedx.evaluation.cv import run_cv
+from spinedx.evaluation.executors import RayOptions, run_folds_ray
+from spinedx.training.config import CVConfig
+
+OPTIONS = ["--folds", "3", "--backbone", "resnet18", "--pretrained", "none", "--profile", "quick", "--epochs", "1",
+           "--patience", "0", "--views-benign", "1", "--views-malignant", "1", "--threads", "1", "--compile", "off",
+           "--quiet"]
+
+
+def _config() -> CVConfig:
+    """The configuration OPTIONS make (tiny: resnet18, one epoch, one thread)."""
+    return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=1, patience=0,
+                                 views_benign=1, views_malignant=1, threads=1, compile="off")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray instance for the module (starting one takes seconds); stopped at the end."""
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=100 * 2**20)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Patches of 18 patients and the local executor's run of them (``spinedx cv`` with OPTIONS)."""
+    root = tmp_path_factory.mktemp("ray")
+    pids = [f"P{i:03d}" for i in range(18)]
+    patches = write_patches(root / "patches", pids, np.arange(18) % 2, size=32, seed=1)
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *OPTIONS])
+    assert res.exit_code == 0, res.output
+    return patches, root / "local"
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_cli_ray_gives_the_local_bytes(tmp_path: Path, local_ray: None, reference: tuple[Path, Path]) -> None:
+    patches, local = reference
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "ray"), *OPTIONS, "--executor", "ray",
+                                   "--cpus-per-fold", "1"])
+    assert res.exit_code == 0, res.output
+    assert "patient level" in res.output
+    for name in ("oof_patients.csv", "oof_slices.csv"):
+        assert (tmp_path / "ray" / name).read_bytes() == (local / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_resume_across_executors(tmp_path: Path, local_ray: None, reference: tuple[Path, Path]) -> None:
+    patches, local = reference
+
+    def stop_after_first(k: int) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):  # a local run stopped after one fold ...
+        run_cv(patches, tmp_path / "mixed", _config(), progress=False, on_fold_done=stop_after_first)
+    assert [p.name for p in (tmp_path / "mixed" / "folds").iterdir() if not p.name.startswith(".")] == ["0"]
+    resumed: list[int] = []  # ... finished by Ray: the same bytes
+    run_cv(patches, tmp_path / "mixed", _config(), progress=False, executor="ray",
+           ray_options=RayOptions(cpus_per_fold=1), on_fold_done=resumed.append)
+    assert sorted(resumed) == [1, 2]
+    assert (tmp_path / "mixed" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
+
+
+def test_unknown_executor_and_bad_resources_are_user_errors(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["cv", str(tmp_path), "--out", str(tmp_path / "run"), "--executor", "slurm"])
+    assert res.exit_code == 2 and "error:" in res.output and "use local or ray" in res.output
+    assert not (tmp_path / "run").exists()
+    res = CliRunner().invoke(app, ["cv", str(tmp_path), "--out", str(tmp_path / "run"), "--executor", "ray",
+                                   "--gpus-per-fold", "1.5"])
+    assert res.exit_code == 2 and "--gpus-per-fold" in res.output and "Traceback" not in res.output
+    with pytest.raises(SpinedxError, match="--cpus-per-fold must be > 0"):
+        RayOptions(cpus_per_fold=0).validate()
+
+
+def _fold_workers() -> list[int]:
+    """PIDs of Ray worker processes now running a fold task (Ray titles them ``ray::_fold_task``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::_fold_task"):
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_leaves_no_half_written_fold(tmp_path: Path, local_ray: None,
+                                                                   reference: tuple[Path, Path]) -> None:
+    patches, local = reference
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        # kill the first worker seen training a fold, once it has trained for a moment
+        while not stop.is_set() and not killed:
+            workers = _fold_workers()
+            if workers:
+                time.sleep(1.0)
+                try:
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed.append(workers[0])
+                except ProcessLookupError:
+                    continue
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        run_cv(patches, tmp_path / "ray", _config(), progress=False, executor="ray",
+               ray_options=RayOptions(cpus_per_fold=1, max_retries=2))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert killed, "no fold worker was seen and killed"
+    assert not _alive(killed[0])
+    folds = sorted(p.name for p in (tmp_path / "ray" / "folds").iterdir())
+    assert folds == ["0", "1", "2"]  # no temporary folder of the killed attempt is left behind
+    for k in folds:
+        assert {p.name for p in (tmp_path / "ray" / "folds" / k).iterdir()} >= {"model.pt", "predictions.csv",
+                                                                               "done.json", "history.csv"}
+    assert (tmp_path / "ray" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_fold_errors_are_not_retried_and_resources_are_checked(tmp_path: Path, local_ray: None) -> None:
+    with pytest.raises(SpinedxError, match="config.yaml|run folder"):
+        run_folds_ray(tmp_path / "not-a-run", [0], RayOptions(cpus_per_fold=1, max_retries=3))
+    with pytest.raises(SpinedxError, match="lower --cpus-per-fold"):
+        run_folds_ray(tmp_path, [0], RayOptions(cpus_per_fold=64))
