@@ -41,6 +41,7 @@ from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
 from spinedx.evaluation.metrics import classification_report, roc_auc
 from spinedx.evaluation.splits import make_splits, patient_labels
+from spinedx.fsutil import remove_stale_tmp
 from spinedx.runfolder import (
     PatchSet,
     RunFolder,
@@ -309,6 +310,7 @@ def run_cv(
             raise SpinedxError("the Ray executor needs the ray extra: pip install 'spinedx[ray]'", where="--executor")
     rf = RunFolder(run_dir)
     rf.check_output()
+    remove_stale_tmp(rf.path)  # temporaries of a killed (SIGKILL) earlier run
     patches = load_patches(patches_dir)
     labels = patient_labels(patches.patient_id, patches.label, where=str(patches.path))
     if rf.is_run():  # a damaged or foreign config.yaml is refused before any slow work
