@@ -138,6 +138,9 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     wait_js(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=120)
     assert 0.0 <= p <= 1.0
     assert page.locator("#overlays img").count() == len(slices)
+    # the case list is refreshed asynchronously after the prediction: wait for its badge, then check it
+    badge_js = f"document.querySelector(\"[data-case='{pid}'] .badge\")"
+    wait_js(page, f"{badge_js} !== null && {badge_js}.textContent === 'predicted'", timeout=30)
     badge = page.get_by_test_id("case-list").locator(f"[data-case='{pid}'] .badge").inner_text()
     assert badge == "predicted"
     assert errors == []
