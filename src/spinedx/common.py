@@ -117,3 +117,7 @@ def format_p(p: Any, *, space: bool = True) -> str:
 
 #: The banner every summary and report shows for a synthetic cohort (none for a real one).
 SYNTHETIC_BANNER = "synthetic cohort, simulated readers: no real patient"
+#: What reader-vs-model comparisons are on a synthetic cohort (shown next to McNemar tests and reader rows).
+SYNTHETIC_ILLUSTRATION = ("illustration of the method only: the readers are simulated (their calls are drawn from "
+                          "the simulation's variables, not read from the images), so reader-vs-model tests measure "
+                          "the simulation's settings, not radiologists")

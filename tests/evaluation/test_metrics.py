@@ -79,3 +79,47 @@ def test_classification_report_proportions_are_wilson() -> None:
     assert rep["sensitivity"] == 0.75 and rep["sensitivity_low"] == pytest.approx(low)
     assert rep["sensitivity_high"] == pytest.approx(high)
     assert rep["auc"] == roc_auc_score(y, p)
+
+
+def test_patient_bootstrap_with_one_slice_per_patient_is_the_stratified_auc_bootstrap() -> None:
+    from spinedx.evaluation.metrics import patient_bootstrap_report
+
+    y, s = _scores(20, 40, seed=5)
+    s = np.round(s, 1)
+    pid = np.array([f"P{i:03d}" for i in range(len(y))])  # sorted like the scores: same resamples
+    rep = patient_bootstrap_report(y, s, pid, n_resamples=1000, seed=3)
+    assert (rep["auc"], rep["auc_low"], rep["auc_high"]) == pytest.approx(auc_with_ci(y, s, n_resamples=1000, seed=3))
+    assert rep["n_patients"] == 60 and rep["interval"].startswith("patient bootstrap")
+
+
+def test_patient_bootstrap_does_not_shrink_with_repeated_slices() -> None:
+    """Three identical slices per patient carry no more information than one: the patient bootstrap keeps the
+    width, while Wilson/slice-bootstrap intervals (slices as independent) shrink by about sqrt(3)."""
+    from spinedx.evaluation.metrics import patient_bootstrap_report
+
+    y, s = _scores(20, 40, seed=6)
+    pid = np.array([f"P{i:03d}" for i in range(len(y))])
+    one = patient_bootstrap_report(y, s, pid, n_resamples=1000, seed=1)
+    y3, s3, pid3 = np.repeat(y, 3), np.repeat(s, 3), np.repeat(pid, 3)
+    three = patient_bootstrap_report(y3, s3, pid3, n_resamples=1000, seed=1)
+    naive = classification_report(y3, s3, n_resamples=1000, seed=1)
+    for name in ("auc", "sensitivity", "specificity", "accuracy"):
+        assert three[name] == pytest.approx(one[name])
+        assert three[f"{name}_low"] == pytest.approx(one[f"{name}_low"])
+        assert three[f"{name}_high"] == pytest.approx(one[f"{name}_high"])
+        assert naive[f"{name}_high"] - naive[f"{name}_low"] < 0.8 * (three[f"{name}_high"] - three[f"{name}_low"])
+
+
+def test_patient_bootstrap_counts_by_hand() -> None:
+    """Point estimates are the slice-level counts; one patient per class leaves no interval (dropped)."""
+    from spinedx.evaluation.metrics import patient_bootstrap_report
+
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.3, 0.6, 0.2, 0.7])
+    pid = np.array(["a", "a", "b", "c", "c"])
+    rep = patient_bootstrap_report(y, p, pid, n_resamples=200)
+    assert (rep["tp"], rep["fn"], rep["tn"], rep["fp"]) == (2, 1, 1, 1)
+    assert rep["auc"] == roc_auc_score(y, p)
+    assert math.isnan(rep["auc_low"]) and math.isnan(rep["sensitivity_high"])  # one benign patient
+    with pytest.raises(ValueError, match="both labels"):
+        patient_bootstrap_report(np.array([1, 0]), np.array([0.5, 0.5]), np.array(["a", "a"]))

@@ -57,12 +57,26 @@ def test_patches_reextracted_with_another_size_refused(run_factory) -> None:
     assert "with Grad-CAM\" src=" not in text
 
 
-def test_synthetic_run_has_the_banner(run_factory) -> None:
+def test_synthetic_run_has_the_banner_and_marks_reader_tests(run_factory) -> None:
     run = run_factory(n_patients=12, n_folds=2, synthetic=True)
     res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
     assert res.exit_code == 0, res.output
     text = (run / "report.html").read_text()
     assert 'id="banner-synthetic"' in text and "simulated readers" in text
+    banner = text.index('id="banner-synthetic"')
+    assert banner < text.index('<section id="summary">')  # the page opens with it
+    assert "says nothing about patients" in text and "illustrations of the method" in text
+    assert "senior (simulated)" in text and "illustration of the method only" in text
+
+
+def test_real_cohort_report_has_no_synthetic_marks(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2, synthetic=False)
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert 'id="banner-synthetic"' not in text and "(simulated)" not in text
+    assert "illustration" not in text and "simulated readers" not in text
+    assert "<td>senior</td>" in text  # the readers are there, unmarked
 
 
 def test_damaged_run_files_are_one_line_each(run_factory) -> None:

@@ -18,6 +18,17 @@ def _fmt(est: float, low: float, high: float, sep: str = " ") -> str:
     return f"{est:.2f} ({low:.2f}-{high:.2f})"
 
 
+def _odds(est: float, low: float, high: float) -> str:
+    """An odds ratio with its interval; ``inf`` where a zero cell makes it unbounded."""
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return "-"
+
+    def num(v: float) -> str:
+        return "inf" if math.isinf(v) else f"{v:.2f}"
+
+    return f"{num(est)} ({num(low)}-{num(high)})"
+
+
 def _p(p: float) -> str:
     from spinedx.common import format_p
 
@@ -40,11 +51,15 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
-    from spinedx.evaluation.study import ALPHA, run_study
+    from spinedx.common import SYNTHETIC_BANNER, SYNTHETIC_ILLUSTRATION
+    from spinedx.evaluation.study import ALPHA, HOLM_NOTE, run_study
 
     console = Console()
     with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
         res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap)
+    synthetic = bool(res.summary.get("synthetic"))
+    if synthetic:
+        console.print(f"[bold]{SYNTHETIC_BANNER.upper()}[/bold]")
 
     t2 = Table(title="Table 2: readers and model (95% Wilson intervals)", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rater", "n (miss)", "TP/TN/FP/FN", "sens.", "spec.", "acc."):
@@ -57,45 +72,51 @@ def stats(
     if len(res.table2):
         console.print(t2)
 
-    mc = Table(title="McNemar tests (b: A right, B wrong; c: the reverse)")
-    for col in ("rater A", "rater B", "group", "n", "b", "c", "test", "p"):
+    mc = Table(title="McNemar tests (b: A right, B wrong; c: the reverse)"
+               + (" - simulated readers: an illustration of the method" if synthetic else ""))
+    for col in ("rater A", "rater B", "group", "n", "b", "c", "test", "p", "p (Holm)"):
         mc.add_column(col, no_wrap=col.startswith("rater"))
     for r in res.mcnemar.to_dict(orient="records"):
         mc.add_row(r["rater_a"], r["rater_b"], r["group"], str(r["n"]), str(r["b"]), str(r["c"]), r["test"],
-                   _p(r["p_value"]))
+                   _p(r["p_value"]), _p(r["p_holm"]))
     if len(res.mcnemar):
         console.print(mc)
+        if synthetic:
+            console.print(f"note: {SYNTHETIC_ILLUSTRATION}")
 
     sig = res.table1[res.table1["p_value"] < ALPHA]
-    t1 = Table(title=f"Table 1: features with Fisher p < {ALPHA} ({len(sig)} of {len(res.table1)})")
-    for col in ("feature", "malignant", "benign", "p", "odds ratio (95% CI)"):
+    t1 = Table(title=f"Table 1: features with Fisher p < {ALPHA} ({len(sig)} of {len(res.table1)}; "
+               f"{int((res.table1['p_holm'] < ALPHA).sum())} after Holm)")
+    for col in ("feature", "malignant", "benign", "p", "p (Holm)", "odds ratio (95% CI)"):
         t1.add_column(col)
     for r in sig.to_dict(orient="records"):
         t1.add_row(r["description"], f"{r['malignant_n']}/{r['malignant_total']} ({r['malignant_pct']:.0f}%)",
                    f"{r['benign_n']}/{r['benign_total']} ({r['benign_pct']:.0f}%)", _p(r["p_value"]),
-                   _fmt(r["odds_ratio"], r["or_low"], r["or_high"]) + (" *" if r["haldane"] else ""))
+                   _p(r["p_holm"]), _odds(r["odds_ratio"], r["or_low"], r["or_high"]))
     if len(res.table1):
         console.print(t1)
-    if sig["haldane"].any():
-        console.print("* Haldane-Anscombe correction (+0.5 per cell) where a cell is zero")
+        console.print("odds ratio: conditional maximum likelihood with its exact conditional 95% interval")
 
     if res.logistic is not None:
-        ev = res.logistic["evaluation"]
+        ins, ev = res.logistic["in_sample"], res.logistic["evaluation"]
         console.print(f"Logistic regression on {len(res.logistic['features'])} features "
-                      f"({res.logistic['method']}, separation: {res.logistic['separation']}; {ev['folds_source']}): "
-                      f"accuracy {_fmt(ev['accuracy'], ev['accuracy_low'], ev['accuracy_high'])}, "
-                      f"AUC {_fmt(ev['auc'], ev['auc_low'], ev['auc_high'])} (paper: accuracy 0.94)")
+                      f"({res.logistic['method']}, separation: {res.logistic['separation']}):")
+        console.print(f"  in-sample accuracy (fitted and scored on the same {ins['n']} patients, as the paper "
+                      f"reported): {_fmt(ins['accuracy'], ins['accuracy_low'], ins['accuracy_high'])} "
+                      f"(paper: {ins['paper_accuracy']:.2f})")
+        console.print(f"  out-of-fold accuracy ({ev['folds_source']}): "
+                      f"{_fmt(ev['accuracy'], ev['accuracy_low'], ev['accuracy_high'])}, "
+                      f"AUC {_fmt(ev['auc'], ev['auc_low'], ev['auc_high'])}")
     if res.error_analysis is not None:
         ea = res.error_analysis[res.error_analysis["p_value"] < ALPHA]
         te = Table(title=f"Error analysis of {res.error_reader}: features with Fisher p < {ALPHA}")
-        for col in ("comparison", "feature", "errors", "correct", "p"):
+        for col in ("comparison", "feature", "errors", "correct", "p", "p (Holm)"):
             te.add_column(col)
         for r in ea.to_dict(orient="records"):
             te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
-                       f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]))
+                       f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]), _p(r["p_holm"]))
         console.print(te)
-    if res.summary.get("synthetic"):
-        from spinedx.common import SYNTHETIC_BANNER
-
-        console.print(SYNTHETIC_BANNER)
+    console.print(HOLM_NOTE + ".")
+    if synthetic:
+        console.print(f"[bold]{SYNTHETIC_BANNER}[/bold]")
     console.print(f"wrote {len(res.files)} files to {res.out_dir}")

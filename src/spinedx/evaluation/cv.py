@@ -39,7 +39,7 @@ import numpy as np
 from spinedx.common import SYNTHETIC_BANNER, json_clean
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
-from spinedx.evaluation.metrics import classification_report, roc_auc
+from spinedx.evaluation.metrics import classification_report, patient_bootstrap_report, roc_auc
 from spinedx.evaluation.splits import make_splits, patient_labels
 from spinedx.fsutil import remove_stale_tmp
 from spinedx.runfolder import (
@@ -383,8 +383,10 @@ def finish_run(run_dir: str | Path, repeat: int | None = None) -> dict[str, Any]
 
     metrics: dict[str, Any] = classification_report(patients["label"].to_numpy(), patients["probability"].to_numpy(),
                                                     threshold=config.threshold, seed=config.seed)
-    metrics["slice"] = classification_report(slices["label"].to_numpy(), slices["probability"].to_numpy(),
-                                             threshold=config.threshold, seed=config.seed)
+    # A patient's slices are not independent: slice-level intervals resample patients.
+    metrics["slice"] = patient_bootstrap_report(slices["label"].to_numpy(), slices["probability"].to_numpy(),
+                                                slices["patient_id"].to_numpy(), threshold=config.threshold,
+                                                seed=config.seed)
     per_fold = []
     for k, grp in patients.groupby("fold"):
         sgrp = slices[slices["fold"] == k]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinedx.common import json_clean, label_name
+from spinedx.common import SYNTHETIC_ILLUSTRATION, json_clean, label_name
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.logistic import (
     INNER_FOLDS,
@@ -48,10 +48,12 @@ from spinedx.evaluation.stattests import (
     McNemarResult,
     discordant_counts,
     fisher_from_counts,
+    holm,
     mcnemar_from_counts,
 )
 from spinedx.evaluation.tables import (
     ERROR_COLUMNS,
+    HOLM_NOTE,
     MCNEMAR_COLUMNS,
     MODEL_RATER,
     PERF_COLUMNS,
@@ -68,11 +70,11 @@ from spinedx.evaluation.tables import (
 from spinedx.runfolder import RunFolder, RunRecord
 
 __all__ = [
-    "ALPHA", "ERROR_COLUMNS", "INNER_FOLDS", "MCNEMAR_COLUMNS", "MCNEMAR_EXACT_BELOW", "MODEL_RATER",
+    "ALPHA", "ERROR_COLUMNS", "HOLM_NOTE", "INNER_FOLDS", "MCNEMAR_COLUMNS", "MCNEMAR_EXACT_BELOW", "MODEL_RATER",
     "PAPER_LOGISTIC_ACCURACY", "PERF_COLUMNS", "REGULARISED_CS", "TABLE1_COLUMNS", "FisherResult", "McNemarResult",
     "RunPredictions", "StudyResult", "compute_study", "default_error_reader", "detect_separation",
     "discordant_counts", "error_analysis", "feature_columns", "feature_logistic", "feature_table",
-    "fisher_from_counts", "load_run", "load_study_table", "mcnemar_from_counts", "mcnemar_table", "rater_calls",
+    "fisher_from_counts", "holm", "load_run", "load_study_table", "mcnemar_from_counts", "mcnemar_table", "rater_calls",
     "rater_performance", "reader_columns", "run_study", "write_study",
 ]
 
@@ -243,20 +245,23 @@ def compute_study(
 
     errors = error_analysis(frame, calls[reader], reader) if reader is not None and feature_columns(frame) else None
 
+    synthetic = bool(frame.attrs.get("synthetic", False)) or bool(run is not None and run.synthetic)
     summary = {
         "n_patients": len(frame), "n_malignant": int(np.sum(y == 1)), "n_benign": int(np.sum(y == 0)),
-        "synthetic": bool(frame.attrs.get("synthetic", False)) or bool(run is not None and run.synthetic),
+        "synthetic": synthetic,
+        "illustration": SYNTHETIC_ILLUSTRATION if synthetic else None,
         "raters": list(calls), "alpha": alpha,
         "table2": _records(table2),
         "mcnemar_significant": _records(mcn[mcn["p_value"] < alpha]),
         "model": model_info,
         "features_significant": table1.loc[table1["p_value"] < alpha, "feature"].tolist(),
+        "features_significant_holm": table1.loc[table1["p_holm"] < alpha, "feature"].tolist(),
         "logistic": None if logistic is None else {k: v for k, v in logistic.items() if k not in ("oof",)},
         "error_analysis": None if errors is None else {
             "reader": reader,
             "significant": _records(errors.loc[errors["p_value"] < alpha,
                                                ["comparison", "feature", "group1_n", "group1_total", "group2_n",
-                                                "group2_total", "p_value"]]),
+                                                "group2_total", "p_value", "p_holm"]]),
         },
         "methods": {
             "proportions": "Wilson score 95% intervals (statsmodels proportion_confint)",
@@ -264,8 +269,13 @@ def compute_study(
                        "approximation is unreliable with few discordant pairs), else chi-square with continuity "
                        "correction; b = patients rater_a got right and rater_b got wrong, c = the reverse; "
                        "'malignant' compares sensitivity, 'benign' specificity",
-            "fisher": "scipy fisher_exact two-sided; odds ratio and Woolf interval from statsmodels Table2x2, "
-                      "Haldane-Anscombe +0.5 on every cell only where a cell is zero (haldane column)",
+            "fisher": "scipy fisher_exact two-sided; odds ratio = conditional maximum-likelihood estimate with its "
+                      "exact conditional 95% interval (scipy.stats.contingency.odds_ratio, kind conditional), "
+                      "consistent with the test; no correction for zero cells (the estimate is then 0 or "
+                      "infinite and the interval one-sided)",
+            "multiplicity": HOLM_NOTE + "; Table 1, the McNemar tests and the error analysis are each one family",
+            "logistic": "accuracy reported twice: in-sample (fitted and scored on all patients, what the paper "
+                        "reported as 0.94) and out-of-fold (the run's folds or stratified folds by patient)",
             "missing_calls": "patients without a rater's call are left out of that rater's figures (n_missing)",
         },
     }

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 from spinedx.evaluation.metrics import metrics_from_counts
-from spinedx.evaluation.stattests import ALPHA, FisherResult, discordant_counts, fisher_from_counts, mcnemar_from_counts
+from spinedx.evaluation.stattests import (
+    ALPHA,
+    FisherResult,
+    discordant_counts,
+    fisher_from_counts,
+    holm,
+    mcnemar_from_counts,
+)
 from spinedx.features import FEATURES, READER_COLUMNS
 
 #: Rater name of the model's out-of-fold patient predictions in every table.
@@ -22,15 +29,18 @@ PERF_COLUMNS = (
     "rater", "n", "n_missing", "tp", "tn", "fp", "fn",
     *(f"{m}{s}" for m in ("sensitivity", "specificity", "accuracy", "ppv", "npv") for s in ("", "_low", "_high")),
 )
-MCNEMAR_COLUMNS = ("rater_a", "rater_b", "group", "n", "b", "c", "test", "statistic", "p_value")
+MCNEMAR_COLUMNS = ("rater_a", "rater_b", "group", "n", "b", "c", "test", "statistic", "p_value", "p_holm")
 TABLE1_COLUMNS = (
     "feature", "description", "malignant_n", "malignant_total", "malignant_pct", "benign_n", "benign_total",
-    "benign_pct", "p_value", "odds_ratio", "or_low", "or_high", "haldane",
+    "benign_pct", "p_value", "p_holm", "odds_ratio", "or_low", "or_high",
 )
 ERROR_COLUMNS = (
     "reader", "comparison", "feature", "description", "group1_n", "group1_total", "group2_n", "group2_total",
-    "p_value", "odds_ratio", "or_low", "or_high", "haldane",
+    "p_value", "p_holm", "odds_ratio", "or_low", "or_high",
 )
+#: What the ``p_holm`` column of every table means (shown next to the tables).
+HOLM_NOTE = ("p (Holm): Holm-adjusted for the number of tests in this table (statsmodels multipletests, "
+             "method holm); the unadjusted p is what the paper reports")
 
 _CALLS = {"benign": 0.0, "malignant": 1.0}
 
@@ -92,7 +102,13 @@ def mcnemar_table(y_true: np.ndarray, calls: Mapping[str, np.ndarray]) -> pd.Dat
             res = mcnemar_from_counts(nb, nc, n=n)
             rows.append({"rater_a": a, "rater_b": b, "group": group, "n": n, "b": nb, "c": nc, "test": res.test,
                          "statistic": res.statistic, "p_value": res.p_value})
-    return pd.DataFrame(rows, columns=list(MCNEMAR_COLUMNS))
+    return _with_holm(pd.DataFrame(rows, columns=list(MCNEMAR_COLUMNS)))
+
+
+def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``p_holm``: its ``p_value`` column Holm-adjusted within the table (:func:`holm`)."""
+    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float)) if len(table) else []
+    return table
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +140,7 @@ def _feature_row(col: str, a: pd.Series, b: pd.Series) -> dict[str, Any]:
     res = fisher_from_counts(int(a.sum()), len(a), int(b.sum()), len(b))
     return {"feature": col.removeprefix("feature_"), "description": _description(col),
             "p_value": res.p_value, "odds_ratio": res.odds_ratio, "or_low": res.or_low, "or_high": res.or_high,
-            "haldane": res.haldane, "_res": res}
+            "_res": res}
 
 
 def _pct(n: int, total: int) -> float:
@@ -149,7 +165,7 @@ def feature_table(frame: pd.DataFrame) -> pd.DataFrame:
         row.update(malignant_n=res.a_n, malignant_total=res.a_total, malignant_pct=_pct(res.a_n, res.a_total),
                    benign_n=res.b_n, benign_total=res.b_total, benign_pct=_pct(res.b_n, res.b_total))
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))
+    return _with_holm(pd.DataFrame(rows, columns=list(TABLE1_COLUMNS)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +202,7 @@ def error_analysis(frame: pd.DataFrame, call: np.ndarray, reader: str) -> pd.Dat
             res: FisherResult = row.pop("_res")
             rows.append({**row, "reader": reader, "comparison": comparison, "group1_n": res.a_n,
                          "group1_total": res.a_total, "group2_n": res.b_n, "group2_total": res.b_total})
-    return pd.DataFrame(rows, columns=list(ERROR_COLUMNS))
+    return _with_holm(pd.DataFrame(rows, columns=list(ERROR_COLUMNS)))
 
 
 def default_error_reader(frame: pd.DataFrame) -> str | None:

@@ -18,9 +18,11 @@ def build(inp: ReportInputs, page: Page) -> None:
     page.banners.append(("research", f"{RESEARCH_USE_ONLY[0].upper()}{RESEARCH_USE_ONLY[1:]}. "
                                      "All figures are cross-validated estimates on the cohort below."))
     if rec.synthetic:
-        page.banners.append(("synthetic", f"{SYNTHETIC_BANNER[0].upper()}{SYNTHETIC_BANNER[1:]}: the run was trained "
-                                          "on a simulated cohort (spinedx synth); its numbers say nothing about "
-                                          "real patients."))
+        page.banners.append(("synthetic", f"{SYNTHETIC_BANNER[0].upper()}{SYNTHETIC_BANNER[1:]}. The run was trained "
+                                          "on a simulated cohort (spinedx synth) and the readers are simulated: "
+                                          "every figure below describes the simulation and says nothing about "
+                                          "patients. Reader-vs-model comparisons (Table 2's reader rows, the "
+                                          "McNemar tests) are illustrations of the method."))
     if rec.optimistic:
         page.banners.append(("optimistic", "Optimistic estimates: early stopping chose each fold's epoch on that "
                                            "fold's own validation patients (as the paper describes), so the "

@@ -14,19 +14,42 @@ if TYPE_CHECKING:
 
 
 def logistic_text(d: dict[str, Any]) -> str:
-    """One sentence on the feature logistic regression (the paper reports accuracy 0.94)."""
+    """The feature logistic regression's two accuracies, each labelled: in-sample (what the paper reported,
+    0.94) and out of fold."""
+    ins: dict[str, Any] = d["in_sample"] if isinstance(d.get("in_sample"), dict) else {}
     ev: dict[str, Any] = d["evaluation"] if isinstance(d.get("evaluation"), dict) else {}
-    txt = "Logistic regression on all features, evaluated out of fold"
+    txt = "Logistic regression on all features."
+    if ins.get("accuracy") is not None:
+        txt += (f" In-sample accuracy (fitted and scored on the same {ins.get('n')} patients, as the paper "
+                f"reported): {ci(ins.get('accuracy'), ins.get('accuracy_low'), ins.get('accuracy_high'))} "
+                f"(paper: {fmt(ins.get('paper_accuracy'), 2)}).")
+    txt += " Out-of-fold"
     if ev.get("folds_source"):
         txt += f" ({ev['folds_source']})"
     if ev.get("accuracy") is not None:
         txt += f": accuracy {ci(ev.get('accuracy'), ev.get('accuracy_low'), ev.get('accuracy_high'))}"
     if ev.get("auc") is not None:
         txt += f", AUC {ci(ev.get('auc'), ev.get('auc_low'), ev.get('auc_high'))}"
-    txt += " (the paper: accuracy 0.94)."
+    txt += "."
     if d.get("method_note"):
         txt += f" Method: {d['method_note']}."
     return txt
+
+
+def odds_text(est: Any, low: Any, high: Any) -> str:
+    """``2.10 (1.05-4.40)``; ``inf`` for an unbounded end (a zero cell), ``n/a`` when undefined."""
+    import math
+
+    def num(v: Any) -> str:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return "n/a"
+        return "n/a" if math.isnan(f) else ("\u221e" if math.isinf(f) else f"{f:.2f}")
+
+    if num(est) == "n/a":
+        return "n/a"
+    return f"{num(est)} ({num(low)}-{num(high)})"
 
 
 def build(inp: ReportInputs, page: Page) -> None:
@@ -37,18 +60,17 @@ def build(inp: ReportInputs, page: Page) -> None:
                                    "shown.")
         return
     page.tables["table1_features"] = t1
-    page.table1_head = ["Feature", "Malignant n (%)", "Benign n (%)", "Fisher p", "Odds ratio (95% CI)"]
+    page.table1_head = ["Feature", "Malignant n (%)", "Benign n (%)", "Fisher p", "p (Holm)", "Odds ratio (95% CI)"]
     page.table1 = []
     for _, r in t1.iterrows():
         key = str(r["feature"]).removeprefix("feature_")
         mt, bt = int(r["malignant_total"]), int(r["benign_total"])
         mn, bn = int(r["malignant_n"]), int(r["benign_n"])
-        orr = f"{fmt(r['odds_ratio'], 2)} ({fmt(r['or_low'], 2)}-{fmt(r['or_high'], 2)})"
-        if str(r["haldane"]).strip().lower() in ("true", "1", "1.0"):
-            orr += " *"
+        orr = odds_text(r["odds_ratio"], r["or_low"], r["or_high"])
         desc = r["description"] if isinstance(r["description"], str) and r["description"] else FEATURES.get(key, key)
         page.table1.append([desc, f"{mn}/{mt} ({100 * mn / max(mt, 1):.0f}%)",
-                            f"{bn}/{bt} ({100 * bn / max(bt, 1):.0f}%)", format_p(r["p_value"]), orr])
+                            f"{bn}/{bt} ({100 * bn / max(bt, 1):.0f}%)", format_p(r["p_value"]),
+                            format_p(r["p_holm"]), orr])
     if not page.table1:
         inp.notes["table1"].append("The cohort manifest has no feature_* columns: Table 1 is empty.")
     if inp.logistic is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spinedx.common import format_p
+from spinedx.common import SYNTHETIC_ILLUSTRATION, format_p
+from spinedx.evaluation.tables import MODEL_RATER
 from spinedx.report.sections import ci, pretty_rater
 
 if TYPE_CHECKING:
@@ -19,18 +20,27 @@ def build(inp: ReportInputs, page: Page) -> None:
     page.table2_head = ["Rater", "n", "TP", "TN", "FP", "FN", "Sensitivity (95% CI)", "Specificity (95% CI)",
                         "Accuracy (95% CI)", "PPV (95% CI)", "NPV (95% CI)"]
     page.table2 = []
+    synthetic = inp.record.synthetic
     for _, r in t2.iterrows():
-        page.table2.append([pretty_rater(r["rater"]), str(int(r["n"])),
+        name = pretty_rater(r["rater"])
+        if synthetic and r["rater"] != MODEL_RATER:
+            name += " (simulated)"
+        page.table2.append([name, str(int(r["n"])),
                             *(str(int(r[k])) for k in ("tp", "tn", "fp", "fn")),
                             *(ci(r[m], r[f"{m}_low"], r[f"{m}_high"], pct=True)
                               for m in ("sensitivity", "specificity", "accuracy", "ppv", "npv"))])
     mc = inp.mcnemar
     if mc is not None and len(mc):
         page.tables["mcnemar"] = mc
-        page.mcnemar_head = ["Rater A", "Rater B", "Compared on", "A right, B wrong", "A wrong, B right", "McNemar p"]
+        page.mcnemar_head = ["Rater A", "Rater B", "Compared on", "A right, B wrong", "A wrong, B right", "McNemar p",
+                             "p (Holm)"]
         page.mcnemar = [[pretty_rater(r["rater_a"]), pretty_rater(r["rater_b"]),
                          "malignant patients (sensitivity)" if r["group"] == "malignant"
                          else "benign patients (specificity)",
-                         str(int(r["b"])), str(int(r["c"])), format_p(r["p_value"])] for _, r in mc.iterrows()]
+                         str(int(r["b"])), str(int(r["c"])), format_p(r["p_value"]), format_p(r["p_holm"])]
+                        for _, r in mc.iterrows()]
+        if synthetic:
+            inp.notes["table2"].append(f"Simulated readers: every reader row and McNemar test is an "
+                                       f"{SYNTHETIC_ILLUSTRATION}.")
     else:
         inp.notes["table2"].append("No reader calls: only the model's row and no McNemar tests.")
