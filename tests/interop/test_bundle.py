@@ -1,0 +1,75 @@
+"""Model bundles: export, checksums, the same models as the run, ONNX Runtime agreeing with torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinedx.interop import model_fingerprint
+from spinedx.interop.bundle import BundleError, export_bundle, open_model, verify_bundle
+from spinedx.interop.onnxexport import OnnxEnsemble
+from spinedx.models import predict_patches
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export_bundle(tiny_run, out, onnx=True)
+    return out
+
+
+def test_bundle_layout_and_record(bundle: Path, tiny_run: Path) -> None:
+    info = verify_bundle(bundle)
+    assert sorted(info.files) == ["bundle.json", "config.yaml", "folds/0/model.pt", "folds/1/model.pt", "model.onnx"]
+    doc = json.loads((bundle / "bundle.json").read_text())
+    assert doc["research_use_only"] == "research use only, not for clinical decisions"
+    assert "research use only" in doc["intended_use"]
+    assert doc["model"]["fingerprint"] == model_fingerprint(tiny_run) == model_fingerprint(bundle)
+    assert doc["model"]["folds"] == [0, 1] and doc["model"]["backbone"] == "resnet18"
+    assert doc["preprocessing"]["patch_size"] == 64 and doc["preprocessing"]["threshold"] == 0.5
+    assert doc["model"]["onnx_check"]["max_abs_diff_vs_torch"] <= 1e-4
+    # the checksums are sha256sum's own format
+    subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=bundle, check=True)
+
+
+def test_bundle_loads_the_same_models(bundle: Path, tiny_run: Path) -> None:
+    x = np.random.default_rng(1).normal(size=(5, 6, 64, 64)).astype(np.float32)
+    a = predict_patches(open_model(tiny_run), x, bf16=False)
+    b = predict_patches(open_model(bundle), x, bf16=False)
+    np.testing.assert_array_equal(a, b)
+    onnx = OnnxEnsemble(bundle / "model.onnx").predict(x)
+    assert onnx.shape == a.shape and float(np.max(np.abs(onnx - a))) <= 1e-4
+
+
+@pytest.mark.parametrize("damage", ["change", "remove", "add"])
+def test_altered_bundle_is_refused(bundle: Path, tmp_path: Path, damage: str) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    if damage == "change":
+        with open(b / "folds" / "1" / "model.pt", "r+b") as fh:
+            fh.seek(-100, 2)
+            byte = fh.read(1)
+            fh.seek(-100, 2)
+            fh.write(bytes([byte[0] ^ 1]))
+        match = r"checksum mismatch"
+    elif damage == "remove":
+        (b / "model.onnx").unlink()
+        match = r"missing: model\.onnx"
+    else:
+        (b / "notes.txt").write_text("x")
+        match = r"not in SHA256SUMS: notes\.txt"
+    with pytest.raises(BundleError, match=match):
+        open_model(b)
+
+
+def test_export_refuses_a_foreign_output_folder(tiny_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "data.csv").write_text("1")
+    with pytest.raises(Exception, match="not an \\(empty\\) folder or a bundle"):
+        export_bundle(tiny_run, tmp_path / "x")
+    assert (tmp_path / "x" / "data.csv").read_text() == "1"
