@@ -206,7 +206,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
             "name": name or f"spinedx-{facts.backbone}-{fingerprint[:12]}",
             "research_use_only": RESEARCH_USE_ONLY,
             "intended_use": INTENDED_USE,
-            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
             "exported_with": {"spinedx": __version__, "versions": _versions()},
             "model": {
                 "fingerprint": fingerprint,

@@ -74,7 +74,8 @@ def run_facts(run_dir: str | Path) -> RunFacts:
     return RunFacts(
         config_path=run_dir / "config.yaml", metrics_path=metrics_path if metrics_path.is_file() else None,
         backbone=str(info.backbone or payload.get("backbone")), channel_names=channels,
-        patch_size=int(extract["patch_size"]), preprocessing=dict(extract), aggregation=str(cfg.get("aggregation", "max")),
+        patch_size=int(extract["patch_size"]), preprocessing=dict(extract),
+        aggregation=str(cfg.get("aggregation", "max")),
         threshold=float(info.threshold), performance=performance, baselines=None,
         synthetic=bool(info.config.get("synthetic", False)), optimistic=bool(info.optimistic),
         git_commit=info.git_commit, versions=info.versions)
