@@ -46,6 +46,8 @@ class CasePrediction:
         record: the JSON document written to ``prediction.json``.
         out_dir: where the files are.
         overlays: PNG overlay paths, one per slice.
+        dicom: the DICOM results written into ``out_dir/dicom`` (:class:`spinedx.interop.DicomResults`; None for
+            inputs that are not DICOM, or without ``out_dir``).
     """
 
     probability: float
@@ -59,6 +61,7 @@ class CasePrediction:
     record: dict[str, Any]
     out_dir: Path | None = None
     overlays: list[Path] = field(default_factory=list)
+    dicom: Any = None
 
 
 def extract_config_for(record: RunRecord, register: bool | None = None) -> tuple[ExtractConfig, str]:
@@ -117,6 +120,8 @@ def predict_case(
     explain: bool = True,
     allow_missing_folds: bool = False,
     run: RunModels | None = None,
+    engine: str = "torch",
+    dicom: bool = True,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it with Grad-CAM.
 
@@ -141,6 +146,10 @@ def predict_case(
             ``prediction.json``); by default such a run is refused.
         run: the run's fold models already loaded with :func:`spinedx.models.load_run` (a server keeps them
             warm); None loads them from ``run_dir``.
+        engine: ``torch`` (the fold models) or ``onnx`` (a bundle's ``model.onnx`` in ONNX Runtime; Grad-CAM still
+            comes from the fold models).
+        dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and Grad-CAM
+            Secondary Captures, :func:`spinedx.interop.write_dicom_results`) into ``out_dir/dicom``.
 
     Returns:
         The prediction (see :class:`CasePrediction`).
@@ -195,7 +204,14 @@ def predict_case(
         raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
                            f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
 
-    probs = predict_patches(run, patches.x, bf16=False)  # (n_models, n_slices); fp32: one case, exact values
+    if engine == "onnx":
+        from spinedx.interop.bundle import onnx_probabilities
+
+        probs = onnx_probabilities(run.run_dir, patches.x)
+    elif engine == "torch":
+        probs = predict_patches(run, patches.x, bf16=False)  # (n_models, n_slices); fp32: one case, exact values
+    else:
+        raise SpinedxError(f"engine must be torch or onnx, got {engine!r}", where="--engine")
     per_model = aggregate(probs, run.aggregation, axis=1)
     prob = float(per_model.mean())
     threshold = run.threshold
@@ -220,6 +236,7 @@ def predict_case(
         "threshold": threshold,
         "aggregation": (f"{run.aggregation} over the lesion slices per fold model, then the mean over the "
                         f"{n_models} fold models"),
+        "engine": "onnxruntime" if engine == "onnx" else "torch",
         "spread": {
             "n_models": n_models,
             "std": float(per_model.std(ddof=0)),
@@ -275,15 +292,18 @@ def predict_case(
     result = CasePrediction(prob, the_call, threshold, [float(v) for v in per_model], list(run.folds), slice_index,
                             probs, heat, json_clean(record_doc))
     if out_dir is not None:
-        write_prediction(result, patches.x, out_dir)
+        write_prediction(result, patches.x, out_dir,
+                         dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None)
     return result
 
 
-def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path) -> Path:
+def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path, *,
+                     dicom_inputs: tuple[Any, Any, str | None, str | None] | None = None) -> Path:
     """Write ``prediction.json`` and one T1/T2 Grad-CAM overlay PNG per slice into ``out_dir``, atomically.
 
     The folder is filled as a temporary sibling and renamed over ``out_dir`` when complete, so an
-    interrupted or failed prediction leaves an earlier one untouched.
+    interrupted or failed prediction leaves an earlier one untouched. With ``dicom_inputs`` (T1, T2 and their
+    series UIDs) the DICOM results go into ``out_dir/dicom`` in the same step, when both series are DICOM.
     """
     from spinedx.explain import save_overlay
     from spinedx.fsutil import atomic_dir
@@ -300,7 +320,16 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path)
                      f"(research use only)")
             save_overlay(x[i], result.heatmaps[i], tmp / entry["overlay"], title=title)
             names.append(entry["overlay"])
+        dicom = None
+        if dicom_inputs is not None:
+            from spinedx.interop import write_dicom_results_if_dicom
+
+            t1, t2, uid1, uid2 = dicom_inputs
+            dicom = write_dicom_results_if_dicom(result, t1, t2, tmp, t1_series_uid=uid1, t2_series_uid=uid2)
+            if dicom is not None:
+                result.record["dicom_results"] = dicom.summary()
         (tmp / "prediction.json").write_text(json.dumps(result.record, indent=2, allow_nan=False) + "\n")
     result.out_dir = out
     result.overlays = [out / n for n in names]
+    result.dicom = None if dicom is None else dicom.relocated(out / dicom.folder.name)
     return out / "prediction.json"

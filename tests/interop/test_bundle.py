@@ -25,7 +25,8 @@ def bundle(tiny_run: Path, tmp_path_factory) -> Path:
 
 def test_bundle_layout_and_record(bundle: Path, tiny_run: Path) -> None:
     info = verify_bundle(bundle)
-    assert sorted(info.files) == ["bundle.json", "config.yaml", "folds/0/model.pt", "folds/1/model.pt", "model.onnx"]
+    assert sorted(info.files) == ["bundle.json", "config.yaml", "folds/0/model.pt", "folds/1/model.pt", "metrics.json",
+                                  "model.onnx"]
     doc = json.loads((bundle / "bundle.json").read_text())
     assert doc["research_use_only"] == "research use only, not for clinical decisions"
     assert "research use only" in doc["intended_use"]
@@ -73,3 +74,56 @@ def test_export_refuses_a_foreign_output_folder(tiny_run: Path, tmp_path: Path) 
     with pytest.raises(Exception, match="not an \\(empty\\) folder or a bundle"):
         export_bundle(tiny_run, tmp_path / "x")
     assert (tmp_path / "x" / "data.csv").read_text() == "1"
+
+
+def test_bundle_holds_no_training_patient(bundle: Path, tiny_run: Path) -> None:
+    """Only models and figures travel: no patient identifier of the training cohort is in any bundle file."""
+    pids = json.loads((tiny_run / "splits.json").read_text())["fold_of"]
+    assert pids
+    for f in bundle.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not [p for p in pids if p.encode() in data], f.name
+
+
+@pytest.mark.slow
+def test_predict_with_a_bundle_torch_and_onnx(bundle: Path, tiny_run: Path, case: dict) -> None:
+    """A bundle predicts exactly as its run; ONNX Runtime agrees with torch to 1e-4 on a real case."""
+    from spinedx.predict import predict_case
+
+    args = (case["t1"], case["t2"], case["slices"], case["box"], None)
+    run = predict_case(tiny_run, *args, explain=False)
+    tor = predict_case(bundle, *args, explain=False)
+    onx = predict_case(bundle, *args, explain=False, engine="onnx")
+    assert tor.probability == run.probability
+    np.testing.assert_array_equal(tor.slice_probability, run.slice_probability)
+    assert abs(onx.probability - tor.probability) <= 1e-4
+    assert float(np.max(np.abs(onx.slice_probability - tor.slice_probability))) <= 1e-4
+    assert onx.record["engine"] == "onnxruntime" and tor.record["engine"] == "torch"
+    with pytest.raises(BundleError, match="needs a model bundle"):
+        predict_case(tiny_run, *args, explain=False, engine="onnx")
+
+
+@pytest.mark.slow
+def test_export_and_predict_cli(tiny_run: Path, case: dict, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+    from spinedx.interop import dciodvfy, read_sr
+
+    res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b"), "--format", "onnx"])
+    assert res.exit_code == 0, res.output
+    assert "ONNX Runtime vs torch max |diff|" in res.output and "research use only" in res.output
+    assert "cross-validated patient AUC" in res.output and "95% CI" in res.output
+    out = tmp_path / "pred"
+    res = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "b"), "--t1", str(case["t1"]), "--t2",
+                                   str(case["t2"]), "--lesion-slices", ";".join(map(str, case["slices"])),
+                                   "--box", ",".join(map(str, case["box"])), "--out", str(out), "--engine", "onnx"])
+    assert res.exit_code == 0, res.output
+    assert "(TID 1500 SR)" in res.output
+    doc = json.loads((out / "prediction.json").read_text())
+    s = read_sr(out / "dicom" / "sr.dcm")
+    assert s.probability == doc["patient_probability"] and "ONNX Runtime" in " ".join(s.algorithm["parameters"])
+    assert dciodvfy(out / "dicom" / "sr.dcm").errors == []
+    res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--format", "tflite"])
+    assert res.exit_code == 2 and "--format must be torch or onnx" in res.output

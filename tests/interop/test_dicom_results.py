@@ -183,15 +183,20 @@ def test_benign_call_and_no_heatmaps(tmp_path: Path, case: dict) -> None:
 
 
 @pytest.mark.slow
-def test_prediction_to_dicom_results(tiny_run: Path, case: dict, tmp_path: Path) -> None:
-    """A real prediction (two fold models, Grad-CAM) written as DICOM reads back to the prediction's values."""
+def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: Path) -> None:
+    """predict_case with DICOM inputs writes OUT/dicom/ in the same step, and it reads back to the prediction."""
+    import json
+
     from spinedx.interop import model_fingerprint
     from spinedx.predict import predict_case
 
-    pred = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], None)
-    res = write_dicom_results(pred, case["t1"], case["t2"], tmp_path)
+    pred = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], tmp_path / "out")
+    res = pred.dicom
+    assert res is not None and res.folder == tmp_path / "out" / "dicom" and res.sr.is_file()
+    doc = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert doc["dicom_results"]["sr"] == "dicom/sr.dcm" and doc["dicom_results"]["sr_series_uid"] == res.sr_series_uid
     s = read_sr(res.sr)
-    assert s.probability == pred.probability
+    assert s.probability == pred.probability == doc["patient_probability"]
     assert s.classification[2].lower() == pred.call
     assert [p for _, p in s.slice_probabilities] == pytest.approx(pred.slice_probability.mean(axis=0).tolist(),
                                                                   abs=1e-7)

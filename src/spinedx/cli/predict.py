@@ -6,19 +6,21 @@ from pathlib import Path
 
 import typer
 
-from spinedx.cli._app import command
+from spinedx.cli._app import command, fail
 
 
 @command("predict")
 def predict(
-    model: Path = typer.Option(..., "--model", help="Run folder written by `spinedx cv` (its fold models)."),
-    t1: Path = typer.Option(..., "--t1", help="T1-weighted sagittal series (DICOM folder/file, NIfTI, NRRD)."),
-    t2: Path = typer.Option(..., "--t2", help="T2-weighted sagittal series the box is drawn on."),
+    model: Path = typer.Option(..., "--model", help="Run folder (spinedx cv) or model bundle (spinedx export)."),
+    t1: Path | None = typer.Option(None, "--t1", help="T1-weighted sagittal series (DICOM folder/file, NIfTI, NRRD)."),
+    t2: Path | None = typer.Option(None, "--t2", help="T2-weighted sagittal series the box is drawn on."),
     lesion_slices: str = typer.Option(..., "--lesion-slices", help='0-based T2 lesion slices, e.g. "7;8".'),
     box: str = typer.Option(..., "--box", help="Lesion box on T2 in pixels, x0,y0,x1,y1 (half-open)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for prediction.json and overlay PNGs."),
-    t1_series_uid: str | None = typer.Option(None, "--t1-series-uid", help="T1 SeriesInstanceUID to pick."),
-    t2_series_uid: str | None = typer.Option(None, "--t2-series-uid", help="T2 SeriesInstanceUID to pick."),
+    t1_series_uid: str | None = typer.Option(None, "--t1-series-uid", "--t1-series",
+                                             help="T1 SeriesInstanceUID to pick (in the folder or on the server)."),
+    t2_series_uid: str | None = typer.Option(None, "--t2-series-uid", "--t2-series",
+                                             help="T2 SeriesInstanceUID to pick (in the folder or on the server)."),
     register: bool | None = typer.Option(
         None, "--register/--no-register", help="Force the T2->T1 registration on/off (default: as the run)."
     ),
@@ -26,6 +28,11 @@ def predict(
     allow_missing_folds: bool = typer.Option(
         False, "--allow-missing-folds",
         help="Answer from the finished fold models when some are missing (recorded in prediction.json)."),
+    dicomweb: str | None = typer.Option(None, "--dicomweb", help="Fetch the series from this DICOMweb server "
+                                        "(with --study) instead of --t1/--t2; auth from SPINEDX_DICOMWEB_* variables."),
+    study: str | None = typer.Option(None, "--study", help="StudyInstanceUID on the --dicomweb server."),
+    store: bool = typer.Option(False, "--store", help="Send the SR and the overlays back to the server (STOW-RS)."),
+    engine: str = typer.Option("torch", "--engine", help="torch, or onnx (a bundle exported with --format onnx)."),
 ) -> None:
     """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
 
@@ -33,9 +40,21 @@ def predict(
     """
     from spinedx.predict import predict_case
 
-    res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
-                       t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
-                       allow_missing_folds=allow_missing_folds)
+    if dicomweb is not None:
+        from spinedx.interop.cli_support import predict_dicomweb
+
+        if t1 is not None or t2 is not None or study is None:
+            fail("with --dicomweb give --study UID (and optionally --t1-series/--t2-series), not --t1/--t2")
+            return
+        res = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
+                               t2_series=t2_series_uid, store=store, register=register, engine=engine)
+    elif t1 is None or t2 is None or study is not None or store:
+        fail("give --t1 and --t2 (files or folders), or --dicomweb URL --study UID [--store]")
+        return
+    else:
+        res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
+                           t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
+                           allow_missing_folds=allow_missing_folds, engine=engine)
     m = res.record["model"]
     if m["synthetic_note"]:
         typer.echo(f"note: the model was {m['synthetic_note']}")
@@ -47,4 +66,7 @@ def predict(
     for s in res.record["slices"]:
         typer.echo(f"  slice {s['slice_index']}: {s['probability']:.3f}")
     typer.echo(f"written: {(Path(out) / 'prediction.json').resolve()} (+ {len(res.overlays)} overlay PNG)")
+    if res.dicom is not None:
+        typer.echo(f"DICOM: {res.dicom.sr} (TID 1500 SR) + {len(res.dicom.overlays)} Grad-CAM Secondary Capture(s), "
+                   f"study {res.dicom.study_instance_uid}")
     typer.echo("research use only, not for clinical decisions")

@@ -247,7 +247,7 @@ def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int) -> dict
     from spinedx.models import load_fold_model, predict_patches
 
     paths = sorted(folder.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
-    models = [load_fold_model(p) for p in paths]
+    models = [load_fold_model(p, fold=int(p.parent.name)) for p in paths]
     path = export_ensemble(models, folder / ONNX_FILE, patch_size, n_channels)
     x = np.random.default_rng(0).normal(size=(8, n_channels, patch_size, patch_size)).astype(np.float32)
     ref = predict_patches(models, x, bf16=False)
@@ -263,11 +263,39 @@ def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int) -> dict
 ONNX_TOLERANCE = 1e-4
 
 
-def open_model(path: str | Path, device: Any = "cpu") -> Any:
+def load_bundle(path: str | Path, device: Any = "cpu") -> Any:
+    """A checked bundle's fold models as :class:`spinedx.models.RunModels` (the object ``load_run`` returns).
+
+    The record is the run's own ``config.yaml`` read by the run folder's strict reader, and each model is
+    checked against it (fold number, backbone, channels) as ``load_run`` checks a run's models.
+
+    Raises:
+        BundleError: the bundle fails its checks (:func:`verify_bundle`) or lacks a fold model of the run.
+    """
+    import yaml
+
+    from spinedx.models.run import RunModels, load_fold_model
+    from spinedx.runfolder import RunRecord
+
+    info = verify_bundle(path)
+    folder = info.path
+    record = RunRecord.from_dict(yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")),
+                                 folder / "config.yaml")
+    folds = [int(k) for k in info.doc["model"]["folds"]]
+    missing = [k for k in range(record.config.folds) if k not in folds]
+    if missing:
+        raise BundleError(f"fold(s) {', '.join(map(str, missing))} of the run have no model in the bundle; export "
+                          "it from the finished run", where=str(folder))
+    models = [load_fold_model(folder / "folds" / str(k) / "model.pt", device, fold=k, backbone=record.config.backbone)
+              for k in folds]
+    return RunModels(folder, record, models, folds, [])
+
+
+def open_model(path: str | Path, device: Any = "cpu", *, allow_missing_folds: bool = False) -> Any:
     """The fold models of a run folder or a bundle, as the same typed object (:class:`spinedx.models.RunModels`).
 
-    A bundle is checked against its ``SHA256SUMS`` first (:func:`verify_bundle`); it then reads like a run
-    folder, since it holds the run's ``config.yaml`` and ``folds/<k>/model.pt`` unchanged.
+    A bundle is checked against its ``SHA256SUMS`` first (:func:`verify_bundle`): a changed, missing or extra
+    file is refused before anything is loaded.
 
     Raises:
         BundleError: a bundle that fails its checks.
@@ -275,10 +303,25 @@ def open_model(path: str | Path, device: Any = "cpu") -> Any:
     """
     import warnings
 
-    from spinedx.models import load_run
+    from spinedx.models.run import load_run
 
-    if is_bundle(path):
-        verify_bundle(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-        return load_run(path, device)
+        return load_run(path, device, allow_missing_folds=allow_missing_folds)  # load_run hands bundles to load_bundle
+
+
+def onnx_probabilities(model_dir: str | Path, x: Any) -> Any:
+    """Per-fold probabilities ``(n_models, N)`` of patches ``x`` from a bundle's ``model.onnx`` (ONNX Runtime).
+
+    Raises:
+        BundleError: not a bundle, or a bundle exported without ``--format onnx``.
+    """
+    from spinedx.interop.onnxexport import OnnxEnsemble
+
+    if not is_bundle(model_dir):
+        raise BundleError("the ONNX engine needs a model bundle exported with --format onnx (spinedx export RUN --out "
+                          "BUNDLE --format onnx), not a run folder", where=str(model_dir))
+    info = verify_bundle(model_dir)
+    if info.onnx is None:
+        raise BundleError("this bundle has no model.onnx; export it again with --format onnx", where=str(model_dir))
+    return OnnxEnsemble(info.onnx).predict(x)

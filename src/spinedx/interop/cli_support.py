@@ -26,3 +26,22 @@ def index_dicomweb(url: str, out: Path, options: Any, *, user: str | None = None
         typer.echo("synthetic cohort, simulated readers (spinedx synth DICOM)")
     typer.echo(f"manifest: {manifest}")
     typer.echo(f"why each series was chosen or not: {json_path}")
+
+
+def predict_dicomweb(model: Path, url: str, study: str, lesion_slices: str, box: str, out: Path, *,
+                     t1_series: str | None, t2_series: str | None, store: bool, register: bool | None,
+                     engine: str, user: str | None = None) -> Any:
+    """``spinedx predict --dicomweb URL --study UID [--store]``: the round trip; returns the prediction."""
+    from spinedx.interop.dicomweb import DicomWebAuth
+    from spinedx.interop.pacs import predict_study
+
+    res = predict_study(model, url, study, lesion_slices, box, out, t1_series=t1_series, t2_series=t2_series,
+                        store=store, auth=DicomWebAuth.from_env(user), register=register, engine=engine)
+    how = "chosen as spinedx index does" if t1_series is None or t2_series is None else "given"
+    typer.echo(f"study {study} on {url}: T1W {res.t1_series_uid}, T2W {res.t2_series_uid} ({how}); "
+               f"query/retrieve {res.seconds['query_retrieve']:.1f} s, prediction {res.seconds['predict']:.1f} s")
+    if store:
+        typer.echo(f"stored {len(res.stored)} instance(s) into the study on {url} (STOW-RS, "
+                   f"{res.seconds['store']:.1f} s): SR series {res.results.sr_series_uid}, overlay series "
+                   f"{res.results.overlay_series_uid}")
+    return res.prediction

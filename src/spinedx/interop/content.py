@@ -138,8 +138,9 @@ def content_from_prediction(prediction: Any, *, model_hash: str | None = None) -
     if model_hash is None:
         model_hash = model_fingerprint(model["run_dir"])
     n_models = len(prediction.per_model)
+    engine = ", ONNX Runtime" if rec.get("engine") == "onnxruntime" else ""
     algo = AlgorithmInfo(ALGORITHM_NAME, __version__, model_hash,
-                         f"{model.get('backbone', 'cnn')}, ensemble mean of {n_models} fold models")
+                         f"{model.get('backbone', 'cnn')}, ensemble mean of {n_models} fold models{engine}")
     probs = np.asarray(prediction.slice_probability, dtype=np.float64)
     heat = None if prediction.heatmaps is None else np.asarray(prediction.heatmaps, dtype=np.float32)
     return ResultContent(

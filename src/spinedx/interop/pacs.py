@@ -60,6 +60,7 @@ def predict_study(
     timeout: float | tuple[float, float] = (5.0, 60.0),
     register: bool | None = None,
     patient_id: str | None = None,
+    engine: str = "torch",
 ) -> PacsPrediction:
     """Predict one study held by a DICOMweb server, write its DICOM results, and optionally store them there.
 
@@ -77,13 +78,15 @@ def predict_study(
         timeout: connect/read timeout of each request (seconds).
         register: force the T2->T1 registration on/off (None: as the run).
         patient_id: name of the case in the outputs (default: the study's PatientID).
+        engine: ``torch`` or ``onnx`` (a bundle's ONNX graph), as for :func:`spinedx.predict.predict_case`.
 
     Raises:
         DicomWebError: server unreachable, HTTP error, study or series missing, ambiguous series.
         SpinedxError: the prediction's own errors (bad slices/box, unreadable series, ...).
     """
+    from spinedx.common import json_clean
+    from spinedx.errors import SpinedxError
     from spinedx.fsutil import atomic_write_json
-    from spinedx.interop.results import write_dicom_results
     from spinedx.predict import predict_case
 
     client = DicomWebClient(url, auth=auth, timeout=timeout)
@@ -99,29 +102,25 @@ def predict_study(
             first = next(fetched.t2.iterdir())
             patient_id = str(pydicom.dcmread(first, stop_before_pixels=True).get("PatientID", "") or "case")
         t0 = time.perf_counter()
+        # predict_case writes prediction.json, the PNG overlays and, the inputs being DICOM, OUT/dicom/
         pred = predict_case(model, fetched.t1, fetched.t2, lesion_slices, box, out, register=register,
-                            patient_id=patient_id)
+                            patient_id=patient_id, engine=engine)
         secs["predict"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = write_dicom_results(pred, fetched.t1, fetched.t2, out)
-        secs["dicom"] = time.perf_counter() - t0
+    results = pred.dicom
+    if results is None:  # cannot happen for series fetched over DICOMweb; refuse rather than store nothing
+        raise SpinedxError("the prediction wrote no DICOM results", where=str(out))
     # prediction.json names the temporary download folders; say where the images really came from.
     source = {"url": client.url, "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
               "t2_series_uid": fetched.t2_series_uid,
               "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
     pred.record["inputs"].update({"t1": None, "t2": None, "t1_series_uid": fetched.t1_series_uid,
                                   "t2_series_uid": fetched.t2_series_uid, "dicomweb": source})
-    pred.record["dicom_results"] = {"sr": results.sr.name, "overlays": [p.name for p in results.overlays],
-                                    "sr_series_uid": results.sr_series_uid,
-                                    "overlay_series_uid": results.overlay_series_uid}
     stored: list[str] = []
     if store:
         t0 = time.perf_counter()
         stored = client.store(results.files)
         secs["store"] = time.perf_counter() - t0
         pred.record["dicom_results"]["stored"] = {"url": client.url, "sop_instance_uids": stored}
-    from spinedx.common import json_clean
-
     atomic_write_json(out / "prediction.json", json_clean(pred.record), indent=2)
     return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs)
 

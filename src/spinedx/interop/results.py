@@ -52,6 +52,18 @@ class DicomResults:
         """Every file written (SR first)."""
         return [self.sr, *self.overlays]
 
+    def summary(self) -> dict[str, Any]:
+        """What ``prediction.json`` records about them (paths relative to the prediction folder)."""
+        base = self.folder.name
+        return {"sr": f"{base}/{self.sr.name}", "overlays": [f"{base}/{p.name}" for p in self.overlays],
+                "study_instance_uid": self.study_instance_uid, "sr_series_uid": self.sr_series_uid,
+                "overlay_series_uid": self.overlay_series_uid, "referenced_t2_sop_instance_uids": self.referenced}
+
+    def relocated(self, folder: Path) -> DicomResults:
+        """The same results after their folder was moved to ``folder``."""
+        return DicomResults(folder, folder / self.sr.name, [folder / p.name for p in self.overlays],
+                            self.study_instance_uid, self.sr_series_uid, self.overlay_series_uid, list(self.referenced))
+
 
 def device_uid(model_hash: str) -> str:
     """UID of the observing device for a model: the same model is the same device in every report (PS3.5 B.2)."""

@@ -1,13 +1,10 @@
-"""The facts of a run folder that a bundle records (one reader, so the bundle never guesses)."""
+"""The facts of a run folder that a bundle records, read through the run folder's one owner (spinedx.runfolder)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from spinedx.errors import SpinedxError
 
 
 @dataclass(frozen=True)
@@ -20,10 +17,10 @@ class RunFacts:
         backbone: torchvision backbone of the fold models.
         channel_names: input channel order.
         patch_size: side of the patches the models take.
-        preprocessing: the extraction settings the run was trained with.
+        preprocessing: the extraction settings the run was trained with (copied into its ``config.yaml``).
         aggregation: slice aggregation (``max`` in the paper).
         threshold: decision threshold.
-        performance: the run's cross-validated metrics (with intervals), or None.
+        performance: the run's cross-validated metrics (with intervals), or None before ``metrics.json`` exists.
         baselines: baseline results the run records, or None.
         synthetic: trained on a synthetic cohort.
         optimistic: the run's early stopping used its validation folds.
@@ -48,34 +45,26 @@ class RunFacts:
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:
-    """Read a run folder's facts.
+    """Read a run folder's facts (strictly, through :class:`spinedx.runfolder.RunFolder`).
 
     Raises:
-        SpinedxError: not a run folder, or the run does not record how its patches were made.
+        SpinedxError: not a run folder written by this spinedx, or a run that does not record how its patches
+            were made (a bundle could not preprocess new cases the same way).
     """
-    import torch
+    from spinedx.errors import SpinedxError
+    from spinedx.runfolder import RunFolder
 
-    from spinedx.report.run_info import load_run_info
-
-    run_dir = Path(run_dir)
-    info = load_run_info(run_dir)
-    extract = info.extract_config
-    if extract is None:
+    rf = RunFolder(run_dir)
+    record = rf.read_record()
+    if record.patches.extract is None:
         raise SpinedxError("the run does not record how its training patches were made (no extract.json beside its "
-                           "patches), so a bundle could not preprocess new cases the same way", where=str(run_dir))
-    first = sorted(run_dir.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
-    if not first:
-        raise SpinedxError("no fold models (folds/<k>/model.pt); finish spinedx cv first", where=str(run_dir))
-    payload = torch.load(first[0], map_location="cpu", weights_only=True)
-    channels = tuple(str(c) for c in payload.get("channel_names", ()))
-    cfg = info.config.get("config", {}) if isinstance(info.config.get("config"), dict) else {}
-    metrics_path = run_dir / "metrics.json"
-    performance = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+                           "patches when spinedx cv ran), so a bundle could not preprocess new cases the same way",
+                           where=str(rf.config_path))
+    metrics = rf.read_metrics() if rf.metrics_path.is_file() else None
     return RunFacts(
-        config_path=run_dir / "config.yaml", metrics_path=metrics_path if metrics_path.is_file() else None,
-        backbone=str(info.backbone or payload.get("backbone")), channel_names=channels,
-        patch_size=int(extract["patch_size"]), preprocessing=dict(extract),
-        aggregation=str(cfg.get("aggregation", "max")),
-        threshold=float(info.threshold), performance=performance, baselines=None,
-        synthetic=bool(info.config.get("synthetic", False)), optimistic=bool(info.optimistic),
-        git_commit=info.git_commit, versions=info.versions)
+        config_path=rf.config_path, metrics_path=rf.metrics_path if metrics is not None else None,
+        backbone=record.config.backbone, channel_names=tuple(record.channel_names),
+        patch_size=record.patches.patch_size, preprocessing=dict(record.patches.extract),
+        aggregation=record.aggregation, threshold=record.threshold, performance=metrics, baselines=None,
+        synthetic=record.synthetic, optimistic=record.optimistic, git_commit=record.git_commit,
+        versions=record.versions)

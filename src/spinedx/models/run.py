@@ -136,7 +136,7 @@ class RunModels:
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
              allow_missing_folds: bool = False) -> RunModels:
-    """Load a ``spinedx cv`` run folder: its record and ``folds/<k>/model.pt`` for every fold.
+    """Load a ``spinedx cv`` run folder (or a model bundle): its record and ``folds/<k>/model.pt`` for every fold.
 
     Args:
         run_dir: The run folder.
@@ -148,6 +148,10 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
         SpinedxError: not a run folder, a damaged ``config.yaml``, missing fold models (unless allowed),
             unexpected entries in ``folds/`` (``1.bak``), or a damaged ``model.pt``.
     """
+    from spinedx.interop.bundle import is_bundle, load_bundle
+
+    if is_bundle(run_dir):  # a model bundle (spinedx export) is accepted wherever a run is, after its checksums
+        return load_bundle(run_dir, device)
     rf = RunFolder(run_dir)
     record = rf.read_record()
     found = rf.fold_models(allow_missing=allow_missing_folds)
