@@ -229,6 +229,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
             },
             "performance": facts.performance,
             "baselines": facts.baselines,
+            "baselines_note": None if facts.baselines is not None else (
+                "the run records no baseline result; compare with spinedx stats / the report of the run"),
             "synthetic": facts.synthetic,
             "optimistic": facts.optimistic,
             "training": {"run_dir": str(run_dir.resolve()), "git_commit": facts.git_commit,

@@ -152,7 +152,7 @@ class DicomWebClient:
     """
 
     def __init__(self, url: str, *, auth: DicomWebAuth | None = None,
-                 timeout: float | tuple[float, float] = (5.0, 60.0), retries: int = 1) -> None:
+                 timeout: float | tuple[float, float] = (5.0, 30.0), retries: int = 1) -> None:
         from dicomweb_client.api import DICOMwebClient
 
         if not url.startswith(("http://", "https://")):

@@ -57,7 +57,7 @@ def predict_study(
     t2_series: str | None = None,
     store: bool = False,
     auth: DicomWebAuth | None = None,
-    timeout: float | tuple[float, float] = (5.0, 60.0),
+    timeout: float | tuple[float, float] = (5.0, 30.0),
     register: bool | None = None,
     patient_id: str | None = None,
     engine: str = "torch",
@@ -126,7 +126,7 @@ def predict_study(
 
 
 def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = None,
-                 timeout: float | tuple[float, float] = (5.0, 60.0), **filters: Any) -> Any:
+                 timeout: float | tuple[float, float] = (5.0, 30.0), **filters: Any) -> Any:
     """Index a DICOMweb server as ``spinedx index`` indexes a folder: one entry per study with its T1W/T2W.
 
     Args:
