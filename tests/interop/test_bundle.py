@@ -105,18 +105,19 @@ def test_predict_with_a_bundle_torch_and_onnx(bundle: Path, tiny_run: Path, case
 
 
 @pytest.mark.slow
-def test_export_and_predict_cli(tiny_run: Path, case: dict, tmp_path: Path) -> None:
+def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from spinedx.cli import app
     from spinedx.interop import dciodvfy, read_sr
 
-    res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b"), "--format", "onnx"])
+    res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
-    assert "ONNX Runtime vs torch max |diff|" in res.output and "research use only" in res.output
+    assert "2 resnet18 fold models" in res.output and "research use only" in res.output
     assert "cross-validated patient AUC" in res.output and "95% CI" in res.output
-    out = tmp_path / "pred"
-    res = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "b"), "--t1", str(case["t1"]), "--t2",
+    assert verify_bundle(tmp_path / "b").onnx is None
+    out = tmp_path / "pred"  # the module's bundle has the ONNX graph (its export is checked in test_bundle_layout)
+    res = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--t1", str(case["t1"]), "--t2",
                                    str(case["t2"]), "--lesion-slices", ";".join(map(str, case["slices"])),
                                    "--box", ",".join(map(str, case["box"])), "--out", str(out), "--engine", "onnx"])
     assert res.exit_code == 0, res.output
