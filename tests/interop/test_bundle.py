@@ -128,3 +128,21 @@ def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_pa
     assert dciodvfy(out / "dicom" / "sr.dcm").errors == []
     res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--format", "tflite"])
     assert res.exit_code == 2 and "--format must be torch or onnx" in res.output
+
+
+@pytest.mark.slow
+def test_serve_predictor_accepts_a_bundle(bundle: Path, tiny_run: Path, case: dict, synth_study: Path,
+                                          tmp_path: Path) -> None:
+    """The workstation's predictor loads a bundle like a run folder and answers the same."""
+    from spinedx.cohort import CaseRecord
+    from spinedx.serve.predictor import Predictor
+    from spinedx.serve.settings import ServeSettings
+
+    rec = CaseRecord(patient_id=case["patient_id"], label=None, t1=case["t1"], t2=case["t2"],  # type: ignore[arg-type]
+                     lesion_slices=case["slices"], box=case["box"])
+    a = Predictor(tiny_run).predict(rec, tmp_path / "a", explain=False)
+    p = Predictor(bundle)
+    b = p.predict(rec, tmp_path / "b", explain=False)
+    assert p.describe()["folds"] == [0, 1] and b.probability == a.probability
+    assert b.dicom is not None and b.dicom.sr.is_file()  # DICOM inputs: the SR is written for the workstation too
+    ServeSettings(cohort=synth_study / "cohort.csv", model=bundle).check()  # serve's check of --model takes it
