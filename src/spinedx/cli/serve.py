@@ -15,8 +15,8 @@ def serve(
         None, help="DICOM tree to index; its studies are added to the manifest."),
     cohort: Path | None = typer.Option(  # noqa: B008
         None, "--cohort", help="Manifest to read and write (default ./cohort.csv, made by indexing DICOM_ROOT)."),
-    model: Path | None = typer.Option(None, "--model",  # noqa: B008
-                                      help="Run folder (spinedx cv) or model bundle (spinedx export): enables Predict."),
+    model: Path | None = typer.Option(  # noqa: B008
+        None, "--model", help="Run folder (spinedx cv) or model bundle (spinedx export): enables Predict."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface; anything but loopback needs --token."),
     port: int = typer.Option(8765, "--port", help="TCP port."),
     token: str | None = typer.Option(None, "--token", envvar="SPINEDX_TOKEN",
