@@ -172,9 +172,9 @@ def test_geometry_box_and_both_series(cohort: Path) -> None:
         win = (slice(max(i1 - 60, 0), i1 + 60), slice(max(j1 - 60, 0), j1 + 60))
         expected = signal.reshape(512, 512)
         good = _corr(t1.array[k1][win], expected[win])
-        # the same comparison with the geometry off by 6 mm (10 pixels) must be clearly worse
-        shifted = _corr(t1.array[k1][win], np.roll(expected, 10, axis=0)[win])
-        assert good > 0.8 and good > shifted + 0.2, (pid, good, shifted)
+        # the same comparison with the geometry off by 6 mm (10 pixels, any direction) must be clearly worse
+        shifted = max(_corr(t1.array[k1][win], np.roll(expected, d, axis=ax)[win]) for d in (-10, 10) for ax in (0, 1))
+        assert good > 0.8 and good > shifted + 0.1, (pid, good, shifted)
 
 
 def test_same_seed_same_bytes_other_seed_differs(cohort: Path, tmp_path: Path) -> None:

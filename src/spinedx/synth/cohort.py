@@ -133,6 +133,7 @@ def render_patient(out_dir: str | Path, seed: int, index: int, label: int, diffi
     row.update({
         "t1": rel_t1, "t2": rel_t2, "lesion_slices": f"{k - 1};{k};{k + 1}", "box": ",".join(map(str, box)),
         "lesion_mask": rel_mask, "synthetic": 1, "_lesion_voxels": int(lesion.sum()),
+        "_reader_evidence": {r: round(v, 4) for r, v in truth["evidence"].items()},
         "_centre_t2": [round(float(v), 3) for v in centre_t2], "_centre_t1": [round(float(v), 3) for v in centre_t1],
         "_motion_deg": [round(float(v), 3) for v in motion.angles_deg],
         "_motion_mm": [round(float(v), 3) for v in motion.shift], "_n_slices": geom.n_slices,

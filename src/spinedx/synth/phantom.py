@@ -15,10 +15,12 @@ T1W and bright on T2W, edema dark on T1W and bright on T2W, cortex and flow void
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from spinedx.synth.prevalence import LESION_SIGNAL
 from spinedx.synth.study import STREAM_ANATOMY, patient_rng
 
 #: Relative signal (T1W, T2W) of each tissue before per-patient jitter.
@@ -28,6 +30,7 @@ TISSUES: dict[str, tuple[float, float]] = {
     "skin": (0.45, 0.35),
     "muscle": (0.33, 0.22),
     "marrow": (0.72, 0.55),
+    "red_marrow": (0.40, 0.45),  # hematopoietic (red) marrow islands: darker than fatty marrow on both
     "cortex": (0.06, 0.05),
     "nucleus": (0.36, 0.78),
     "annulus": (0.30, 0.22),
@@ -38,25 +41,37 @@ TISSUES: dict[str, tuple[float, float]] = {
     "viscera": (0.42, 0.40),
     "lung": (0.04, 0.04),
     "root": (0.30, 0.30),
-    # lesion signals
-    "edema": (0.30, 0.80),  # benign: bone marrow edema / hemorrhage
-    "tumour": (0.22, 0.62),  # malignant: marrow replacement
+    # lesion signals. The abnormal marrow of the fractured body has its own per-patient latent signal
+    # (study.sample_latents, "signal"); the tissues below are the fixed signals of feature-driven structures,
+    # chosen by a feature, never by the label.
+    "tumour": (0.22, 0.62),  # skipped nodular lesions in other vertebrae (a feature)
     "dark": (0.08, 0.08),  # impacted trabeculae, sclerosis
     "mass": (0.18, 0.74),
     "fluid": (0.12, 1.0),
     "soft_mass": (0.34, 0.60),  # epidural/paraspinal soft tissue
 }
 
-#: What each ``--difficulty`` level changes in the rendering (the truth is the same at all levels).
+#: Reference of the abnormal-marrow signal (T1W, T2W): midway between the two classes' means, a constant.
+#: ``separation`` scales each patient's latent signal about it (label-free: the same for every patient).
+LESION_REFERENCE: tuple[float, float] = (
+    (LESION_SIGNAL["benign"].t1_mean + LESION_SIGNAL["malignant"].t1_mean) / 2,
+    (LESION_SIGNAL["benign"].t2_mean + LESION_SIGNAL["malignant"].t2_mean) / 2,
+)
+
+#: What each ``--difficulty`` level changes in the rendering (the truth is the same at all levels). Tuned on
+#: development seeds only (spinedx.synth.seeds.TUNING_SEEDS; docs/synth.md, "How much of the label ...").
 DIFFICULTY: dict[str, dict[str, float]] = {
-    # contrast: fraction of a feature's signal difference from normal marrow that is rendered;
-    # separation: how far benign edema and malignant replacement signals stay apart (1 = as in
-    # TISSUES, 0 = identical); noise: Rician sigma relative to fat; texture: amplitude of the
-    # nonspecific marrow heterogeneity (and patient-to-patient spread of normal marrow signal);
-    # mimic: amplitude of unscored patchy marrow change added to every fractured body.
-    "easy": {"contrast": 1.0, "separation": 1.0, "noise": 0.025, "texture": 0.04, "mimic": 0.0},
-    "medium": {"contrast": 0.8, "separation": 0.75, "noise": 0.035, "texture": 0.055, "mimic": 0.15},
-    "hard": {"contrast": 0.35, "separation": 0.2, "noise": 0.07, "texture": 0.10, "mimic": 0.6},
+    # contrast: fraction of the signal difference from normal tissue that is rendered for the features that
+    # change an area (the marrow pattern's abnormal marrow, intravertebral mass, epidural/paraspinal soft
+    # tissue, involved pedicles, skipped nodules); detail: the same for the thin ones (dark lines, irregular
+    # dark patches, fluid cleft); separation: fraction of a patient's latent abnormal-marrow signal's
+    # deviation from LESION_REFERENCE that is rendered (1 = the latent as drawn, 0 = the reference for
+    # everyone); noise: Rician sigma relative to fat; texture: amplitude of the nonspecific fine marrow
+    # heterogeneity (and patient-to-patient spread of normal marrow signal); mottle: largest amplitude of the
+    # label-free patchy red/fatty marrow of every vertebral body (each patient draws 20-100% of it).
+    "easy": {"contrast": 1.0, "detail": 1.0, "separation": 1.0, "noise": 0.025, "texture": 0.04, "mottle": 0.0},
+    "medium": {"contrast": 0.3, "detail": 0.8, "separation": 0.75, "noise": 0.035, "texture": 0.1, "mottle": 1.0},
+    "hard": {"contrast": 0.2, "detail": 0.4, "separation": 0.3, "noise": 0.07, "texture": 0.12, "mottle": 1.0},
 }
 
 #: Vertebral levels from caudal to cranial with typical body height, AP depth, half-width and disc
@@ -102,6 +117,7 @@ class Anatomy:
     lesion_params: dict[str, Any] = field(default_factory=dict)
     others: dict[str, Any] = field(default_factory=dict)
     difficulty: dict[str, float] = field(default_factory=dict)
+    mottle: tuple[np.ndarray, np.ndarray, float] = (np.zeros((0, 3)), np.zeros(0), 0.0)  # waves, phases, amplitude
 
     def lesion_centre(self) -> np.ndarray:
         """LPS point (mm) at the centre of the fractured body (midline), in the anatomy frame."""
@@ -138,10 +154,11 @@ def sample_anatomy(seed: int, index: int, truth: dict[str, Any], difficulty: str
     sig["marrow"] = (m1, m2)
     for k in ("muscle", "fat", "csf", "viscera", "annulus"):
         sig[k] = (sig[k][0] * rng.normal(1, 0.05), sig[k][1] * rng.normal(1, 0.05))
-    # the class-specific lesion signal moves towards the shared midpoint with separation
+    # the abnormal marrow's signal is the patient's latent draw (never the label), rendered about a fixed
+    # reference with the difficulty's separation
     sep = diff["separation"]
-    mid = (np.array(TISSUES["edema"]) + np.array(TISSUES["tumour"])) / 2
-    lesion_sig = mid + sep * ((np.array(TISSUES["tumour"]) if truth["label"] else np.array(TISSUES["edema"])) - mid)
+    ref = np.array(LESION_REFERENCE)
+    lesion_sig = ref + sep * (np.array(truth["signal"]) - ref)
     sig["lesion"] = (float(lesion_sig[0]), float(lesion_sig[1]))
 
     n_waves = 16
@@ -158,7 +175,7 @@ def sample_anatomy(seed: int, index: int, truth: dict[str, Any], difficulty: str
         "top_share": rng.uniform(0.6, 1.0),
         "bulge": rng.uniform(2.5, 4.0) if f["convex_posterior_cortex"] else -0.8,
         "pattern": truth["pattern"],
-        "band_width": rng.uniform(6.0, 10.0),
+        "extent": truth["extent"],
         "focal_centres": rng.uniform([-0.35, -0.3, -4], [0.35, 0.3, 4], (2, 3)),
         "line_depth": rng.uniform(2.5, 5.0),
         "patches": rng.uniform([-0.35, -0.35, -8], [0.35, 0.35, 8], (int(rng.integers(2, 5)), 3)),
@@ -169,8 +186,6 @@ def sample_anatomy(seed: int, index: int, truth: dict[str, Any], difficulty: str
         "fluid_thick": rng.uniform(1.5, 3.0),
         "frag": rng.uniform(3.0, 5.0),
         "epi_len": rng.uniform(0.6, 1.0), "epi_thick": rng.uniform(4.0, 7.0), "epi_ant": rng.random() < 0.5,
-        "mimic_centre": rng.uniform([-0.3, -0.3, -5], [0.3, 0.3, 5]),
-        "label": truth["label"],
     }
     lp.update({name: int(v) for name, v in f.items()})
     others: dict[str, Any] = {"nodules": [], "old_fracture": None}
@@ -182,13 +197,20 @@ def sample_anatomy(seed: int, index: int, truth: dict[str, Any], difficulty: str
     if f["other_level_fractures"] and cand2:
         others["old_fracture"] = (int(rng.choice(cand2)), rng.uniform(0.12, 0.25))
 
+    # label-free mottled marrow of the elderly spine (patchy red/fatty marrow in every body); its amplitude is
+    # the difficulty's ``mottle`` times a per-patient share
+    km = 8
+    mdirs = rng.normal(size=(km, 3))
+    mdirs /= np.linalg.norm(mdirs, axis=1, keepdims=True)
+    mottle = (mdirs * (2 * np.pi / rng.uniform(10.0, 25.0, (km, 1))), rng.uniform(0, 2 * np.pi, km),
+              float(diff.get("mottle", 0.0) * rng.uniform(0.2, 1.0)))
     return Anatomy(
         names=names, s_c=s_c, height=h, depth=d, width=w, bounds=bounds, curve=curve, lesion=lesion,
         canal=rng.uniform(13.0, 17.0), muscle=rng.uniform(45.0, 65.0), fat=rng.uniform(8.0, 30.0),
         s_conus=float(s_c[names.index("L1")] - rng.uniform(0, 15)),
         s_diaphragm=float(s_c[names.index("T12")] + rng.uniform(-10, 30)),
         nucleus_t2=rng.uniform(0.3, 1.0, len(LEVELS)), signal=sig, texture=(waves, phases), lesion_params=lp,
-        others=others, difficulty=dict(diff),
+        others=others, difficulty=dict(diff), mottle=mottle,
     )
 
 
@@ -377,6 +399,10 @@ def _evaluate_spine(
     tex = _texture(anat, p[im])
     amp = anat.difficulty["texture"]
     out[im] = sig["marrow"] * (1 + amp * tex)
+    waves, phases, m_amp = anat.mottle
+    if m_amp > 0:
+        field_m = np.cos(p[im] @ waves.T + phases).sum(axis=1) * np.sqrt(2.0 / len(phases))
+        out[im] = _mix(out[im], sig["red_marrow"], m_amp * np.clip(0.5 * field_m, 0, 1))
     out[cortex] = sig["cortex"]
     # anterior longitudinal ligament
     out[(u < -dd / 2) & (u > -dd / 2 - 1.0) & (ax < wx)] = sig["ligament"]
@@ -406,16 +432,17 @@ def _render_lesion(
     u: np.ndarray, t: np.ndarray, h: np.ndarray, dd: np.ndarray, top: np.ndarray, bot: np.ndarray, u_post: np.ndarray,
     lesion_body: np.ndarray, marrow: np.ndarray, is_les: np.ndarray, post_marrow: np.ndarray, channel: int,
 ) -> np.ndarray:
-    """Paint the fracture's scored features (and, by difficulty, unscored mimics) into ``out``.
+    """Paint the fracture's scored features into ``out`` (from the latents in ``anat.lesion_params``).
 
     Returns:
         The lesion mask over the points: where a scored feature changes the signal (abnormal marrow of the
         pattern, dark lines and patches, mass, fluid cleft, retropulsed fragment, epidural/paraspinal mass,
-        involved pedicles); the whole fractured body when none does. The unscored mimic change is left out
-        (it is not evidence). Geometric, so the same for T1W and T2W and at every difficulty.
+        involved pedicles); the whole fractured body when none does. Geometric, so the same for T1W and T2W
+        and at every difficulty.
     """
     lp = anat.lesion_params
     c = anat.difficulty["contrast"]
+    cd = anat.difficulty["detail"]
     lesion = np.zeros(len(out), dtype=bool)
     has_signal = lp["pattern"] != "homogeneous" or any(lp[name] for name in SIGNAL_FEATURES)
     if not has_signal:
@@ -434,34 +461,30 @@ def _render_lesion(
     d_top = top[i] - ts  # depth below the (fractured) superior endplate
     lesion_sig = sig["lesion"]
     pattern = lp["pattern"]
+    extent = lp["extent"]
     if pattern == "diffuse":
-        w = np.clip(0.85 + 0.5 * tex * 0.3, 0, 1)
+        # the texture field is ~N(0, 1): its (1 - extent) quantile leaves the share ``extent`` of the marrow changed
+        thr = NormalDist().inv_cdf(1.0 - min(extent, 0.995))
+        w = np.clip(0.5 + 1.5 * (tex - thr), 0, 1)
         val = _mix(val, lesion_sig, c * w)
         ev |= w >= 0.5
     elif pattern == "band":
-        w = np.clip((lp["band_width"] * (1 + 0.25 * tex) - d_top) / 2.0, 0, 1)
+        w = np.clip((extent * (1 + 0.25 * tex) - d_top) / 2.0, 0, 1)  # extent: band thickness (mm)
         val = _mix(val, lesion_sig, c * w)
         ev |= w >= 0.5
     elif pattern == "focal":
-        w = np.zeros_like(val)
-        for fc in lp["focal_centres"][:1]:
-            w = np.maximum(w, _blob((rel_u - fc[0]) * D, (rel_t - fc[1]) * H * 1.5, xs - fc[2], 7.0, tex))
+        fc = lp["focal_centres"][0]  # extent: radius (mm) of the patch
+        w = _blob((rel_u - fc[0]) * D, (rel_t - fc[1]) * H * 1.5, xs - fc[2], extent, tex).astype(np.float32)
         val = _mix(val, lesion_sig, c * w)
         ev |= w >= 0.5
-    mim = anat.difficulty["mimic"]
-    if mim > 0 and pattern != "diffuse":
-        # unscored patchy change near the fracture: blurs the line between classes
-        mc = lp["mimic_centre"]
-        w = _blob((rel_u - mc[0]) * D, (rel_t - mc[1]) * H, xs - mc[2], 6.0, tex).astype(np.float32)
-        val = _mix(val, sig["edema"], c * mim * w)
     if lp["dark_lines_bands"]:
         w = np.abs(d_top - lp["line_depth"] - 0.6 * tex) < 0.8
-        val = np.where(w, _mix(val, sig["dark"], c), val)
+        val = np.where(w, _mix(val, sig["dark"], cd), val)
         ev |= w
     if lp["irregular_dark_patches"]:
         for k, pc in enumerate(lp["patches"]):
             w = _blob((rel_u - pc[0]) * D, (rel_t - pc[1]) * H, xs - pc[2], lp["patch_r"][k], tex)
-            val = np.where(w, _mix(val, sig["dark"], c), val)
+            val = np.where(w, _mix(val, sig["dark"], cd), val)
             ev |= w
     if lp["intravertebral_mass"]:
         mc = lp["mass_centre"]
@@ -470,7 +493,7 @@ def _render_lesion(
         ev |= w
     if lp["fluid_sign"]:
         w = (d_top < lp["fluid_thick"] + 0.8) & (d_top > 0.8) & (np.abs(rel_u + 0.1) < lp["fluid_len"] / 2)
-        val = np.where(w, _mix(val, sig["fluid"], min(1.0, c * 1.3)), val)
+        val = np.where(w, _mix(val, sig["fluid"], min(1.0, cd * 1.3)), val)
         ev |= w
     out[i] = val
     lesion[i[ev]] = True
@@ -486,7 +509,9 @@ def _render_lesion(
         frag &= (t < top + 1.0) & (t > top - 6.0 - (u - d_les / 2))
         out[frag] = sig["cortex"] if channel == 0 else sig["cortex"] * 1.5
         core = frag & (u < d_les / 2 + lp["frag"] - 1.2) & (t < top - 1.2)
-        out[core] = _mix(np.asarray(sig["marrow"], dtype=np.float32), sig["lesion"], 0.5)
+        # its marrow is as abnormal as the body's (normal when the body's marrow is homogeneous)
+        normal = lp["pattern"] == "homogeneous"
+        out[core] = sig["marrow"] if normal else _mix(np.asarray(sig["marrow"], dtype=np.float32), sig["lesion"], 0.5)
         lesion |= frag
     if lp["epidural_paraspinal_mass"]:
         uu = u - (d_les / 2 + 1.5)
@@ -503,7 +528,7 @@ def _render_lesion(
     if lp["pedicle_posterior_involvement"]:
         ped = is_les & post_marrow & ~lesion_body & (np.abs(x) > 9.0)
         ped &= (u > d_les / 2) & (u < d_les / 2 + anat.canal + 12)
-        out[ped] = _mix(out[ped], sig["tumour"], cc)
+        out[ped] = _mix(out[ped], sig["lesion"], cc)  # the same abnormal signal as the body's marrow
         lesion |= ped
     return lesion
 

@@ -90,6 +90,47 @@ def pattern_probabilities(label: int) -> dict[str, float]:
     return p
 
 
+@dataclass(frozen=True)
+class SignalDistribution:
+    """Signal of the abnormal marrow in one class: independent normals on T1W and T2W.
+
+    Relative units of :data:`spinedx.synth.phantom.TISSUES` (subcutaneous fat on T1W = 1; normal
+    fatty marrow about 0.72 on T1W and 0.55 on T2W).
+
+    Args:
+        t1_mean, t1_sd: T1W signal of the abnormal marrow.
+        t2_mean, t2_sd: T2W signal.
+        source: where the numbers come from.
+    """
+
+    t1_mean: float
+    t1_sd: float
+    t2_mean: float
+    t2_sd: float
+    source: str
+
+
+#: Signal of the abnormal marrow (edema, hemorrhage or tumour replacement) of the fractured body by class:
+#: the label reaches the lesion's pixels only through this latent draw, and the two classes overlap.
+#: Direction from the literature (benign acute fracture: T1W hypointense edema, T2W bright; metastatic
+#: replacement: T1W more hypointense, T2W less bright; Jung 2003, Cuenod 1996), values chosen for the
+#: simulation so that the signal alone separates the classes only partly.
+LESION_SIGNAL: dict[str, SignalDistribution] = {
+    "benign": SignalDistribution(0.32, 0.07, 0.75, 0.10, LIT + " (edema/hemorrhage; Cuenod 1996, Jung 2003)"),
+    "malignant": SignalDistribution(0.25, 0.07, 0.66, 0.10, LIT + " (marrow replacement; Jung 2003)"),
+}
+
+#: Extent of the abnormal marrow given the pattern (the same in both classes, so it carries no label
+#: information beyond the pattern): fraction of the body for ``diffuse``, band thickness (mm) for ``band``,
+#: radius (mm) of the patch for ``focal``; uniform between the two values.
+PATTERN_EXTENT: dict[str, tuple[float, float]] = {
+    "homogeneous": (0.0, 0.0),
+    "diffuse": (0.75, 1.0),
+    "band": (5.0, 11.0),
+    "focal": (5.0, 9.0),
+}
+
+
 #: Reader operating points of the paper (Table 2 / Results): (sensitivity, specificity).
 READER_OPERATING_POINTS: dict[str, tuple[float, float]] = {
     "reader_senior": (0.94, 0.99),

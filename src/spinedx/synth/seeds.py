@@ -16,6 +16,10 @@ DEVELOPMENT_SEEDS: range = range(100)
 TUNING_SEEDS: dict[int, str] = {
     0: "historical: medium difficulty (model in the loop) and the quick training profile (cv seed 0), before "
        "issue 12",
+    1: "difficulty levels (issue 12): first-order probes on the fast stand-in (200 patients) and on synth + "
+       "extract (60 patients); the probe table's tuning seed",
+    2: "difficulty levels (issue 12): first-order probes on the fast stand-in (200 patients) and on synth + "
+       "extract (60 patients)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
