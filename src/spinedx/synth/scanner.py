@@ -135,12 +135,18 @@ def zero_fill(img: np.ndarray, size: int = RECON) -> np.ndarray:
     larger than the acquisition matrix; sharp edges ring a little (truncation artefact).
     """
     nz, nr, nc = img.shape
-    k = scipy.fft.fftshift(scipy.fft.fft2(img, axes=(1, 2)), axes=(1, 2))
+    k = scipy.fft.fft2(img, axes=(1, 2))
+    # the four quadrants of the unshifted spectrum go to the four corners of the larger one: the same as
+    # centring both with fftshift, without the two shifted copies
     big = np.zeros((nz, size, size), dtype=np.complex64)
-    r0, c0 = size // 2 - nr // 2, size // 2 - nc // 2
-    big[:, r0:r0 + nr, c0:c0 + nc] = k
-    out = scipy.fft.ifft2(scipy.fft.ifftshift(big, axes=(1, 2)), axes=(1, 2))
-    return out * (size * size / (nr * nc))
+    hr, hc = nr - nr // 2, nc - nc // 2  # non-negative frequencies (and the rest negative)
+    big[:, :hr, :hc] = k[:, :hr, :hc]
+    big[:, :hr, size - nc // 2:] = k[:, :hr, hc:]
+    big[:, size - nr // 2:, :hc] = k[:, hr:, :hc]
+    big[:, size - nr // 2:, size - nc // 2:] = k[:, hr:, hc:]
+    out = scipy.fft.ifft2(big, axes=(1, 2), overwrite_x=True)
+    out *= np.float32(size * size / (nr * nc))
+    return out
 
 
 def acquire(
