@@ -163,7 +163,8 @@ def main() -> None:
     med = [r["skewness"]["auc"] for r in results if r["difficulty"] == "medium"] or \
           [r["skewness"]["auc"] for r in results if r["difficulty"] == results[0]["difficulty"]]
     base = [r["features"]["auc"] for r in results]
-    print(f"ratio skewness/features AUC (first difficulty or medium): {sum(med) / len(med) / (sum(base) / len(base)):.3f}")
+    ratio = sum(med) / len(med) / (sum(base) / len(base))
+    print(f"ratio skewness/features AUC (first difficulty or medium): {ratio:.3f}")
     print(f"RESULT synth_probe_medium_skewness_auc {sum(med) / len(med):.3f}")
 
 

@@ -217,8 +217,8 @@ def calibrate(n_per_class: int = 200_000, seed: int = CALIBRATION_SEED) -> dict[
         return np.array(r)
 
     fit = least_squares(resid_r1, np.zeros(1 + len(MARROW_PATTERNS)), xtol=1e-12, ftol=1e-12)
-    models["reader_r1"] = {"gamma": round(math.exp(fit.x[0]), 5),
-                           "pattern_bias": {m: round(float(b), 5) for m, b in zip(MARROW_PATTERNS, fit.x[1:])}}
+    biases = {m: round(float(b), 5) for m, b in zip(MARROW_PATTERNS, fit.x[1:], strict=True)}
+    models["reader_r1"] = {"gamma": round(math.exp(fit.x[0]), 5), "pattern_bias": biases}
     return models
 
 
