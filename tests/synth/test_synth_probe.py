@@ -54,6 +54,21 @@ def test_auc_is_sklearns() -> None:
     assert _auc(y, score) == pytest.approx(roc_auc_score(y, score))
 
 
+@pytest.mark.slow
+def test_radiomics_probe_uses_the_same_folds_and_finds_nothing_without_a_cue() -> None:
+    """Without a cue the team's radiomics baseline is near chance; its folds are those of cv_patient_auc."""
+    from spinedx.synth.probe import _folds, radiomics_patient_auc
+
+    none = _patches(n_patients=30, seed=5)
+    res = radiomics_patient_auc(none["x"], none["label"], none["patient_id"], first_order_only=True)
+    assert 0.15 < res["auc"] < 0.85 and res["n_patients"] == 30
+    a = _folds(none["label"], none["patient_id"], 5, 0)
+    b = _folds(none["label"], none["patient_id"], 5, 0)
+    assert all(np.array_equal(t1, t2) for (_, t1), (_, t2) in zip(a, b, strict=True))
+    pats = [set(none["patient_id"][t]) for _, t in a]
+    assert sum(len(p) for p in pats) == 30 == len(set().union(*pats))  # every patient held out exactly once
+
+
 def test_cv_auc_finds_a_cue_and_no_cue() -> None:
     strong = _patches(cue=3.0)
     res = cv_patient_auc(pooled_features(strong["x"], 4), strong["label"], strong["patient_id"])
@@ -64,6 +79,7 @@ def test_cv_auc_finds_a_cue_and_no_cue() -> None:
     assert 0.2 < res["auc"] < 0.8  # nothing to find: near chance
 
 
+@pytest.mark.slow
 def test_probe_patches_reads_npz_and_manifest(tmp_path: Path) -> None:
     z = _patches(cue=1.0)
     with open(tmp_path / "patches.npz", "wb") as fh:
@@ -77,6 +93,8 @@ def test_probe_patches_reads_npz_and_manifest(tmp_path: Path) -> None:
     df[FEATURE_COLUMNS[0]] = [y[p] for p in ids]  # one feature decides the label
     df.to_csv(tmp_path / "cohort.csv", index=False)
     res = probe_patches(tmp_path / "patches.npz", tmp_path / "cohort.csv")
-    assert set(res) == {"skewness", "quantiles", "pooled", "features"}
+    assert set(res) == {"skewness", "quantiles", "pooled", "radiomics_first_order", "radiomics", "features"}
     assert res["features"]["auc"] == 1.0
     assert res["pooled"]["auc"] > 0.9
+    # the bright corner shifts the upper quantiles and maximum: first-order radiomics sees it too
+    assert res["radiomics_first_order"]["auc"] > 0.8 and res["radiomics"]["auc"] > 0.8

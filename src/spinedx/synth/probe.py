@@ -11,13 +11,16 @@ the label the statistic carries:
 * ``quantiles``: per channel the 5, 25, 50, 75 and 95% quantiles (30 values);
 * ``pooled``: the patch average-pooled to 8 x 8 per channel (384 values): where the signal is, not
   only its histogram, a linear stand-in for what a CNN can use;
+* ``radiomics_first_order`` and ``radiomics``: the team's radiomics baseline
+  (:mod:`spinedx.baselines`: IBSI first-order statistics only, then with GLCM and GLRLM texture, per
+  channel; L2 logistic regression with C chosen inside the training folds), on the same folds;
 * ``features``: the 15 imaging features of the manifest (what the simulated readers see, scored by
   the senior reader), when present;
 * ``cnn`` (optional, :func:`cnn_patient_auc`): a small convolutional network trained from scratch on the
   same folds, a cheap indication of what the full image carries for a CNN.
 
-A proper radiomics baseline (first-order + texture) belongs to ``spinedx cv``; these probes are for
-the simulation.
+``spinedx cv`` fits the radiomics baseline on a run's own folds; here it runs on the probes' folds to
+show, per difficulty, how much of the label it carries.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-PROBES: tuple[str, ...] = ("skewness", "quantiles", "pooled", "features")
+PROBES: tuple[str, ...] = ("skewness", "quantiles", "pooled", "radiomics_first_order", "radiomics", "features")
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -102,16 +105,50 @@ def cv_patient_auc(
         :func:`patient_auc` of the out-of-fold slice probabilities.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     prob = np.full(len(y), np.nan)
-    for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(feats, y, groups):
+    for train, test in _folds(y, groups, folds, seed):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
         model.fit(feats[train], y[train])
         prob[test] = model.predict_proba(feats[test])[:, 1]
     return patient_auc(prob, y, groups, seed=seed)
+
+
+def _folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer folds of every probe: StratifiedGroupKFold by patient, shuffled with ``seed``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
+
+
+def radiomics_patient_auc(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, first_order_only: bool = False, folds: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """Out-of-fold patient AUC of the radiomics baseline (:mod:`spinedx.baselines`) on the probes' folds.
+
+    Args:
+        x: (N, 6, P, P) z-scored patches.
+        y: (N,) 0/1 per slice.
+        groups: (N,) patient id per slice.
+        first_order_only: only the IBSI first-order statistics (``stat_*``) of each channel, no texture.
+        folds: outer folds (the same as :func:`cv_patient_auc` with the same ``seed``).
+        seed: fold-shuffling seed (and of the inner folds that choose C).
+
+    Returns:
+        :func:`patient_auc` of the out-of-fold slice probabilities.
+    """
+    from spinedx.baselines import cross_validate, radiomics_features
+
+    feats, names = radiomics_features(x)
+    if first_order_only:
+        feats = feats[:, [i for i, n in enumerate(names) if n.split("_", 1)[1].startswith("stat_")]]
+    fold_of: dict[str, int] = {}
+    for k, (_, test) in enumerate(_folds(y, groups, folds, seed)):
+        fold_of.update({str(g): k for g in groups[test]})
+    oof = cross_validate("radiomics", feats, y, np.asarray(groups).astype(str), fold_of, seed=seed)
+    return patient_auc(oof.probability, y, groups, seed=seed)
 
 
 def probe_patches(
@@ -138,6 +175,8 @@ def probe_patches(
     out: dict[str, Any] = {}
     for name, (fn, c) in makers.items():
         out[name] = cv_patient_auc(fn(x), y, groups, c=c, seed=seed)
+    out["radiomics_first_order"] = radiomics_patient_auc(x, y, groups, first_order_only=True, seed=seed)
+    out["radiomics"] = radiomics_patient_auc(x, y, groups, seed=seed)
     if manifest is not None:
         import pandas as pd
 
@@ -162,7 +201,6 @@ def cnn_patient_auc(
     tuned on the held-out fold). Same folds as :func:`cv_patient_auc` with the same ``seed``; one CPU thread.
     """
     import torch
-    from sklearn.model_selection import StratifiedGroupKFold
     from torch import nn
 
     torch.set_num_threads(1)
@@ -171,7 +209,7 @@ def cnn_patient_auc(
     def block(i: int, o: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
-    for k, (train, test) in enumerate(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups)):
+    for k, (train, test) in enumerate(_folds(y, groups, folds, seed)):
         torch.manual_seed(seed * 100 + k)
         net = nn.Sequential(block(x.shape[1], 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool2d(1),
                             nn.Flatten(), nn.Linear(64, 1))
