@@ -10,20 +10,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 OUT = Path(__file__).resolve().parents[1] / "img" / "synth_causal_chain.png"
 
 
-def box(ax, x, y, w, h, title, body, colour):  # noqa: ANN001, ANN201 -- a drawing helper
+def box(ax, x, y, w, h, title, body, colour):
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.02", fc=colour, ec="#333",
                                 lw=1.2))
     ax.text(x + w / 2, y + h - 0.035, title, ha="center", va="top", fontsize=10.5, weight="bold")
     ax.text(x + 0.02, y + h - 0.09, body, ha="left", va="top", fontsize=8.2, linespacing=1.35)
 
 
-def arrow(ax, a, b, text="", style="-|>", colour="#333", ls="-", offset=(0, 0.015)):  # noqa: ANN001, ANN201
+def arrow(ax, a, b, text="", style="-|>", colour="#333", ls="-", offset=(0, 0.015)):
     ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=16, lw=1.6, color=colour, linestyle=ls))
     if text:
         ax.text((a[0] + b[0]) / 2 + offset[0], (a[1] + b[1]) / 2 + offset[1], text, ha="center", va="bottom",
@@ -46,17 +46,17 @@ def main() -> None:
     box(ax, 0.71, 0.36, 0.28, 0.22, "image (DICOM)",
         "phantom rendered from the latents\n+ label-free anatomy, level,\n  height loss, coil bias, motion,\n"
         "  Rician noise, zero-filling\n+ lesion mask (same latents)", "#d6eaf8")
-    box(ax, 0.71, 0.06, 0.28, 0.22, "simulated readers",
+    box(ax, 0.71, 0.06, 0.30, 0.22, "simulated readers",
         "evidence E = gamma S(latents) + b\n(R1: own bias per marrow pattern)\ncall malignant if E + noise > 0\n"
         "calibrated to the paper's\nsensitivity / specificity", "#d5f5e3")
     box(ax, 1.10, 0.36, 0.26, 0.22, "model, probes",
         "patches from the image;\nthe label only as the\ntraining target", "#e8daef")
     box(ax, 1.10, 0.06, 0.26, 0.22, "difficulty",
-        "easy / medium / hard:\nhow faithfully the latents\nare rendered (contrast,\nseparation, noise, texture,\n"
-        "unscored mimic change)", "#eaeded")
+        "easy / medium / hard:\nhow faithfully the latents\nare rendered (contrast, detail,\n"
+        "separation, noise, texture,\nlabel-free red-marrow mottle)", "#eaeded")
     arrow(ax, (0.18, 0.32), (0.26, 0.32), "P(latents\n| label)", offset=(-0.005, 0.012))
-    arrow(ax, (0.62, 0.47), (0.71, 0.47), "renders")
-    arrow(ax, (0.62, 0.17), (0.71, 0.17), "seen by")
+    arrow(ax, (0.63, 0.47), (0.71, 0.47), "renders")
+    arrow(ax, (0.63, 0.17), (0.71, 0.17), "seen by")
     arrow(ax, (0.99, 0.47), (1.10, 0.47), "patches")
     arrow(ax, (1.10, 0.25), (0.99, 0.38), colour="#777", ls="--")
     ax.text(0.105, 0.21, "the label reaches the image\nand the readers only\nthrough the latents", ha="center",
