@@ -98,6 +98,25 @@ def test_predict_api_without_output_or_heatmaps(tiny_run: Path, synthetic_pair: 
     assert 0.0 <= res.probability <= 1.0
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_predict_with_a_warm_ensemble_equals_the_loop(tiny_run: Path, synthetic_pair: Path, backend: str) -> None:
+    """The workstation's batched ensemble gives the per-model loop's probabilities (1e-4) and says it was used."""
+    from spinedx.models import Ensemble, load_run
+
+    run = load_run(tiny_run)
+    args = (tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5, 6), (27, 35, 63, 65))
+    loop = predict_case(*args, explain=False, run=run)
+    ens = Ensemble.from_models(run.models, folds=run.folds, backend=backend)
+    fast = predict_case(*args, explain=False, run=run, ensemble=ens)
+    assert fast.slice_probability.shape == loop.slice_probability.shape == (2, 3)
+    assert np.abs(fast.slice_probability - loop.slice_probability).max() < 1e-4
+    assert fast.probability == pytest.approx(loop.probability, abs=1e-4) and fast.call == loop.call
+    assert loop.record["engine"] == "torch" and fast.record["engine"] == f"ensemble ({backend}, fp32)"
+    other = Ensemble.from_models(run.models[:1], folds=run.folds[:1], backend="torch")
+    with pytest.raises(SpinedxError, match="ensemble holds folds"):
+        predict_case(*args, explain=False, run=run, ensemble=other)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--box", "27,35,200,65"], "box"),
     (["--box", "1,2,3"], "--box"),

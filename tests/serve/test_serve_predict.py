@@ -20,10 +20,14 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
 
     rec = load_manifest(manifest, draft=True).cases[0]
     with TestClient(create_app(settings_for(manifest, model=ws_run))) as client:
-        assert client.get("/api/health").json()["model"]["folds"] == [0, 1]
+        model = client.get("/api/health").json()["model"]
+        assert model["folds"] == [0, 1] and model["engine"] == "onnxruntime (fp32)"  # the warm batched ensemble
         r = client.post(f"/api/cases/{rec.patient_id}/predict")
         assert r.status_code == 200, r.text
         got = r.json()
+        stored_dir = manifest.with_name(manifest.stem + ".predictions") / rec.patient_id
+        stored = json.loads((stored_dir / "prediction.json").read_text())
+        assert stored["engine"] == "ensemble (onnxruntime, fp32)"
         assert all(s["overlay"] is None for s in got["slices"])  # the fast answer: no Grad-CAM yet
         r = client.post(f"/api/cases/{rec.patient_id}/explain")
         assert r.status_code == 200, r.text
