@@ -7,8 +7,8 @@ Usage::
     .venv/bin/python benchmarks/extract.py --n-patients 30 --register-patients 5
 
 The floor is ``pydicom.dcmread`` + ``.pixel_array`` over every DICOM file of the cohort's series (NIfTI
-cases: ``nibabel`` load of the voxels): no extraction can be faster than reading its input once. Both are
-timed after one untimed pass of each (OS file cache, imports), in one process. Each of the ``--repeat``
+cases and lesion masks: ``nibabel`` load of the voxels): no extraction can be faster than reading its input
+once. Both are timed after one untimed pass of each (OS file cache, imports), in one process. Each of the ``--repeat``
 repetitions times the floor and then the extraction, and the ratio is the median of the repetitions'
 ratios: on a machine shared with other jobs the load drifts, and a floor and an extraction timed back to
 back see the same load, while the best of each timed in separate phases may not. Extraction without
@@ -89,7 +89,7 @@ def cohort_files(manifest: Path) -> list[Path]:
 
     files: list[Path] = []
     for case in load_manifest(manifest).cases:
-        for p in (case.t1, case.t2):
+        for p in (case.t1, case.t2, case.lesion_mask):  # a synthetic cohort's lesion masks are input too
             if p is None:
                 continue
             files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
@@ -168,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             for c in cases:
                 t0 = time.perf_counter()
                 t1, t2 = read_image(c.t1, c.t1_series_uid), read_image(c.t2, c.t2_series_uid)
+                mask = read_image(c.lesion_mask) if c.lesion_mask is not None else None
                 t_mid = time.perf_counter()
                 extract_patches(t1, t2, c.lesion_slices, c.box, ExtractConfig(register=False),
-                                patient_id=c.patient_id)
+                                patient_id=c.patient_id, mask=mask)
                 read_s, patch_s = read_s + t_mid - t0, patch_s + time.perf_counter() - t_mid
-                del t1, t2
+                del t1, t2, mask
             reads.append(read_s)
             patches.append(patch_s)
         t_read, t_patch = float(np.median(reads)), float(np.median(patches))

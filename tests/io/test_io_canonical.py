@@ -21,7 +21,7 @@ from spinedx.io.geometry import canonical_axes, reorient
 from spinedx.preprocess import ExtractConfig, extract_patches
 
 LUMBAR = ("sct_tutorial_data_t2_lumbar", "t2_lumbar.nii.gz")
-LUMBAR_BOX = (95, 105, 135, 132)  # a lumbar vertebral body on slice 27 of the canonical grid
+LUMBAR_BOX = (138, 132, 174, 168)  # a lumbar vertebral body on slice 27 of the canonical grid
 
 
 def _sitk_series(folder) -> sitk.Image:

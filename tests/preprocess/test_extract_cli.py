@@ -240,7 +240,7 @@ def test_lesion_mask_must_lie_on_the_t2_grid(cohort, tmp_path):
     assert res.ok == ["ok"]
     reasons = dict(res.failed)
     assert "not on the T2 grid" in reasons["shifted"] and "1 mm" in reasons["shifted"]
-    assert "holds values [0.0, 3.0]" in reasons["labels"]
+    assert "holds values other than 0 and 1 (e.g. [3.0])" in reasons["labels"]
     with np.load(res.patches_path) as z:
         mask = z["mask"][0]
     grid_mask = m[4].astype(np.float32)

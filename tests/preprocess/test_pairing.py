@@ -64,7 +64,7 @@ def _cli(*args: str):
     ("A/t2.nii.gz", "A/t2.nii.gz", "same file or folder"),         # the same NIfTI file twice
     ("A/t2_copy.nii.gz", "A/t2.nii.gz", "identical voxels"),       # a copy of the T2 file
     ("B/t1", "A/t2", "different patients (PatientID 'B' vs 'A')"),  # another patient's T1
-    ("A/t2", "A/t1", "TE 90 ms and the one given as T2 TE 15 ms"),  # T1 and T2 swapped: TE 90 given as T1
+    ("A/t2", "A/t1", "as T1 has TE 90 ms and TR 3200 ms, the one given as T2 TE 15 ms and TR 500 ms"),  # swapped
 ])
 def test_wrong_pair_is_one_clean_error_naming_the_patient(pairs, tmp_path, t1, t2, expected):
     root, box = pairs
@@ -83,6 +83,7 @@ def test_swapped_pair_names_both_times_and_extract_case_refuses_it(pairs):
         extract_case(case, ExtractConfig(register=False))
     msg = exc.value.one_line()
     assert msg.startswith("A: ") and "TE 90 ms" in msg and "TR 3200 ms" in msg and "swapped" in msg
+    assert msg.count("T1-weighted images have the shorter TE and TR") == 1
 
 
 def test_override_warn_records_the_problem_and_off_skips_the_check(pairs, tmp_path):
@@ -91,6 +92,7 @@ def test_override_warn_records_the_problem_and_off_skips_the_check(pairs, tmp_pa
     res = _cli(manifest, "--out", str(tmp_path / "warn"), "--pair-check", "warn")
     assert res.exit_code == 0, res.output
     assert "warning: A: accepted with --pair-check warn: the series given as T1 has TE 90 ms" in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("warning: ")]) == 1
     doc = json.loads((tmp_path / "warn" / "extract.json").read_text())
     assert doc["config"]["pair_check"] == "warn" and doc["pair_check"] == "warn"
     assert doc["patients"][0]["pair_check"]["problems"] and doc["warnings"][0].startswith("A: accepted with")

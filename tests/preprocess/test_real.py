@@ -12,7 +12,7 @@ from spinedx.io import Image, read_image
 from spinedx.preprocess import ExtractConfig, extract_patches
 from spinedx.preprocess.mapping import crop_grid, sample_plane
 
-LUMBAR_BOX = (95, 105, 135, 132)  # a lumbar vertebral body on slice 27 (x = anterior-posterior, y = S-I index)
+LUMBAR_BOX = (138, 132, 174, 168)  # a lumbar vertebral body on slice 27, canonical grid (docs/img/canonical_grid.png)
 
 # fastcleverseg arrays: axis 0 superior->inferior, 1 anterior->posterior, 2 sagittal planes (1 mm).
 # A RAS affine saying so (any consistent choice works): on the canonical grid the slices are axis 2, the rows

@@ -139,7 +139,7 @@ def _truncated_element(ds: Any, path: Path) -> tuple[int, int, int] | None:
     SeriesInstanceUID would make a file its own series); only the last element can be cut.
     """
     try:
-        last = ds.get_item(max(ds.keys()))
+        last = ds.get_item(max(ds.keys()), keep_deferred=True)  # a deferred PixelData stays in the file
     except ValueError:  # an empty dataset
         return None
     if last is None or not getattr(last, "is_raw", False) or last.length == 0xFFFFFFFF:

@@ -75,6 +75,7 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
         # left-right, and the plane of the two others must be sagittal.
         img = read_nifti(path, where=where) if kind == "nifti" else read_sitk_volume(path, where=where)
         plane = img
+        finite = bool(img.meta.get("integer_valued", False))
     _check_image(img, expect_sagittal, w, check_finite=not finite, plane=plane)
     return img
 

@@ -76,6 +76,8 @@ def read_nifti(path: str | Path, *, where: str | None = None) -> Image:
         raise ImageReadError(f"unreadable NIfTI file ({type(exc).__name__}: {exc})", where=w) from None
     data = _squeeze_3d(data, path, where)
     # get_fdata would apply scl_slope/inter as float64; do the same in float32 to halve the memory.
+    stored = data.dtype
+    scaled = (slope is not None and slope not in (0.0, 1.0)) or (inter is not None and inter != 0.0)
     data = data.astype(np.float32)
     if slope is not None and slope not in (0.0, 1.0):
         data *= np.float32(slope)
@@ -86,7 +88,9 @@ def read_nifti(path: str | Path, *, where: str | None = None) -> Image:
         raise ImageReadError("the NIfTI affine is singular or not finite (no usable qform/sform); fix the header",
                              where=w)
     meta = {"format": "nifti", "qform_code": qcode, "sform_code": scode, "affine_from": "sform" if scode else "qform",
-            "descrip": str(hdr["descrip"].astype(str))}
+            "descrip": str(hdr["descrip"].astype(str)), "stored_dtype": str(stored),
+            # integers without scaling: every float32 voxel is a finite whole number (no NaN pass needed)
+            "integer_valued": bool(stored.kind in "biu" and not scaled)}
     return to_canonical(file_order_image(data, affine, str(path), meta))
 
 

@@ -139,7 +139,7 @@ def check_pair(t1: Image, t2: Image, *, mode: str = "strict", patient_id: str = 
             rec.not_checked.append("PatientID: absent from " + " and ".join(
                 n for n, p in (("t1", p1), ("t2", p2)) if not p))
         # Swapped or wrong weighting: T1W has the shorter TE and the shorter TR.
-        made = []
+        made, wrong = [], []
         for key, short in (("EchoTime", "TE"), ("RepetitionTime", "TR")):
             a, b = _num(t1, key), _num(t2, key)
             if a is None or b is None:
@@ -148,11 +148,15 @@ def check_pair(t1: Image, t2: Image, *, mode: str = "strict", patient_id: str = 
                 continue
             made.append(key)
             if not a < b:
-                rec.problems.append(
-                    f"the series given as T1 has {short} {a:g} ms and the one given as T2 {short} {b:g} ms: "
-                    f"T1-weighted images have the shorter {short}, so t1 and t2 look swapped or wrong "
-                    f"(t1: {t1.meta.get('SeriesDescription') or t1.source}, t2: "
-                    f"{t2.meta.get('SeriesDescription') or t2.source})")
+                wrong.append((short, a, b))
+        if wrong:
+            shorts = " and ".join(w[0] for w in wrong)
+            rec.problems.append(
+                "the series given as T1 has " + " and ".join(f"{w[0]} {w[1]:g} ms" for w in wrong)
+                + ", the one given as T2 " + " and ".join(f"{w[0]} {w[2]:g} ms" for w in wrong)
+                + f": T1-weighted images have the shorter {shorts}, so t1 and t2 look swapped or wrong "
+                f"(t1: {t1.meta.get('SeriesDescription') or t1.source}, t2: "
+                f"{t2.meta.get('SeriesDescription') or t2.source})")
         if made:
             rec.checked.append("weighting (" + ", ".join(made) + ")")
         # Allowed, recorded: another study or frame of reference.
