@@ -244,20 +244,21 @@ def canonical_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool
         ``(source_axes, flipped)``: ``source_axes[t]`` is the original index axis (0 = x, 1 = y, 2 = z) that
         becomes canonical axis ``t``; ``flipped[t]`` says it runs against the canonical direction.
     """
-    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
-    norms = np.linalg.norm(cols, axis=0)
-    dirs = cols / np.where(norms > 0, norms, 1.0)[None, :]
-    lr = np.abs(dirs[0, :])
+    m = np.asarray(affine, dtype=np.float64)[:3, :3].T.tolist()  # rows: index axes x, y, z (plain floats: tiny)
+    dirs = []
+    for v in m:
+        norm = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) or 1.0
+        dirs.append((v[0] / norm, v[1] / norm, v[2] / norm))
     # The slice axis is the most left-right one; ties keep the current slice axis, then x, then y.
-    s = max((2, 0, 1), key=lambda ax: (round(float(lr[ax]), 9), ax == 2, ax == 0))
+    s = max((2, 0, 1), key=lambda ax: (round(abs(dirs[ax][0]), 9), ax == 2, ax == 0))
     a, b = (ax for ax in range(3) if ax != s)
-    ap, si = CANONICAL_DIRECTIONS[0], CANONICAL_DIRECTIONS[1]
-    keep = abs(dirs[:, a] @ ap) + abs(dirs[:, b] @ si)
-    swap = abs(dirs[:, b] @ ap) + abs(dirs[:, a] @ si)
+    # canonical x points to (0, 1, 0) (posterior), y to (0, 0, -1) (feet): the cosines are components 1 and -2
+    keep = abs(dirs[a][1]) + abs(dirs[b][2])
+    swap = abs(dirs[b][1]) + abs(dirs[a][2])
     x_src, y_src = (b, a) if swap > keep + 1e-9 else (a, b)
     src = (x_src, y_src, s)
-    flipped = tuple(bool(dirs[:, src[t]] @ CANONICAL_DIRECTIONS[t] < 0) for t in range(3))
-    return src, flipped  # type: ignore[return-value]
+    flipped = (dirs[x_src][1] < 0, -dirs[y_src][2] < 0, -dirs[s][0] < 0)
+    return src, flipped
 
 
 def reorient(array: np.ndarray, affine: np.ndarray, source_axes: Sequence[int],

@@ -78,6 +78,9 @@ def read_nifti(path: str | Path, *, where: str | None = None) -> Image:
     # get_fdata would apply scl_slope/inter as float64; do the same in float32 to halve the memory.
     stored = data.dtype
     scaled = (slope is not None and slope not in (0.0, 1.0)) or (inter is not None and inter != 0.0)
+    integer_valued = stored.kind in "biu" and not scaled
+    # the value range on the stored integers is cheaper than on float32 (masks are checked against it)
+    value_range = [float(data.min()), float(data.max())] if integer_valued and data.size else None
     data = data.astype(np.float32)
     if slope is not None and slope not in (0.0, 1.0):
         data *= np.float32(slope)
@@ -90,7 +93,7 @@ def read_nifti(path: str | Path, *, where: str | None = None) -> Image:
     meta = {"format": "nifti", "qform_code": qcode, "sform_code": scode, "affine_from": "sform" if scode else "qform",
             "descrip": str(hdr["descrip"].astype(str)), "stored_dtype": str(stored),
             # integers without scaling: every float32 voxel is a finite whole number (no NaN pass needed)
-            "integer_valued": bool(stored.kind in "biu" and not scaled)}
+            "integer_valued": bool(integer_valued), "value_range": value_range}
     return to_canonical(file_order_image(data, affine, str(path), meta))
 
 

@@ -160,8 +160,9 @@ def _check_mask(mask: Image, t2: Image, where: str) -> None:
         raise PreprocessError(f"the lesion mask {mask.source} is not on the T2 grid: its voxels lie up to {off:.3g} mm "
                               "from the T2 voxels; write the mask with the T2 series' geometry", where=where)
     arr = mask.array
-    if mask.meta.get("integer_valued") and arr.size and 0.0 <= float(arr.min()) and float(arr.max()) <= 1.0:
-        return  # whole numbers between 0 and 1: two reductions suffice
+    value_range = mask.meta.get("value_range")
+    if mask.meta.get("integer_valued") and value_range and 0.0 <= value_range[0] and value_range[1] <= 1.0:
+        return  # whole numbers between 0 and 1 (the reader's range of the stored integers)
     other = (arr != 0) & (arr != 1)  # two comparisons: far cheaper than np.unique on a whole volume
     if other.any():
         examples = np.unique(arr[other][:1000])[:4].tolist()
