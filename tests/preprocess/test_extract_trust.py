@@ -161,7 +161,9 @@ def _cpu_seconds(pid: int) -> float:
 ])
 def test_signal_stops_extract_with_workers_and_leaves_no_process(pairs, earlier, sig, code, to_group, what):
     out, before = earlier
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    # PYTHONFAULTHANDLER: should the command ever hang after the signal, SIGABRT below prints every thread's stack
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+               PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "spinedx", "extract", str(pairs / "cohort.csv"), "--out", str(out),
                              "--workers", "2", "--no-progress"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -184,7 +186,12 @@ def test_signal_stops_extract_with_workers_and_leaves_no_process(pairs, earlier,
             os.killpg(proc.pid, sig)
         else:
             os.kill(proc.pid, sig)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)  # the faulthandler dump names where it hangs
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"still running 60 s after the signal:\n{err.decode(errors='replace')}") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
