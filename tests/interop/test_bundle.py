@@ -76,6 +76,27 @@ def test_export_refuses_a_foreign_output_folder(tiny_run: Path, tmp_path: Path) 
     assert (tmp_path / "x" / "data.csv").read_text() == "1"
 
 
+@pytest.mark.parametrize("stray", ["1.bak", "7"])
+def test_export_and_fingerprint_refuse_a_stray_fold_folder(tiny_run: Path, tmp_path: Path, stray: str) -> None:
+    """A copied-aside ``folds/1.bak`` (or a fold the run does not have) is refused by name, never a traceback
+    and never silently in or out of the bundle and of the model hash an SR carries."""
+    from spinedx.errors import SpinedxError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "folds" / "1", run / "folds" / stray)
+    with pytest.raises(SpinedxError, match=stray.replace(".", r"\.")):
+        export_bundle(run, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    if not stray.isdigit():
+        with pytest.raises(SpinedxError, match="unexpected entry '1.bak'"):
+            model_fingerprint(run)
+    # the folds that answered name the model, whatever else lies in the folder
+    assert model_fingerprint(run, [0, 1]) == model_fingerprint(tiny_run)
+    with pytest.raises(SpinedxError, match="fold 5 has no model.pt"):
+        model_fingerprint(run, [0, 5])
+
+
 def test_bundle_holds_no_training_patient(bundle: Path, tiny_run: Path) -> None:
     """Only models and figures travel: no patient identifier of the training cohort is in any bundle file."""
     pids = json.loads((tiny_run / "splits.json").read_text())["fold_of"]

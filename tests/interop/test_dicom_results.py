@@ -11,8 +11,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from conftest import make_content
 from dicomfixtures import write_series
+from resultcontent import make_content
 
 from spinedx.errors import SpinedxError
 from spinedx.interop import dciodvfy, read_sr, write_dicom_results

@@ -151,10 +151,11 @@ def verify_bundle(path: str | Path) -> BundleInfo:
 
 
 def _fold_paths(run_dir: Path) -> dict[int, Path]:
-    paths = sorted(run_dir.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
-    if not paths:
-        raise SpinedxError("no fold models (folds/<k>/model.pt); finish spinedx cv first", where=str(run_dir))
-    return {int(p.parent.name): p for p in paths}
+    """Every fold model of a finished run, read strictly through the run folder's owner (a missing fold or a
+    stray ``folds/1.bak`` is refused, naming it)."""
+    from spinedx.runfolder import RunFolder
+
+    return dict(RunFolder(run_dir).fold_models(allow_missing=False).paths)
 
 
 def _versions() -> dict[str, str]:

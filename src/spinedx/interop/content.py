@@ -86,20 +86,41 @@ class ResultContent:
             raise ValueError("one heatmap per lesion slice is needed")
 
 
-def model_fingerprint(run_dir: str | Path) -> str:
+def model_fingerprint(run_dir: str | Path, folds: Any = None) -> str:
     """sha256 fingerprint of a run's fold models: the hash of the lines ``<fold> <sha256 of model.pt>``.
 
     The same weights give the same fingerprint in a run folder and in a bundle exported from it, so a
     DICOM result names the model, not the folder it was loaded from.
 
+    Args:
+        run_dir: a run folder or a model bundle.
+        folds: the fold numbers whose models answered (a prediction's ``model.folds``); None: every
+            ``folds/<k>/model.pt`` of the folder.
+
     Raises:
-        SpinedxError: the folder holds no ``folds/<k>/model.pt``.
+        SpinedxError: no fold model, a listed fold without ``model.pt``, or an entry of ``folds/`` that is not
+            a fold number (``1.bak``: a reader cannot tell which model it is).
     """
     run_dir = Path(run_dir)
-    paths = sorted(run_dir.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
+    folds_dir = run_dir / "folds"
+    if folds is None:
+        found: list[int] = []
+        for entry in sorted(folds_dir.iterdir()) if folds_dir.is_dir() else []:
+            if entry.name.startswith("."):
+                continue  # temporaries of folds being written, desktop files
+            if not entry.name.isdigit():
+                raise SpinedxError(f"unexpected entry {entry.name!r} in folds/: move it out of the run folder",
+                                   where=str(folds_dir))
+            if (entry / "model.pt").is_file():
+                found.append(int(entry.name))
+        folds = found
+    paths = {int(k): folds_dir / str(int(k)) / "model.pt" for k in folds}
     if not paths:
         raise SpinedxError("no fold models (folds/<k>/model.pt) to fingerprint", where=str(run_dir))
-    return fingerprint_lines((int(p.parent.name), _sha256_file(p)) for p in paths)
+    for k, p in paths.items():
+        if not p.is_file():
+            raise SpinedxError(f"fold {k} has no model.pt", where=str(p.parent))
+    return fingerprint_lines((k, _sha256_file(p)) for k, p in paths.items())
 
 
 def fingerprint_lines(items: Any) -> str:
@@ -136,7 +157,7 @@ def content_from_prediction(prediction: Any, *, model_hash: str | None = None) -
         raise SpinedxError(f"the prediction record lacks {exc}; it was not made by spinedx.predict",
                            where="prediction") from None
     if model_hash is None:
-        model_hash = model_fingerprint(model["run_dir"])
+        model_hash = model_fingerprint(model["run_dir"], model.get("folds"))
     n_models = len(prediction.per_model)
     engine = ", ONNX Runtime" if rec.get("engine") == "onnxruntime" else ""
     algo = AlgorithmInfo(ALGORITHM_NAME, __version__, model_hash,
