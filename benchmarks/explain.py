@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--models", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--occlusion-repeats", type=int, default=1)
+    ap.add_argument("--occlusion-repeats", type=int, default=1, help="0 skips occlusion (minutes on 2 cores)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,7 +58,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, fn in jobs.items():
             times[name].append(_time(fn))
-    occ = [m for m in METHODS if METHODS[m].kind == "occlusion"]
+    occ = [m for m in METHODS if METHODS[m].kind == "occlusion"] if args.occlusion_repeats > 0 else []
     for m in occ:
         times[m] = [_time(lambda m=m: explain(models, case, m)) for _ in range(args.occlusion_repeats)]
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from spinedx.errors import SpinedxError
-from spinedx.explain.compare import cluster_bootstrap, format_table, load_cases, run_comparison, summarise
+from spinedx.explain import DEFAULT_METHOD
+from spinedx.explain.compare import cluster_bootstrap, format_table, load_cases, paired, run_comparison, summarise
 from spinedx.explain.metrics import energy_share, pointing_game
 
 
@@ -46,6 +47,19 @@ def test_summarise_by_case_and_by_slice() -> None:
     with pytest.raises(ValueError, match="unit"):
         summarise(_scores(), unit="patient")
     assert "| m | 0.67 (" in format_table(summarise(_scores(), n_boot=50), "case", ("all",))
+
+
+def test_paired_against_a_reference() -> None:
+    a = _scores()
+    b = a.assign(method="n", hit=~a["hit"], energy=a["energy"] - 0.1)
+    p = paired(pd.concat([a, b]), "m", n_boot=200).set_index("group")
+    # deciding slices: m hits p1, p3; n hits p2 -> m ahead by (2 - 1) / 3, McNemar on 2 vs 1 discordant
+    assert p.loc["all", "pointing_diff"] == pytest.approx(1 / 3)
+    assert (p.loc["all", "only_reference_hits"], p.loc["all", "only_method_hits"]) == (2, 1)
+    assert p.loc["all", "mcnemar_p"] == pytest.approx(1.0)  # exact binomial, 3 discordant pairs
+    assert p.loc["all", "energy_diff"] == pytest.approx(0.1)
+    assert p.loc["all", "energy_diff_lo"] == pytest.approx(0.1) and p.loc["all", "energy_diff_hi"] == pytest.approx(0.1)
+    assert p.loc["malignant", "n"] == 2
 
 
 def test_cluster_bootstrap_resamples_patients() -> None:
@@ -121,14 +135,18 @@ def test_load_cases_refusals(tmp_path: Path) -> None:
 def test_run_comparison_writes_a_complete_folder(tmp_path: Path) -> None:
     run = _fake_run(tmp_path)
     out = tmp_path / "cmp"
-    summary = run_comparison(run, out, methods=["gradcam-layer4", "layercam-layer2"], n_boot=50, log=lambda _s: None)
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.json", "examples.png", "maps.npz", "scores.csv",
-                                                     "summary.csv"]
-    assert set(summary["method"]) == {"gradcam-layer4", "layercam-layer2", "random", "centre-prior"}
+    methods = list(dict.fromkeys(["layercam-layer2", DEFAULT_METHOD]))
+    summary = run_comparison(run, out, methods=methods, n_boot=50, log=lambda _s: None)
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.json", "examples.png", "maps.npz", "paired.csv",
+                                                     "scores.csv", "summary.csv"]
+    pairs = pd.read_csv(out / "paired.csv")
+    assert set(pairs["method"]) == {*methods, "random", "centre-prior"} - {DEFAULT_METHOD}
+    assert set(pairs["reference"]) == {DEFAULT_METHOD}
+    assert set(summary["method"]) == {*methods, "random", "centre-prior"}
     case_all = summary[(summary["unit"] == "case") & (summary["group"] == "all")]
-    assert case_all["n"].tolist() == [3, 3, 3, 3]  # P3's deciding slice has an empty mask: P3 is left out
+    assert set(case_all["n"]) == {3}  # P3's deciding slice has an empty mask: P3 is left out
     scores = pd.read_csv(out / "scores.csv", dtype={"patient_id": str})
-    assert len(scores) == 4 * 7  # 7 slices with a lesion, 4 maps each
+    assert len(scores) == (len(methods) + 2) * 7  # 7 slices with a lesion
     cases = load_cases(run)
     with np.load(out / "maps.npz") as npz:
         layercam = npz["layercam-layer2"].astype(np.float64)

@@ -134,3 +134,13 @@ def test_overlay_png(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="heatmap shape"):
         overlay_figure(x[0], np.zeros((32, 32)))
+
+
+def test_overlay_names_the_method() -> None:
+    x, _ = _square_batch(np.random.default_rng(3))
+    heat = np.zeros((64, 64), np.float32)
+    titles = [ax.get_title() for ax in overlay_figure(x[0], heat, method="layercam-layer3").axes]
+    assert titles == ["T1W", "T2W", "T1W + LayerCAM layer3", "T2W + LayerCAM layer3"]
+    assert overlay_figure(x[0], heat).axes[2].get_title() == "T1W + Grad-CAM"
+    with pytest.raises(ValueError, match="unknown explanation method"):
+        overlay_figure(x[0], heat, method="saliency")

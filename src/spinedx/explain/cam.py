@@ -16,6 +16,7 @@ the activations only, so no parameter gradient is computed or left behind.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -92,7 +93,20 @@ def _module_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
     missing = [i for i, layer in enumerate(layers) if id(layer) not in names]
     if missing:
         raise ValueError("a target layer is not a module of the model")
-    return [names[id(layer)] or "<model>" for layer in layers]
+    return [names[id(layer)] for layer in layers]
+
+
+def _gradient_ready(model: nn.Module, layers: list[nn.Module], names: list[str]) -> tuple[nn.Module, list[nn.Module]]:
+    """``model`` and ``layers``, or a copy and its layers when the model holds inference tensors.
+
+    Tensors made under :func:`torch.inference_mode` (e.g. parameters converted to channels-last there)
+    cannot enter an autograd graph; the clones a deep copy makes outside that mode can.
+    """
+    if not any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
+        return model, layers
+    clone = copy.deepcopy(model)
+    modules = dict(clone.named_modules())
+    return clone, [modules[n] for n in names]
 
 
 def cams(
@@ -123,8 +137,11 @@ def cams(
     for layer, _ in requests:
         if not any(layer is m for m in layers):
             layers.append(layer)
+    original = list(layers)
     names = _module_names(model, layers)
-    index = [next(i for i, m in enumerate(layers) if m is layer) for layer, _ in requests]
+    model, layers = _gradient_ready(model, layers, names)
+    names = [n or "<model>" for n in names]
+    index = [next(i for i, m in enumerate(original) if m is layer) for layer, _ in requests]
     size = (int(xt.shape[2]), int(xt.shape[3]))
     out: list[list[np.ndarray]] = [[] for _ in requests]
     captured: list[list[torch.Tensor]] = [[] for _ in layers]

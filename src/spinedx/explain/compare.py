@@ -231,6 +231,41 @@ def summarise(scores: pd.DataFrame, *, unit: str = "case", n_boot: int = 2000, s
     return pd.DataFrame(rows)
 
 
+def paired(scores: pd.DataFrame, reference: str, *, unit: str = "case", groups: Sequence[str] = ("all", "malignant",
+           "benign"), n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each method against ``reference`` on the same slices: differences with 95% intervals.
+
+    The pointing-game difference gets a patient bootstrap interval and, per case, McNemar's exact test on
+    the discordant cases (``statsmodels.stats.contingency_tables.mcnemar``); the energy-share difference a
+    patient bootstrap interval. Positive differences favour ``reference``.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    data = scores[scores["deciding"]] if unit == "case" else scores
+    keys = ["patient_id", "slice_index"]
+    wide_hit = data.pivot_table(index=keys, columns="method", values="hit", aggfunc="first")
+    wide_en = data.pivot_table(index=keys, columns="method", values="energy", aggfunc="first")
+    meta = data.drop_duplicates(keys).set_index(keys)[["label", "correct"]]
+    rows = []
+    for method in [m for m in data["method"].unique() if m != reference]:
+        both = pd.DataFrame({"ref_hit": wide_hit[reference].astype(bool), "hit": wide_hit[method].astype(bool),
+                             "d_energy": wide_en[reference] - wide_en[method]}).join(meta).reset_index()
+        both["d_hit"] = both["ref_hit"].astype(float) - both["hit"].astype(float)
+        for group in groups:
+            g = _group(both, group)
+            b = int((g["ref_hit"] & ~g["hit"]).sum())  # reference hits, method misses
+            c = int((~g["ref_hit"] & g["hit"]).sum())
+            p = float(mcnemar([[0, b], [c, 0]], exact=True).pvalue) if unit == "case" and b + c else float("nan")
+            h_lo, h_hi = cluster_bootstrap(g, "d_hit", n_boot, seed)
+            e_lo, e_hi = cluster_bootstrap(g, "d_energy", n_boot, seed)
+            rows.append({"reference": reference, "method": method, "unit": unit, "group": group, "n": len(g),
+                         "pointing_diff": float(g["d_hit"].mean()), "pointing_diff_lo": h_lo,
+                         "pointing_diff_hi": h_hi, "only_reference_hits": b, "only_method_hits": c,
+                         "mcnemar_p": p, "energy_diff": float(g["d_energy"].mean()), "energy_diff_lo": e_lo,
+                         "energy_diff_hi": e_hi})
+    return pd.DataFrame(rows)
+
+
 def example_figure(cases: Cases, maps: dict[str, np.ndarray], labels: dict[str, str], rows: Sequence[int],
                    titles: Sequence[str], *, panel_inches: float = 1.35):
     """Rows of cases: T2W crop with the mask outline, then each method's map on T2W with the same outline."""
@@ -252,8 +287,8 @@ def example_figure(cases: Cases, maps: dict[str, np.ndarray], labels: dict[str, 
                 rgba = colormaps["jet"](heat)
                 rgba[..., 3] = 0.65 * np.sqrt(heat)
                 ax.imshow(rgba, interpolation="nearest")
-                peak = np.unravel_index(np.argmax(heat), heat.shape) if heat.max() > heat.min() else None
-                if peak is not None:
+                if heat.max() > heat.min():  # the centre of the pixels at the maximum (a flat corner for 2x2 maps)
+                    peak = np.argwhere(heat == heat.max()).mean(axis=0)
                     ax.plot(peak[1], peak[0], marker="+", color="white", markersize=7, mew=1.5)
             ax.contour(cases.mask[i], levels=[0.5], colors=["lime"], linewidths=0.9)
             ax.set_xticks([])
@@ -296,13 +331,13 @@ def run_comparison(
     """Explain every out-of-fold slice with every method, score, and write the comparison folder.
 
     ``out`` gets ``scores.csv`` (per method and slice), ``summary.csv`` (both units, every group),
-    ``maps.npz`` (float16 maps, to redraw figures), ``examples.png`` and ``comparison.json`` (settings,
+    ``paired.csv`` (every method against :data:`~spinedx.explain.DEFAULT_METHOD`, see :func:`paired`), ``maps.npz`` (float16 maps, to redraw figures), ``examples.png`` and ``comparison.json`` (settings,
     timings, the run's AUC); it is written whole or not at all.
 
     Returns:
         The summary table.
     """
-    from spinedx.explain.methods import METHODS
+    from spinedx.explain.methods import DEFAULT_METHOD, METHODS
     from spinedx.fsutil import atomic_dir
 
     methods = list(methods) if methods else list(METHODS)
@@ -312,6 +347,9 @@ def run_comparison(
     all_maps: dict[str, np.ndarray] = {**maps, **{b: baseline_maps(b, n, h, w) for b in BASELINES}}
     scores = score(cases, all_maps)
     summary = pd.concat([summarise(scores, unit=u, n_boot=n_boot) for u in ("case", "slice")], ignore_index=True)
+    reference = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+    pairs = pd.concat([paired(scores, reference, unit=u, n_boot=n_boot) for u in ("case", "slice")],
+                      ignore_index=True)
     labels = {m: METHODS[m].label for m in methods} | BASELINE_LABELS
     rows, titles = pick_examples(cases)
     fig = example_figure(cases, {m: maps[m] for m in methods} | {"centre-prior": all_maps["centre-prior"]},
@@ -320,11 +358,12 @@ def run_comparison(
         else {}
     record = {"run_dir": str(Path(run_dir).resolve()), "methods": methods, "baselines": list(BASELINES),
               "seconds": seconds, "n_slices": int(n), "n_patients": int(cases.slices["patient_id"].nunique()),
-              "threshold": cases.threshold, "run_auc": metrics.get("auc"), "bootstrap_resamples": n_boot,
+              "threshold": cases.threshold, "paired_reference": reference, "run_auc": metrics.get("auc"), "bootstrap_resamples": n_boot,
               "synthetic": True, "examples": [str(t).replace("\n", " ") for t in titles]}
     with atomic_dir(out) as tmp:
         scores.to_csv(tmp / "scores.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
+        pairs.to_csv(tmp / "paired.csv", index=False)
         half: dict[str, Any] = {k: v.astype(np.float16) for k, v in maps.items()}
         with open(tmp / "maps.npz", "wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez_compressed(fh, **half)

@@ -22,6 +22,12 @@ def channel_index(name: str) -> int:
     return names.index(name)
 
 
+def _method_label(method: str) -> str:
+    from spinedx.explain.methods import method_info
+
+    return method_info(method).label
+
+
 def _display(img: np.ndarray) -> np.ndarray:
     """Window a z-scored crop to its 1st-99th percentile for display."""
     lo, hi = np.percentile(img, [1, 99])
@@ -37,16 +43,19 @@ def overlay_figure(
     title: str | None = None,
     alpha: float = 0.6,
     panel_inches: float = 1.6,
+    method: str | None = None,
 ):
-    """A matplotlib figure: T1 s, T2 s, and (with a heatmap) both again with Grad-CAM on top.
+    """A matplotlib figure: T1 s, T2 s, and (with a heatmap) both again with the heatmap on top.
 
     Args:
         patch: one patch ``(6, H, W)``.
-        heatmap: ``(H, W)`` in ``[0, 1]`` (from :func:`spinedx.explain.gradcam`) or None for
-            crops only.
+        heatmap: ``(H, W)`` in ``[0, 1]`` (from :func:`spinedx.explain.explain` or
+            :func:`spinedx.explain.gradcam`) or None for crops only.
         title: figure title (patient, slice, probability, ...).
         alpha: heatmap opacity where the map is 1 (it fades with the square root of the heat).
         panel_inches: width of one panel.
+        method: the name of the method that made ``heatmap`` (:data:`spinedx.explain.METHODS`), shown in
+            the panel titles; None: "Grad-CAM" (the maps of :func:`spinedx.explain.gradcam`).
 
     Returns:
         A ``matplotlib.figure.Figure`` (Agg backend; close it after saving).
@@ -64,7 +73,8 @@ def overlay_figure(
         heat = np.asarray(heatmap, dtype=float)
         if heat.shape != t1.shape:
             raise ValueError(f"heatmap shape {heat.shape} differs from the patch's {t1.shape}")
-        panels += [("T1W + Grad-CAM", t1, heat), ("T2W + Grad-CAM", t2, heat)]
+        label = "Grad-CAM" if method is None else _method_label(method)
+        panels += [(f"T1W + {label}", t1, heat), (f"T2W + {label}", t2, heat)]
     fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.5 if title else 0.3)), dpi=100)
     axes = fig.subplots(1, len(panels))
     for ax, (name, img, hm) in zip(np.atleast_1d(axes), panels, strict=True):
@@ -94,10 +104,11 @@ def figure_png(fig) -> bytes:
 
 
 def save_overlay(
-    patch: np.ndarray, heatmap: np.ndarray | None, path: str | Path, *, title: str | None = None
+    patch: np.ndarray, heatmap: np.ndarray | None, path: str | Path, *, title: str | None = None,
+    method: str | None = None,
 ) -> Path:
     """Write :func:`overlay_figure` as a PNG file and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(overlay_figure(patch, heatmap, title=title)))
+    path.write_bytes(figure_png(overlay_figure(patch, heatmap, title=title, method=method)))
     return path

@@ -194,11 +194,14 @@ def predict_patches(
         bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and _fast_cpu_bf16())
     out = np.empty((len(mods), x.shape[0]), dtype=np.float32)
     xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+    for model in mods:
+        # outside inference mode: converted parameters made there would be inference tensors, which no later
+        # gradient (an explanation, fine-tuning) can use
+        model.to(memory_format=torch.channels_last)
     with torch.inference_mode():
         for m_i, model in enumerate(mods):
             was_training = model.training
             model.eval()
-            model.to(memory_format=torch.channels_last)
             for i in range(0, x.shape[0], batch_size):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16)):
                     logits = model(xt[i:i + batch_size])
