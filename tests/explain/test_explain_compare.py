@@ -157,3 +157,46 @@ def test_run_comparison_writes_a_complete_folder(tmp_path: Path) -> None:
     record = json.loads((out / "comparison.json").read_text())
     assert record["synthetic"] is True and record["run_auc"] == 0.75 and record["n_patients"] == 4
     assert (out / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _current_format_run(tmp_path: Path) -> Path:
+    """A run folder written by spinedx.runfolder (tests/runhelpers), its patches given a lesion mask."""
+    from runhelpers import record_for, tiny_config, write_run_from
+
+    from spinedx.provenance import sha256_file
+    from spinedx.runfolder import RunFolder
+
+    pids = [f"P{i}" for i in range(6)]
+    y = np.array([1, 0, 1, 0, 1, 0])
+    config = tiny_config(folds=2)
+    run = write_run_from(tmp_path, pids, y, np.array([0.9, 0.2, 0.3, 0.6, 0.8, 0.1]), np.array([0, 0, 0, 1, 1, 1]),
+                         config=config, synthetic=True)
+    npz = tmp_path / "patches" / "patches.npz"
+    with np.load(npz) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["mask"] = np.zeros(arrays["x"].shape[:1] + arrays["x"].shape[2:], np.float32)
+    arrays["mask"][:, 21:43, 21:43] = 1.0
+    with open(npz, "wb") as fh:
+        np.savez(fh, **arrays)
+    ej = tmp_path / "patches" / "extract.json"
+    ej.write_text(json.dumps(json.loads(ej.read_text()) | {"patches_sha256": sha256_file(npz)}))
+    RunFolder(run).write_record(record_for(tmp_path / "patches", config))
+    return run
+
+
+@pytest.mark.slow
+def test_current_run_folder_format(tmp_path: Path) -> None:
+    run = _current_format_run(tmp_path)
+    cases = load_cases(run)
+    assert cases.synthetic and cases.x.shape == (12, 6, 64, 64) and len(cases.slices) == 12
+    assert cases.slices["deciding"].sum() == 6 and (cases.slices["mask_area"] > 0).all()
+    out = tmp_path / "cmp"
+    run_comparison(run, out, methods=[DEFAULT_METHOD], n_boot=20, log=lambda _s: None)
+    assert json.loads((out / "comparison.json").read_text())["synthetic"] is True
+    other = tmp_path / "other.npz"
+    with np.load(tmp_path / "patches" / "patches.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["x"] = arrays["x"] + 1
+    np.savez(other, **arrays)
+    with pytest.raises(SpinedxError, match="not the ones the run was trained on"):
+        load_cases(run, other)

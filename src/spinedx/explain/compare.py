@@ -55,12 +55,14 @@ class Cases:
             (the slice's out-of-fold probability), ``patient_probability``, ``prediction``, ``correct``,
             ``deciding`` (the slice that set the patient's probability), ``mask_area``.
         threshold: the run's decision threshold.
+        synthetic: the patches come from a synthetic cohort (``patches.npz["synthetic"]``).
     """
 
     x: np.ndarray
     mask: np.ndarray
     slices: pd.DataFrame
     threshold: float
+    synthetic: bool = False
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -69,22 +71,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def _run_tables(run_dir: Path, patches: str | Path | None) -> tuple[Path, float, pd.DataFrame, pd.DataFrame]:
+    """patches.npz, threshold, out-of-fold slices and patients of a run folder.
+
+    Run folders of this spinedx (``format`` in config.yaml) are read with the strict readers of
+    :mod:`spinedx.runfolder`, and their patches must be the ones the run was trained on (sha256); folders of
+    earlier versions by their CSV files and the ``patches_file`` they recorded.
+    """
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise SpinedxError("config.yaml missing: not a spinedx cv run folder", where=str(run_dir))
+    cfg = _read_yaml(cfg_path)
+    if "format" in cfg:
+        from spinedx.provenance import sha256_file
+        from spinedx.runfolder import open_run
+
+        rf, record = open_run(run_dir)
+        splits = rf.read_splits()
+        sl, pat = rf.read_oof_slices(splits), rf.read_oof_patients(record, splits)
+        npz_path = Path(patches) if patches is not None else Path(record.patches.path)
+        if npz_path.is_dir():
+            npz_path = npz_path / "patches.npz"
+        if npz_path.is_file() and sha256_file(npz_path) != record.patches.sha256:
+            raise SpinedxError("these patches are not the ones the run was trained on (sha256 differs): pass the "
+                               "run's patches.npz", where=str(npz_path))
+        return npz_path, record.threshold, sl, pat
+    for name in ("oof_slices.csv", "oof_patients.csv"):
+        if not (run_dir / name).is_file():
+            raise SpinedxError(f"{name} missing: finish the cross-validation (spinedx cv) first", where=str(run_dir))
+    npz_path = Path(patches) if patches is not None else Path(str(cfg.get("patches_file", "")))
+    sl = pd.read_csv(run_dir / "oof_slices.csv", dtype={"patient_id": str})
+    pat = pd.read_csv(run_dir / "oof_patients.csv", dtype={"patient_id": str})
+    return npz_path, float((cfg.get("config") or {}).get("threshold", 0.5)), sl, pat
+
+
 def load_cases(run_dir: str | Path, patches: str | Path | None = None) -> Cases:
     """The out-of-fold slices of a finished run, joined with their patches and lesion masks.
 
     Args:
         run_dir: a ``spinedx cv`` run folder (``config.yaml``, ``oof_slices.csv``, ``oof_patients.csv``).
-        patches: ``patches.npz`` (default: the run's ``patches_file``).
+        patches: ``patches.npz`` (default: the one the run records).
 
     Raises:
         SpinedxError: unfinished run, patches without a ``mask`` array, or patches that are not the run's.
     """
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "oof_slices.csv", "oof_patients.csv"):
-        if not (run_dir / name).is_file():
-            raise SpinedxError(f"{name} missing: finish the cross-validation (spinedx cv) first", where=str(run_dir))
-    cfg = _read_yaml(run_dir / "config.yaml")
-    npz_path = Path(patches) if patches is not None else Path(str(cfg.get("patches_file", "")))
+    npz_path, threshold, sl, pat = _run_tables(run_dir, patches)
     if not npz_path.is_file():
         raise SpinedxError("patches.npz not found; pass --patches", where=str(npz_path))
     with np.load(npz_path, allow_pickle=False) as npz:
@@ -93,9 +125,9 @@ def load_cases(run_dir: str | Path, patches: str | Path | None = None) -> Cases:
                                "column (spinedx synth writes one)", where=str(npz_path))
         x, mask = npz["x"], npz["mask"]
         pid, sidx = npz["patient_id"].astype(str), npz["slice_index"].astype(int)
-    sl = pd.read_csv(run_dir / "oof_slices.csv", dtype={"patient_id": str})
-    pat = pd.read_csv(run_dir / "oof_patients.csv", dtype={"patient_id": str})
-    threshold = float((cfg.get("config") or {}).get("threshold", 0.5))
+        synthetic = bool(npz["synthetic"]) if "synthetic" in npz.files else False
+    sl = sl.astype({"patient_id": str})
+    pat = pat.astype({"patient_id": str})
     key = {(p, s): i for i, (p, s) in enumerate(zip(pid, sidx, strict=True))}
     rows = [key.get((p, int(s))) for p, s in zip(sl["patient_id"], sl["slice_index"], strict=True)]
     if any(r is None for r in rows):
@@ -110,7 +142,7 @@ def load_cases(run_dir: str | Path, patches: str | Path | None = None) -> Cases:
     sl.loc[best.to_numpy(), "deciding"] = True
     m = mask[order]
     sl["mask_area"] = (m >= 0.5).mean(axis=(1, 2))
-    return Cases(x=x[order], mask=m, slices=sl.reset_index(drop=True), threshold=threshold)
+    return Cases(x=x[order], mask=m, slices=sl.reset_index(drop=True), threshold=threshold, synthetic=synthetic)
 
 
 def compute_maps(
@@ -135,7 +167,7 @@ def compute_maps(
     seconds = dict.fromkeys(methods, 0.0)
     for fold in sorted(cases.slices["fold"].unique()):
         idx = np.flatnonzero(cases.slices["fold"].to_numpy() == fold)
-        model = load_fold_model(run_dir / "folds" / str(int(fold)) / "model.pt")
+        model = load_fold_model(run_dir / "folds" / str(int(fold)) / "model.pt", fold=int(fold))
         for m in methods:
             t0 = time.perf_counter()
             maps[m][idx] = explain(model, cases.x[idx], m)
@@ -267,7 +299,7 @@ def paired(scores: pd.DataFrame, reference: str, *, unit: str = "case", groups: 
 
 
 def example_figure(cases: Cases, maps: dict[str, np.ndarray], labels: dict[str, str], rows: Sequence[int],
-                   titles: Sequence[str], *, panel_inches: float = 1.35):
+                   titles: Sequence[str], *, synthetic: bool = True, panel_inches: float = 1.35):
     """Rows of cases: T2W crop with the mask outline, then each method's map on T2W with the same outline."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -297,8 +329,8 @@ def example_figure(cases: Cases, maps: dict[str, np.ndarray], labels: dict[str, 
                 ax.set_title("T2W + mask" if c == 0 else labels.get(names[c - 1], names[c - 1]), fontsize=7)
             if c == 0:
                 ax.set_ylabel(title, fontsize=6.5)
-    fig.suptitle("Synthetic cohort, simulated lesions: maps of the out-of-fold model (green: lesion mask, "
-                 "+: map maximum)", fontsize=7.5)
+    what = "Synthetic cohort, simulated lesions: maps" if synthetic else "Maps"
+    fig.suptitle(f"{what} of the out-of-fold model (green: lesion mask, +: map maximum)", fontsize=7.5)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -331,7 +363,8 @@ def run_comparison(
     """Explain every out-of-fold slice with every method, score, and write the comparison folder.
 
     ``out`` gets ``scores.csv`` (per method and slice), ``summary.csv`` (both units, every group),
-    ``paired.csv`` (every method against :data:`~spinedx.explain.DEFAULT_METHOD`, see :func:`paired`), ``maps.npz`` (float16 maps, to redraw figures), ``examples.png`` and ``comparison.json`` (settings,
+    ``paired.csv`` (every method against :data:`~spinedx.explain.DEFAULT_METHOD`, see :func:`paired`),
+    ``maps.npz`` (float16 maps, to redraw figures), ``examples.png`` and ``comparison.json`` (settings,
     timings, the run's AUC); it is written whole or not at all.
 
     Returns:
@@ -353,13 +386,14 @@ def run_comparison(
     labels = {m: METHODS[m].label for m in methods} | BASELINE_LABELS
     rows, titles = pick_examples(cases)
     fig = example_figure(cases, {m: maps[m] for m in methods} | {"centre-prior": all_maps["centre-prior"]},
-                         labels, rows, titles)
+                         labels, rows, titles, synthetic=cases.synthetic)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text()) if (Path(run_dir) / "metrics.json").is_file() \
         else {}
     record = {"run_dir": str(Path(run_dir).resolve()), "methods": methods, "baselines": list(BASELINES),
               "seconds": seconds, "n_slices": int(n), "n_patients": int(cases.slices["patient_id"].nunique()),
-              "threshold": cases.threshold, "paired_reference": reference, "run_auc": metrics.get("auc"), "bootstrap_resamples": n_boot,
-              "synthetic": True, "examples": [str(t).replace("\n", " ") for t in titles]}
+              "threshold": cases.threshold, "paired_reference": reference, "run_auc": metrics.get("auc"),
+              "bootstrap_resamples": n_boot, "synthetic": cases.synthetic,
+              "examples": [str(t).replace("\n", " ") for t in titles]}
     with atomic_dir(out) as tmp:
         scores.to_csv(tmp / "scores.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
@@ -402,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpinedxError as exc:
         print(f"error: {exc}")
         return 2
-    print("synthetic cohort, simulated lesions")
+    if json.loads((args.out / "comparison.json").read_text()).get("synthetic"):
+        print("synthetic cohort, simulated lesions")
     print(format_table(summary, "case", ("all", "malignant", "benign")))
     print(f"written: {args.out}")
     return 0
