@@ -3,8 +3,10 @@
 Builds 10 randomly initialised fold models of the paper's network (weights do not change the cost)
 and times :func:`spinedx.explain.explain` on a (3, 6, 64, 64) case for every method, next to the
 prediction itself (:func:`spinedx.models.predict_patches`, the baseline measured in the same run):
-the ratio says how much an explanation adds to ``spinedx predict``. CAM methods are repeated and
-interleaved; occlusion (one forward pass per window position) is timed ``--occlusion-repeats`` times.
+the ratio says how much an explanation adds to ``spinedx predict``. The Grad-CAM of spinedx before
+this module (a deep copy of each model, then ``pytorch-grad-cam``) is timed as well. CAM methods are
+repeated and interleaved; occlusion (one forward pass per window position) is timed
+``--occlusion-repeats`` times.
 
     python benchmarks/explain.py [--backbone resnet50] [--models 10] [--repeats 5] [--threads 2]
 
@@ -32,6 +34,29 @@ def _time(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def legacy_gradcam(models: list[torch.nn.Module], case: np.ndarray) -> np.ndarray:
+    """The earlier spinedx Grad-CAM: per model a deep copy with out-of-place ReLUs, then pytorch-grad-cam."""
+    import copy
+
+    from pytorch_grad_cam import GradCAM
+
+    from spinedx.explain import MalignantLogitTarget
+
+    heats = []
+    for model in models:
+        clone = copy.deepcopy(model).eval()
+        for m in clone.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False
+        cam = GradCAM(model=clone, target_layers=[clone.backbone.layer4[-1]])
+        try:
+            heats.append(cam(input_tensor=torch.from_numpy(case).requires_grad_(True),
+                             targets=[MalignantLogitTarget()] * len(case)))
+        finally:
+            cam.activations_and_grads.release()
+    return np.mean(heats, axis=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="resnet50")
@@ -51,6 +76,8 @@ def main() -> None:
 
     cams = [m for m in METHODS if METHODS[m].kind != "occlusion"]
     jobs: dict[str, Callable[[], object]] = {"predict_patches (baseline)": lambda: predict_patches(models, case)}
+    if hasattr(models[0].backbone, "layer4"):
+        jobs["earlier gradcam (copy+pgc)"] = lambda: legacy_gradcam(models, case)
     jobs.update({m: (lambda m=m: explain(models, case, m)) for m in cams})
     for fn in jobs.values():  # warm-up: oneDNN primitives, layouts, autograd
         fn()

@@ -31,22 +31,28 @@ class Method:
         kind: ``gradcam``, ``layercam`` or ``occlusion``.
         stage: the ResNet stage a CAM reads (``layer2`` .. ``layer4``, see :mod:`spinedx.explain.layers`);
             None for occlusion.
-        label: short human-readable name for figures and tables.
+        label: short human-readable name for figures, tables and DICOM descriptions.
+        reference: the method's publication, for captions and DICOM descriptions.
     """
 
     name: str
     kind: str
     stage: str | None
     label: str
+    reference: str
 
+
+_GRADCAM = "Selvaraju et al., ICCV 2017"
+_LAYERCAM = "Jiang et al., IEEE TIP 2021"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("gradcam-layer4", "gradcam", "layer4", "Grad-CAM layer4"),
-    Method("gradcam-layer3", "gradcam", "layer3", "Grad-CAM layer3"),
-    Method("gradcam-layer2", "gradcam", "layer2", "Grad-CAM layer2"),
-    Method("layercam-layer3", "layercam", "layer3", "LayerCAM layer3"),
-    Method("layercam-layer2", "layercam", "layer2", "LayerCAM layer2"),
-    Method("occlusion", "occlusion", None, f"Occlusion {OCCLUSION_WINDOW}px/{OCCLUSION_STRIDE}"),
+    Method("gradcam-layer4", "gradcam", "layer4", "Grad-CAM layer4", _GRADCAM),
+    Method("gradcam-layer3", "gradcam", "layer3", "Grad-CAM layer3", _GRADCAM),
+    Method("gradcam-layer2", "gradcam", "layer2", "Grad-CAM layer2", _GRADCAM),
+    Method("layercam-layer3", "layercam", "layer3", "LayerCAM layer3", _LAYERCAM),
+    Method("layercam-layer2", "layercam", "layer2", "LayerCAM layer2", _LAYERCAM),
+    Method("occlusion", "occlusion", None, f"Occlusion {OCCLUSION_WINDOW}px/{OCCLUSION_STRIDE}",
+           "Zeiler and Fergus, ECCV 2014"),
 )}
 
 #: The method shown to users (predict, report gallery, workstation); chosen in docs/explanations.md.
