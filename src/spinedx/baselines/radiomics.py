@@ -145,21 +145,24 @@ def glcm_features(levels: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
 
 
 def _runs_along_rows(levels: np.ndarray, n_bins: int, max_len: int) -> np.ndarray:
-    """Run-length matrices (N, n_bins, max_len) of runs along the last axis; level 0 marks padding."""
+    """Run-length matrices (N, n_bins, max_len) of runs along the last axis; level 0 marks padding.
+
+    Every row is followed by one 0 and the rows of all images are laid end to end in one 1-D array, so the
+    run boundaries are a single ``flatnonzero`` of the changes (one index array, not three) and runs never
+    cross rows or images; runs of level 0 (separators, diagonal padding) are dropped.
+    """
     n, rows, cols = levels.shape
-    padded = np.zeros((n, rows, cols + 2), dtype=levels.dtype)
-    padded[:, :, 1:-1] = levels
-    change = padded[:, :, 1:] != padded[:, :, :-1]  # (n, rows, cols + 1): a run starts or ends here
-    img, row, col = np.nonzero(change)
-    # consecutive change points on one row delimit runs: start at col, end at the next change point
-    same_row = (img[1:] == img[:-1]) & (row[1:] == row[:-1])
-    starts = col[:-1][same_row]
-    lengths = col[1:][same_row] - starts
-    which = img[:-1][same_row]
-    lvl = levels[which, row[:-1][same_row], starts]
+    small = np.uint8 if n_bins < 256 else np.int32
+    padded = np.zeros((n, rows, cols + 1), dtype=small)
+    padded[:, :, :cols] = levels
+    flat = np.concatenate([np.zeros(1, dtype=small), padded.ravel()])
+    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # first element of every run after the leading 0
+    lengths = np.diff(np.append(starts, len(flat)))
+    lvl = flat[starts].astype(np.int64)
     keep = lvl > 0
-    flat = (which[keep] * n_bins + (lvl[keep] - 1)) * max_len + (lengths[keep] - 1)
-    return _counts(flat, n * n_bins * max_len).reshape(n, n_bins, max_len)
+    img = (starts[keep] - 1) // (rows * (cols + 1))
+    flat_index = (img * n_bins + (lvl[keep] - 1)) * max_len + (lengths[keep] - 1)
+    return _counts(flat_index, n * n_bins * max_len).reshape(n, n_bins, max_len)
 
 
 def _diagonal_rows(levels: np.ndarray) -> np.ndarray:
@@ -176,6 +179,7 @@ def glrlm_matrices(levels: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     """Run-length matrices (N, 4, n_bins, L) in the four in-plane directions (IBSI 3.7)."""
     h, w = levels.shape[1:]
     max_len = max(h, w)
+    levels = levels.astype(np.uint8 if n_bins < 256 else np.int32)  # less memory traffic than int64
     dirs = [levels, np.swapaxes(levels, 1, 2), _diagonal_rows(levels), _diagonal_rows(levels[:, :, ::-1])]
     return np.stack([_runs_along_rows(d, n_bins, max_len) for d in dirs], axis=1)
 
