@@ -64,6 +64,9 @@ FOLDS = "folds"
 REPEATS = "repeats"
 STATS = "stats"
 REPORT = "report.html"
+BASELINES = "baselines"
+#: ``baselines/baselines.json`` (written last) and one table per baseline: ``<name>_patients.csv``.
+BASELINES_DOC = "baselines.json"
 #: The files of a finished fold folder (``done.json`` is written last, inside the temporary folder).
 FOLD_FILES = ("model.pt", "history.csv", "curves.png", "predictions.csv", "done.json")
 
@@ -416,6 +419,10 @@ class RunFolder:
         """``metrics.json``."""
         return self.path / METRICS
 
+    def baselines_dir(self, repeat: int | None = None) -> Path:
+        """``baselines/`` (of a repeat): the baselines fitted on the run's folds (:mod:`spinedx.baselines.inrun`)."""
+        return self._base(repeat) / BASELINES
+
     @property
     def stats_dir(self) -> Path:
         """``stats/`` (``spinedx stats``)."""
@@ -657,6 +664,34 @@ class RunFolder:
         if bad:
             raise RunFolderError(f"missing or bad {', '.join(bad)}; {_RERUN}", where=str(path))
         return doc
+
+    # -- baselines --------------------------------------------------------------------------------
+
+    def write_baselines(self, doc: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
+                        repeat: int | None = None) -> None:
+        """Write ``baselines/`` whole (temporary sibling, renamed when complete): ``baselines.json`` and one
+        ``<name>_patients.csv`` per table (columns :data:`PATIENT_COLUMNS`)."""
+        target = self.baselines_dir(repeat)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(target) as tmp:
+            for name, df in tables.items():
+                df[list(PATIENT_COLUMNS)].to_csv(tmp / f"{name}_patients.csv", index=False)
+            (tmp / BASELINES_DOC).write_text(json.dumps(json_clean(dict(doc)), indent=1, allow_nan=False) + "\n")
+
+    def read_baselines(self, repeat: int | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]] | None:
+        """``baselines/`` as (document, tables by name), or None when absent (strict about what is there)."""
+        folder = self.baselines_dir(repeat)
+        if not (folder / BASELINES_DOC).is_file():
+            return None
+        remedy = f"delete {folder} and rerun spinedx cv in this run folder to refit the baselines"
+        doc = _read_json(folder / BASELINES_DOC, "baselines.json", remedy)
+        if not isinstance(doc, dict) or not isinstance(doc.get("baselines"), dict):
+            raise RunFolderError(f"not a baselines record; {remedy}", where=str(folder / BASELINES_DOC))
+        tables = {}
+        for name, entry in doc["baselines"].items():
+            if isinstance(entry, dict) and entry.get("status") == "ok":
+                tables[str(name)] = _read_table(folder / f"{name}_patients.csv", PATIENT_COLUMNS, remedy)
+        return doc, tables
 
     # -- starting over ----------------------------------------------------------------------------
 

@@ -118,6 +118,11 @@ def test_cli_end_to_end_outputs_complete(tmp_path: Path) -> None:
     assert len(m["per_fold_auc"]) == 3 and m["optimistic"] is True and "OPTIMISTIC" in m["warning"]
     assert m["threshold"] == 0.5 and m["aggregation"] == "max"
     assert m["auc"] > 0.7  # the blob is easy: the pipeline learns
+    # the baselines on the same folds, next to the model in metrics.json and in the summary
+    assert m["baselines"]["radiomics"]["status"] == "ok" and m["baselines"]["radiomics"]["n"] == 20
+    assert m["baselines"]["features"]["status"] == "absent"  # these patches record no manifest
+    assert "radiomics baseline (same folds): auc" in res.output and "model vs radiomics baseline: the CNN" in res.output
+    assert (run / "baselines" / "baselines.json").is_file() and (run / "baselines" / "radiomics_patients.csv").is_file()
 
 
 class _Killed(Exception):

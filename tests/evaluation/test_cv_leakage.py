@@ -10,7 +10,7 @@ has a null standard deviation of sqrt((n0 + n1 + 1) / (12 n0 n1)) = 0.075 (Mann-
 |AUC - 0.5| <= 0.25 is a 3.3 SD band (false alarm p < 0.001; and the run is deterministic, so
 it does not flake). The positive control, where slices are (wrongly) treated as patients so a
 patient's other slices sit in training, shows the check detects leakage: its AUC exceeds 0.75 (0.94 measured;
-0.57 for the grouped run).
+0.57 for the grouped run). The radiomics baseline of every run gets the same check on the same folds.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def test_shuffled_labels_give_chance_auc(tmp_path: Path) -> None:
     metrics = run_cv(_patches(tmp_path / "p", slice_level_ids=False), tmp_path / "run", _config(), progress=False)
     assert metrics["n_patients"] == N_PATIENTS
     assert abs(metrics["auc"] - 0.5) <= 0.25, metrics["auc"]
+    # the radiomics baseline is fitted on the same folds (C chosen inside them): no leak there either
+    radiomics = metrics["baselines"]["radiomics"]
+    assert radiomics["status"] == "ok" and radiomics["n"] == N_PATIENTS
+    assert abs(radiomics["auc"] - 0.5) <= 0.25, radiomics["auc"]
+    assert metrics["baselines"]["features"]["status"] == "absent"  # no manifest: said, not guessed
 
 
 @pytest.mark.slow

@@ -339,7 +339,7 @@ def run_cv(
         todo = [s.fold for s in splits.splits if s.fold not in finished]
         run_folds_ray(rf.path, todo, ray_options, threads=config.threads,
                       on_fold_done=(lambda k, _done: on_fold_done(k)) if on_fold_done is not None else None)
-        return finish_run(rf.path)
+        return finish_run(rf.path, patches=patches)
 
     trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
                       compile=runtime["compile"])
@@ -352,16 +352,26 @@ def run_cv(
             train_fold(rf.path, split.fold, patches=patches, trainer=trainer, progress=bar)
             if on_fold_done is not None:
                 on_fold_done(split.fold)
-    return finish_run(rf.path)
+    return finish_run(rf.path, patches=patches)
 
 
-def finish_run(run_dir: str | Path, repeat: int | None = None) -> dict[str, Any]:
-    """Gather the finished folds' predictions into ``oof_slices.csv``, ``oof_patients.csv`` and ``metrics.json``.
+def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: PatchSet | None = None,
+               features: np.ndarray | None = None) -> dict[str, Any]:
+    """Gather the finished folds' predictions into ``oof_slices.csv``, ``oof_patients.csv`` and ``metrics.json``,
+    with the baselines fitted on the same folds (:mod:`spinedx.baselines.inrun`; reused when already fitted).
+
+    Args:
+        run_dir: the run folder.
+        repeat: the repeat (None: the run itself).
+        patches: the run's patches, if already loaded (else read from the record and checked by sha256).
+        features: their radiomics features, if already computed.
 
     Raises:
         RunFolderError: a fold is not finished, or its files disagree with the run.
     """
     import pandas as pd
+
+    from spinedx.baselines.inrun import baseline_metrics, fit_baselines
 
     rf = RunFolder(run_dir)
     record = rf.read_record()
@@ -403,12 +413,22 @@ def finish_run(run_dir: str | Path, repeat: int | None = None) -> dict[str, Any]
         "weights": record.weights.to_dict(), "profile": config.profile, "backbone": config.backbone,
         "synthetic": record.synthetic, "patches_sha256": record.patches.sha256, "notes": notes,
     })
+    if patches is None:
+        patches = load_patches(record.patches.path)
+    if patches.sha256 != record.patches.sha256:
+        raise RunFolderError(f"the patches changed since this run started (sha256 {patches.sha256[:12]}... now, "
+                             f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
+                             where=str(patches.path))
+    baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features)
+    metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, config.seed)
     rf.write_metrics(metrics)
     return json_clean(metrics)
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
-    """Human-readable summary of ``metrics.json`` (used by the CLI)."""
+    """Human-readable summary of ``metrics.json`` (used by the CLI): the model, then the baselines on the same
+    folds with the paired comparison."""
+    from spinedx.baselines.inrun import baseline_lines
 
     def fmt(m: dict[str, Any], name: str) -> str:
         v, lo, hi = m.get(name), m.get(f"{name}_low"), m.get(f"{name}_high")
@@ -418,21 +438,22 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
     lines = []
     if metrics.get("synthetic"):
-        lines.append(SYNTHETIC_BANNER)
+        lines.append(SYNTHETIC_BANNER.upper() + ": the figures below describe a simulation")
     if metrics.get("optimistic"):
         lines.append(metrics.get("warning") or OPTIMISTIC_WARNING)
     w = metrics.get("weights", {})
     lines.append(f"weights: {w.get('source')}" + (f" {w.get('path')} sha256 {w.get('sha256')}" if w.get("path") else "")
                  + (f" -- {w.get('message')}" if w.get("source") == "fallback-none" else ""))
     for level, m in (("patient", metrics), ("slice", metrics.get("slice", {}))):
+        how = f"{metrics.get('aggregation')} aggregation" if level == "patient" else "intervals resample patients"
         lines.append(
-            f"{level} level (n={m.get('n')}, {metrics.get('aggregation')} aggregation, "
-            f"threshold {metrics.get('threshold')}): "
+            f"{level} level (n={m.get('n')}, {how}, threshold {metrics.get('threshold')}): "
             + ", ".join(fmt(m, n) for n in ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv"))
             + f"; tp {m.get('tp')} tn {m.get('tn')} fp {m.get('fp')} fn {m.get('fn')}")
     aucs = [a for a in metrics.get("per_fold_auc", []) if a is not None]
     if aucs:
         lines.append("per-fold patient AUC: " + " ".join(f"{a:.2f}" for a in aucs))
+    lines.extend(baseline_lines(metrics))
     for note in metrics.get("notes", []):
         lines.append(f"note: {note}")
     return lines
