@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 from runhelpers import write_patches
 from typer.testing import CliRunner
 
@@ -123,3 +124,39 @@ def test_report_outputs_complete_or_untouched(run_factory) -> None:
     assert not any(p.name.startswith("report_") for p in run.iterdir())
     assert not any(".tmp-" in p.name for p in run.iterdir())
     np.testing.assert_equal(sorted(p.name for p in (run / "report.html").iterdir()), [])
+
+
+def test_baselines_section_and_the_banner_when_the_cnn_does_not_beat_radiomics(run_factory) -> None:
+    """The planted model does worse than first-order statistics on the planted patches: the page says so at the
+    top and in the section; a model that exceeds the baseline gets no such banner."""
+    from spinedx.evaluation.cv import finish_run
+
+    run = run_factory(n_patients=18, n_folds=3, optimistic=False)
+    metrics = finish_run(run)  # as spinedx cv ends: fits the baselines on the run's folds
+    assert metrics["baselines"]["radiomics"]["vs_model"]["verdict"] != "exceeds"
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert '<section id="baselines">' in text and 'id="banner-baseline"' in text
+    assert text.index('id="banner-baseline"') < text.index('<section id="summary">')
+    assert "The CNN does not exceed the radiomics baseline" in text
+    assert 'alt="ROC curves of the model and the baselines"' in text
+    table = pd.read_csv(run / "report_baselines.csv")
+    assert list(table["classifier"]) == ["CNN (resnet18)", "radiomics baseline", "feature regression"]
+    assert table.loc[1, "auc"] == pytest.approx(metrics["baselines"]["radiomics"]["auc"])
+    # the same run, had the CNN exceeded the baseline: no banner, a plain verdict
+    doc = json.loads((run / "metrics.json").read_text())
+    vs = doc["baselines"]["radiomics"]["vs_model"]
+    vs.update(verdict="exceeds", sentence="the CNN exceeds the radiomics baseline (made up for this test)")
+    (run / "metrics.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    text = (run / "report.html").read_text()
+    assert 'id="banner-baseline"' not in text and '<div class="verdict exceeds">' in text
+
+
+def test_run_without_baselines_says_how_to_add_them(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2)  # written without finish_run: no baselines section
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert "This run has no baselines" in text and 'id="banner-baseline"' not in text

@@ -80,6 +80,39 @@ def roc_figure(
     return fig
 
 
+def baselines_roc_figure(
+    y: np.ndarray, p: np.ndarray, model_name: str, model_auc: float,
+    baselines: Sequence[tuple[str, np.ndarray, np.ndarray]],
+) -> Figure:
+    """Patient-level ROC curves of the model and of each baseline (label, labels, probabilities) on one plot."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = Figure(figsize=(5.6, 5.9))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="chance")
+    styles = [("tab:orange", "--"), ("tab:green", "-."), ("tab:purple", ":"), ("tab:brown", "--")]
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, color="tab:blue", lw=2.2, label=f"{model_name}, AUC {model_auc:.3f}")
+    for i, (name, yb, pb) in enumerate(baselines):
+        yb = np.asarray(yb).astype(int)
+        if len(np.unique(yb)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(yb, pb)
+        color, ls = styles[i % len(styles)]
+        ax.plot(fpr, tpr, color=color, ls=ls, lw=1.8, label=f"{name}, AUC {roc_auc_score(yb, pb):.3f}")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7.5, ncol=1, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(rows: Sequence[tuple[str, int, int, int, int]]) -> Figure:
     """Confusion matrices (rows = truth, columns = call) for ``(name, tp, tn, fp, fn)`` rows."""
     n = max(len(rows), 1)

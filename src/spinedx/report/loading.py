@@ -24,6 +24,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("table1", "Table 1 - Imaging features"),
     ("table2", "Table 2 - Diagnostic performance of readers and model"),
     ("roc", "ROC curve"),
+    ("baselines", "Model vs baselines"),
     ("confusion", "Confusion matrices"),
     ("folds", "Per-fold AUC"),
     ("calibration", "Calibration"),
@@ -56,6 +57,7 @@ class ReportInputs:
         mcnemar: McNemar tests, if computed.
         table1: Table 1, if computed.
         logistic: the feature logistic regression, if computed.
+        baselines: the run's ``baselines/`` (document, out-of-fold patient tables), if fitted.
         notes: notes per section id.
     """
 
@@ -75,6 +77,7 @@ class ReportInputs:
     mcnemar: pd.DataFrame | None
     table1: pd.DataFrame | None
     logistic: dict[str, Any] | None
+    baselines: tuple[dict[str, Any], dict[str, pd.DataFrame]] | None = None
     notes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -234,4 +237,5 @@ def load_inputs(
         model_row = pd.DataFrame([row], columns=list(PERF_COLUMNS))
         performance = model_row if performance is None else pd.concat([performance, model_row], ignore_index=True)
     return ReportInputs(rf, record, splits, patients, slices, metrics, fold_models, patches, changed, cohort_path,
-                        _cohort_frame(cohort_path), stats_dir, performance, mcnemar, table1, logistic, notes)
+                        _cohort_frame(cohort_path), stats_dir, performance, mcnemar, table1, logistic,
+                        rf.read_baselines(), notes)

@@ -38,6 +38,9 @@ class Page:
     mcnemar: list[list[str]] | None = None
     mcnemar_head: list[str] = field(default_factory=list)
     logistic: str = ""
+    baselines: list[list[str]] | None = None
+    baselines_head: list[str] = field(default_factory=list)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     folds: list[list[str]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +84,7 @@ def pretty_rater(name: str) -> str:
 def _builders() -> list[Callable[[ReportInputs, Page], None]]:
     from spinedx.report.sections import (
         banners,
+        baselines,
         calibration,
         confusion,
         folds,
@@ -92,8 +96,8 @@ def _builders() -> list[Callable[[ReportInputs, Page], None]]:
         table2,
     )
 
-    return [banners.build, summary.build, table1.build, table2.build, roc.build, confusion.build, folds.build,
-            calibration.build, gallery.build, provenance.build]
+    return [banners.build, summary.build, table1.build, table2.build, roc.build, baselines.build, confusion.build,
+            folds.build, calibration.build, gallery.build, provenance.build]
 
 
 def build_all(inputs: ReportInputs, page: Page) -> None:

@@ -32,6 +32,12 @@ def build(inp: ReportInputs, page: Page) -> None:
                else "as asked (pretrained: none)")
         page.banners.append(("warning", f"No ImageNet weights: the models were trained from scratch ({why}), unlike "
                                         "the paper, which initialised ResNet50 from ImageNet. See Provenance."))
+    radiomics = (inp.metrics.get("baselines") or {}).get("radiomics") or {}
+    vs = radiomics.get("vs_model") if isinstance(radiomics.get("vs_model"), dict) else None
+    if vs is not None and vs.get("verdict") != "exceeds":
+        page.banners.append(("baseline", f"{vs['sentence'][0].upper()}{vs['sentence'][1:]}: hand-crafted radiomics "
+                                         "features with a logistic regression, fitted on the same folds, do as well "
+                                         "or better. See Model vs baselines."))
     missing = inp.fold_models.missing
     if missing:
         page.banners.append(("folds", f"Fold model(s) {', '.join(map(str, missing))} of {rec.config.folds} are "
