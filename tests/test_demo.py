@@ -39,6 +39,12 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert any(line.strip().startswith("model ") and "sensitivity" in line for line in lines)
     assert any("AUC" in line for line in lines)
     assert "research use only" in lines[-1]
+    # the synthetic cohort says so, and the model stands next to the baselines fitted on its folds
+    assert lines[1].startswith("SYNTHETIC COHORT, SIMULATED READERS")
+    assert any(line.startswith("radiomics baseline AUC") and "same folds" in line for line in lines)
+    assert any(line.startswith("  -> the CNN") and "radiomics baseline" in line for line in lines)
+    assert any(line.startswith("feature regression") for line in lines)
+    assert 'id="banner-synthetic"' in text and '<section id="baselines">' in text
 
     # Resume through the CLI: every stage's outputs are complete, nothing runs again.
     mtime = res.report.stat().st_mtime_ns

@@ -69,15 +69,28 @@ class DemoResult:
         lines = [f"report: {self.report.resolve()}"]
         m = self.metrics
         if m.get("synthetic"):
-            lines.append(SYNTHETIC_BANNER)
+            lines.append(SYNTHETIC_BANNER.upper() + ": the figures describe a simulation; the readers are "
+                         "simulated, so model-vs-reader comparisons illustrate the method only")
         if m.get("optimistic"):
             lines.append("WARNING: optimistic run (early stopping on the validation folds)")
         auc = m.get("auc")
         if auc is not None:
             lines.append(f"model AUC {num(auc)} ({num(m.get('auc_low'))}-{num(m.get('auc_high'))}), "
                          f"patient level, out-of-fold, {m.get('folds', '?')} folds, backbone {m.get('backbone', '?')}")
-        width = max([len(str(r["rater"])) for r in self.table2] + [5])
-        for r in self.table2:
+        rows = list(self.table2)
+        baselines = m.get("baselines")
+        for name, b in (baselines if isinstance(baselines, dict) else {}).items():
+            label = b.get("label", name)
+            if b.get("status") != "ok":
+                lines.append(f"{label}: not fitted ({b.get('reason')})")
+                continue
+            lines.append(f"{label} AUC {num(b.get('auc'))} ({num(b.get('auc_low'))}-{num(b.get('auc_high'))}), "
+                         "same folds")
+            if isinstance(b.get("vs_model"), dict):
+                lines.append(f"  -> {b['vs_model']['sentence']}")
+            rows.append({**b, "rater": label})
+        width = max([len(str(r["rater"]).removeprefix("reader_")) for r in rows] + [5])
+        for r in rows:
             name = str(r["rater"]).removeprefix("reader_")
             lines.append(f"  {name:<{width}}  " + "  ".join(ci(r, k) for k in ("sensitivity", "specificity",
                                                                                  "accuracy")))
