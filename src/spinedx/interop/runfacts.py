@@ -65,6 +65,7 @@ def run_facts(run_dir: str | Path) -> RunFacts:
         config_path=rf.config_path, metrics_path=rf.metrics_path if metrics is not None else None,
         backbone=record.config.backbone, channel_names=tuple(record.channel_names),
         patch_size=record.patches.patch_size, preprocessing=dict(record.patches.extract),
-        aggregation=record.aggregation, threshold=record.threshold, performance=metrics, baselines=None,
+        aggregation=record.aggregation, threshold=record.threshold, performance=metrics,
+        baselines=(metrics or {}).get("baselines"),
         synthetic=record.synthetic, optimistic=record.optimistic, git_commit=record.git_commit,
         versions=record.versions)
