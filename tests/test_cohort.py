@@ -126,6 +126,21 @@ def test_write_then_load_round_trip(tmp_path):
     assert load_manifest(sub).cases == cases
 
 
+def test_draft_of_a_server_keeps_series_uids_and_annotation(tmp_path):
+    """A DICOMweb draft has series UIDs and (once annotated in the workstation) slices and a box, but no image
+    paths: writing it back must keep them all (they were silently dropped before)."""
+    cases = [CaseRecord("S1", None, t1_series_uid="1.2.3.1", t2_series_uid="1.2.3.2",  # type: ignore[arg-type]
+                        lesion_slices=(5, 6), box=(10, 12, 40, 44), extra={"study_uid": "1.2.3"}),
+             CaseRecord("S2", None, t1_series_uid="1.2.4.1", t2_series_uid="",  # type: ignore[arg-type]
+                        extra={"study_uid": "1.2.4"})]
+    out = write_manifest(cases, tmp_path / "server.csv")
+    assert out.read_text().splitlines()[0] == "patient_id,label,t1_series_uid,t2_series_uid,lesion_slices,box,study_uid"
+    back = load_manifest(out, require_images=False, draft=True).cases
+    assert [(c.t1_series_uid, c.t2_series_uid, c.lesion_slices, c.box, c.extra) for c in back] == [
+        ("1.2.3.1", "1.2.3.2", (5, 6), (10, 12, 40, 44), {"study_uid": "1.2.3"}),
+        ("1.2.4.1", None, (), (0, 0, 0, 0), {"study_uid": "1.2.4"})]
+
+
 def test_study_table_round_trip(tmp_path):
     cases = [CaseRecord("A", "benign", features={"fluid_sign": 1}, readers={"reader_senior": "malignant"})]
     out = write_manifest(cases, tmp_path / "s.csv")

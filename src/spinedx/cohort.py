@@ -420,11 +420,11 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
     """Write ``cases`` as a manifest that :func:`load_manifest` reads back unchanged.
 
     Image paths are written relative to the manifest's folder (so a cohort folder can be moved
-    or copied whole). Image columns are left out when no case has images; the series UID
-    columns when no case sets one. Features come in :data:`spinedx.features.FEATURE_NAMES`
-    order, readers in order of first appearance. ``lesion_mask`` is written when a case has one,
-    ``synthetic`` when the cases are simulated; a case's ``extra`` columns come last; a label of None is
-    written empty.
+    or copied whole). Image path columns are left out when no case has images; the series UID
+    columns when no case sets one; ``lesion_slices`` and ``box`` when no case has images or an annotation.
+    Features come in :data:`spinedx.features.FEATURE_NAMES` order, readers in order of first appearance.
+    ``lesion_mask`` is written when a case has one, ``synthetic`` when the cases are simulated; a case's
+    ``extra`` columns come last; a label of None is written empty.
 
     Args:
         cases: the records.
@@ -452,9 +452,14 @@ def write_manifest(cases: Iterable[CaseRecord], path: str | Path) -> Path:
     extra: list[str] = []
     for c in cases:
         extra.extend(k for k in c.extra if k not in extra)
+    # a draft of a DICOMweb server has series UIDs and (once annotated) slices and a box but no paths: keep them
+    any_annotation = any(c.lesion_slices or any(c.box) for c in cases)
     header = ["patient_id", "label"]
     if any_images:
         header += ["t1", "t1_series_uid", "t2", "t2_series_uid"] if any_uid else ["t1", "t2"]
+    elif any_uid:
+        header += ["t1_series_uid", "t2_series_uid"]
+    if any_images or any_annotation:
         header += ["lesion_slices", "box"]
     if any(c.lesion_mask is not None for c in cases):
         header += ["lesion_mask"]

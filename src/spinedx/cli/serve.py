@@ -23,13 +23,19 @@ def serve(
                                      help="Bearer token required on every API request (env SPINEDX_TOKEN)."),
     register: bool | None = typer.Option(None, "--register/--no-register",
                                          help="T2->T1 registration for the T1 pane and Predict (default: as the run)."),
+    dicomweb: str | None = typer.Option(
+        None, "--dicomweb", help="Browse a DICOMweb server instead of a folder: its studies are indexed into the "
+        "manifest and a case's series retrieved (WADO-RS) when first opened."),
+    user: str | None = typer.Option(
+        None, "--user", help="DICOMweb basic-auth user (password in SPINEDX_DICOMWEB_PASSWORD; or a bearer token "
+        "in SPINEDX_DICOMWEB_TOKEN)."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
     from spinedx.serve import serve as run_server
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
-                             register=register)
+                             register=register, dicomweb=dicomweb, dicomweb_user=user)
 
     def ready(url: str) -> None:
         typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "

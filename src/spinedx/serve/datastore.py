@@ -76,23 +76,35 @@ def _inside(path: Path, roots: list[Path]) -> bool:
 
 
 class LocalDatastore:
-    """Cases of one manifest on the local disk (optionally extended by an indexed DICOM tree).
+    """Cases of one manifest on the local disk (optionally extended by an indexed DICOM tree or DICOMweb server).
 
     Args:
-        manifest: the cohort manifest (``cohort.csv``); created by indexing ``dicom_root`` when absent.
+        manifest: the cohort manifest (``cohort.csv``); created by indexing ``dicom_root`` (or ``dicomweb``) when
+            absent.
         dicom_root: a DICOM tree whose studies not yet in the manifest are added as draft rows.
         extra_roots: further folders images may come from.
+        dicomweb: a DICOMweb server whose studies not yet in the manifest are added as draft rows (study and
+            series UIDs, no paths); a case's series are retrieved with WADO-RS into ``<manifest stem>.dicomweb/``
+            when first needed, whole or not at all, and read from there afterwards.
+        dicomweb_auth: credentials for that server (:class:`spinedx.interop.dicomweb.DicomWebAuth`).
     """
 
-    def __init__(self, manifest: Path, dicom_root: Path | None = None, extra_roots: tuple[Path, ...] = ()) -> None:
+    def __init__(self, manifest: Path, dicom_root: Path | None = None, extra_roots: tuple[Path, ...] = (), *,
+                 dicomweb: str | None = None, dicomweb_auth: Any = None) -> None:
         self.manifest = Path(os.path.abspath(Path(manifest).expanduser()))
         self.dicom_root = Path(os.path.realpath(dicom_root)) if dicom_root is not None else None
         self._lock = threading.RLock()
         self._cohort: Any = None
         self._mtime: float | None = None
         self.added_from_tree = 0
+        self.dicomweb = dicomweb
+        self._dicomweb_auth = dicomweb_auth
+        self._dicomweb_client: Any = None
+        self._fetch_lock = threading.Lock()
         if dicom_root is not None:
             self._merge_tree(Path(dicom_root))
+        if dicomweb is not None:
+            self._merge_server(dicomweb)
         self.roots = [Path(os.path.realpath(self.manifest.parent))]
         if self.dicom_root is not None:
             self.roots.append(self.dicom_root)
@@ -110,6 +122,11 @@ class LocalDatastore:
 
     def prediction_dir(self, case_key: str) -> Path:
         return self.predictions_dir / case_key
+
+    @property
+    def dicomweb_cache(self) -> Path:
+        """Where series retrieved from the DICOMweb server are kept (``<study>/<series>/``)."""
+        return self.manifest.with_name(self.manifest.stem + ".dicomweb")
 
     # -- loading ------------------------------------------------------------------------------------------
     def _merge_tree(self, root: Path) -> None:
@@ -143,6 +160,57 @@ class LocalDatastore:
         with atomic_path(self.manifest) as tmp:
             write_manifest(cases, tmp)
         self.added_from_tree = len(new)
+
+    def _merge_server(self, url: str) -> None:
+        """Index a DICOMweb server and add its studies that the manifest lacks (all of them when it does not exist)."""
+        from spinedx.interop.pacs import index_server, write_server_index
+
+        idx = index_server(url, auth=self._dicomweb_auth)
+        if not self.manifest.exists():
+            write_server_index(idx, self.manifest)
+            self.added_from_tree = len(idx.studies)
+            return
+        from spinedx.cohort import CaseRecord, load_manifest, write_manifest
+        from spinedx.fsutil import atomic_path
+
+        cohort = load_manifest(self.manifest, require_images=False, draft=True)
+        known = set(cohort.patient_ids)
+        new = [st for st in idx.studies if st.case_key not in known]
+        if not new:
+            return
+        if idx.synthetic != cohort.synthetic:
+            raise SpinedxError(f"the manifest is {'synthetic' if cohort.synthetic else 'real'} but the server's "
+                               f"studies are {'synthetic' if idx.synthetic else 'real'}: a cohort is one or the other; "
+                               "give another --cohort", where=str(self.manifest))
+        cases = list(cohort.cases)
+        for st in new:
+            sel = st.selection
+            cases.append(CaseRecord(patient_id=st.case_key, label=None,  # type: ignore[arg-type]
+                                    t1_series_uid=sel.t1.series_uid if sel.t1 else None,
+                                    t2_series_uid=sel.t2.series_uid if sel.t2 else None, synthetic=idx.synthetic,
+                                    extra={"study_uid": st.study_uid}))
+        with atomic_path(self.manifest) as tmp:
+            write_manifest(cases, tmp)
+        self.added_from_tree = len(new)
+
+    def _has_images(self, case: Any, which: str) -> bool:
+        """A path in the manifest, or (browsing a DICOMweb server) a chosen series of a known study."""
+        if getattr(case, which) is not None:
+            return True
+        return bool(self.dicomweb is not None and getattr(case, f"{which}_series_uid")
+                    and case.extra.get("study_uid"))
+
+    def _from_server(self, study_uid: str, series_uid: str) -> Path:
+        """The local copy of a server series, retrieved (WADO-RS) the first time it is asked for."""
+        from spinedx.interop.dicomweb import DicomWebClient
+
+        folder = self.dicomweb_cache / study_uid / series_uid
+        with self._fetch_lock:
+            if not folder.is_dir():
+                if self._dicomweb_client is None:
+                    self._dicomweb_client = DicomWebClient(str(self.dicomweb), auth=self._dicomweb_auth)
+                self._dicomweb_client.retrieve_series(study_uid, series_uid, folder)
+        return folder
 
     def _load(self) -> None:
         from spinedx.cohort import load_manifest
@@ -185,12 +253,16 @@ class LocalDatastore:
         """
         case = self.case(key)
         path = getattr(case, which)
+        uid = getattr(case, f"{which}_series_uid")
+        study_uid = case.extra.get("study_uid")
+        if path is None and self.dicomweb is not None and uid and study_uid:
+            return self._from_server(study_uid, uid), uid
         if path is None:
             raise NotFound(f"the case has no {which.upper()}W series; see index.json or set the {which} column",
                            where=key)
         if not _inside(Path(path), self.roots) or not Path(path).exists():
             raise NotFound(f"{which.upper()}W series not available", where=key)
-        return Path(path), getattr(case, f"{which}_series_uid")
+        return Path(path), uid
 
     def annotation(self, key: str) -> tuple[Annotation, str]:
         """The case's annotation and version."""
@@ -205,7 +277,7 @@ class LocalDatastore:
             out.append({"patient_id": c.patient_id, "label": c.label,
                         "annotated": bool(ann.lesion_slices and ann.box),
                         "predicted": self.stored_prediction(c.patient_id, c) is not None,
-                        "images": c.t1 is not None and c.t2 is not None})
+                        "images": all(self._has_images(c, w) for w in ("t1", "t2"))})
         return out
 
     def stored_prediction(self, key: str, case: Any = None) -> dict[str, Any] | None:

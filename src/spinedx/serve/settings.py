@@ -35,6 +35,10 @@ class ServeSettings:
         max_body_bytes: larger request bodies are refused with 413.
         cache_bytes: memory bound of the decoded-volume cache.
         register: T2->T1 registration for the T1 pane and prediction; None: as the run (or on without a run).
+        dicomweb: a DICOMweb server browsed instead of a folder: its studies are indexed into the manifest (as
+            ``spinedx index --dicomweb``) and a case's two series are retrieved (WADO-RS) when first opened.
+        dicomweb_user: basic-auth user of that server (password in ``SPINEDX_DICOMWEB_PASSWORD``; a bearer token
+            in ``SPINEDX_DICOMWEB_TOKEN``).
     """
 
     cohort: Path | None = None
@@ -46,6 +50,8 @@ class ServeSettings:
     max_body_bytes: int = 64 * 1024
     cache_bytes: int = 1024 * 1024 * 1024
     register: bool | None = None
+    dicomweb: str | None = None
+    dicomweb_user: str | None = None
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.
@@ -61,12 +67,17 @@ class ServeSettings:
         if self.token is not None and len(self.token) < 16:
             raise SpinedxError("the token is shorter than 16 characters; use a long random secret "
                                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')", where="--token")
-        if self.cohort is None and self.dicom_root is None:
-            raise SpinedxError("nothing to serve: give a DICOM_ROOT to index, --cohort cohort.csv, or both",
-                               where="spinedx serve")
+        if self.cohort is None and self.dicom_root is None and self.dicomweb is None:
+            raise SpinedxError("nothing to serve: give a DICOM_ROOT to index, --dicomweb URL, --cohort cohort.csv, "
+                               "or a source and --cohort", where="spinedx serve")
+        if self.dicom_root is not None and self.dicomweb is not None:
+            raise SpinedxError("give either a DICOM_ROOT or --dicomweb URL, not both", where="spinedx serve")
+        if self.dicomweb is not None and not self.dicomweb.lower().startswith(("http://", "https://")):
+            raise SpinedxError("a DICOMweb URL starts with http:// or https://", where=self.dicomweb)
         if self.dicom_root is not None and not Path(self.dicom_root).is_dir():
             raise SpinedxError("DICOM_ROOT is not a folder", where=str(self.dicom_root))
-        if self.cohort is not None and not Path(self.cohort).is_file() and self.dicom_root is None:
+        if (self.cohort is not None and not Path(self.cohort).is_file() and self.dicom_root is None
+                and self.dicomweb is None):
             raise SpinedxError("manifest not found; give a DICOM_ROOT to index into it, or the path of an existing "
                                "cohort.csv", where=str(self.cohort))
         if self.model is not None and not (Path(self.model) / "config.yaml").is_file():

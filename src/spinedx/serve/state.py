@@ -34,7 +34,12 @@ def build_state(settings: ServeSettings) -> AppState:
     """Check the settings, open the datastore and load the run's models once."""
     settings.check()
     manifest = Path(settings.cohort) if settings.cohort is not None else Path.cwd() / "cohort.csv"
-    store = LocalDatastore(manifest, settings.dicom_root)
+    auth = None
+    if settings.dicomweb is not None:
+        from spinedx.interop.dicomweb import DicomWebAuth
+
+        auth = DicomWebAuth.from_env(settings.dicomweb_user)
+    store = LocalDatastore(manifest, settings.dicom_root, dicomweb=settings.dicomweb, dicomweb_auth=auth)
     predictor = None
     if settings.model is not None:
         from spinedx.serve.predictor import Predictor

@@ -34,6 +34,8 @@ def explain(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, 
 
 
 def _predict(patient_id: str, state: AppState, explain: bool) -> dict[str, Any]:
+    from dataclasses import replace
+
     from spinedx.fsutil import atomic_dir
 
     if state.predictor is None:
@@ -42,8 +44,9 @@ def _predict(patient_id: str, state: AppState, explain: bool) -> dict[str, Any]:
     case = state.store.case(patient_id)
     if not case.lesion_slices or not any(case.box):
         raise InvalidInput("save lesion slices and a box on T2 before predicting", where=patient_id)
-    for which in ("t1", "t2"):
-        state.store.image_source(patient_id, which)  # 404 when missing or outside the served roots
+    # 404 when missing or outside the served roots; a DICOMweb case's series are its local copies
+    sources = {which: state.store.image_source(patient_id, which)[0] for which in ("t1", "t2")}
+    case = replace(case, t1=sources["t1"], t2=sources["t2"])
     with atomic_dir(state.store.prediction_dir(patient_id)) as tmp:
         res = state.predictor.predict(case, tmp, explain=explain)
     return prediction_view(patient_id, res.record)
