@@ -60,6 +60,14 @@ def test_serve_browses_a_dicomweb_server(tiny_run: Path, case: dict, synth_study
             assert saved.lesion_slices == ";".join(map(str, case["slices"])) and saved.study_uid
             assert saved.t2_series_uid == detail["t2"]["series_uid"]
 
+        # a later start adds the server's studies the manifest lacks and keeps what was annotated
+        rows = pd.read_csv(manifest, dtype=str)
+        rows[rows.patient_id == key].to_csv(manifest, index=False)
+        with TestClient(create_app(settings)) as client:
+            assert sorted(c["patient_id"] for c in client.get("/api/cases").json()) == ["SYN0001", "SYN0002"]
+            ann = client.get(f"/api/cases/{key}").json()["annotation"]
+            assert ann["lesion_slices"] == list(case["slices"]) and ann["box"] == list(case["box"])
+
 
 def test_serve_settings_refuse_two_sources_and_a_bad_url(tmp_path: Path) -> None:
     with pytest.raises(SpinedxError, match="not both"):

@@ -134,40 +134,25 @@ class LocalDatastore:
         from spinedx.studyindex import index_tree, write_index
 
         idx = index_tree(root, progress=False)
-        if not self.manifest.exists():
-            write_index(idx, self.manifest)
-            self.added_from_tree = len(idx.studies)
-            return
-        from spinedx.cohort import CaseRecord, load_manifest, write_manifest
-        from spinedx.fsutil import atomic_path
-
-        cohort = load_manifest(self.manifest, require_images=False, draft=True)
-        known = set(cohort.patient_ids)
-        new = [st for st in idx.studies if st.case_key not in known]
-        if not new:
-            return
-        if idx.synthetic != cohort.synthetic:
-            raise SpinedxError(f"the manifest is {'synthetic' if cohort.synthetic else 'real'} but the DICOM tree's "
-                               f"studies are {'synthetic' if idx.synthetic else 'real'}: a cohort is one or the other; "
-                               "give another --cohort", where=str(self.manifest))
-        cases = list(cohort.cases)
-        for st in new:
-            sel = st.selection
-            cases.append(CaseRecord(patient_id=st.case_key, label=None,  # type: ignore[arg-type]
-                                    t1=st.series_folder("t1"), t2=st.series_folder("t2"),
-                                    t1_series_uid=sel.t1.series_uid if sel.t1 else None,
-                                    t2_series_uid=sel.t2.series_uid if sel.t2 else None, synthetic=idx.synthetic))
-        with atomic_path(self.manifest) as tmp:
-            write_manifest(cases, tmp)
-        self.added_from_tree = len(new)
+        self._add_studies(idx, "DICOM tree", lambda idx: write_index(idx, self.manifest),
+                          lambda st: {"t1": st.series_folder("t1"), "t2": st.series_folder("t2")})
 
     def _merge_server(self, url: str) -> None:
-        """Index a DICOMweb server and add its studies that the manifest lacks (all of them when it does not exist)."""
+        """Index a DICOMweb server and add its studies that the manifest lacks (all of them when it does not exist).
+
+        The rows name the study and the chosen series (no paths); :meth:`image_source` retrieves the series.
+        """
         from spinedx.interop.pacs import index_server, write_server_index
 
         idx = index_server(url, auth=self._dicomweb_auth)
+        self._add_studies(idx, "server", lambda idx: write_server_index(idx, self.manifest),
+                          lambda st: {"extra": {"study_uid": st.study_uid}})
+
+    def _add_studies(self, idx: Any, source: str, write_new: Any, fields: Any) -> None:
+        """Write the index as the manifest when there is none; else append its studies the manifest lacks, as
+        draft rows with ``fields(study)`` (refusing to mix a synthetic and a real cohort)."""
         if not self.manifest.exists():
-            write_server_index(idx, self.manifest)
+            write_new(idx)
             self.added_from_tree = len(idx.studies)
             return
         from spinedx.cohort import CaseRecord, load_manifest, write_manifest
@@ -179,7 +164,7 @@ class LocalDatastore:
         if not new:
             return
         if idx.synthetic != cohort.synthetic:
-            raise SpinedxError(f"the manifest is {'synthetic' if cohort.synthetic else 'real'} but the server's "
+            raise SpinedxError(f"the manifest is {'synthetic' if cohort.synthetic else 'real'} but the {source}'s "
                                f"studies are {'synthetic' if idx.synthetic else 'real'}: a cohort is one or the other; "
                                "give another --cohort", where=str(self.manifest))
         cases = list(cohort.cases)
@@ -188,7 +173,7 @@ class LocalDatastore:
             cases.append(CaseRecord(patient_id=st.case_key, label=None,  # type: ignore[arg-type]
                                     t1_series_uid=sel.t1.series_uid if sel.t1 else None,
                                     t2_series_uid=sel.t2.series_uid if sel.t2 else None, synthetic=idx.synthetic,
-                                    extra={"study_uid": st.study_uid}))
+                                    **fields(st)))
         with atomic_path(self.manifest) as tmp:
             write_manifest(cases, tmp)
         self.added_from_tree = len(new)
