@@ -7,8 +7,8 @@ small forward passes per case, each paying every layer's dispatch and BatchNorm.
 :class:`Ensemble` prepares the models once per process and then runs the whole ensemble as
 one call:
 
-* ``onnxruntime`` backend (CPU default when ``onnxruntime`` is installed, ``pip install
-  spinedx[onnx]``, and the backbone is a ResNet-family network): the models are written as one
+* ``onnxruntime`` backend (CPU default: ``onnxruntime`` is a spinedx dependency; for a
+  ResNet-family backbone): the models are written as one
   ONNX graph (:func:`ensemble_onnx`: the shared input feeds every model, the outputs are
   concatenated) whose weights stay in the models' own memory. When the session is created,
   onnxruntime folds each eval-mode BatchNorm (a fixed affine map per channel) into its
@@ -350,7 +350,7 @@ class Ensemble:
                 raise ValueError("the onnxruntime backend runs fp32 on the CPU; use backend='torch' for "
                                  f"{dev.type} / {precision}")
             if not onnxruntime_available():
-                raise ValueError("onnxruntime is not installed (pip install 'spinedx[onnx]'); use backend='torch'")
+                raise ValueError("onnxruntime is not installed (a spinedx dependency: pip install -e .); use backend='torch'")
         if backend in ("auto", "onnxruntime") and dev.type == "cpu" and precision == "fp32":
             if onnxruntime_available():
                 try:
