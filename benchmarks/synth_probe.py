@@ -2,7 +2,7 @@
 
 Usage::
 
-    nice .venv/bin/python benchmarks/synth_probe.py                               # easy/medium/hard x seeds 1, 3000
+    nice .venv/bin/python benchmarks/synth_probe.py --workers 2  # docs table: 3 levels x seeds 1, 3000, 60 patients
     nice .venv/bin/python benchmarks/synth_probe.py --difficulty medium --seeds 1 2 --patients 100
 
 For each difficulty and cohort seed: ``spinedx synth`` (``--patients``, ``--malignant``), ``spinedx
@@ -82,8 +82,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--difficulty", nargs="+", default=["easy", "medium", "hard"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 3000])
-    ap.add_argument("--patients", type=int, default=100)
-    ap.add_argument("--malignant", type=int, default=40)
+    ap.add_argument("--patients", type=int, default=60)
+    ap.add_argument("--malignant", type=int, default=24)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep the cohorts and patches in this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
