@@ -58,7 +58,8 @@ class OnnxEnsemble:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise SpinedxError("ONNX Runtime is not installed; reinstall spinedx (pip install -e .), which installs onnxruntime", where=str(path)) from None
+            raise SpinedxError("ONNX Runtime is not installed; reinstall spinedx (pip install -e .), which installs "
+                               "onnxruntime", where=str(path)) from None
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = int(threads)

@@ -350,7 +350,8 @@ class Ensemble:
                 raise ValueError("the onnxruntime backend runs fp32 on the CPU; use backend='torch' for "
                                  f"{dev.type} / {precision}")
             if not onnxruntime_available():
-                raise ValueError("onnxruntime is not installed (a spinedx dependency: pip install -e .); use backend='torch'")
+                raise ValueError("onnxruntime is not installed (a spinedx dependency: pip install -e .); "
+                                 "use backend='torch'")
         if backend in ("auto", "onnxruntime") and dev.type == "cpu" and precision == "fp32":
             if onnxruntime_available():
                 try:
