@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
+from spinedx.explain import DEFAULT_METHOD, explain, method_caption
 from spinedx.io import read_image
 from spinedx.models import load_fold_model
 from spinedx.predict import predict_case
@@ -78,6 +79,12 @@ def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: 
     assert doc["spinedx_version"] and "versions" in doc["provenance"]
     for s in doc["slices"]:
         assert (out / s["overlay"]).read_bytes()[:4] == b"\x89PNG"
+    # the overlays are the default explanation method's, named in prediction.json and explanation.json
+    assert doc["explanation"]["method"] == DEFAULT_METHOD and doc["explanation"]["n_models"] == 2
+    expl = json.loads((out / "explanation.json").read_text())
+    assert expl["method"] == DEFAULT_METHOD and expl["caption"] == method_caption(DEFAULT_METHOD)
+    assert expl["overlays"] == [s["overlay"] for s in doc["slices"]]
+    assert f"heatmaps: {method_caption(DEFAULT_METHOD)}" in res.output
 
     # Independent re-derivation: the same preprocessing and each fold model by hand.
     t1 = read_image(synthetic_pair / "t1.nii.gz")
@@ -90,10 +97,30 @@ def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: 
         np.testing.assert_allclose([s["per_fold"][k] for s in doc["slices"]], p, atol=1e-5)
 
 
+def test_predict_heatmaps_follow_the_one_default(tiny_run: Path, synthetic_pair: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """spinedx.explain.DEFAULT_METHOD alone decides the method: changed there, the maps, record and files follow."""
+    import spinedx.explain
+
+    other = "gradcam-layer2"
+    assert other != DEFAULT_METHOD
+    monkeypatch.setattr(spinedx.explain, "DEFAULT_METHOD", other)
+    res = predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5),
+                       (27, 35, 63, 65), tmp_path / "out")
+    assert res.record["explanation"]["method"] == other
+    assert json.loads((tmp_path / "out" / "explanation.json").read_text())["method"] == other
+    t1 = read_image(synthetic_pair / "t1.nii.gz")
+    t2 = read_image(synthetic_pair / "t2.nii.gz")
+    x = extract_patches(t1, t2, [4, 5], (27, 35, 63, 65), ExtractConfig(register=False)).x
+    models = [load_fold_model(tiny_run / "folds" / k / "model.pt") for k in ("0", "1")]
+    assert res.heatmaps is not None
+    np.testing.assert_allclose(res.heatmaps, explain(models, x, other), atol=1e-5)
+
+
 def test_predict_api_without_output_or_heatmaps(tiny_run: Path, synthetic_pair: Path) -> None:
     res = predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (5,), (27, 35, 63, 65),
                        explain=False)
-    assert res.heatmaps is None and res.out_dir is None
+    assert res.heatmaps is None and res.out_dir is None and res.record["explanation"] is None
     assert res.slice_probability.shape == (2, 1)
     assert 0.0 <= res.probability <= 1.0
 

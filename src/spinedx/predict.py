@@ -43,7 +43,8 @@ class CasePrediction:
         folds: fold numbers of the models.
         slice_index: the T2 lesion slices scored.
         slice_probability: ``(n_models, n_slices)`` probabilities.
-        heatmaps: ``(n_slices, 64, 64)`` Grad-CAM maps averaged over the fold models (or None).
+        heatmaps: ``(n_slices, 64, 64)`` maps of :data:`spinedx.explain.DEFAULT_METHOD` averaged over the fold
+            models (or None); ``record["explanation"]`` names the method.
         record: the JSON document written to ``prediction.json``.
         out_dir: where the files are.
         overlays: PNG overlay paths, one per slice.
@@ -125,7 +126,7 @@ def predict_case(
     dicom: bool = True,
     ensemble: Ensemble | None = None,
 ) -> CasePrediction:
-    """Predict one case with every fold model of a run (an ensemble) and explain it with Grad-CAM.
+    """Predict one case with every fold model of a run (an ensemble) and explain it (``explain.DEFAULT_METHOD``).
 
     The case is preprocessed with the extraction settings the run recorded when it was trained (patch size,
     margin, registration, z-score mode, channel order), never with whatever ``extract.json`` lies in the
@@ -143,17 +144,18 @@ def predict_case(
         t2_series_uid: the same for T2.
         register: force the T2->T1 registration on/off; None: as the run's extraction.
         patient_id: name of the case in messages and outputs.
-        explain: compute Grad-CAM heatmaps and overlays.
+        explain: compute heatmaps (:data:`spinedx.explain.DEFAULT_METHOD`, the method docs/explanations.md chose)
+            and overlays; ``prediction.json`` and ``explanation.json`` name the method.
         allow_missing_folds: answer from the finished folds when some fold models are missing (recorded in
             ``prediction.json``); by default such a run is refused.
         run: the run's fold models already loaded with :func:`spinedx.models.load_run` (a server keeps them
             warm); None loads them from ``run_dir``.
-        engine: ``torch`` (the fold models) or ``onnx`` (a bundle's ``model.onnx`` in ONNX Runtime; Grad-CAM still
-            comes from the fold models).
+        engine: ``torch`` (the fold models) or ``onnx`` (a bundle's ``model.onnx`` in ONNX Runtime; the heatmaps still
+            come from the fold models).
         ensemble: the same fold models prepared once as one batched call (:class:`spinedx.models.Ensemble`, made
             from ``run``'s models; a server keeps it warm); used for the probabilities with ``engine="torch"``.
             It agrees with the per-model loop to float rounding (1e-4 checked).
-        dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and Grad-CAM
+        dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and heatmap
             Secondary Captures, :func:`spinedx.interop.write_dicom_results`) into ``out_dir/dicom``.
 
     Returns:
@@ -229,11 +231,14 @@ def predict_case(
     slice_index = [int(s) for s in patches.slice_index]
 
     heat = None
+    explanation = None
     if explain:
-        from spinedx.explain import gradcam
+        from spinedx.explain import DEFAULT_METHOD, explanation_record
+        from spinedx.explain import explain as explain_maps
 
         # Mean of the fold models' maps: the regions the ensemble as a whole relies on.
-        heat = np.mean([gradcam(m, patches.x) for m in run.models], axis=0).astype(np.float32)
+        heat = explain_maps(run.models, patches.x, DEFAULT_METHOD)
+        explanation = explanation_record(DEFAULT_METHOD, len(run.models))
 
     prov = provenance()
     n_models = len(run.models)
@@ -263,6 +268,7 @@ def predict_case(
              "overlay": f"overlay_slice{s:03d}.png" if explain and out_dir is not None else None}
             for i, s in enumerate(slice_index)
         ],
+        "explanation": explanation,
         "model": {
             "run_dir": str(Path(run.run_dir).resolve()),
             "backbone": run.backbone,
@@ -310,7 +316,8 @@ def predict_case(
 
 def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path, *,
                      dicom_inputs: tuple[Any, Any, str | None, str | None] | None = None) -> Path:
-    """Write ``prediction.json`` and one T1/T2 Grad-CAM overlay PNG per slice into ``out_dir``, atomically.
+    """Write ``prediction.json``, one T1/T2 overlay PNG per slice and ``explanation.json`` (the method that made the
+    maps) into ``out_dir``, atomically.
 
     The folder is filled as a temporary sibling and renamed over ``out_dir`` when complete, so an
     interrupted or failed prediction leaves an earlier one untouched. With ``dicom_inputs`` (T1, T2 and their
@@ -329,8 +336,12 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path,
                 continue
             title = (f"{result.record['patient_id']} slice {s}: p(malignant) {entry['probability']:.2f} "
                      f"(research use only)")
-            save_overlay(x[i], result.heatmaps[i], tmp / entry["overlay"], title=title)
+            save_overlay(x[i], result.heatmaps[i], tmp / entry["overlay"], title=title,
+                         method=result.record["explanation"]["method"])
             names.append(entry["overlay"])
+        if names:
+            (tmp / "explanation.json").write_text(json.dumps(
+                {**result.record["explanation"], "overlays": names}, indent=2, allow_nan=False) + "\n")
         dicom = None
         if dicom_inputs is not None:
             from spinedx.interop import write_dicom_results_if_dicom

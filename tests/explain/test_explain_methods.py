@@ -171,3 +171,15 @@ def test_explain_after_predict_patches() -> None:
         model.to(memory_format=torch.contiguous_format)
     assert any(p.is_inference() for p in model.parameters())
     np.testing.assert_allclose(explain(model, x, "gradcam-layer4"), before, atol=1e-5)
+
+
+def test_explanation_record_names_method_and_reference() -> None:
+    from spinedx.explain import DEFAULT_METHOD, METHODS, explanation_record, method_caption
+
+    rec = explanation_record(DEFAULT_METHOD, 3)
+    info = METHODS[DEFAULT_METHOD]
+    assert rec["method"] == DEFAULT_METHOD and rec["default"] is True and rec["n_models"] == 3
+    assert rec["caption"] == method_caption(DEFAULT_METHOD) == f"{info.label} ({info.reference})"
+    assert explanation_record("occlusion")["default"] is (DEFAULT_METHOD == "occlusion")
+    with pytest.raises(ValueError, match="unknown explanation method"):
+        explanation_record("saliency")

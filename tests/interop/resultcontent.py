@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from spinedx.explain import DEFAULT_METHOD
 from spinedx.interop.content import ALGORITHM_NAME, AlgorithmInfo, ResultContent
 
 
@@ -19,5 +20,5 @@ def make_content(slices: tuple[int, ...], box: tuple[int, int, int, int], *, pro
         per_model=per_model, box=box, slice_index=slices,
         slice_probability=tuple(float(v) for v in rng.uniform(0, 1, len(slices))),
         heatmaps=rng.uniform(0, 1, (len(slices), 64, 64)).astype(np.float32) if heat else None,
-        patch_size=64, margin=0.1,
+        patch_size=64, margin=0.1, heatmap_method=DEFAULT_METHOD if heat else None,
         algorithm=AlgorithmInfo(ALGORITHM_NAME, "0.1.0", "ab" * 32, "resnet18, ensemble mean of 2 fold models"))

@@ -15,6 +15,7 @@ from dicomfixtures import write_series
 from resultcontent import make_content
 
 from spinedx.errors import SpinedxError
+from spinedx.explain import DEFAULT_METHOD, METHODS, method_caption
 from spinedx.interop import dciodvfy, read_sr, write_dicom_results
 from spinedx.interop.geometry import locate_box, orientation_letters, stored_planes
 from spinedx.interop.identity import COPIED_KEYWORDS
@@ -101,6 +102,10 @@ def test_overlays_read_back(written: tuple, case: dict) -> None:
         assert list(ds.PatientOrientation) == [orientation_letters(t2.direction[:, 0]),
                                                orientation_letters(t2.direction[:, 1])]
         assert "research use only" in ds.ImageComments
+        # the heatmap's method (here the default) is named in the series and in each image's derivation
+        assert ds.SeriesDescription == f"spinedx {METHODS[DEFAULT_METHOD].label} overlays (research use only)"
+        assert ds.DerivationDescription.startswith(method_caption(DEFAULT_METHOD))
+        assert method_caption(DEFAULT_METHOD) in ds.ImageComments
         # the box outline is drawn on the slice's own grid
         x0, y0, _, y1 = content.box
         assert tuple(ds.pixel_array[(y0 + y1) // 2, x0]) == (0, 255, 0)
@@ -183,13 +188,17 @@ def test_benign_call_and_no_heatmaps(tmp_path: Path, case: dict) -> None:
 
 
 @pytest.mark.slow
-def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: Path) -> None:
-    """predict_case with DICOM inputs writes OUT/dicom/ in the same step, and it reads back to the prediction."""
+def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict_case with DICOM inputs writes OUT/dicom/ in the same step, and it reads back to the prediction;
+    its Secondary Captures name the method spinedx.explain.DEFAULT_METHOD chose (changed here to show they follow)."""
     import json
 
+    import spinedx.explain
     from spinedx.interop import model_fingerprint
     from spinedx.predict import predict_case
 
+    monkeypatch.setattr(spinedx.explain, "DEFAULT_METHOD", "gradcam-layer3")
     pred = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], tmp_path / "out")
     res = pred.dicom
     assert res is not None and res.folder == tmp_path / "out" / "dicom" and res.sr.is_file()
@@ -203,6 +212,10 @@ def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: P
     assert s.spread["Minimum"] == min(pred.per_model) and s.spread["Maximum"] == max(pred.per_model)
     assert s.model_hash == model_fingerprint(tiny_run)
     assert len(res.overlays) == len(pred.slice_index)
+    for path in res.overlays:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.SeriesDescription == "spinedx Grad-CAM layer3 overlays (research use only)"
+        assert ds.DerivationDescription.startswith(method_caption("gradcam-layer3"))
     assert all(dciodvfy(p).errors == [] for p in res.files)
 
 

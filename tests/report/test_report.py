@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
+from spinedx.explain import DEFAULT_METHOD, METHODS, method_caption
 from spinedx.report import GALLERY_GROUPS, SECTIONS, build_report
 
 
@@ -50,13 +51,16 @@ def test_full_report_has_every_section(run_factory) -> None:
     assert (run / "report_mcnemar.csv").is_file() and (run / "report_table1_features.csv").is_file()
     folds = pd.read_csv(run / "report_per_fold_auc.csv")
     assert list(folds["fold"]) == [0, 1] and folds["patients"].sum() == 16
-    # gallery: the planted false negative (P000) and false positive (P001) with Grad-CAM heatmaps
+    # gallery: the planted false negative (P000) and false positive (P001) with heatmaps of the default method
     gal = pd.read_csv(run / "report_gallery.csv", dtype={"patient_id": str})
     assert set(gal["group"]) == {"tp", "tn", "fn", "fp"}
     assert gal.set_index("group").loc["fn", "patient_id"] == "P000"
     assert gal.set_index("group").loc["fp", "patient_id"] == "P001"
     assert gal["heatmap"].all()
-    assert text.count("with Grad-CAM\" src=\"data:image/png") == 4
+    label = METHODS[DEFAULT_METHOD].label
+    assert text.count(f"with {label}\" src=\"data:image/png") == 4
+    assert f"<h2>Case gallery with heatmaps ({label})</h2>" in text
+    assert f"the {method_caption(DEFAULT_METHOD)} heatmap" in text  # the caption names the method and its reference
     assert "abc123" in text  # the run's git commit in the provenance
 
 

@@ -55,7 +55,7 @@ def test_patches_reextracted_with_another_size_refused(run_factory) -> None:
     assert res.exit_code == 0, res.output
     text = (run / "report.html").read_text()
     assert 'id="banner-patches"' in text and "without images" in text
-    assert "with Grad-CAM\" src=" not in text
+    assert "data:image/png" not in text.split('id="gallery"')[1].split("</section>")[0]
 
 
 def test_synthetic_run_has_the_banner_and_marks_reader_tests(run_factory) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from spinedx.cohort import load_manifest
+from spinedx.explain import DEFAULT_METHOD, METHODS, method_caption
 
 pytestmark = pytest.mark.slow
 
@@ -134,8 +135,11 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
 
     page.get_by_test_id("predict").click()
     wait_js(page, "document.getElementById('status').textContent.startsWith('predicted')", timeout=120)
-    p = float(page.get_by_test_id("probability").inner_text())  # shown before the Grad-CAM overlays
-    wait_js(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=120)
+    p = float(page.get_by_test_id("probability").inner_text())  # shown before the heatmap overlays
+    label = METHODS[DEFAULT_METHOD].label
+    wait_js(page, f"document.getElementById('status').textContent.includes('with {label} overlays')", timeout=120)
+    assert method_caption(DEFAULT_METHOD) in page.get_by_test_id("overlay-method").inner_text()
+    assert page.locator("#overlays img").first.get_attribute("alt").startswith(f"{label} on T1W and T2W")
     assert 0.0 <= p <= 1.0
     assert page.locator("#overlays img").count() == len(slices)
     # the case list is refreshed asynchronously after the prediction: wait for its badge, then check it

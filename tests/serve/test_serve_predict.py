@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app as cli
 from spinedx.cohort import load_manifest
+from spinedx.explain import DEFAULT_METHOD, method_caption
 
 
 @pytest.mark.slow
@@ -28,10 +29,15 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
         stored_dir = manifest.with_name(manifest.stem + ".predictions") / rec.patient_id
         stored = json.loads((stored_dir / "prediction.json").read_text())
         assert stored["engine"] == "ensemble (onnxruntime, fp32)"
-        assert all(s["overlay"] is None for s in got["slices"])  # the fast answer: no Grad-CAM yet
+        assert all(s["overlay"] is None for s in got["slices"])  # the fast answer: no heatmaps yet
+        assert got["explanation"] is None
         r = client.post(f"/api/cases/{rec.patient_id}/explain")
         assert r.status_code == 200, r.text
         explained = r.json()
+        # the overlays are the default explanation method's (one place decides: spinedx.explain.DEFAULT_METHOD)
+        assert explained["explanation"]["method"] == DEFAULT_METHOD
+        assert explained["explanation"]["caption"] == method_caption(DEFAULT_METHOD)
+        assert json.loads((stored_dir / "explanation.json").read_text())["method"] == DEFAULT_METHOD
         assert explained["fold_probabilities"] == pytest.approx(got["fold_probabilities"], abs=1e-6)
         got = explained
         cases = {c["patient_id"]: c for c in client.get("/api/cases").json()}

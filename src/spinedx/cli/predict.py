@@ -1,4 +1,4 @@
-"""`spinedx predict`: one case through every fold model of a run, with Grad-CAM overlays."""
+"""`spinedx predict`: one case through every fold model of a run, with heatmap overlays (explain.DEFAULT_METHOD)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def predict(
     for s in res.record["slices"]:
         typer.echo(f"  slice {s['slice_index']}: {s['probability']:.3f}")
     typer.echo(f"written: {(Path(out) / 'prediction.json').resolve()} (+ {len(res.overlays)} overlay PNG)")
+    expl = res.record.get("explanation")
+    if expl:
+        typer.echo(f"heatmaps: {expl['caption']}, {expl['aggregation']}")
     if res.dicom is not None:
-        typer.echo(f"DICOM: {res.dicom.sr} (TID 1500 SR) + {len(res.dicom.overlays)} Grad-CAM Secondary Capture(s), "
+        typer.echo(f"DICOM: {res.dicom.sr} (TID 1500 SR) + {len(res.dicom.overlays)} overlay Secondary Capture(s), "
                    f"study {res.dicom.study_instance_uid}")
     typer.echo("research use only, not for clinical decisions")

@@ -6,10 +6,20 @@ with known masks and says why :data:`DEFAULT_METHOD` is the default.
 """
 
 from spinedx.explain.gradcam import MalignantLogitTarget, gradcam
-from spinedx.explain.methods import DEFAULT_METHOD, METHODS, Method, explain, explain_many, method_info
+from spinedx.explain.methods import (
+    DEFAULT_METHOD,
+    METHODS,
+    Method,
+    explain,
+    explain_many,
+    explanation_record,
+    method_caption,
+    method_info,
+)
 from spinedx.explain.overlay import channel_index, figure_png, overlay_figure, save_overlay
 
 __all__ = [
     "DEFAULT_METHOD", "METHODS", "MalignantLogitTarget", "Method", "channel_index", "explain", "explain_many",
+    "explanation_record", "method_caption",
     "figure_png", "gradcam", "method_info", "overlay_figure", "save_overlay",
 ]

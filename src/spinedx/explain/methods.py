@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,6 +66,31 @@ def method_info(method: str) -> Method:
         return METHODS[method]
     except KeyError:
         raise ValueError(f"unknown explanation method {method!r}; methods are {', '.join(METHODS)}") from None
+
+
+def method_caption(method: str = DEFAULT_METHOD) -> str:
+    """``label (reference)``, e.g. ``LayerCAM layer3 (Jiang et al., IEEE TIP 2021)``: how every place that shows a
+    map (overlay PNGs, report gallery, workstation, DICOM Secondary Capture) names the method that made it."""
+    info = method_info(method)
+    return f"{info.label} ({info.reference})"
+
+
+def explanation_record(method: str = DEFAULT_METHOD, n_models: int | None = None) -> dict[str, Any]:
+    """What a prediction records about its heatmaps (``prediction.json["explanation"]``, ``explanation.json``).
+
+    Args:
+        method: the method that made the maps (a name from :data:`METHODS`).
+        n_models: how many fold models' maps were averaged (None: not recorded).
+    """
+    info = method_info(method)
+    rec: dict[str, Any] = {"method": info.name, "label": info.label, "reference": info.reference,
+                           "caption": method_caption(method), "target": "malignant logit",
+                           "default": info.name == DEFAULT_METHOD,
+                           "comparison": "docs/explanations.md (pointing game and energy share on synthetic lesions)"}
+    if n_models is not None:
+        rec["n_models"] = int(n_models)
+        rec["aggregation"] = f"mean of the {n_models} fold models' maps, each scaled to [0, 1]"
+    return rec
 
 
 def _as_models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:

@@ -55,10 +55,12 @@ class ResultContent:
         box: ``x0,y0,x1,y1`` half-open box on the canonical T2 grid.
         slice_index: canonical T2 lesion slices.
         slice_probability: probability of each lesion slice (mean over fold models).
-        heatmaps: ``(n_slices, P, P)`` Grad-CAM maps on the crop grid, or None.
+        heatmaps: ``(n_slices, P, P)`` heatmaps on the crop grid, or None.
         patch_size: P.
         margin: crop margin (fraction of the side added on each side), as in extraction.
         algorithm: who made it.
+        heatmap_method: the explanation method that made ``heatmaps`` (a name of :data:`spinedx.explain.METHODS`;
+            a prediction's ``record["explanation"]["method"]``); required with heatmaps.
     """
 
     probability: float
@@ -74,6 +76,7 @@ class ResultContent:
     margin: float
     algorithm: AlgorithmInfo
     extra: dict[str, Any] = field(default_factory=dict)
+    heatmap_method: str | None = None
 
     def __post_init__(self) -> None:
         if self.call not in ("malignant", "benign"):
@@ -84,6 +87,8 @@ class ResultContent:
             raise ValueError("one probability per lesion slice is needed")
         if self.heatmaps is not None and len(self.heatmaps) != len(self.slice_index):
             raise ValueError("one heatmap per lesion slice is needed")
+        if self.heatmaps is not None and not self.heatmap_method:
+            raise ValueError("heatmaps need the method that made them (heatmap_method)")
 
 
 def model_fingerprint(run_dir: str | Path, folds: Any = None) -> str:
@@ -164,10 +169,14 @@ def content_from_prediction(prediction: Any, *, model_hash: str | None = None) -
                          f"{model.get('backbone', 'cnn')}, ensemble mean of {n_models} fold models{engine}")
     probs = np.asarray(prediction.slice_probability, dtype=np.float64)
     heat = None if prediction.heatmaps is None else np.asarray(prediction.heatmaps, dtype=np.float32)
+    method = (rec.get("explanation") or {}).get("method") if heat is not None else None
+    if heat is not None and not method:
+        raise SpinedxError("the prediction has heatmaps but its record names no explanation method",
+                           where="prediction")
     return ResultContent(
         probability=float(prediction.probability), call=str(prediction.call), threshold=float(prediction.threshold),
         aggregation=str(rec.get("aggregation", "max over slices, mean over fold models")),
         per_model=tuple(float(v) for v in prediction.per_model), box=box,  # type: ignore[arg-type]
         slice_index=tuple(int(s) for s in prediction.slice_index),
         slice_probability=tuple(float(v) for v in probs.mean(axis=0)), heatmaps=heat, patch_size=patch_size,
-        margin=margin, algorithm=algo)
+        margin=margin, algorithm=algo, heatmap_method=method)

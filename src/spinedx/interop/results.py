@@ -1,4 +1,4 @@
-"""``write_dicom_results``: a prediction as DICOM objects that join the source study (SR + Grad-CAM overlays).
+"""``write_dicom_results``: a prediction as DICOM objects that join the source study (SR + heatmap overlays).
 
 One call from :func:`spinedx.predict.predict_case` (or any caller holding a prediction and its two DICOM
 series) writes ``OUT/dicom/sr.dcm`` (TID 1500 Comprehensive 3D SR, :mod:`spinedx.interop.sr`) and
@@ -32,7 +32,7 @@ class DicomResults:
     Attributes:
         folder: the folder holding them.
         sr: the structured report.
-        overlays: the Grad-CAM Secondary Captures, in lesion-slice order.
+        overlays: the heatmap Secondary Captures, in lesion-slice order.
         study_instance_uid: the source (and results') study.
         sr_series_uid: the SR's series.
         overlay_series_uid: the overlays' series (None without overlays).
@@ -87,7 +87,7 @@ def write_dicom_results(
     model_hash: str | None = None,
     content: ResultContent | None = None,
 ) -> DicomResults:
-    """Write the SR and the Grad-CAM Secondary Captures of a prediction into ``out_dir/dicom``.
+    """Write the SR and the heatmap Secondary Captures of a prediction into ``out_dir/dicom``.
 
     Args:
         prediction: a :class:`spinedx.predict.CasePrediction` (ignored when ``content`` is given).

@@ -1,7 +1,7 @@
-"""Grad-CAM overlays as DICOM Secondary Capture images (PS3.3 A.8.1), one per lesion slice, with highdicom.
+"""Heatmap overlays (explain.DEFAULT_METHOD) as DICOM Secondary Capture images (PS3.3 A.8.1), one per lesion slice.
 
 Each image is the whole T2 lesion slice as spinedx sees it (the canonical grid of :func:`spinedx.io.read_image`,
-windowed to its 1st-99th percentile), the Grad-CAM map of that slice placed back on the crop it was computed on
+windowed to its 1st-99th percentile), the heatmap of that slice placed back on the crop it was computed on
 (opacity rising with the heat, as in the PNG overlays), the lesion box outlined, and a burned-in line saying
 what it is and that it is for research use only. The image carries PatientOrientation (from the image's
 axes), BodyPartExamined from the source (validators then need no Laterality) and a SourceImageSequence entry
@@ -110,14 +110,18 @@ def build_overlays(
     """
     from highdicom.sc import SCImage
 
-    if content.heatmaps is None:
-        raise ValueError("the prediction has no Grad-CAM heatmaps (predict with explain=True)")
+    from spinedx.explain import method_caption, method_info
+
+    if content.heatmaps is None or not content.heatmap_method:
+        raise ValueError("the prediction has no heatmaps (predict with explain=True)")
+    method = method_info(content.heatmap_method)
+    caption = method_caption(method.name)
     row_dir, col_dir = image.direction[:, 0], image.direction[:, 1]
     orientation = (orientation_letters(row_dir), orientation_letters(col_dir))
     out = []
     for i, (k, pb) in enumerate(zip(content.slice_index, boxes, strict=True)):
         heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
-        text = (f"spinedx Grad-CAM, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
+        text = (f"spinedx {method.label}, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
                 f"patient {content.probability:.3f} ({content.call} at {content.threshold:g})\n"
                 f"{RESEARCH_USE_ONLY.upper()}")
         px = render_overlay(image.array[k], heat, content.box, text)
@@ -130,7 +134,7 @@ def build_overlays(
             accession_number=str(identity.AccessionNumber), study_id=str(identity.StudyID),
             study_date=str(identity.StudyDate) or None, study_time=str(identity.StudyTime) or None,
             referring_physician_name=identity.ReferringPhysicianName, patient_orientation=orientation,
-            series_description="spinedx Grad-CAM overlays (research use only)",
+            series_description=f"spinedx {method.label} overlays (research use only)"[:64],
             manufacturer_model_name="spinedx", software_versions=content.algorithm.version,
         )
         for kw in ("SpecificCharacterSet", "IssuerOfPatientID", "PatientIdentityRemoved", "DeidentificationMethod"):
@@ -148,9 +152,10 @@ def build_overlays(
         if pb.plane.frame is not None:
             ref.ReferencedFrameNumber = pb.plane.frame
         sc.SourceImageSequence = [ref]
-        sc.DerivationDescription = (f"Grad-CAM (mean of {len(content.per_model)} fold models) over T2 slice {k}, "
+        sc.DerivationDescription = (f"{caption} of the malignant output (mean of {len(content.per_model)} fold "
+                                    f"models' maps) over T2 slice {k}, "
                                     f"model sha256 {content.algorithm.model_hash[:16]}")[:1024]
         sc.BurnedInAnnotation = "YES"
-        sc.ImageComments = f"{RESEARCH_USE_ONLY}; Grad-CAM of the malignant output (Selvaraju et al. 2017)"
+        sc.ImageComments = f"{RESEARCH_USE_ONLY}; {caption} of the malignant output"
         out.append(sc)
     return out

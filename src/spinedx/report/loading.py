@@ -28,7 +28,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("confusion", "Confusion matrices"),
     ("folds", "Per-fold AUC"),
     ("calibration", "Calibration"),
-    ("gallery", "Case gallery with Grad-CAM"),
+    ("gallery", "Case gallery with heatmaps"),
     ("provenance", "Provenance"),
 )
 

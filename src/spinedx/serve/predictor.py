@@ -54,7 +54,7 @@ class Predictor:
 
     def predict(self, case: Any, out_dir: Path, *, explain: bool = True) -> Any:
         """Predict a manifest case (its saved slices and box) and write ``prediction.json`` (and, with ``explain``,
-        the Grad-CAM overlays) into ``out_dir``.
+        the heatmap overlays) into ``out_dir``.
 
         The probabilities do not depend on ``explain``: the page asks first without it (the answer in about a
         second) and then with it for the overlays.

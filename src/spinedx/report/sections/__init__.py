@@ -44,6 +44,7 @@ class Page:
     figures: dict[str, str] = field(default_factory=dict)
     folds: list[list[str]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
+    gallery_method: dict[str, str] = field(default_factory=dict)  # spinedx.explain.explanation_record
     provenance: list[list[str]] = field(default_factory=list)
     versions: list[list[str]] = field(default_factory=list)
     config_text: str = ""

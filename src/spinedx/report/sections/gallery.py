@@ -1,4 +1,8 @@
-"""Case gallery (the paper's Figs. 3-6): the clearest true calls and the most confident errors, with Grad-CAM."""
+"""Case gallery (the paper's Figs. 3-6): the clearest true calls and the most confident errors, with heatmaps.
+
+The heatmaps are those of :data:`spinedx.explain.DEFAULT_METHOD` (the method docs/explanations.md chose on
+synthetic lesions); the section's heading and caption name it and its publication.
+"""
 
 from __future__ import annotations
 
@@ -60,20 +64,21 @@ def _pick(inp: ReportInputs, per_group: int) -> list[dict[str, Any]]:
 
 
 def _heatmaps(inp: ReportInputs, picked: list[dict[str, Any]], progress: bool) -> dict[int, np.ndarray]:
-    """Grad-CAM of each shown case with the fold model that scored it out of fold, one batch per fold."""
+    """Heatmap (:data:`spinedx.explain.DEFAULT_METHOD`) of each shown case with the fold model that scored it out of
+    fold, one batch per fold."""
     from rich.progress import Progress
 
-    from spinedx.explain import gradcam
+    from spinedx.explain import DEFAULT_METHOD, explain, method_info
     from spinedx.models.run import load_fold_model
 
     folds = sorted({c["fold"] for c in picked if c["patch"] is not None} & set(inp.fold_models.paths))
     heats: dict[int, np.ndarray] = {}
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("gallery (Grad-CAM)", total=len(folds))
+        task = bar.add_task(f"gallery ({method_info(DEFAULT_METHOD).label})", total=len(folds))
         for fold in folds:
             model = load_fold_model(inp.fold_models.paths[fold], fold=fold, backbone=inp.record.config.backbone)
             members = [n for n, c in enumerate(picked) if c["fold"] == fold and c["patch"] is not None]
-            hm = gradcam(model, np.stack([picked[n]["patch"] for n in members]))
+            hm = explain(model, np.stack([picked[n]["patch"] for n in members]), DEFAULT_METHOD)
             heats.update(dict(zip(members, hm, strict=True)))
             bar.advance(task)
     return heats
@@ -81,8 +86,10 @@ def _heatmaps(inp: ReportInputs, picked: list[dict[str, Any]], progress: bool) -
 
 def build(inp: ReportInputs, page: Page) -> None:
     """Gallery entries (``page.gallery_per_group`` per group; ``report_gallery.csv``)."""
-    from spinedx.explain import figure_png, overlay_figure
+    from spinedx.explain import DEFAULT_METHOD, explanation_record, figure_png, overlay_figure
     from spinedx.report.figures import png_data_uri
+
+    page.gallery_method = {k: str(v) for k, v in explanation_record(DEFAULT_METHOD).items()}
 
     picked = _pick(inp, page.gallery_per_group)
     heats = _heatmaps(inp, picked, page.progress) if inp.patches is not None else {}
@@ -100,7 +107,8 @@ def build(inp: ReportInputs, page: Page) -> None:
             pid = c["patient_id"]
             img = None
             if c["patch"] is not None:
-                img = png_data_uri(figure_png(overlay_figure(c["patch"], heats.get(n), panel_inches=1.9)))
+                img = png_data_uri(figure_png(overlay_figure(c["patch"], heats.get(n), panel_inches=1.9,
+                                                                method=DEFAULT_METHOD)))
             feats: list[str] = []
             readers: dict[str, Any] = {}
             if cohort is not None and pid in cohort.index:

@@ -48,6 +48,8 @@ def prediction_view(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "registration": {k: doc["registration"].get(k) for k in ("performed", "accepted", "reason")},
         "optimistic": bool(doc["model"].get("optimistic")),
         "inputs": {"lesion_slices": doc["inputs"]["lesion_slices"], "box": doc["inputs"]["box"]},
+        # the method that made the overlays (spinedx.explain.explanation_record); None without overlays
+        "explanation": doc.get("explanation"),
     }
 
 

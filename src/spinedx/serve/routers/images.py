@@ -17,7 +17,7 @@ _OVERLAY = re.compile(r"overlay_slice\d{3,6}\.png")
 
 @router.get("/{patient_id}/prediction/{name}", response_class=FileResponse)
 def overlay(patient_id: str, name: str, state: AppState = Depends(get_state)) -> FileResponse:  # noqa: B008
-    """A Grad-CAM overlay PNG of the case's last prediction (T1W and T2W crops, with and without the heatmap)."""
+    """An overlay PNG of the case's last prediction (T1W and T2W crops, with and without the heatmap)."""
     state.store.case(patient_id)
     if not _OVERLAY.fullmatch(name):
         raise NotFound("no such file", where=patient_id)

@@ -17,19 +17,20 @@ router = APIRouter(prefix="/api/cases", tags=["predict"])
 @router.post("/{patient_id}/predict")
 def predict(
     patient_id: str,
-    explain: bool = Query(False, description="also compute the Grad-CAM overlays (seconds more)"),  # noqa: B008
+    explain: bool = Query(False, description="also compute the heatmap overlays (seconds more)"),  # noqa: B008
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
     """Probability of malignancy (mean of the fold models), call at the run's threshold, per-fold and per-slice
     probabilities, computed like ``spinedx predict`` on the saved slices and box; with ``explain`` also the
-    Grad-CAM overlays (or ask ``POST .../explain`` afterwards). Research use only."""
+    heatmap overlays (or ask ``POST .../explain`` afterwards). Research use only."""
     return _predict(patient_id, state, explain)
 
 
 @router.post("/{patient_id}/explain")
 def explain(patient_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
-    """The prediction again with Grad-CAM overlays of every lesion slice on T1W and T2W (``spinedx predict``'s
-    overlay PNGs, served under ``.../prediction/``). Research use only."""
+    """The prediction again with heatmap overlays of every lesion slice on T1W and T2W (``spinedx predict``'s
+    overlay PNGs, served under ``.../prediction/``), made by ``spinedx.explain.DEFAULT_METHOD`` and named in the
+    answer's ``explanation``. Research use only."""
     return _predict(patient_id, state, True)
 
 

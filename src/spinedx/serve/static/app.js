@@ -277,11 +277,11 @@ async function predict() {
     const key = S.key;
     const doc = await (await api(`/api/cases/${encodeURIComponent(key)}/predict`, { method: "POST" })).json();
     await showPrediction(doc);
-    status(`predicted ${key}; computing Grad-CAM overlays ...`, "ok");
+    status(`predicted ${key}; computing heatmap overlays ...`, "ok");
     await loadCases();
     const ex = await (await api(`/api/cases/${encodeURIComponent(key)}/explain`, { method: "POST" })).json();
     if (key === S.key) await showPrediction(ex);
-    status(`predicted ${key} (with Grad-CAM overlays)`, "ok");
+    status(`predicted ${key} (with ${ex.explanation ? ex.explanation.label : "heatmap"} overlays)`, "ok");
   } catch (e) { status("prediction failed: " + e.message, "error"); }
   $("predict").disabled = !S.health.model;
 }
@@ -305,12 +305,16 @@ async function showPrediction(p) {
   $("pred-notes").textContent = `${p.aggregation}. Registration: ${p.registration.reason}.` +
     (p.optimistic ? " The run's reported performance is optimistic (early stopping on the validation folds)." : "");
   const ov = $("overlays"); ov.replaceChildren();
+  // The server names the method that made the maps (spinedx.explain.DEFAULT_METHOD); the page never assumes one.
+  const ex = p.explanation, label = ex ? ex.label : "heatmap";
+  $("overlay-method").textContent = ex && p.slices.some((s) => s.overlay)
+    ? `Heatmaps: ${ex.caption} of the malignant output, ${ex.aggregation || "mean of the fold models"}; red raises the score.` : "";
   for (const s of p.slices) {
     if (!s.overlay) continue;
     try {
       const blob = await (await api(s.overlay)).blob();
       const img = document.createElement("img");
-      img.alt = `Grad-CAM on T1W and T2W, slice ${s.slice_index}`;
+      img.alt = `${label} on T1W and T2W, slice ${s.slice_index}`;
       img.src = URL.createObjectURL(blob);
       ov.append(img);
     } catch (e) { status(e.message, "error"); }
