@@ -112,3 +112,46 @@ def test_cli_missing_weights_exits_2(tmp_path: Path, empty_hub: Path) -> None:
     assert res.exit_code == 2
     assert "resnet18-f37072fd.pth" in res.output and "Traceback" not in res.output
     assert "error:" in res.output
+
+
+def test_dropout_before_the_final_layer_keeps_the_saved_keys_and_inference() -> None:
+    """The paper's dropout (rate our assumption): in training only, and fold models keep their state-dict keys."""
+    from spinedx.models.net import DropoutLinear
+
+    torch.manual_seed(0)
+    plain, _ = build_model("resnet18", pretrained="none", dropout=0.0)
+    torch.manual_seed(0)
+    drop, _ = build_model("resnet18", pretrained="none", dropout=0.5)
+    assert isinstance(drop.backbone.fc, DropoutLinear) and drop.backbone.fc.p == 0.5
+    assert list(plain.state_dict()) == list(drop.state_dict())  # same keys: old fold models load
+    for a, b in zip(plain.state_dict().values(), drop.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # same initial weights for the same seed
+    x = torch.randn(4, 6, 32, 32)
+    plain.eval()
+    drop.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), drop(x))  # inference unchanged
+    # training mode: the head's input is dropped (the features are the same: BatchNorm in train mode both)
+    feats = torch.relu(torch.randn(8, 512)) + 0.1
+    head = drop.backbone.fc
+    head.train()
+    torch.manual_seed(1)
+    out = head(feats)
+    mask_free = torch.nn.functional.linear(feats, head.weight, head.bias)
+    assert not torch.allclose(out, mask_free)
+    head.eval()
+    assert torch.equal(head(feats), mask_free)
+
+
+def test_dropout_setting_is_recorded_and_checked() -> None:
+    from spinedx.errors import SpinedxError
+    from spinedx.training.config import CVConfig
+
+    cfg = CVConfig.from_profile("paper")
+    assert cfg.dropout == 0.5 and CVConfig.from_profile("quick").dropout == 0.5
+    assert CVConfig.from_profile("paper", dropout=0.2).dropout == 0.2
+    with pytest.raises(SpinedxError, match=r"dropout must be in \[0, 1\)"):
+        CVConfig.from_profile("paper", dropout=1.0)
+    old = cfg.to_dict()
+    del old["dropout"]  # a run written before the setting existed had no dropout
+    assert CVConfig.from_record(old, "config.yaml").dropout == 0.0

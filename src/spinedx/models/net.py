@@ -82,6 +82,30 @@ class SpineNet(nn.Module):
         raise AttributeError(f"no Grad-CAM target layer known for backbone {self.backbone_name}")
 
 
+class DropoutLinear(nn.Linear):
+    """``Linear`` with dropout on its input: the dropout before the final layer that the paper's Discussion mentions.
+
+    A subclass rather than ``Sequential(Dropout, Linear)`` keeps the state-dict keys (``fc.weight``, ``fc.bias``)
+    of every saved fold model, and in evaluation mode it is exactly ``Linear`` (ONNX export, Grad-CAM).
+
+    Attributes:
+        p: Dropout probability during training (0: plain ``Linear``, no random numbers drawn).
+    """
+
+    def __init__(self, in_features: int, out_features: int, p: float = 0.0) -> None:
+        super().__init__(in_features, out_features)
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``Linear(dropout(x))`` in training mode, ``Linear(x)`` otherwise."""
+        if self.p > 0.0 and self.training:
+            x = nn.functional.dropout(x, self.p, training=True)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout={self.p}"
+
+
 def _torchvision_backbone(name: str) -> nn.Module:
     import torchvision
 
@@ -94,21 +118,21 @@ def _torchvision_backbone(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None)
 
 
-def _replace_head(name: str, net: nn.Module) -> None:
-    """Replace the 1000-class ImageNet head by one logit."""
+def _replace_head(name: str, net: nn.Module, dropout: float = 0.0) -> None:
+    """Replace the 1000-class ImageNet head by one logit, with ``dropout`` on its input during training."""
     fc = getattr(net, "fc", None)
     if isinstance(fc, nn.Linear):
-        net.fc = nn.Linear(fc.in_features, 1)
+        net.fc = DropoutLinear(fc.in_features, 1, dropout)
         return
     head = getattr(net, "classifier", None)
     if isinstance(head, nn.Linear):
-        net.classifier = nn.Linear(head.in_features, 1)
+        net.classifier = DropoutLinear(head.in_features, 1, dropout)
         return
     if isinstance(head, nn.Sequential):
         for i in range(len(head) - 1, -1, -1):
             layer = head[i]
             if isinstance(layer, nn.Linear):
-                head[i] = nn.Linear(layer.in_features, 1)
+                head[i] = DropoutLinear(layer.in_features, 1, dropout)
                 return
     raise WeightsError(f"backbone {name!r} has no fc/classifier Linear head to replace", where="--backbone")
 
@@ -171,7 +195,8 @@ def _load_imagenet_state(backbone: str, net: nn.Module, path: Path) -> None:
 
 
 def build_model(
-    backbone: str = "resnet50", pretrained: str = "auto", weights: str | Path | None = None, *, progress: bool = True
+    backbone: str = "resnet50", pretrained: str = "auto", weights: str | Path | None = None, *, progress: bool = True,
+    dropout: float = 0.0,
 ) -> tuple[SpineNet, WeightsInfo]:
     """Build the paper's network and initialise it.
 
@@ -187,6 +212,9 @@ def build_model(
             :class:`WeightsInfo`; never touches the network).
         weights: Path of a torchvision ImageNet state dict for ``backbone``.
         progress: show the download's progress bar.
+        dropout: dropout probability on the input of the final layer during training (:class:`DropoutLinear`;
+            the paper's Discussion says dropout was used but gives no rate; our runs use
+            :attr:`spinedx.training.config.CVConfig.dropout`). Inference is unaffected.
 
     Returns:
         The model (train mode, CPU) and where its weights came from.
@@ -231,5 +259,5 @@ def build_model(
         info = WeightsInfo("fallback-none", None, None, msg)
     else:
         info = WeightsInfo("none", None, None, f"{backbone} trained from scratch (--pretrained none)")
-    _replace_head(backbone, net)
+    _replace_head(backbone, net, dropout)
     return SpineNet(backbone, net), info

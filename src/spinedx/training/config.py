@@ -59,7 +59,11 @@ class CVConfig:
         views_malignant: Augmented views of each malignant slice per epoch (paper: 40).
         lr: Adam learning rate (paper: 1e-4).
         betas: Adam betas (paper: beta1 = 0.5).
-        weight_decay: L2 penalty (Adam ``weight_decay``, i.e. L2 added to the gradient).
+        weight_decay: L2 penalty (Adam ``weight_decay``, i.e. L2 added to the gradient) on every parameter,
+            BatchNorm scales and shifts and biases included. The paper says "L2 regularization" without a
+            value: 1e-4 is our assumption (docs/training.md, deviations).
+        dropout: Dropout probability on the input of the final layer during training. The paper's Discussion
+            says dropout was used and gives no rate: 0.5 is our assumption (docs/training.md, deviations).
         batch_size: Paper: 32.
         early_stop_on: ``inner`` (validation patients drawn from the training folds) or
             ``outer`` (the paper literally: the held-out fold; results flagged optimistic).
@@ -87,6 +91,7 @@ class CVConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-4
+    dropout: float = 0.5
     batch_size: int = 32
     early_stop_on: str = "inner"
     inner_val_fraction: float = 0.1
@@ -136,6 +141,8 @@ class CVConfig:
             problems.append(f"patience must be >= 0 (got {self.patience})")
         if self.views_benign < 1 or self.views_malignant < 1:
             problems.append("views per slice must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2 (batch normalisation)")
         if self.early_stop_on not in EARLY_STOP_CHOICES:
@@ -173,6 +180,9 @@ class CVConfig:
         Raises:
             SpinedxError: naming ``where`` (the file) and the offending keys.
         """
+        if isinstance(data, dict) and "dropout" not in data:
+            # written before the dropout setting existed: those runs had no dropout (a fact, not a default)
+            data = {**data, "dropout": 0.0}
         _check_keys(data, [f.name for f in dataclasses.fields(cls)], "config", where)
         problems = [p for f in dataclasses.fields(cls) if f.name != "augment"
                     for p in _type_problems(f"config.{f.name}", data[f.name], _FIELD_TYPES[f.name])]
@@ -212,7 +222,7 @@ RESUMABLE_KEYS = ("threads", "compile")
 _FIELD_TYPES: dict[str, str] = {
     "profile": "str", "folds": "int", "seed": "int", "backbone": "str", "pretrained": "str", "weights": "str?",
     "epochs": "int", "patience": "int", "views_benign": "int", "views_malignant": "int", "lr": "float",
-    "betas": "pair", "weight_decay": "float", "batch_size": "int", "early_stop_on": "str",
+    "betas": "pair", "weight_decay": "float", "dropout": "float", "batch_size": "int", "early_stop_on": "str",
     "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "augment": "augment",
     "threads": "int?", "device": "str", "bf16": "str", "channels_last": "bool", "compile": "str",
 }
