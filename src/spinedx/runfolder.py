@@ -19,8 +19,12 @@ Layout (``format: 1``)::
     RUN/stats/                ``spinedx stats``
     RUN/report.html           ``spinedx report`` (and its ``report_*.csv`` tables)
 
-Repeated cross-validation will add ``RUN/repeats/<r>/{splits.json, folds/<k>/}``; every path here takes a
-``repeat`` argument (None: the layout above) so that readers and the fold trainer need no redesign.
+Repeated cross-validation (``spinedx cv --repeats N``, N > 1) adds ``RUN/repeats.json`` (N and each repeat's
+seed) and ``RUN/repeats/<r>/{splits.json, folds/<k>/, baselines/, oof_slices.csv, oof_patients.csv, metrics.json}``
+for r = 1 .. N-1. Repeat 0 is the layout above, so a repeated run is a plain run plus N-1 repeats: everything
+that reads a run (predict, export, serve, stats, report) reads repeat 0, and the root ``metrics.json`` adds a
+``repeats`` section (mean, SD, range across repeats and the pooled figures). Every path here takes a ``repeat``
+argument (None or 0: the root).
 
 Entries of ``folds/``: a fold number of the run is a fold; hidden names (``.1.tmp-...``, the temporary
 siblings of folds being written, or a desktop's ``.DS_Store``) are ignored; anything else (``1.bak``,
@@ -67,6 +71,8 @@ REPORT = "report.html"
 BASELINES = "baselines"
 #: ``baselines/baselines.json`` (written last) and one table per baseline: ``<name>_patients.csv``.
 BASELINES_DOC = "baselines.json"
+#: ``repeats.json``: the plan of a repeated cross-validation (absent for a single one).
+REPEATS_DOC = "repeats.json"
 #: The files of a finished fold folder (``done.json`` is written last, inside the temporary folder).
 FOLD_FILES = ("model.pt", "history.csv", "curves.png", "predictions.csv", "done.json")
 
@@ -419,6 +425,15 @@ class RunFolder:
         """``metrics.json``."""
         return self.path / METRICS
 
+    def repeat_dir(self, repeat: int | None) -> Path:
+        """The folder of a repeat: the run folder itself for repeat None or 0, else ``repeats/<r>/``."""
+        return self._base(repeat)
+
+    @property
+    def repeats_doc_path(self) -> Path:
+        """``repeats.json`` (a repeated cross-validation only)."""
+        return self.path / REPEATS_DOC
+
     def baselines_dir(self, repeat: int | None = None) -> Path:
         """``baselines/`` (of a repeat): the baselines fitted on the run's folds (:mod:`spinedx.baselines.inrun`)."""
         return self._base(repeat) / BASELINES
@@ -434,7 +449,7 @@ class RunFolder:
         return self.path / REPORT
 
     def _base(self, repeat: int | None) -> Path:
-        return self.path if repeat is None else self.path / REPEATS / str(int(repeat))
+        return self.path if not repeat else self.path / REPEATS / str(int(repeat))
 
     # -- the folder as a whole --------------------------------------------------------------------
 
@@ -592,14 +607,17 @@ class RunFolder:
 
     # -- out-of-fold tables and metrics -----------------------------------------------------------
 
-    def write_oof(self, slices: pd.DataFrame, patients: pd.DataFrame) -> None:
-        """Write ``oof_slices.csv`` and ``oof_patients.csv`` atomically (columns in the documented order)."""
-        for df, path, cols in ((slices, self.oof_slices_path, SLICE_COLUMNS),
-                               (patients, self.oof_patients_path, PATIENT_COLUMNS)):
+    def write_oof(self, slices: pd.DataFrame, patients: pd.DataFrame, repeat: int | None = None) -> None:
+        """Write ``oof_slices.csv`` and ``oof_patients.csv`` (of a repeat) atomically (columns in the documented
+        order)."""
+        base = self._base(repeat)
+        for df, path, cols in ((slices, base / OOF_SLICES, SLICE_COLUMNS),
+                               (patients, base / OOF_PATIENTS, PATIENT_COLUMNS)):
             with atomic_path(path) as tmp:
                 df[list(cols)].to_csv(tmp, index=False)
 
-    def read_oof_patients(self, record: RunRecord | None = None, splits: Splits | None = None) -> pd.DataFrame:
+    def read_oof_patients(self, record: RunRecord | None = None, splits: Splits | None = None,
+                          repeat: int | None = None) -> pd.DataFrame:
         """``oof_patients.csv`` (strict): one row per patient of the splits, in the fold splits.json gives it,
         with ``prediction`` = ``probability >= threshold``.
 
@@ -608,8 +626,8 @@ class RunFolder:
                 with ``splits.json``, predictions that disagree with the threshold.
         """
         record = record or self.read_record()
-        splits = splits or self.read_splits()
-        path = self.oof_patients_path
+        splits = splits or self.read_splits(repeat)
+        path = self._base(repeat) / OOF_PATIENTS
         if not path.is_file():
             raise RunFolderError("oof_patients.csv missing: the cross-validation has not finished; run spinedx cv "
                                  "again in this folder (it resumes)", where=str(path))
@@ -642,13 +660,13 @@ class RunFolder:
             raise RunFolderError(f"its patients or folds disagree with splits.json; {_RERUN}", where=str(path))
         return df
 
-    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Write ``metrics.json`` atomically (NaN as null)."""
-        atomic_write_json(self.metrics_path, json_clean(dict(metrics)))
+    def write_metrics(self, metrics: Mapping[str, Any], repeat: int | None = None) -> None:
+        """Write ``metrics.json`` (of a repeat) atomically (NaN as null)."""
+        atomic_write_json(self._base(repeat) / METRICS, json_clean(dict(metrics)))
 
-    def read_metrics(self) -> dict[str, Any]:
-        """``metrics.json`` (strict about the patient-level figures the report and the demo show)."""
-        path = self.metrics_path
+    def read_metrics(self, repeat: int | None = None) -> dict[str, Any]:
+        """``metrics.json`` (of a repeat; strict about the patient-level figures the report and the demo show)."""
+        path = self._base(repeat) / METRICS
         if not path.is_file():
             raise RunFolderError("metrics.json missing: the cross-validation has not finished; run spinedx cv "
                                  "again in this folder (it resumes)", where=str(path))
@@ -693,6 +711,26 @@ class RunFolder:
                 tables[str(name)] = _read_table(folder / f"{name}_patients.csv", PATIENT_COLUMNS, remedy)
         return doc, tables
 
+    # -- repeated cross-validation ----------------------------------------------------------------
+
+    def read_repeats(self) -> dict[str, Any] | None:
+        """``repeats.json`` (``repeats``: N, ``seeds``: the master seed of each repeat), or None for a single
+        cross-validation."""
+        path = self.repeats_doc_path
+        if not path.is_file():
+            return None
+        remedy = "rerun spinedx cv into a new folder"
+        doc = _keys(_read_json(path, "repeats.json", remedy), ("format", "repeats", "seeds"), "repeats.json", path,
+                    remedy)
+        n, seeds = doc["repeats"], doc["seeds"]
+        if not _is_int(n) or n < 2 or not isinstance(seeds, list) or len(seeds) != n or not all(map(_is_int, seeds)):
+            raise RunFolderError(f"bad repeats or seeds; {remedy}", where=str(path))
+        return doc
+
+    def write_repeats(self, n: int, seeds: Sequence[int]) -> None:
+        """Write ``repeats.json``."""
+        atomic_write_json(self.repeats_doc_path, {"format": 1, "repeats": int(n), "seeds": [int(s) for s in seeds]})
+
     # -- starting over ----------------------------------------------------------------------------
 
     def clear(self) -> None:
@@ -700,7 +738,7 @@ class RunFolder:
         import shutil
 
         for p in (self.config_path, self.splits_path(), self.oof_slices_path, self.oof_patients_path,
-                  self.metrics_path):
+                  self.metrics_path, self.repeats_doc_path):
             p.unlink(missing_ok=True)
         for d in (self.folds_dir(), self.path / REPEATS):
             if d.is_dir():

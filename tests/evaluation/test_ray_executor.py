@@ -82,6 +82,13 @@ def test_resume_across_executors(tmp_path: Path, local_ray: None, reference: tup
            ray_options=RayOptions(cpus_per_fold=1), on_fold_done=resumed.append)
     assert sorted(resumed) == [1, 2]
     assert (tmp_path / "mixed" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
+    # extended to 2 repeats on Ray: repeat 1's three (repeat, fold) tasks run, repeat 0 stays as it is
+    again: list[int] = []
+    metrics = run_cv(patches, tmp_path / "mixed", _config(), progress=False, executor="ray",
+                     ray_options=RayOptions(cpus_per_fold=1), on_fold_done=again.append, repeats=2)
+    assert sorted(again) == [0, 1, 2] and metrics["repeats"]["n"] == 2
+    assert sorted(p.name for p in (tmp_path / "mixed" / "repeats" / "1" / "folds").iterdir()) == ["0", "1", "2"]
+    assert (tmp_path / "mixed" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
 
 
 def test_unknown_executor_and_bad_resources_are_user_errors(tmp_path: Path) -> None:

@@ -160,3 +160,32 @@ def test_run_without_baselines_says_how_to_add_them(run_factory) -> None:
     assert res.exit_code == 0, res.output
     text = (run / "report.html").read_text()
     assert "This run has no baselines" in text and 'id="banner-baseline"' not in text
+
+
+def test_repeats_section_shows_the_spread_or_says_single(run_factory) -> None:
+    """A repeated run shows each metric's mean, SD and range next to repeat 0 and the pooled figures; a single
+    cross-validation says its intervals ignore training randomness."""
+    from spinedx.evaluation.cv import finish_run, repeat_summary
+
+    run = run_factory(n_patients=18, n_folds=3, optimistic=False)
+    metrics = finish_run(run)
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert '<section id="repeats">' in text and "A single cross-validation" in text
+    assert not (run / "report_repeats.csv").exists()
+    second = {**metrics, "auc": metrics["auc"] - 0.1}
+    pooled = pd.read_csv(run / "oof_patients.csv")
+    metrics["repeats"] = repeat_summary([metrics, second], pooled, 0.5, 0, [0, 1])
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.html").read_text()
+    assert "2 repeats of the whole 3-fold cross-validation with seeds 0, 1" in text
+    table = pd.read_csv(run / "report_repeats.csv")
+    auc = table[(table["classifier"] == "CNN (resnet18)") & (table["metric"] == "auc")].iloc[0]
+    assert auc["mean"] == pytest.approx(metrics["auc"] - 0.05)
+    assert auc["sd"] == pytest.approx(np.std([metrics["auc"], metrics["auc"] - 0.1], ddof=1))
+    assert auc["max"] - auc["min"] == pytest.approx(0.1)
+    assert set(table["classifier"]) == {"CNN (resnet18)", "radiomics baseline", "feature regression"}
+    assert "CNN minus radiomics baseline patient AUC across repeats" in text

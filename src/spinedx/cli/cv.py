@@ -16,6 +16,9 @@ def cv(
     out: Path = typer.Option(..., "--out", "-o",
                              help="Run folder; an existing one is resumed (finished folds skipped)."),
     folds: int = typer.Option(10, help="Number of folds (grouped by patient, stratified)."),
+    repeats: int = typer.Option(1, help="Repeat the whole cross-validation N times with seeds seed..seed+N-1 (new "
+                                "splits and initial weights; repeats/<r>/ in the run folder); metrics add the mean, "
+                                "SD and range across repeats. predict/export use repeat 0's fold models."),
     seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
     profile: str = typer.Option("paper", help="paper (full protocol) or quick (fewer epochs and views)."),
     backbone: str = typer.Option("resnet50", help="torchvision backbone (paper: resnet50)."),
@@ -26,6 +29,8 @@ def cv(
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs (0: never stop early)."),
     views_benign: int | None = typer.Option(None, help="Augmented views per benign slice per epoch (paper 20)."),
     views_malignant: int | None = typer.Option(None, help="Augmented views per malignant slice per epoch (paper 40)."),
+    dropout: float | None = typer.Option(None, help="Dropout before the final layer during training (default 0.5, our "
+                                         "assumption: the paper used dropout but gives no rate)."),
     early_stop_on: str = typer.Option("inner", help="inner (unbiased) or outer (the paper literally; optimistic)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
@@ -57,7 +62,8 @@ def cv(
     config = CVConfig.from_profile(
         profile, folds=folds, seed=seed, backbone=backbone, pretrained=pretrained,
         weights=str(weights) if weights else None, epochs=epochs, patience=patience, views_benign=views_benign,
-        views_malignant=views_malignant, early_stop_on=early_stop_on, threshold=threshold, aggregation=aggregation,
+        views_malignant=views_malignant, dropout=dropout, early_stop_on=early_stop_on, threshold=threshold,
+        aggregation=aggregation,
         threads=threads, device=device, compile=compile,
     )
     ray_options = None
@@ -66,7 +72,7 @@ def cv(
 
         ray_options = RayOptions(address=address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold)
     metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite, executor=executor,
-                     ray_options=ray_options)
+                     ray_options=ray_options, repeats=repeats)
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"run folder: {out}")

@@ -60,6 +60,14 @@ def stats(
     synthetic = bool(res.summary.get("synthetic"))
     if synthetic:
         console.print(f"[bold]{SYNTHETIC_BANNER.upper()}[/bold]")
+    plan = None
+    if run is not None:
+        from spinedx.runfolder import RunFolder
+
+        plan = RunFolder(run).read_repeats()
+    if plan is not None:
+        console.print(f"model: repeat 0 of {plan['repeats']} (seed {plan['seeds'][0]}: the run folder's own folds); "
+                      "the spread across repeats is in metrics.json (repeats) and the report")
 
     t2 = Table(title="Table 2: readers and model (95% Wilson intervals)", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rater", "n (miss)", "TP/TN/FP/FN", "sens.", "spec.", "acc."):

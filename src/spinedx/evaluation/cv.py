@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CVConfig", "finish_run", "load_patches", "run_cv", "summary_lines", "train_fold"]
+__all__ = ["CVConfig", "finish_repeats", "finish_run", "load_patches", "repeat_seed", "run_cv", "summary_lines",
+           "train_fold"]
 
 
 def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
@@ -102,7 +103,7 @@ def _builder(config: CVConfig) -> Callable[[], torch.nn.Module]:
     from spinedx.models.net import build_model
 
     def build() -> torch.nn.Module:
-        return build_model(config.backbone, config.pretrained, config.weights)[0]
+        return build_model(config.backbone, config.pretrained, config.weights, dropout=config.dropout)[0]
 
     return build
 
@@ -116,7 +117,7 @@ def _make_trainer(record: RunRecord) -> Trainer:
     runtime = _resolve_runtime(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, weights = build_model(config.backbone, config.pretrained, config.weights)
+        model, weights = build_model(config.backbone, config.pretrained, config.weights, dropout=config.dropout)
     if weights.sha256 != record.weights.sha256 or weights.pretrained != record.weights.pretrained:
         raise RunFolderError(f"this process resolves the initial weights to {weights.source} "
                              f"({weights.path or 'no file'}), the run was started with {record.weights.source} "
@@ -161,8 +162,7 @@ def train_fold(
     from spinedx.models.run import predict_patches, save_fold_model
     from spinedx.training.engine import fold_seed, initial_state
 
-    if repeat is not None:
-        raise SpinedxError("repeated cross-validation is not implemented yet", where="repeat")
+    repeat = repeat or None  # repeat 0 is the run folder itself
     rf = RunFolder(run_dir)
     record = rf.read_record()
     config = record.config
@@ -182,7 +182,7 @@ def train_fold(
     val_mask = np.isin(pid, split.val)
     es_mask = val_mask if config.optimistic else np.isin(pid, split.inner_val)
     train_mask = ~val_mask & ~es_mask
-    seed_k = fold_seed(config.seed, fold)
+    seed_k = fold_seed(repeat_seed(config.seed, repeat), fold)
     trainer.reset(initial_state(_builder(config), seed_k))
     torch.manual_seed(seed_k)
     t0 = time.perf_counter()
@@ -221,6 +221,44 @@ def train_fold(
     if progress is not None:
         progress.fold_done(fold, fit.best_epoch, fit.best_val_loss)
     return done
+
+
+def repeat_seed(seed: int, repeat: int | None) -> int:
+    """The master seed of repeat ``r`` of a repeated cross-validation: ``seed + r`` (splits and initialisation).
+
+    Repeat ``r`` of a run with ``--seed s`` is therefore the single run with ``--seed s+r``, fold for fold.
+    """
+    return int(seed) + int(repeat or 0)
+
+
+def _prepare_repeats(rf: RunFolder, config: CVConfig, labels: dict[str, int], repeats: int) -> list[Splits]:
+    """Check or write ``repeats.json`` and the splits of repeats 1 .. N-1 (repeat 0's are the run's)."""
+    import dataclasses
+
+    plan = rf.read_repeats()
+    seeds = [repeat_seed(config.seed, r) for r in range(repeats)]
+    have = 1 if plan is None else int(plan["repeats"])
+    if have != repeats and (plan is not None or repeats < have):
+        raise RunFolderError(f"this run folder holds a cross-validation repeated {have} time(s); rerun with "
+                             f"--repeats {have} to resume it, or choose a new --out folder", where=str(rf.path))
+    if plan is not None and plan["seeds"] != seeds:
+        raise RunFolderError(f"repeats.json records seeds {plan['seeds']}, this run would use {seeds}; rerun with the "
+                             "same --seed, or choose a new --out folder", where=str(rf.repeats_doc_path))
+    out: list[Splits] = []
+    for r in range(1, repeats):
+        conf_r = dataclasses.replace(config, seed=seeds[r])
+        if rf.splits_path(r).exists():
+            split_r = rf.read_splits(r)
+            problems = split_r.problems_with(conf_r, list(labels))
+            if problems:
+                raise RunFolderError(f"repeat {r} was made with other settings ({'; '.join(problems)}); choose a new "
+                                     "--out folder", where=str(rf.splits_path(r)))
+        else:
+            split_r = rf.write_splits(make_splits(labels, config.folds, seeds[r], config.inner_val_fraction), r)
+        out.append(split_r)
+    if repeats > 1 and plan is None:
+        rf.write_repeats(repeats, seeds)  # last: a folder with repeats.json has all its repeats' splits
+    return out
 
 
 def _prepare(rf: RunFolder, record: RunRecord, labels: dict[str, int], overwrite: bool) -> Splits:
@@ -269,8 +307,14 @@ def run_cv(
     overwrite: bool = False,
     executor: str = "local",
     ray_options: RayOptions | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Cross-validate the paper's model on ``patches.npz`` and write the run folder.
+
+    With ``repeats`` N > 1 the whole k-fold cross-validation is repeated N times with the master seeds
+    ``seed, seed+1, ..., seed+N-1`` (:func:`repeat_seed`: new patient splits and new initial weights): repeat 0
+    is the run folder itself, repeat r >= 1 lives in ``repeats/<r>/``; every repeat resumes fold by fold, and
+    ``metrics.json`` adds the spread across repeats (:func:`repeat_summary`).
 
     Args:
         patches_dir: Folder with ``patches.npz`` (from ``spinedx extract``) or the file itself.
@@ -283,9 +327,10 @@ def run_cv(
         executor: ``local`` (folds one after the other in this process) or ``ray`` (each fold a Ray task,
             :mod:`spinedx.evaluation.executors`).
         ray_options: Ray address and per-fold resources (``executor="ray"``).
+        repeats: Repetitions of the whole cross-validation (1: the single cross-validation, as the paper).
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (repeat 0's, with a ``repeats`` section when N > 1).
 
     Raises:
         SpinedxError: Bad patches (unreadable, NaN, wrong shapes), impossible folds, a run folder made with
@@ -299,6 +344,8 @@ def run_cv(
 
     config = config or CVConfig.from_profile("paper")
     config.validate()
+    if not isinstance(repeats, int) or repeats < 1:
+        raise SpinedxError(f"--repeats must be a whole number >= 1 (got {repeats})", where="--repeats")
     if executor not in ("local", "ray"):
         raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
     if executor == "ray":
@@ -322,7 +369,7 @@ def run_cv(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(fold_seed(config.seed, 0))
-        model, weights = build_model(config.backbone, config.pretrained, config.weights)
+        model, weights = build_model(config.backbone, config.pretrained, config.weights, dropout=config.dropout)
     if weights.source == "fallback-none":
         log.warning(weights.message)
     record = RunRecord(
@@ -332,27 +379,31 @@ def run_cv(
                 "channels_last": config.channels_last},
         channel_names=tuple(model.channel_names), provenance=provenance())
     splits = _prepare(rf, record, labels, overwrite)
-    finished = rf.scan_folds(config.folds).complete
+    all_splits: list[tuple[int | None, Splits]] = [(None, splits)]
+    all_splits += [(r, s) for r, s in enumerate(_prepare_repeats(rf, config, labels, repeats), start=1)]
+    todo = [(r, s.fold) for r, sp in all_splits for s in sp.splits
+            if s.fold not in rf.scan_folds(config.folds, r).complete]
     if executor == "ray":
         from spinedx.evaluation.executors import run_folds_ray
 
-        todo = [s.fold for s in splits.splits if s.fold not in finished]
-        run_folds_ray(rf.path, todo, ray_options, threads=config.threads,
+        run_folds_ray(rf.path, [k for _, k in todo], ray_options, threads=config.threads, tasks=todo,
                       on_fold_done=(lambda k, _done: on_fold_done(k)) if on_fold_done is not None else None)
+    else:
+        trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
+                          compile=runtime["compile"])
+        bar = _Progress(progress, config.folds * repeats)
+        with bar:
+            for r, sp in all_splits:
+                for split in sp.splits:
+                    if (r, split.fold) not in todo:
+                        bar.fold_skipped(split.fold, r)
+                        continue
+                    train_fold(rf.path, split.fold, repeat=r, patches=patches, trainer=trainer, progress=bar)
+                    if on_fold_done is not None:
+                        on_fold_done(split.fold)
+    if repeats == 1:
         return finish_run(rf.path, patches=patches)
-
-    trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
-                      compile=runtime["compile"])
-    bar = _Progress(progress, config.folds)
-    with bar:
-        for split in splits.splits:
-            if split.fold in finished:
-                bar.fold_skipped(split.fold)
-                continue
-            train_fold(rf.path, split.fold, patches=patches, trainer=trainer, progress=bar)
-            if on_fold_done is not None:
-                on_fold_done(split.fold)
-    return finish_run(rf.path, patches=patches)
+    return finish_repeats(rf.path, patches=patches)
 
 
 def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: PatchSet | None = None,
@@ -389,14 +440,15 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     slices = slices.reset_index(drop=True)
     patients = aggregate_patients(slices, config.aggregation, config.threshold)
     patients = patients.sort_values("patient_id", kind="stable").reset_index(drop=True)
-    rf.write_oof(slices, patients)
+    rf.write_oof(slices, patients, repeat)
+    seed = splits.seed  # the run's seed (repeat 0), or the repeat's
 
     metrics: dict[str, Any] = classification_report(patients["label"].to_numpy(), patients["probability"].to_numpy(),
-                                                    threshold=config.threshold, seed=config.seed)
+                                                    threshold=config.threshold, seed=seed)
     # A patient's slices are not independent: slice-level intervals resample patients.
     metrics["slice"] = patient_bootstrap_report(slices["label"].to_numpy(), slices["probability"].to_numpy(),
                                                 slices["patient_id"].to_numpy(), threshold=config.threshold,
-                                                seed=config.seed)
+                                                seed=seed)
     per_fold = []
     for k, grp in patients.groupby("fold"):
         sgrp = slices[slices["fold"] == k]
@@ -413,6 +465,8 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
         "weights": record.weights.to_dict(), "profile": config.profile, "backbone": config.backbone,
         "synthetic": record.synthetic, "patches_sha256": record.patches.sha256, "notes": notes,
     })
+    if repeat:
+        metrics.update({"repeat": int(repeat), "seed": seed})
     if patches is None:
         patches = load_patches(record.patches.path)
     if patches.sha256 != record.patches.sha256:
@@ -420,9 +474,106 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
                              f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
                              where=str(patches.path))
     baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features)
-    metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, config.seed)
+    metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, seed)
+    rf.write_metrics(metrics, repeat)
+    return json_clean(metrics)
+
+
+#: Metrics whose spread across repeats is reported (patient level).
+REPEAT_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv")
+
+
+def _spread(values: list[float | None]) -> dict[str, Any]:
+    """Mean, SD (n-1), min and max of the finite values (None when there are fewer than one / two)."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    return {"values": values, "mean": float(v.mean()) if len(v) else None,
+            "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "min": float(v.min()) if len(v) else None, "max": float(v.max()) if len(v) else None}
+
+
+def repeat_summary(per_repeat: list[dict[str, Any]], pooled: pd.DataFrame, threshold: float, seed: int,
+                   seeds: list[int]) -> dict[str, Any]:
+    """The ``repeats`` section of ``metrics.json``.
+
+    ``spread``: per metric the value of each repeat with their mean, SD (n-1) and range, for the model and each
+    baseline; ``pooled``: the metrics with intervals of each patient's out-of-fold probability averaged over the
+    repeats (every repeat scored the patient with a model that did not see it, so the average is out-of-fold
+    too), called at the run's threshold. The intervals of single repeats ignore training randomness; the spread
+    across repeats shows it.
+    """
+    spread = {k: _spread([m.get(k) for m in per_repeat]) for k in REPEAT_METRICS}
+    baselines: dict[str, Any] = {}
+    for name in per_repeat[0].get("baselines", {}):
+        items = [m.get("baselines", {}).get(name, {}) for m in per_repeat]
+        if all(b.get("status") == "ok" for b in items):
+            baselines[name] = {k: _spread([b.get(k) for b in items]) for k in REPEAT_METRICS}
+            baselines[name]["difference"] = _spread([(b.get("vs_model") or {}).get("difference") for b in items])
+            baselines[name]["verdicts"] = [(b.get("vs_model") or {}).get("verdict") for b in items]
+    pooled_metrics = classification_report(pooled["label"].to_numpy(), pooled["probability"].to_numpy(),
+                                           threshold=threshold, seed=seed)
+    return {"n": len(per_repeat), "seeds": seeds, "spread": spread, "baselines": baselines,
+            "pooled": pooled_metrics, "pooled_how": "each patient's out-of-fold probability averaged over the "
+            f"{len(per_repeat)} repeats, called at threshold {threshold:g}"}
+
+
+def finish_repeats(run_dir: str | Path, *, patches: PatchSet | None = None) -> dict[str, Any]:
+    """Finish every repeat of a repeated cross-validation (:func:`finish_run` each, the radiomics features computed
+    once) and add the ``repeats`` section to the run's ``metrics.json`` (repeat 0's metrics).
+
+    Raises:
+        RunFolderError: not a repeated run, or a fold of some repeat not finished.
+    """
+    import pandas as pd
+
+    from spinedx.baselines.inrun import radiomics_matrix
+
+    rf = RunFolder(run_dir)
+    plan = rf.read_repeats()
+    if plan is None:
+        raise RunFolderError("not a repeated cross-validation (no repeats.json)", where=str(rf.path))
+    record = rf.read_record()
+    if patches is None:
+        patches = load_patches(record.patches.path)
+    features = None
+    if any(rf.read_baselines(r) is None for r in range(plan["repeats"])):
+        features, _ = radiomics_matrix(patches)
+    per_repeat = [finish_run(rf.path, r or None, patches=patches, features=features) for r in range(plan["repeats"])]
+    tables = [rf.read_oof_patients(record, repeat=r or None) for r in range(plan["repeats"])]
+    pooled = pd.concat(tables).groupby("patient_id", sort=True).agg(label=("label", "first"),
+                                                                    probability=("probability", "mean"))
+    metrics = dict(per_repeat[0])
+    metrics["repeats"] = repeat_summary(per_repeat, pooled.reset_index(), record.config.threshold,
+                                        record.config.seed, list(plan["seeds"]))
     rf.write_metrics(metrics)
     return json_clean(metrics)
+
+
+def repeat_lines(metrics: dict[str, Any]) -> list[str]:
+    """Command-line lines for the spread across repeats (empty for a single cross-validation)."""
+    rep = metrics.get("repeats")
+    if not isinstance(rep, dict):
+        return []
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    def line(name: str, sp: dict[str, Any]) -> str:
+        return f"{name} mean {f(sp['mean'])} SD {f(sp['sd'])} range {f(sp['min'])} to {f(sp['max'])}"
+
+    pooled = rep["pooled"]
+    out = [f"repeated cross-validation: {rep['n']} repeats (seeds {', '.join(map(str, rep['seeds']))}); the figures "
+           "above are repeat 0's",
+           "  model across repeats: " + "; ".join(line(k, rep["spread"][k]) for k in ("auc", "sensitivity",
+                                                                                         "specificity", "accuracy")),
+           "  model pooled (" + rep["pooled_how"] + "): " + ", ".join(
+               f"{k} {f(pooled.get(k))} [{f(pooled.get(k + '_low'))}, {f(pooled.get(k + '_high'))}]"
+               for k in ("auc", "sensitivity", "specificity", "accuracy"))]
+    for name, b in rep.get("baselines", {}).items():
+        label = (metrics.get("baselines", {}).get(name) or {}).get("label", name)
+        verdicts = ", ".join(str(v) for v in b["verdicts"])
+        out.append(f"  {label} across repeats: {line('auc', b['auc'])}; {line('CNN - baseline AUC', b['difference'])}"
+                   f" (verdict per repeat: {verdicts})")
+    return out
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
@@ -454,6 +605,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     if aucs:
         lines.append("per-fold patient AUC: " + " ".join(f"{a:.2f}" for a in aucs))
     lines.extend(baseline_lines(metrics))
+    lines.extend(repeat_lines(metrics))
     for note in metrics.get("notes", []):
         lines.append(f"note: {note}")
     return lines
@@ -492,11 +644,12 @@ class _Progress:
         if self._p is not None:
             self._p.__exit__(*exc)
 
-    def fold_skipped(self, k: int) -> None:
-        log.info("fold %d already done: skipped", k)
+    def fold_skipped(self, k: int, repeat: int | None = None) -> None:
+        what = f"repeat {repeat} fold {k}" if repeat else f"fold {k}"
+        log.info("%s already done: skipped", what)
         if self._p is not None:
             self._p.advance(self._folds)
-            self._p.console.print(f"fold {k}: already done, skipped (resume)")
+            self._p.console.print(f"{what}: already done, skipped (resume)")
 
     def fold_start(self, k: int, n_epochs: int, n_batches: int) -> None:
         self.fold, self.n_epochs = k, n_epochs

@@ -1,6 +1,7 @@
 """Where the folds of a cross-validation run: one after the other here (local), or as Ray tasks.
 
-The folds of Yeh et al.'s tenfold cross-validation are independent: each is a pure function of
+The folds of Yeh et al.'s tenfold cross-validation, and of every repeat of a repeated one, are
+independent: each is a pure function of
 ``(run folder, fold, repeat)`` (:func:`spinedx.evaluation.cv.train_fold`), reading the run's
 configuration, splits and patches from the run folder and writing its own fold folder
 atomically. The Ray executor therefore only schedules: every unfinished fold becomes one Ray
@@ -134,7 +135,8 @@ def run_folds_ray(
     repeat: int | None = None,
     threads: int | None = None,
     on_fold_done: Callable[[int, dict[str, Any]], None] | None = None,
-) -> dict[int, dict[str, Any]]:
+    tasks: Sequence[tuple[int | None, int]] | None = None,
+) -> dict[int, dict[str, Any]] | dict[tuple[int | None, int], dict[str, Any]]:
     """Train ``folds`` of a prepared run folder as Ray tasks, as many at once as the resources allow.
 
     Args:
@@ -142,13 +144,15 @@ def run_folds_ray(
             and ``splits.json`` written), on a path every Ray node sees.
         folds: Folds to train (finished ones are skipped by the task itself).
         options: Ray address and per-fold resources.
-        repeat: Repetition of a repeated cross-validation, if any.
+        repeat: Repetition of a repeated cross-validation, if any (for every fold of ``folds``).
+        tasks: ``(repeat, fold)`` pairs to train instead of ``folds`` of one ``repeat`` (the folds of every
+            repeat of ``spinedx cv --repeats N`` scheduled together); the result is then keyed by those pairs.
         threads: torch threads per task (default: the CPUs per fold, at least 1); the run's
             ``--threads`` when set, so results match the local executor's.
         on_fold_done: Called in the driver with ``(fold, done record)`` as each fold finishes.
 
     Returns:
-        Each fold's ``done.json`` record.
+        Each fold's ``done.json`` record (keyed by fold, or by ``(repeat, fold)`` with ``tasks``).
 
     Raises:
         SpinedxError: Ray missing or unreachable, resources that no node has, or the error a fold
@@ -164,33 +168,35 @@ def run_folds_ray(
     cpus = options.resolved_cpus()
     n_threads = int(threads or max(1, int(cpus)))
     started = _start(options)
-    refs: dict[Any, int] = {}
-    results: dict[int, dict[str, Any]] = {}
+    pairs = [(r or None, int(k)) for r, k in tasks] if tasks is not None else [(repeat, int(k)) for k in folds]
+    refs: dict[Any, tuple[int | None, int]] = {}
+    results: dict[Any, dict[str, Any]] = {}
     try:
         _check_fits(options, cpus)
         task = ray.remote(num_cpus=cpus, num_gpus=options.gpus_per_fold, max_retries=options.max_retries,
                           retry_exceptions=False)(_fold_task)
         run_dir = str(Path(run_dir).resolve())
         t0 = time.perf_counter()
-        refs = {task.remote(run_dir, int(k), repeat, n_threads): int(k) for k in folds}
+        refs = {task.remote(run_dir, k, r, n_threads): (r, k) for r, k in pairs}
         log.info("ray: %d fold task(s), %g CPU + %g GPU each, %d thread(s)", len(refs), cpus, options.gpus_per_fold,
                  n_threads)
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
-            k = refs.pop(ready[0])
+            r, k = refs.pop(ready[0])
+            what = f"repeat {r} fold {k}" if r else f"fold {k}"
             try:
                 done = ray.get(ready[0])
             except RayTaskError as exc:
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                 if isinstance(cause, SpinedxError):
                     raise cause from None
-                raise SpinedxError(f"fold {k} failed on Ray ({type(cause).__name__}: {cause})",
-                                   where=f"fold {k}") from exc
+                raise SpinedxError(f"{what} failed on Ray ({type(cause).__name__}: {cause})",
+                                   where=what) from exc
             except (WorkerCrashedError, TaskCancelledError) as exc:
-                raise SpinedxError(f"fold {k}: its Ray worker died {options.max_retries + 1} time(s) ({exc}); "
-                                   "rerun the same command to resume", where=f"fold {k}") from exc
-            results[k] = done
-            log.info("ray: fold %d done after %.0f s", k, time.perf_counter() - t0)
+                raise SpinedxError(f"{what}: its Ray worker died {options.max_retries + 1} time(s) ({exc}); "
+                                   "rerun the same command to resume", where=what) from exc
+            results[(r, k) if tasks is not None else k] = done
+            log.info("ray: %s done after %.0f s", what, time.perf_counter() - t0)
             if on_fold_done is not None:
                 on_fold_done(k, done)
     finally:

@@ -27,6 +27,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("baselines", "Model vs baselines"),
     ("confusion", "Confusion matrices"),
     ("folds", "Per-fold AUC"),
+    ("repeats", "Repeated cross-validation"),
     ("calibration", "Calibration"),
     ("gallery", "Case gallery with heatmaps"),
     ("provenance", "Provenance"),

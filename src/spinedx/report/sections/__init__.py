@@ -41,6 +41,9 @@ class Page:
     baselines: list[list[str]] | None = None
     baselines_head: list[str] = field(default_factory=list)
     verdicts: list[tuple[str, str]] = field(default_factory=list)
+    repeats: list[list[str]] | None = None
+    repeats_head: list[str] = field(default_factory=list)
+    repeats_text: str = ""
     figures: dict[str, str] = field(default_factory=dict)
     folds: list[list[str]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
@@ -91,6 +94,7 @@ def _builders() -> list[Callable[[ReportInputs, Page], None]]:
         folds,
         gallery,
         provenance,
+        repeats,
         roc,
         summary,
         table1,
@@ -98,7 +102,7 @@ def _builders() -> list[Callable[[ReportInputs, Page], None]]:
     )
 
     return [banners.build, summary.build, table1.build, table2.build, roc.build, baselines.build, confusion.build,
-            folds.build, calibration.build, gallery.build, provenance.build]
+            folds.build, repeats.build, calibration.build, gallery.build, provenance.build]
 
 
 def build_all(inputs: ReportInputs, page: Page) -> None:
