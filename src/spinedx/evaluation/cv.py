@@ -394,6 +394,7 @@ def run_cv(
         bar = _Progress(progress, config.folds * repeats)
         with bar:
             for r, sp in all_splits:
+                bar.repeat = r
                 for split in sp.splits:
                     if (r, split.fold) not in todo:
                         bar.fold_skipped(split.fold, r)
@@ -618,6 +619,7 @@ class _Progress:
         self.enabled = enabled
         self.n_folds = n_folds
         self.fold = 0
+        self.repeat: int | None = None  # set by run_cv while it trains the folds of a repeat
         self.n_epochs = 0
         self._p = None
         if enabled:
@@ -644,6 +646,9 @@ class _Progress:
         if self._p is not None:
             self._p.__exit__(*exc)
 
+    def _name(self, k: int) -> str:
+        return f"repeat {self.repeat} fold {k}" if self.repeat else f"fold {k}"
+
     def fold_skipped(self, k: int, repeat: int | None = None) -> None:
         what = f"repeat {repeat} fold {k}" if repeat else f"fold {k}"
         log.info("%s already done: skipped", what)
@@ -654,22 +659,22 @@ class _Progress:
     def fold_start(self, k: int, n_epochs: int, n_batches: int) -> None:
         self.fold, self.n_epochs = k, n_epochs
         if self._p is not None:
-            self._p.update(self._batches, description=f"fold {k} epoch 1/{n_epochs}", total=n_batches,
+            self._p.update(self._batches, description=f"{self._name(k)} epoch 1/{n_epochs}", total=n_batches,
                            completed=0, visible=True)
 
     def batch(self, epoch: int, b: int, n_batches: int, running: float) -> None:
         if self._p is not None:
             self._p.update(self._batches, completed=b, total=n_batches,
-                           description=f"fold {self.fold} epoch {epoch}/{self.n_epochs} loss {running:.4f}")
+                           description=f"{self._name(self.fold)} epoch {epoch}/{self.n_epochs} loss {running:.4f}")
 
     def epoch(self, row: dict[str, float]) -> None:
-        msg = (f"fold {self.fold} epoch {int(row['epoch'])}/{self.n_epochs}: train_loss {row['train_loss']:.4f} "
+        msg = (f"{self._name(self.fold)} epoch {int(row['epoch'])}/{self.n_epochs}: train_loss {row['train_loss']:.4f} "
                f"val_loss {row['val_loss']:.4f} ({row['seconds']:.1f}s)")
         if self._p is None:
             log.info(msg)
 
     def fold_done(self, k: int, best_epoch: int, best_loss: float) -> None:
-        msg = f"fold {k} done: best epoch {best_epoch}, validation loss {best_loss:.4f}"
+        msg = f"{self._name(k)} done: best epoch {best_epoch}, validation loss {best_loss:.4f}"
         if self._p is not None:
             self._p.advance(self._folds)
             self._p.console.print(msg)

@@ -58,12 +58,14 @@ class SpineNet(nn.Module):
     Attributes:
         backbone_name: torchvision model name (``resnet50`` in the paper).
         channel_names: Names of the six input channels, in order.
+        head_dropout: Dropout probability on the input of the final ``Linear`` during training (:class:`HeadDropout`).
     """
 
     def __init__(self, backbone_name: str, backbone: nn.Module, channel_names: tuple[str, ...] = CHANNEL_NAMES):
         super().__init__()
         self.backbone_name = backbone_name
         self.channel_names = tuple(channel_names)
+        self.head_dropout = 0.0  # dropout on the final layer's input in training (set by build_model)
         self.mix = nn.Conv2d(len(self.channel_names), 3, kernel_size=1)
         self.backbone = backbone
 
@@ -82,28 +84,24 @@ class SpineNet(nn.Module):
         raise AttributeError(f"no Grad-CAM target layer known for backbone {self.backbone_name}")
 
 
-class DropoutLinear(nn.Linear):
-    """``Linear`` with dropout on its input: the dropout before the final layer that the paper's Discussion mentions.
+class HeadDropout:
+    """Forward pre-hook of the final ``Linear``: dropout on its input in training mode (the paper's dropout).
 
-    A subclass rather than ``Sequential(Dropout, Linear)`` keeps the state-dict keys (``fc.weight``, ``fc.bias``)
-    of every saved fold model, and in evaluation mode it is exactly ``Linear`` (ONNX export, Grad-CAM).
+    A hook rather than a module keeps the head a plain ``nn.Linear``: the state-dict keys of every saved fold
+    model (``fc.weight``, ``fc.bias``) and the traced inference graph (BatchNorm folding, the ONNX ensemble) are
+    unchanged, and in evaluation mode the hook does nothing.
 
     Attributes:
-        p: Dropout probability during training (0: plain ``Linear``, no random numbers drawn).
+        p: Dropout probability during training.
     """
 
-    def __init__(self, in_features: int, out_features: int, p: float = 0.0) -> None:
-        super().__init__(in_features, out_features)
+    def __init__(self, p: float) -> None:
         self.p = float(p)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``Linear(dropout(x))`` in training mode, ``Linear(x)`` otherwise."""
-        if self.p > 0.0 and self.training:
-            x = nn.functional.dropout(x, self.p, training=True)
-        return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dropout={self.p}"
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        if module.training and self.p > 0.0:
+            return (nn.functional.dropout(args[0], self.p, training=True), *args[1:])
+        return None
 
 
 def _torchvision_backbone(name: str) -> nn.Module:
@@ -118,21 +116,28 @@ def _torchvision_backbone(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None)
 
 
+def _new_head(in_features: int, dropout: float) -> nn.Linear:
+    head = nn.Linear(in_features, 1)
+    if dropout > 0.0:
+        head.register_forward_pre_hook(HeadDropout(dropout))
+    return head
+
+
 def _replace_head(name: str, net: nn.Module, dropout: float = 0.0) -> None:
     """Replace the 1000-class ImageNet head by one logit, with ``dropout`` on its input during training."""
     fc = getattr(net, "fc", None)
     if isinstance(fc, nn.Linear):
-        net.fc = DropoutLinear(fc.in_features, 1, dropout)
+        net.fc = _new_head(fc.in_features, dropout)
         return
     head = getattr(net, "classifier", None)
     if isinstance(head, nn.Linear):
-        net.classifier = DropoutLinear(head.in_features, 1, dropout)
+        net.classifier = _new_head(head.in_features, dropout)
         return
     if isinstance(head, nn.Sequential):
         for i in range(len(head) - 1, -1, -1):
             layer = head[i]
             if isinstance(layer, nn.Linear):
-                head[i] = DropoutLinear(layer.in_features, 1, dropout)
+                head[i] = _new_head(layer.in_features, dropout)
                 return
     raise WeightsError(f"backbone {name!r} has no fc/classifier Linear head to replace", where="--backbone")
 
@@ -212,7 +217,7 @@ def build_model(
             :class:`WeightsInfo`; never touches the network).
         weights: Path of a torchvision ImageNet state dict for ``backbone``.
         progress: show the download's progress bar.
-        dropout: dropout probability on the input of the final layer during training (:class:`DropoutLinear`;
+        dropout: dropout probability on the input of the final layer during training (:class:`HeadDropout`;
             the paper's Discussion says dropout was used but gives no rate; our runs use
             :attr:`spinedx.training.config.CVConfig.dropout`). Inference is unaffected.
 
@@ -260,4 +265,6 @@ def build_model(
     else:
         info = WeightsInfo("none", None, None, f"{backbone} trained from scratch (--pretrained none)")
     _replace_head(backbone, net, dropout)
-    return SpineNet(backbone, net), info
+    model = SpineNet(backbone, net)
+    model.head_dropout = float(dropout)
+    return model, info
