@@ -590,7 +590,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
     lines = []
     if metrics.get("synthetic"):
-        lines.append(SYNTHETIC_BANNER.upper() + ": the figures below describe a simulation")
+        lines.append(SYNTHETIC_BANNER + ": the figures below describe a simulation")
     if metrics.get("optimistic"):
         lines.append(metrics.get("warning") or OPTIMISTIC_WARNING)
     w = metrics.get("weights", {})
