@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from spinedx.errors import SpinedxError
 from spinedx.training.engine import Trainer, fold_seed
 
 
@@ -113,3 +114,33 @@ def test_compiled_step_matches_eager() -> None:
                                rtol=1e-5)
     for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_onecycle_schedule_warms_up_then_anneals_per_batch() -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(_Tiny(), torch.device("cpu"), bf16=False)
+    xt, yt = _data(64, 0)
+    xv, yv = _data(32, 1)
+    # 32 benign x 1 + 32 malignant x 2 = 96 views = 6 batches of 16 per epoch, 30 steps in all
+    fit = trainer.fit(xt, yt, xv, yv, seed=3, epochs=5, patience=0, views_benign=1, views_malignant=2,
+                      batch_size=16, lr=1e-2, lr_schedule="onecycle")
+    lrs = [r["lr"] for r in fit.history]  # the rate after each epoch's last step
+    sched = torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-2),
+                                                max_lr=1e-2, total_steps=30, pct_start=0.3, cycle_momentum=False)
+    expected = []
+    for step in range(1, 31):
+        sched.optimizer.step()
+        sched.step()
+        if step % 6 == 0:
+            expected.append(sched.get_last_lr()[0])
+    assert lrs == pytest.approx(expected, rel=1e-6)
+    assert lrs[0] < 1e-2 and max(lrs) <= 1e-2 and lrs[-1] < 1e-4
+
+
+def test_constant_schedule_keeps_the_rate_and_unknown_is_refused() -> None:
+    trainer, fit = _fit(epochs=2, patience=0, lr=3e-3)
+    assert [r["lr"] for r in fit.history] == [3e-3, 3e-3]
+    xt, yt = _data(8, 0)
+    with pytest.raises(SpinedxError, match="learning-rate schedule"):
+        trainer.fit(xt, yt, xt, yt, seed=0, epochs=1, patience=0, views_benign=1, views_malignant=1,
+                    batch_size=4, lr_schedule="cosine")

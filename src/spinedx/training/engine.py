@@ -29,6 +29,7 @@ from torch import nn
 
 from spinedx.errors import SpinedxError
 from spinedx.training.augment import AffineRanges, BatchAffine, epoch_indices
+from spinedx.training.config import LR_SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ class Trainer:
         augment: AffineRanges | None = None,
         on_batch: BatchCallback | None = None,
         on_epoch: EpochCallback | None = None,
+        lr_schedule: str = "constant",
     ) -> FitResult:
         """Train with early stopping on the validation loss and restore the best weights.
 
@@ -230,6 +232,9 @@ class Trainer:
             patience: Stop after this many epochs without a lower validation loss (0: never).
             views_benign, views_malignant: Views per slice per epoch (paper: 20 and 40).
             on_batch, on_epoch: Progress callbacks.
+            lr_schedule: ``constant`` (the paper's fixed rate) or ``onecycle`` (warm-up over the first 30% of
+                the ``epochs * batches`` steps to ``lr``, then cosine annealing; stepped every batch, so an early
+                stop ends it part-way).
 
         Returns:
             The history and the best epoch; the model holds the best weights, in eval mode.
@@ -242,6 +247,9 @@ class Trainer:
         rng = np.random.default_rng([seed, 1])
         aug = BatchAffine(augment or AffineRanges(), seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
         optimizer = self.make_optimizer(lr, betas, weight_decay)
+        n_per_epoch = int(np.where(np.asarray(y_train) == 1, views_malignant, views_benign).sum())
+        steps_per_epoch = n_per_epoch // batch_size + (1 if n_per_epoch % batch_size >= 2 else 0)
+        scheduler = make_scheduler(optimizer, lr_schedule, lr, epochs * max(1, steps_per_epoch))
         self.model.train()
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
@@ -257,6 +265,8 @@ class Trainer:
                 idx = order_t[b * batch_size:(b + 1) * batch_size]
                 xb = aug(xt.index_select(0, idx)).contiguous(memory_format=self.memory_format)
                 loss = self.train_step(xb, yt.index_select(0, idx), optimizer)
+                if scheduler is not None:
+                    scheduler.step()
                 losses.append(loss)
                 # Reading the running loss waits for the device; on a GPU that would stall the
                 # queue of kernels every batch, so report at most twice a second there.
@@ -267,7 +277,8 @@ class Trainer:
                     last_report = time.perf_counter()
             train_loss = float(torch.stack(losses).mean()) if losses else math.nan
             val_loss = self.evaluate_loss(xv, yv)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "lr": float(optimizer.param_groups[0]["lr"]),
                    "seconds": time.perf_counter() - t0}
             history.append(row)
             if on_epoch is not None:
@@ -283,6 +294,22 @@ class Trainer:
             self.model.load_state_dict(best_state)
         self.model.eval()
         return FitResult(history, best_epoch, best_loss, self.compiled, list(self.notes))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate scheduler of ``schedule`` (None for ``constant``, the paper's).
+
+    ``onecycle`` is :class:`torch.optim.lr_scheduler.OneCycleLR` (Smith & Topin 2019) peaking at ``lr`` after
+    30% of ``total_steps``, cosine annealing, with Adam's beta1 left as configured (no momentum cycling).
+    """
+    if schedule == "constant":
+        return None
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(2, total_steps),
+                                                   pct_start=0.3, anneal_strategy="cos", cycle_momentum=False)
+    raise SpinedxError(f"unknown learning-rate schedule {schedule!r}; use {' or '.join(LR_SCHEDULES)}",
+                       where="lr_schedule")
 
 
 def fold_seed(seed: int, fold: int) -> int:
