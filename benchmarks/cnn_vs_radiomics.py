@@ -61,7 +61,7 @@ def _patient_max(pid: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndar
 
 
 def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int, threads: int,
-        radiomics_from: str | None = None) -> dict[str, Any]:
+        radiomics_from: str | None = None, save: str | None = None) -> dict[str, Any]:
     import torch
 
     from spinedx.evaluation.splits import make_splits, patient_labels
@@ -76,7 +76,8 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
     pid, y, x = ps.patient_id.astype(str), ps.label.astype(int), ps.x
     splits = make_splits(patient_labels(pid, y), 10, seed, 0.1)
     fold_of = splits["fold_of"]
-    used = np.isin(np.array([fold_of[q] for q in pid]), folds_used)
+    fold_arr = np.array([fold_of[q] for q in pid])
+    used = np.isin(fold_arr, folds_used)
     out: dict[str, Any] = {"patches": str(ps.path), "sha256": ps.sha256, "folds_used": folds_used, "seed": seed,
                            "threads": threads, "n_patients_scored": int(len(set(pid[used].tolist()))),
                            "variants": {}}
@@ -88,6 +89,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
         out["radiomics"] = _radiomics(x, y, pid, fold_of, folds_used, used, seed)
         out["radiomics"]["cpu_s"] = time.process_time() - t0
     print(f"radiomics AUC {out['radiomics']['auc']:.3f} on folds {folds_used}", flush=True)
+    _save(out, save)
     out["radiomics"]["per_fold"] = {int(k): v for k, v in out["radiomics"]["per_fold"].items()}
     for name in variants:
         over = dict(VARIANTS[name])
@@ -129,6 +131,12 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
             oof[val] = predict_patches([trainer.model], x[val], bf16=False)[0]
             per_fold[k] = _auc(*_patient_max(pid[val], y[val], oof[val]))
             curves.append({"fold": k, "best_epoch": fit.best_epoch, "rows": rows})
+            out["variants"][name] = {"config": cfg.to_dict(), "per_fold": per_fold, "curves": curves,
+                                     "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
+                                     "partial": True, "auc": _auc(*_patient_max(
+                                         pid[np.isin(fold_arr, list(per_fold))], y[np.isin(fold_arr, list(per_fold))],
+                                         oof[np.isin(fold_arr, list(per_fold))]))}
+            _save(out, save)  # the slow machine may stop us: keep every finished fold
             print(f"  {name} fold {k}: AUC {per_fold[k]:.3f} best epoch {fit.best_epoch}/{len(fit.history)} "
                   f"(radiomics {out['radiomics']['per_fold'][k]:.3f})", flush=True)
         yy, pp = _patient_max(pid[used], y[used], oof[used])
@@ -137,18 +145,29 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                                  "curves": curves}
         print(f"{name}: AUC {out['variants'][name]['auc']:.3f} vs radiomics {out['radiomics']['auc']:.3f}; "
               f"{out['variants'][name]['wall_s']:.0f} s wall, {out['variants'][name]['cpu_s']:.0f} s CPU", flush=True)
+        _save(out, save)
     return out
+
+
+def _save(out: dict[str, Any], path: str | None) -> None:
+    if path:
+        tmp = Path(path + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=float))
+        tmp.replace(path)
 
 
 def _radiomics(x: np.ndarray, y: np.ndarray, pid: np.ndarray, fold_of: dict[str, int], folds_used: list[int],
                used: np.ndarray, seed: int) -> dict[str, Any]:
-    from spinedx.baselines import cross_validate, radiomics_features
+    from spinedx.baselines import fit_predict, radiomics_features
 
     feats, _ = radiomics_features(x)
-    rad = cross_validate("radiomics", feats, y, pid, fold_of, seed=seed)
-    yy, pp = _patient_max(pid[used], y[used], rad.probability[used])
-    return {"auc": _auc(yy, pp), "per_fold": {k: _auc(*_patient_max(pid[rad.fold == k], y[rad.fold == k],
-                                                                      rad.probability[rad.fold == k]))
+    fold = np.array([fold_of[q] for q in pid])
+    prob = np.full(len(y), np.nan)
+    for k in folds_used:  # as spinedx.baselines.cross_validate (same inner seed), only for the folds used
+        test = fold == k
+        prob[test] = fit_predict(feats[~test], y[~test], pid[~test], feats[test], seed=seed + k)[0]
+    yy, pp = _patient_max(pid[used], y[used], prob[used])
+    return {"auc": _auc(yy, pp), "per_fold": {k: _auc(*_patient_max(pid[fold == k], y[fold == k], prob[fold == k]))
                                               for k in folds_used}}
 
 
@@ -205,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
              a.names.split(",") if a.names else None)
         return 0
     res = run(a.patches, a.variants.split(","), [int(k) for k in a.folds_used.split(",")], a.seed, a.threads,
-              a.radiomics_from)
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+              a.radiomics_from, a.out)
     best = max(v["auc"] for v in res["variants"].values())
     print(f"RESULT cnn_vs_radiomics {best - res['radiomics']['auc']:.3f}")
     return 0
