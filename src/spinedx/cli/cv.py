@@ -20,8 +20,8 @@ def cv(
                                 "splits and initial weights; repeats/<r>/ in the run folder); metrics add the mean, "
                                 "SD and range across repeats. predict/export use repeat 0's fold models."),
     seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
-    profile: str = typer.Option("paper", help="paper (full protocol) or quick (fewer epochs and views)."),
-    backbone: str = typer.Option("resnet50", help="torchvision backbone (paper: resnet50)."),
+    profile: str = typer.Option("paper", help="paper (full protocol), quick (fewer epochs, views) or cpu (main job)."),
+    backbone: str | None = typer.Option(None, help="torchvision backbone (default: the profile's; paper resnet50)."),
     pretrained: str = typer.Option("auto",
                                    help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
     weights: Path | None = typer.Option(None, help="Local torchvision ImageNet weights file (never downloaded)."),
