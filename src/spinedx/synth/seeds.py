@@ -17,7 +17,8 @@ TUNING_SEEDS: dict[int, str] = {
     0: "historical: medium difficulty (model in the loop) and the quick training profile (cv seed 0), before "
        "issue 12",
     1: "difficulty levels (issue 12): first-order probes on the fast stand-in (200 patients) and on synth + "
-       "extract (60 patients); the probe table's tuning seed",
+       "extract (60 patients); the probe table's tuning seed; the cpu training profile (issue 13: 190 patients, "
+       "generator before the causal-chain rework, cv seed 0, outer folds 0-1; benchmarks/cnn_vs_radiomics.py)",
     2: "difficulty levels (issue 12): first-order probes on the fast stand-in (200 patients) and on synth + "
        "extract (60 patients)",
 }
