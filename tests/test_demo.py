@@ -55,7 +55,11 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert cli.output.count("already complete, skipped") == 5
     assert f"report: {res.report.resolve()}" in cli.output
     assert res.report.stat().st_mtime_ns == mtime
-    assert json.loads((out / "demo.json").read_text())["settings"]["n_patients"] == 8
+    settings = json.loads((out / "demo.json").read_text())["settings"]
+    assert settings["n_patients"] == 8
+    # the main job trains the cpu profile (issue 13): its schedule and views, with the test's backbone and epochs
+    assert settings["profile"] == "cpu" and settings["cv"]["lr_schedule"] == "onecycle"
+    assert (settings["cv"]["views_benign"], settings["cv"]["backbone"]) == (2, "resnet18")
 
     # Other settings on the same folder are refused (exit 2, one line).
     with pytest.raises(SpinedxError, match="other settings"):
