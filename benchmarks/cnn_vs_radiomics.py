@@ -189,7 +189,7 @@ def plot(results: list[dict[str, Any]], png: str, names: list[str] | None = None
             axes[1, j].plot(e, [r["inner_auc"] for r in c["rows"]], color="C1", alpha=0.6)
             axes[1, j].plot(e, [r["outer_auc"] for r in c["rows"]], color="C2", alpha=0.6)
             axes[1, j].axvline(c["best_epoch"], color="grey", ls=":", alpha=0.5)
-        axes[0, j].set_title(f"{name}: AUC {v['auc']:.3f}", fontsize=9)
+        axes[0, j].set_title(f"{name}: AUC {v['auc']:.3f} (folds {', '.join(map(str, v['per_fold']))})", fontsize=9)
         axes[0, j].set_ylabel("BCE loss")
         axes[1, j].set_ylabel("patient AUC")
         axes[1, j].set_xlabel("epoch")

@@ -57,9 +57,8 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert res.report.stat().st_mtime_ns == mtime
     settings = json.loads((out / "demo.json").read_text())["settings"]
     assert settings["n_patients"] == 8
-    # the main job trains the cpu profile (issue 13): its schedule and views, with the test's backbone and epochs
-    assert settings["profile"] == "cpu" and settings["cv"]["lr_schedule"] == "onecycle"
-    assert (settings["cv"]["views_benign"], settings["cv"]["backbone"]) == (2, "resnet18")
+    # the main job trains the quick profile (the cpu profile is not validated yet: docs/training.md)
+    assert settings["profile"] == "quick" and settings["cv"]["lr_schedule"] == "constant"
 
     # Other settings on the same folder are refused (exit 2, one line).
     with pytest.raises(SpinedxError, match="other settings"):

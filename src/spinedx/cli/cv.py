@@ -20,7 +20,7 @@ def cv(
                                 "splits and initial weights; repeats/<r>/ in the run folder); metrics add the mean, "
                                 "SD and range across repeats. predict/export use repeat 0's fold models."),
     seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
-    profile: str = typer.Option("paper", help="paper (full protocol), quick (fewer epochs, views) or cpu (main job)."),
+    profile: str = typer.Option("paper", help="paper (full protocol), quick (fewer epochs, views), cpu (trial)."),
     backbone: str | None = typer.Option(None, help="torchvision backbone (default: the profile's; paper resnet50)."),
     pretrained: str = typer.Option("auto",
                                    help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),

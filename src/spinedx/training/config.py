@@ -18,9 +18,9 @@ from spinedx.errors import SpinedxError
 
 PROFILES = ("paper", "quick", "cpu")
 
-#: The ``cpu`` profile (the main job's): what differs from ``paper``. Chosen on development cohorts only
-#: (seeds in :data:`spinedx.synth.seeds.TUNING_SEEDS`); see docs/training.md, "Why the CNN trailed, and the CPU
-#: profile".
+#: The ``cpu`` profile (experimental, opt-in): what differs from ``paper``. A candidate for the main job (issue 13),
+#: not yet validated: see docs/training.md, "Why the CNN trailed, and the CPU profile". Diagnosed on development
+#: cohorts only (seeds in :data:`spinedx.synth.seeds.TUNING_SEEDS`).
 CPU_PROFILE: dict[str, Any] = {
     "backbone": "resnet18", "epochs": 8, "patience": 0, "views_benign": 2, "views_malignant": 4,
     "lr": 1e-3, "lr_schedule": "onecycle",
@@ -56,7 +56,7 @@ class CVConfig:
 
     Attributes:
         profile: ``paper`` (full protocol), ``quick`` (fewer epochs and views, all else equal) or ``cpu``
-            (the main job's: :data:`CPU_PROFILE`, a smaller backbone with a learning-rate schedule).
+            (experimental: :data:`CPU_PROFILE`, a smaller backbone with a learning-rate schedule).
         folds: Number of outer folds (paper: 10).
         seed: Master seed; fold ``k`` derives its own seeds from ``(seed, k)``.
         backbone: torchvision backbone (paper: resnet50).
@@ -127,7 +127,7 @@ class CVConfig:
             # about 10 minutes on 2 CPU cores; everything but epochs and views is the paper's.
             base = {"epochs": 8, "patience": 4, "views_benign": 1, "views_malignant": 2}
         elif profile == "cpu":
-            # The main job's profile: matches the radiomics baseline within the main job's 15 minutes on 2 cores.
+            # Candidate CPU profile (issue 13): smaller backbone, more views, one-cycle schedule. Not validated yet.
             base = dict(CPU_PROFILE)
         base.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
