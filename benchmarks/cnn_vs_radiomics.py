@@ -95,7 +95,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
         over = dict(VARIANTS[name])
         profile = "cpu" if name == "cpu" and "cpu" in PROFILES else "quick"
         cfg = CVConfig.from_profile(profile, **over)
-        model, _ = build_model(cfg.backbone, "none")
+        model, _ = build_model(cfg.backbone, "none", dropout=cfg.dropout)
         trainer = Trainer(model, torch.device("cpu"), bf16=False, channels_last=cfg.channels_last, compile=False)
         oof = np.full(len(y), np.nan)
         curves, per_fold = [], {}
@@ -108,7 +108,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
             sk = fold_seed(cfg.seed, k)
 
             def build(cfg: CVConfig = cfg) -> torch.nn.Module:
-                return build_model(cfg.backbone, "none")[0]
+                return build_model(cfg.backbone, "none", dropout=cfg.dropout)[0]
 
             trainer.reset(initial_state(build, sk))
             torch.manual_seed(sk)
