@@ -127,6 +127,17 @@ def _make_trainer(record: RunRecord) -> Trainer:
                    compile=runtime["compile"])
 
 
+def _run_patches(record: RunRecord, patches: PatchSet | None) -> PatchSet:
+    """The run's patches (loaded when not given), refused when they changed since the run started."""
+    if patches is None:
+        patches = load_patches(record.patches.path)
+    if patches.sha256 != record.patches.sha256:
+        raise RunFolderError(f"the patches changed since this run started (sha256 {patches.sha256[:12]}... now, "
+                             f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
+                             where=str(patches.path))
+    return patches
+
+
 def train_fold(
     run_dir: str | Path,
     fold: int,
@@ -170,12 +181,7 @@ def train_fold(
         rf.scan_folds(config.folds, repeat)  # refuses a damaged fold folder
         return rf.read_done(fold, repeat)
     splits = rf.read_splits(repeat)
-    if patches is None:
-        patches = load_patches(record.patches.path)
-    if patches.sha256 != record.patches.sha256:
-        raise RunFolderError(f"the patches changed since this run started (sha256 {patches.sha256[:12]}... now, "
-                             f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
-                             where=str(patches.path))
+    patches = _run_patches(record, patches)
     trainer = trainer or _make_trainer(record)
     split = splits.split(fold)
     pid = patches.patient_id
@@ -469,12 +475,7 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     })
     if repeat:
         metrics.update({"repeat": int(repeat), "seed": seed})
-    if patches is None:
-        patches = load_patches(record.patches.path)
-    if patches.sha256 != record.patches.sha256:
-        raise RunFolderError(f"the patches changed since this run started (sha256 {patches.sha256[:12]}... now, "
-                             f"{record.patches.sha256[:12]}... recorded); rerun spinedx cv into a new folder",
-                             where=str(patches.path))
+    patches = _run_patches(record, patches)
     baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features)
     metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, seed)
     rf.write_metrics(metrics, repeat)
