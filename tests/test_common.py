@@ -93,3 +93,11 @@ def test_aggregation_call_and_json() -> None:
 def test_format_p() -> None:
     assert format_p(0.0004) == "< 0.001" and format_p(0.0004, space=False) == "<0.001"
     assert format_p(0.0123) == "0.012" and format_p(None) == "n/a" and format_p(math.nan) == "n/a"
+
+
+def test_format_metric_with_and_without_interval() -> None:
+    from spinedx.common import format_metric
+
+    assert format_metric({"auc": 0.8123, "auc_low": 0.7, "auc_high": 0.9051}, "auc") == "auc 0.812 [0.700, 0.905]"
+    assert format_metric({"auc": 0.8123}, "auc") == "auc 0.812"
+    assert format_metric({}, "ppv") == "ppv n/a"

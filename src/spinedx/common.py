@@ -121,3 +121,12 @@ SYNTHETIC_BANNER = "synthetic cohort, simulated readers: no real patient"
 SYNTHETIC_ILLUSTRATION = ("illustration of the method only: the readers are simulated (their calls are drawn from "
                           "the simulation's variables, not read from the images), so reader-vs-model tests measure "
                           "the simulation's settings, not radiologists")
+
+
+def format_metric(metrics: dict[str, Any], name: str) -> str:
+    """``"auc 0.812 [0.701, 0.905]"`` from a metrics dict with ``<name>``, ``<name>_low`` and ``<name>_high``
+    (the interval left out when absent, ``"auc n/a"`` when the value is)."""
+    v, lo, hi = metrics.get(name), metrics.get(f"{name}_low"), metrics.get(f"{name}_high")
+    if v is None:
+        return f"{name} n/a"
+    return f"{name} {v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{name} {v:.3f}"

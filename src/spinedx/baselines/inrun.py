@@ -277,11 +277,7 @@ def baseline_lines(metrics: dict[str, Any]) -> list[str]:
     if not isinstance(section, dict):
         return []
 
-    def ci(m: dict[str, Any], k: str) -> str:
-        v, lo, hi = m.get(k), m.get(f"{k}_low"), m.get(f"{k}_high")
-        if v is None:
-            return f"{k} n/a"
-        return f"{k} {v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{k} {v:.3f}"
+    from spinedx.common import format_metric as ci
 
     lines = []
     for name, b in section.items():

@@ -583,12 +583,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """Human-readable summary of ``metrics.json`` (used by the CLI): the model, then the baselines on the same
     folds with the paired comparison."""
     from spinedx.baselines.inrun import baseline_lines
-
-    def fmt(m: dict[str, Any], name: str) -> str:
-        v, lo, hi = m.get(name), m.get(f"{name}_low"), m.get(f"{name}_high")
-        if v is None:
-            return f"{name} n/a"
-        return f"{name} {v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{name} {v:.3f}"
+    from spinedx.common import format_metric as fmt
 
     lines = []
     if metrics.get("synthetic"):
