@@ -125,6 +125,13 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _cv_jobs(workers: int) -> int:
+    """Folds trained at once: one per worker on a CPU, one at a time on a GPU (it runs a fold's batches fast)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, workers)
+
+
 def run_demo(
     out_dir: str | Path,
     n_patients: int = PAPER_PATIENTS,
@@ -156,7 +163,7 @@ def run_demo(
         epochs: maximum epochs per fold; default the profile's.
         difficulty: synthetic cohort difficulty (``easy``, ``medium``, ``hard``).
         register: refine the T2->T1 mapping with the bounded rigid registration during extraction.
-        workers: processes for the synthetic cohort and the extraction.
+        workers: processes for the synthetic cohort, the extraction and (on a CPU) the folds trained at once.
         bootstrap_resamples: bootstrap resamples of the statistics' AUC intervals.
         gallery_per_group: cases per gallery group in the report.
         progress: show progress bars.
@@ -235,7 +242,7 @@ def run_demo(
     stage("extract", (patches_dir / "patches.npz").is_file() and (patches_dir / "extract.json").is_file(),
           do_extract, f"6-channel lesion patches -> {patches_dir}")
     stage("cv", (run_dir / "metrics.json").is_file() and (run_dir / "oof_patients.csv").is_file(),
-          lambda: run_cv(patches_dir, run_dir, cv_config, progress=progress),
+          lambda: run_cv(patches_dir, run_dir, cv_config, progress=progress, jobs=_cv_jobs(workers)),
           f"{cv_config.folds}-fold cross-validation ({profile} profile, {cv_config.backbone}) -> {run_dir}")
     stage("stats", (run_dir / "stats" / "stats.json").is_file(),
           lambda: run_study(manifest, run_dir / "stats", run_dir=run_dir, bootstrap_resamples=bootstrap_resamples,

@@ -248,3 +248,22 @@ def describe_os_error(exc: OSError) -> str:
     hint = OS_ERROR_HINTS.get(exc.errno or -1)
     text = f"{what}; {hint}" if hint and not hint.startswith(what.lower()) else (hint or what)
     return f"{name}: {text}" if name else text
+
+
+def stop_pool(pool: Any) -> None:
+    """Cancel what a :class:`concurrent.futures.ProcessPoolExecutor` has queued and kill its workers now.
+
+    An interrupt must not wait for the running work (a patient being extracted, a fold being trained): the
+    workers are terminated, then killed if they do not stop within 3 s, and joined, so none is left behind.
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(timeout=3)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=3)

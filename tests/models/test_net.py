@@ -153,3 +153,22 @@ def test_dropout_setting_is_recorded_and_checked() -> None:
     old = cfg.to_dict()
     del old["dropout"]  # a run written before the setting existed had no dropout
     assert CVConfig.from_record(old, "config.yaml").dropout == 0.0
+
+
+def test_mobilenet_batchnorm_tracks_recent_batches(empty_hub: Path) -> None:
+    """torchvision's MobileNetV3 BatchNorm momentum (0.01) left the evaluation-mode network describing the first
+    epochs' weights after a fold's few hundred steps: every patch got the same probability. build_model sets 0.1."""
+    assert torchvision.models.mobilenet_v3_small().features[0][1].momentum == 0.01  # the library's own value
+    model, _ = build_model("mobilenet_v3_small", pretrained="none")
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.1 for m in bns)
+    # after 40 training batches the running mean holds 1 - 0.9**40 = 98.5% of the batch mean (0.01 would give 33%)
+    model.train()
+    x = torch.randn(16, 6, 64, 64) * 3 + 5
+    with torch.no_grad():
+        for _ in range(40):
+            model(x)
+        conv_mean = model.backbone.features[0][0](model.mix(x)).mean(dim=(0, 2, 3))
+    first = model.backbone.features[0][1]
+    assert torch.allclose(first.running_mean, conv_mean * (1 - 0.9 ** 40), rtol=1e-3, atol=1e-4)
+    assert build_model("resnet18", pretrained="none")[0].backbone.bn1.momentum == 0.1  # unchanged for ResNets

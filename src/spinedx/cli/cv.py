@@ -40,8 +40,10 @@ def cv(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder made with other settings "
                                    "(only while none of its folds has finished)."),
-    executor: str = typer.Option("local", help="local (folds one after the other here) or ray (each fold a Ray "
+    executor: str = typer.Option("local", help="local (folds on this machine) or ray (each fold a Ray "
                                  "task; pip install 'spinedx[ray]')."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="local executor: folds trained at once in worker "
+                             "processes, one torch thread each unless --threads (2 on a 2-core CPU is fastest)."),
     address: str | None = typer.Option(None, help="Ray cluster: auto (the cluster of this node) or ray://host:10001; "
                                        "default: a local Ray instance sized to this machine."),
     gpus_per_fold: float = typer.Option(0.0, help="GPUs per fold task with --executor ray (0.5: two folds per GPU)."),
@@ -72,7 +74,7 @@ def cv(
 
         ray_options = RayOptions(address=address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold)
     metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite, executor=executor,
-                     ray_options=ray_options, repeats=repeats)
+                     ray_options=ray_options, repeats=repeats, jobs=jobs)
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"run folder: {out}")

@@ -23,7 +23,8 @@ def demo(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per fold (profile default)."),
     register: bool = typer.Option(True, "--register/--no-register", help="T2->T1 registration at extraction."),
     workers: int = typer.Option(min(4, os.cpu_count() or 1), "--workers", "-j", min=1,
-                                 help="Processes for synthesis and extraction (default: the CPU count, at most 4)."),
+                                 help="Processes for synthesis, extraction and (on a CPU) folds trained at once "
+                                 "(default: the CPU count, at most 4)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """synth -> extract -> cv -> stats -> report; prints the report's path and the model vs the readers.

@@ -315,6 +315,7 @@ def run_cv(
     executor: str = "local",
     ray_options: RayOptions | None = None,
     repeats: int = 1,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Cross-validate the paper's model on ``patches.npz`` and write the run folder.
 
@@ -335,6 +336,9 @@ def run_cv(
             :mod:`spinedx.evaluation.executors`).
         ray_options: Ray address and per-fold resources (``executor="ray"``).
         repeats: Repetitions of the whole cross-validation (1: the single cross-validation, as the paper).
+        jobs: With the local executor, folds trained at once in worker processes on this machine
+            (:func:`spinedx.evaluation.executors.run_folds_processes`; one torch thread each unless ``threads`` is
+            set); 1 trains them one after the other in this process.
 
     Returns:
         The metrics written to ``metrics.json`` (repeat 0's, with a ``repeats`` section when N > 1).
@@ -355,6 +359,8 @@ def run_cv(
         raise SpinedxError(f"--repeats must be a whole number >= 1 (got {repeats})", where="--repeats")
     if executor not in ("local", "ray"):
         raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SpinedxError(f"--jobs must be a whole number >= 1 (got {jobs})", where="--jobs")
     if executor == "ray":
         from spinedx.evaluation.executors import RayOptions, ray_available
 
@@ -395,6 +401,24 @@ def run_cv(
 
         run_folds_ray(rf.path, [k for _, k in todo], ray_options, threads=config.threads, tasks=todo,
                       on_fold_done=(lambda k, _done: on_fold_done(k)) if on_fold_done is not None else None)
+    elif jobs > 1 and len(todo) > 1:
+        from spinedx.evaluation.executors import run_folds_processes
+
+        bar = _Progress(progress, config.folds * repeats)
+
+        def fold_done(r: int | None, k: int, done: dict[str, Any]) -> None:
+            bar.repeat = r
+            bar.fold_done(k, int(done["best_epoch"]), float(done["best_val_loss"]))
+            if on_fold_done is not None:
+                on_fold_done(k)
+
+        with bar:
+            for r, sp in all_splits:
+                for split in sp.splits:
+                    if (r, split.fold) not in todo:
+                        bar.fold_skipped(split.fold, r)
+            bar.running(min(jobs, len(todo)))
+            run_folds_processes(rf.path, todo, jobs, threads=config.threads, on_fold_done=fold_done)
     else:
         trainer = Trainer(model, device, bf16=runtime["bf16"], channels_last=config.channels_last,
                           compile=runtime["compile"])
@@ -631,6 +655,7 @@ class _Progress:
 
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TimeElapsedColumn(), TimeRemainingColumn())
+            # folds in worker processes (jobs > 1): only the folds bar, advanced as each fold finishes
             self._folds = self._p.add_task("folds", total=n_folds)
             self._batches = self._p.add_task("epoch", total=1, visible=False)
 
@@ -642,6 +667,15 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
+
+    def running(self, jobs: int) -> None:
+        """Folds are being trained by ``jobs`` worker processes (no per-batch progress from them)."""
+        msg = f"training {jobs} folds at a time in worker processes (one line per finished fold)"
+        if self._p is not None:
+            self._p.update(self._folds, description=f"folds ({jobs} at a time)")
+            self._p.console.print(msg)
+        else:
+            log.info(msg)
 
     def _name(self, k: int) -> str:
         return f"repeat {self.repeat} fold {k}" if self.repeat else f"fold {k}"

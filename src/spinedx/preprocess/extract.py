@@ -33,7 +33,7 @@ import numpy as np
 
 from spinedx.common import LABEL_NAMES
 from spinedx.errors import PreprocessError, SpinedxError
-from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp
+from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp, stop_pool
 from spinedx.io.image import Image
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
 from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, sample_plane, validate_annotation
@@ -306,21 +306,6 @@ def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches 
         return case.patient_id, None, f"{case.patient_id}: unexpected {type(exc).__name__}: {text}"
 
 
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel what is queued and kill the workers now (an interrupt must not wait for running patients)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        with contextlib.suppress(Exception):
-            p.terminate()
-    for p in procs:
-        with contextlib.suppress(Exception):
-            p.join(timeout=3)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=3)
-
-
 @contextlib.contextmanager
 def _results(cases: list[CaseRecord], config: ExtractConfig,
              workers: int) -> Iterator[Iterator[tuple[str, CasePatches | None, str | None]]]:
@@ -335,7 +320,7 @@ def _results(cases: list[CaseRecord], config: ExtractConfig,
         futures = [pool.submit(_run_one, case, config) for case in cases]
         yield (fut.result() for fut in as_completed(futures))
     except BaseException:
-        _stop_pool(pool)
+        stop_pool(pool)
         raise
     pool.shutdown(wait=True)
 
