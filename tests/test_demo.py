@@ -57,8 +57,9 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert res.report.stat().st_mtime_ns == mtime
     settings = json.loads((out / "demo.json").read_text())["settings"]
     assert settings["n_patients"] == 8
-    # the main job trains the quick profile (the cpu profile is not validated yet: docs/training.md)
-    assert settings["profile"] == "quick" and settings["cv"]["lr_schedule"] == "constant"
+    # the main job trains the cpu profile (docs/training.md): one-cycle schedule, the last epoch kept
+    assert settings["profile"] == "cpu" and settings["cv"]["lr_schedule"] == "onecycle"
+    assert settings["cv"]["early_stop_on"] == "none"
 
     # Other settings on the same folder are refused (exit 2, one line).
     with pytest.raises(SpinedxError, match="other settings"):

@@ -22,12 +22,21 @@ def test_cpu_profile_values_and_everything_else_is_the_papers() -> None:
     cpu = CVConfig.from_profile("cpu")
     paper = CVConfig.from_profile("paper")
     assert (cpu.backbone, cpu.epochs, cpu.patience, cpu.views_benign, cpu.views_malignant, cpu.lr,
-            cpu.lr_schedule) == ("resnet18", 8, 0, 2, 4, 1e-3, "onecycle")
+            cpu.lr_schedule, cpu.betas, cpu.early_stop_on) == (
+        "mobilenet_v3_small", 14, 0, 2, 4, 1e-3, "onecycle", (0.9, 0.999), "none")
     changed = {k for k, v in cpu.to_dict().items() if v != paper.to_dict()[k]}
     assert changed == set(CPU_PROFILE) | {"profile"}
-    # the pipeline around the network is untouched: folds, inner early-stopping split, aggregation, threshold
-    assert (cpu.folds, cpu.early_stop_on, cpu.inner_val_fraction, cpu.aggregation, cpu.threshold) == (
-        10, "inner", 0.1, "max", 0.5)
+    # the pipeline around the network is untouched: folds, the inner split (held out, monitored), aggregation, threshold
+    assert (cpu.folds, cpu.inner_val_fraction, cpu.aggregation, cpu.threshold, cpu.optimistic) == (
+        10, 0.1, "max", 0.5, False)
+
+
+def test_the_main_job_uses_the_cpu_profile() -> None:
+    import inspect
+
+    from spinedx.demo import run_demo
+
+    assert inspect.signature(run_demo).parameters["profile"].default == "cpu"
 
 
 def test_quick_profile_unchanged() -> None:

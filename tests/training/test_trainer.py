@@ -29,13 +29,13 @@ def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _fit(epochs: int, patience: int, lr: float = 1e-2) -> tuple[Trainer, object]:
+def _fit(epochs: int, patience: int, lr: float = 1e-2, restore_best: bool = True) -> tuple[Trainer, object]:
     torch.manual_seed(0)
     trainer = Trainer(_Tiny(), torch.device("cpu"), bf16=False)
     xt, yt = _data(64, 0)
     xv, yv = _data(32, 1)
     fit = trainer.fit(xt, yt, xv, yv, seed=3, epochs=epochs, patience=patience, views_benign=1, views_malignant=2,
-                      batch_size=16, lr=lr)
+                      batch_size=16, lr=lr, restore_best=restore_best)
     return trainer, fit
 
 
@@ -59,6 +59,18 @@ def test_patience_stops_early() -> None:
     _, fit = _fit(epochs=30, patience=1, lr=0.5)
     assert len(fit.history) < 30
     assert len(fit.history) - fit.best_epoch == 1
+
+
+@pytest.mark.slow
+def test_without_early_stopping_every_epoch_runs_and_the_last_weights_stay() -> None:
+    # early_stop_on "none": the bouncing validation loss of a high rate neither stops training nor picks an epoch
+    trainer, fit = _fit(epochs=8, patience=1, lr=0.5, restore_best=False)
+    hist = fit.history
+    assert len(hist) == 8 and fit.best_epoch == 8 and fit.best_val_loss == hist[-1]["val_loss"]
+    assert min(r["val_loss"] for r in hist) < hist[-1]["val_loss"]  # a lower loss existed and was not restored
+    xv, yv = _data(32, 1)
+    kept = trainer.evaluate_loss(torch.from_numpy(xv), torch.from_numpy(yv.astype(np.float32)))
+    assert abs(kept - hist[-1]["val_loss"]) < 1e-6
 
 
 def test_same_seed_same_result() -> None:

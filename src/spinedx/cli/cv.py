@@ -20,7 +20,8 @@ def cv(
                                 "splits and initial weights; repeats/<r>/ in the run folder); metrics add the mean, "
                                 "SD and range across repeats. predict/export use repeat 0's fold models."),
     seed: int = typer.Option(0, help="Master seed (splits, initial weights, augmentation)."),
-    profile: str = typer.Option("paper", help="paper (full protocol), quick (fewer epochs, views), cpu (trial)."),
+    profile: str = typer.Option("paper", help="paper (full protocol), quick (fewer epochs, views), cpu (the main "
+                                "job's)."),
     backbone: str | None = typer.Option(None, help="torchvision backbone (default: the profile's; paper resnet50)."),
     pretrained: str = typer.Option("auto",
                                    help="auto (ImageNet if a local file is found, else scratch), imagenet, none."),
@@ -31,7 +32,8 @@ def cv(
     views_malignant: int | None = typer.Option(None, help="Augmented views per malignant slice per epoch (paper 40)."),
     dropout: float | None = typer.Option(None, help="Dropout before the final layer during training (default 0.5, our "
                                          "assumption: the paper used dropout but gives no rate)."),
-    early_stop_on: str = typer.Option("inner", help="inner (unbiased) or outer (the paper literally; optimistic)."),
+    early_stop_on: str | None = typer.Option(None, help="inner (unbiased), outer (the paper literally; optimistic) "
+                                             "or none (last epoch kept); default: the profile's (inner, cpu: none)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),

@@ -17,7 +17,8 @@ def demo(
     patients: int = typer.Option(190, "--patients", min=2, help="Synthetic patients (paper: 190)."),
     malignant: int | None = typer.Option(None, "--malignant", help="Malignant patients (default: 50/190 of them)."),
     seed: int = typer.Option(EVALUATION_SEED, "--seed", help="Seed of the cohort, folds and training."),
-    profile: str = typer.Option("quick", "--profile", help="quick (minutes on a CPU), cpu (trial) or paper."),
+    profile: str = typer.Option("cpu", "--profile", help="cpu (minutes on 2 cores), quick (resnet50, fewer epochs) "
+                                "or paper."),
     folds: int = typer.Option(10, "--folds", min=2, help="Cross-validation folds (paper: 10)."),
     backbone: str | None = typer.Option(None, "--backbone", help="torchvision backbone (default: the profile's)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per fold (profile default)."),

@@ -200,7 +200,7 @@ def train_fold(
         seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
         views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
         betas=config.betas, weight_decay=config.weight_decay, augment=config.augment,
-        lr_schedule=config.lr_schedule,
+        lr_schedule=config.lr_schedule, restore_best=config.early_stop_on != "none",
         on_batch=progress.batch if progress is not None else None,
         on_epoch=progress.epoch if progress is not None else None,
     )

@@ -84,7 +84,8 @@ class FitResult:
 
     Attributes:
         history: One row per epoch: epoch, train_loss, val_loss, lr, seconds.
-        best_epoch: Epoch (1-based) of the lowest validation loss; its weights are restored.
+        best_epoch: Epoch (1-based) whose weights the model holds: the lowest validation loss (early stopping),
+            or the last epoch when the best is not restored.
         best_val_loss: That loss.
         compiled: Whether the compiled training step was used.
         notes: Warnings raised while training (e.g. a compile fallback).
@@ -221,6 +222,7 @@ class Trainer:
         on_batch: BatchCallback | None = None,
         on_epoch: EpochCallback | None = None,
         lr_schedule: str = "constant",
+        restore_best: bool = True,
     ) -> FitResult:
         """Train with early stopping on the validation loss and restore the best weights.
 
@@ -283,7 +285,9 @@ class Trainer:
             history.append(row)
             if on_epoch is not None:
                 on_epoch(row)
-            if val_loss < best_loss:
+            if not restore_best:
+                best_loss, best_epoch = val_loss, epoch
+            elif val_loss < best_loss:
                 best_loss, best_epoch, stale = val_loss, epoch, 0
                 best_state = copy.deepcopy(self.model.state_dict())
             else:
