@@ -43,7 +43,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     "lr_schedule": "onecycle", "epochs": 12, "patience": 0},
     "r34_v4_oc": {"backbone": "resnet34", "views_benign": 4, "views_malignant": 8, "lr": 1e-3,
                   "lr_schedule": "onecycle"},
-    "cpu": {},  # the landed cpu profile itself (profile name below)
+    "mv3s_es": {"backbone": "mobilenet_v3_small", "epochs": 10, "patience": 0, "views_benign": 2,
+                "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999)},
+    "mv3s_last": {"backbone": "mobilenet_v3_small", "epochs": 10, "patience": 0, "views_benign": 2,
+                  "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999),
+                  "early_stop_on": "none"},
+    "cpu": {},  # the landed cpu profile itself (profile name below): mobilenet_v3_small, 14 epochs, last epoch kept
 }
 
 
@@ -98,6 +103,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
         model, _ = build_model(cfg.backbone, "none", dropout=cfg.dropout)
         trainer = Trainer(model, torch.device("cpu"), bf16=False, channels_last=cfg.channels_last, compile=False)
         oof = np.full(len(y), np.nan)
+        per_epoch = np.full((cfg.epochs, len(y)), np.nan)  # each epoch's out-of-fold predictions (diagnostic)
         curves, per_fold = [], {}
         w0, c0 = time.perf_counter(), time.process_time()
         for k in folds_used:
@@ -115,10 +121,12 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
             rows: list[dict[str, float]] = []
 
             def on_epoch(row: dict[str, float], val: np.ndarray = val, es: np.ndarray = es,
-                         rows: list[dict[str, float]] = rows, trainer: Trainer = trainer) -> None:
+                         rows: list[dict[str, float]] = rows, trainer: Trainer = trainer,
+                         per_epoch: np.ndarray = per_epoch) -> None:
                 m = trainer.model
                 pv = predict_patches([m], x[es], bf16=False)[0]
                 po = predict_patches([m], x[val], bf16=False)[0]
+                per_epoch[int(row["epoch"]) - 1:, val] = po  # an early stop repeats its last epoch
                 m.train()
                 rows.append({**row, "inner_auc": _auc(*_patient_max(pid[es], y[es], pv)),
                              "outer_auc": _auc(*_patient_max(pid[val], y[val], po))})
@@ -127,7 +135,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                               views_benign=cfg.views_benign, views_malignant=cfg.views_malignant,
                               batch_size=cfg.batch_size, lr=cfg.lr, betas=cfg.betas,
                               weight_decay=cfg.weight_decay, augment=cfg.augment, on_epoch=on_epoch,
-                              lr_schedule=getattr(cfg, "lr_schedule", "constant"))
+                              lr_schedule=cfg.lr_schedule, restore_best=cfg.early_stop_on != "none")
             oof[val] = predict_patches([trainer.model], x[val], bf16=False)[0]
             per_fold[k] = _auc(*_patient_max(pid[val], y[val], oof[val]))
             curves.append({"fold": k, "best_epoch": fit.best_epoch, "rows": rows})
@@ -140,9 +148,10 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
             print(f"  {name} fold {k}: AUC {per_fold[k]:.3f} best epoch {fit.best_epoch}/{len(fit.history)} "
                   f"(radiomics {out['radiomics']['per_fold'][k]:.3f})", flush=True)
         yy, pp = _patient_max(pid[used], y[used], oof[used])
+        pooled = [_auc(*_patient_max(pid[used], y[used], per_epoch[e, used])) for e in range(cfg.epochs)]
         out["variants"][name] = {"config": cfg.to_dict(), "auc": _auc(yy, pp), "per_fold": per_fold,
                                  "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
-                                 "curves": curves}
+                                 "curves": curves, "pooled_auc_per_epoch": pooled}
         print(f"{name}: AUC {out['variants'][name]['auc']:.3f} vs radiomics {out['radiomics']['auc']:.3f}; "
               f"{out['variants'][name]['wall_s']:.0f} s wall, {out['variants'][name]['cpu_s']:.0f} s CPU", flush=True)
         _save(out, save)
