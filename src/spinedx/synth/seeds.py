@@ -21,6 +21,9 @@ TUNING_SEEDS: dict[int, str] = {
        "generator before the causal-chain rework, cv seed 0, outer folds 0-1; benchmarks/cnn_vs_radiomics.py)",
     2: "difficulty levels (issue 12): first-order probes on the fast stand-in (200 patients) and on synth + "
        "extract (60 patients)",
+    5: "the cpu training profile of the main job (issue 13): backbone speed, BatchNorm momentum, early stopping "
+       "vs last epoch, epochs (190 patients, causal-chain generator, cv seed 0, all 10 folds; "
+       "docs/data/training_dev_seed5.json)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
