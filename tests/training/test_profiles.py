@@ -58,3 +58,18 @@ def test_unknown_schedule_refused() -> None:
     record = CVConfig.from_profile("quick").to_dict()
     del record["lr_schedule"]
     assert CVConfig.from_record(record, "config.yaml") == CVConfig.from_profile("quick")
+
+
+def test_cli_leaves_early_stopping_to_the_profile() -> None:
+    # spinedx cv passes --early-stop-on only when given: the cpu profile keeps its "none", paper its "inner"
+    assert CVConfig.from_profile("cpu", early_stop_on=None).early_stop_on == "none"
+    assert CVConfig.from_profile("paper", early_stop_on=None).early_stop_on == "inner"
+    assert CVConfig.from_profile("cpu", early_stop_on="inner").early_stop_on == "inner"
+    with pytest.raises(SpinedxError, match="inner, outer or none"):
+        CVConfig.from_profile("paper", early_stop_on="never")
+    import typer.main
+
+    from spinedx.cli import app
+
+    cv = next(c for c in typer.main.get_command(app).commands.values() if c.name == "cv")
+    assert next(p for p in cv.params if p.name == "early_stop_on").default is None
