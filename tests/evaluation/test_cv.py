@@ -178,3 +178,23 @@ def test_profiles() -> None:
     assert not quick.optimistic and CVConfig.from_profile("quick", early_stop_on="outer").optimistic
     with pytest.raises(SpinedxError, match="aggregation"):
         CVConfig.from_profile("paper", aggregation="median")
+
+
+@pytest.mark.slow
+def test_early_stop_none_keeps_every_fold_last_epoch(tmp_path: Path) -> None:
+    # the cpu profile's setting: every epoch runs, the last weights are scored and saved, the inner patients stay
+    # held out (the splits are those of "inner") and the curves mark the kept epoch
+    patches = make_patches(tmp_path / "p", n_patients=18)
+    run_cv(patches, tmp_path / "run", tiny_config(epochs=3, patience=1, early_stop_on="none"), progress=False)
+    inner_run = tmp_path / "inner"
+    run_cv(patches, inner_run, tiny_config(epochs=3, patience=1), progress=False)
+    assert json.loads((tmp_path / "run" / "splits.json").read_text()) == json.loads(
+        (inner_run / "splits.json").read_text())
+    for k in range(3):
+        done = json.loads((tmp_path / "run" / "folds" / str(k) / "done.json").read_text())
+        hist = pd.read_csv(tmp_path / "run" / "folds" / str(k) / "history.csv")
+        assert done["epochs_run"] == 3 and done["best_epoch"] == 3
+        assert done["best_val_loss"] == pytest.approx(hist["val_loss"].iloc[-1])
+        assert done["n_early_stop_slices"] > 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["early_stop_on"] == "none" and metrics["optimistic"] is False

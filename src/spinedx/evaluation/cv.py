@@ -67,16 +67,16 @@ __all__ = ["CVConfig", "finish_repeats", "finish_run", "load_patches", "repeat_s
            "train_fold"]
 
 
-def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
-    """Training and validation loss per epoch (matplotlib's object API: no global backend switch)."""
+def _save_curves(history: pd.DataFrame, path: Path, title: str, kept_epoch: int, restored: bool = True) -> None:
+    """Training and validation loss per epoch, the epoch whose weights the fold kept marked (matplotlib's object
+    API: no global backend switch)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 3.2), dpi=100)
     ax = fig.subplots()
     ax.plot(history["epoch"], history["train_loss"], marker="o", ms=3, label="train (augmented)")
     ax.plot(history["epoch"], history["val_loss"], marker="o", ms=3, label="validation")
-    best = history["val_loss"].idxmin()
-    ax.axvline(history.loc[best, "epoch"], color="grey", ls=":", label="best (restored)")
+    ax.axvline(kept_epoch, color="grey", ls=":", label="best (restored)" if restored else "last (kept, no early stop)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("BCE loss")
     ax.set_title(title, fontsize=9)
@@ -218,8 +218,11 @@ def train_fold(
     })
     with rf.fold_writer(fold, repeat) as tmp:
         hist.to_csv(tmp / "history.csv", index=False)
-        _save_curves(hist, tmp / "curves.png", f"fold {fold}: best epoch {fit.best_epoch}"
-                     + (" (OPTIMISTIC: outer early stop)" if config.optimistic else ""))
+        kept = (f"last epoch {fit.best_epoch} kept (no early stopping)" if config.early_stop_on == "none"
+                else f"best epoch {fit.best_epoch}")
+        _save_curves(hist, tmp / "curves.png", f"fold {fold}: {kept}"
+                     + (" (OPTIMISTIC: outer early stop)" if config.optimistic else ""),
+                     fit.best_epoch, restored=config.early_stop_on != "none")
         save_fold_model(model, tmp / "model.pt", fold, best_epoch=fit.best_epoch,
                         best_val_loss=float(fit.best_val_loss), seed=seed_k, early_stop_on=config.early_stop_on,
                         patch_size=patches.patch_size)
@@ -705,7 +708,7 @@ class _Progress:
             log.info(msg)
 
     def fold_done(self, k: int, best_epoch: int, best_loss: float) -> None:
-        msg = f"{self._name(k)} done: best epoch {best_epoch}, validation loss {best_loss:.4f}"
+        msg = f"{self._name(k)} done: kept epoch {best_epoch}, validation loss {best_loss:.4f}"
         if self._p is not None:
             self._p.advance(self._folds)
             self._p.console.print(msg)
