@@ -32,6 +32,33 @@ def tiny_config(**kw: object) -> CVConfig:
     return CVConfig.from_profile("quick", **base)  # type: ignore[arg-type]
 
 
+#: ``spinedx cv`` options of the executor tests' tiny run (resnet18, one epoch, one thread): what
+#: :func:`executor_cv_config` makes, so the CLI and the Python API train the same folds.
+EXECUTOR_CV_OPTIONS = ["--folds", "3", "--backbone", "resnet18", "--pretrained", "none", "--profile", "quick",
+                       "--epochs", "1", "--patience", "0", "--views-benign", "1", "--views-malignant", "1",
+                       "--threads", "1", "--compile", "off", "--quiet"]
+
+
+def executor_cv_config() -> CVConfig:
+    """The configuration :data:`EXECUTOR_CV_OPTIONS` make."""
+    return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=1, patience=0,
+                                 views_benign=1, views_malignant=1, threads=1, compile="off")
+
+
+def executor_reference(root: Path) -> tuple[Path, Path]:
+    """Patches of 18 patients under ``root`` and the one-process ``spinedx cv`` run of them (folds one after the
+    other, one thread): the bytes every executor must reproduce."""
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    pids = [f"P{i:03d}" for i in range(18)]
+    patches = write_patches(root / "patches", pids, np.arange(18) % 2, size=32, seed=1)
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *EXECUTOR_CV_OPTIONS])
+    assert res.exit_code == 0, res.output
+    return patches, root / "local"
+
+
 def write_patches(folder: Path, pids: list[str], y: np.ndarray, *, slices: tuple[int, ...] = (7, 8),
                   size: int = 64, seed: int = 0, manifest: Path | None = None, synthetic: bool = False,
                   extract: bool = True) -> Path:

@@ -9,42 +9,27 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from runhelpers import write_patches
+from runhelpers import EXECUTOR_CV_OPTIONS, executor_cv_config, executor_reference
 from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.cv import run_cv
 from spinedx.evaluation.executors import run_folds_processes
-from spinedx.training.config import CVConfig
-
-OPTIONS = ["--folds", "3", "--backbone", "resnet18", "--pretrained", "none", "--profile", "quick", "--epochs", "1",
-           "--patience", "0", "--views-benign", "1", "--views-malignant", "1", "--threads", "1", "--compile", "off",
-           "--quiet"]
-
-
-def _config() -> CVConfig:
-    return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=1, patience=0,
-                                 views_benign=1, views_malignant=1, threads=1, compile="off")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Patches of 18 patients and the one-process run of them (folds one after the other, one thread)."""
-    root = tmp_path_factory.mktemp("jobs")
-    pids = [f"P{i:03d}" for i in range(18)]
-    patches = write_patches(root / "patches", pids, np.arange(18) % 2, size=32, seed=1)
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *OPTIONS])
-    assert res.exit_code == 0, res.output
-    return patches, root / "local"
+    """Patches of 18 patients and the one-process run of them."""
+    return executor_reference(tmp_path_factory.mktemp("jobs"))
 
 
 @pytest.mark.slow
 def test_jobs_give_the_one_process_bytes(tmp_path: Path, reference: tuple[Path, Path]) -> None:
     patches, local = reference
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "jobs"), *OPTIONS, "--jobs", "2"])
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "jobs"), *EXECUTOR_CV_OPTIONS,
+                                   "--jobs", "2"])
     assert res.exit_code == 0, res.output
     assert "patient level" in res.output
     for name in ("oof_patients.csv", "oof_slices.csv"):
@@ -64,10 +49,10 @@ def test_resume_with_jobs_trains_only_the_missing_folds(tmp_path: Path, referenc
         raise _Stop
 
     with pytest.raises(_Stop):
-        run_cv(patches, tmp_path / "run", _config(), progress=False, on_fold_done=stop_after_first)
+        run_cv(patches, tmp_path / "run", executor_cv_config(), progress=False, on_fold_done=stop_after_first)
     first = (tmp_path / "run" / "folds" / "0" / "done.json").read_bytes()
     done: list[int] = []
-    run_cv(patches, tmp_path / "run", _config(), progress=False, jobs=2, on_fold_done=done.append)
+    run_cv(patches, tmp_path / "run", executor_cv_config(), progress=False, jobs=2, on_fold_done=done.append)
     assert sorted(done) == [1, 2]
     assert (tmp_path / "run" / "folds" / "0" / "done.json").read_bytes() == first  # not retrained
     assert (tmp_path / "run" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
@@ -84,8 +69,9 @@ def test_a_fold_error_comes_back_as_one_spinedx_error(tmp_path: Path) -> None:
 def test_jobs_must_be_positive(tmp_path: Path, reference: tuple[Path, Path]) -> None:
     patches, _ = reference
     with pytest.raises(SpinedxError, match="--jobs"):
-        run_cv(patches, tmp_path / "run", _config(), progress=False, jobs=0)
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "r2"), *OPTIONS, "--jobs", "0"])
+        run_cv(patches, tmp_path / "run", executor_cv_config(), progress=False, jobs=0)
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "r2"), *EXECUTOR_CV_OPTIONS,
+                                   "--jobs", "0"])
     assert res.exit_code == 2
     assert not (tmp_path / "r2").exists()
 
@@ -95,7 +81,7 @@ def test_sigterm_stops_the_workers_and_leaves_no_finished_fold(tmp_path: Path, r
     patches, _ = reference
     out = tmp_path / "run"
     # many epochs: the folds are still training when the signal comes
-    cmd = [sys.executable, "-m", "spinedx", "cv", str(patches), "--out", str(out), *OPTIONS, "--jobs", "2",
+    cmd = [sys.executable, "-m", "spinedx", "cv", str(patches), "--out", str(out), *EXECUTOR_CV_OPTIONS, "--jobs", "2",
            "--epochs", "400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -9,27 +9,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import ray
-from runhelpers import write_patches
+from runhelpers import EXECUTOR_CV_OPTIONS, executor_cv_config, executor_reference
 from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.cv import run_cv
 from spinedx.evaluation.executors import RayOptions, run_folds_ray
-from spinedx.training.config import CVConfig
-
-OPTIONS = ["--folds", "3", "--backbone", "resnet18", "--pretrained", "none", "--profile", "quick", "--epochs", "1",
-           "--patience", "0", "--views-benign", "1", "--views-malignant", "1", "--threads", "1", "--compile", "off",
-           "--quiet"]
-
-
-def _config() -> CVConfig:
-    """The configuration OPTIONS make (tiny: resnet18, one epoch, one thread)."""
-    return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=1, patience=0,
-                                 views_benign=1, views_malignant=1, threads=1, compile="off")
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +31,8 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Patches of 18 patients and the local executor's run of them (``spinedx cv`` with OPTIONS)."""
-    root = tmp_path_factory.mktemp("ray")
-    pids = [f"P{i:03d}" for i in range(18)]
-    patches = write_patches(root / "patches", pids, np.arange(18) % 2, size=32, seed=1)
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *OPTIONS])
-    assert res.exit_code == 0, res.output
-    return patches, root / "local"
+    """Patches of 18 patients and the local executor run of them."""
+    return executor_reference(tmp_path_factory.mktemp("ray"))
 
 
 class _Stop(Exception):
@@ -59,8 +42,8 @@ class _Stop(Exception):
 @pytest.mark.slow
 def test_cli_ray_gives_the_local_bytes(tmp_path: Path, local_ray: None, reference: tuple[Path, Path]) -> None:
     patches, local = reference
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "ray"), *OPTIONS, "--executor", "ray",
-                                   "--cpus-per-fold", "1"])
+    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "ray"), *EXECUTOR_CV_OPTIONS,
+                                   "--executor", "ray", "--cpus-per-fold", "1"])
     assert res.exit_code == 0, res.output
     assert "patient level" in res.output
     for name in ("oof_patients.csv", "oof_slices.csv"):
@@ -75,16 +58,16 @@ def test_resume_across_executors(tmp_path: Path, local_ray: None, reference: tup
         raise _Stop
 
     with pytest.raises(_Stop):  # a local run stopped after one fold ...
-        run_cv(patches, tmp_path / "mixed", _config(), progress=False, on_fold_done=stop_after_first)
+        run_cv(patches, tmp_path / "mixed", executor_cv_config(), progress=False, on_fold_done=stop_after_first)
     assert [p.name for p in (tmp_path / "mixed" / "folds").iterdir() if not p.name.startswith(".")] == ["0"]
     resumed: list[int] = []  # ... finished by Ray: the same bytes
-    run_cv(patches, tmp_path / "mixed", _config(), progress=False, executor="ray",
+    run_cv(patches, tmp_path / "mixed", executor_cv_config(), progress=False, executor="ray",
            ray_options=RayOptions(cpus_per_fold=1), on_fold_done=resumed.append)
     assert sorted(resumed) == [1, 2]
     assert (tmp_path / "mixed" / "oof_patients.csv").read_bytes() == (local / "oof_patients.csv").read_bytes()
     # extended to 2 repeats on Ray: repeat 1's three (repeat, fold) tasks run, repeat 0 stays as it is
     again: list[int] = []
-    metrics = run_cv(patches, tmp_path / "mixed", _config(), progress=False, executor="ray",
+    metrics = run_cv(patches, tmp_path / "mixed", executor_cv_config(), progress=False, executor="ray",
                      ray_options=RayOptions(cpus_per_fold=1), on_fold_done=again.append, repeats=2)
     assert sorted(again) == [0, 1, 2] and metrics["repeats"]["n"] == 2
     assert sorted(p.name for p in (tmp_path / "mixed" / "repeats" / "1" / "folds").iterdir()) == ["0", "1", "2"]
@@ -148,7 +131,7 @@ def test_killed_worker_is_retried_and_leaves_no_half_written_fold(tmp_path: Path
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        run_cv(patches, tmp_path / "ray", _config(), progress=False, executor="ray",
+        run_cv(patches, tmp_path / "ray", executor_cv_config(), progress=False, executor="ray",
                ray_options=RayOptions(cpus_per_fold=1, max_retries=2))
     finally:
         stop.set()
