@@ -658,7 +658,6 @@ class _Progress:
 
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TimeElapsedColumn(), TimeRemainingColumn())
-            # folds in worker processes (jobs > 1): only the folds bar, advanced as each fold finishes
             self._folds = self._p.add_task("folds", total=n_folds)
             self._batches = self._p.add_task("epoch", total=1, visible=False)
 

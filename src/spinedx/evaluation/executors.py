@@ -121,11 +121,6 @@ def _process_task(run_dir: str, fold: int, repeat: int | None) -> tuple[dict[str
         return None, exc.one_line()
 
 
-def default_jobs(n_tasks: int) -> int:
-    """Folds at once on this machine by default: one per CPU core, at most the number of folds to train."""
-    return max(1, min(os.cpu_count() or 1, n_tasks))
-
-
 def run_folds_processes(
     run_dir: str | Path,
     tasks: Sequence[tuple[int | None, int]],
