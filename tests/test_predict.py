@@ -31,16 +31,17 @@ def _affine(slice_mm: float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(module_tmp: Path) -> Path:
     """A run folder as `spinedx cv` writes it, with two untrained resnet18 fold models, trained (so its record
     says) on 64x64 patches made without registration."""
-    return write_run(tmp_path_factory.mktemp("run"), n_patients=12, n_folds=2, optimistic=False)
+    return write_run(module_tmp / "run", n_patients=12, n_folds=2, optimistic=False)
 
 
 @pytest.fixture(scope="module")
-def synthetic_pair(tmp_path_factory) -> Path:
+def synthetic_pair(module_tmp: Path) -> Path:
     """T1/T2 NIfTI of a bright 'vertebra' (T2) / dark (T1) on a smooth background, 10 sagittal slices."""
-    tmp = tmp_path_factory.mktemp("case")
+    tmp = module_tmp / "case"
+    tmp.mkdir()
     rng = np.random.default_rng(0)
     a, s, _ = np.meshgrid(np.arange(90), np.arange(100), np.arange(10), indexing="ij")
     body = ((a - 45) ** 2 / 18**2 + (s - 50) ** 2 / 15**2) < 1

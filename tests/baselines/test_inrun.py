@@ -19,8 +19,8 @@ from spinedx.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    run = write_run(tmp_path_factory.mktemp("inrun"), n_patients=24, n_folds=3, optimistic=False)
+def finished(module_tmp: Path) -> tuple[Path, dict]:
+    run = write_run(module_tmp, n_patients=24, n_folds=3, optimistic=False)
     return run, finish_run(run)
 
 

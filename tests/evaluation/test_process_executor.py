@@ -20,9 +20,9 @@ from spinedx.evaluation.executors import run_folds_processes
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def reference(module_tmp: Path) -> tuple[Path, Path]:
     """Patches of 18 patients and the one-process run of them."""
-    return executor_reference(tmp_path_factory.mktemp("jobs"))
+    return executor_reference(module_tmp)
 
 
 @pytest.mark.slow

@@ -30,9 +30,9 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def reference(module_tmp: Path) -> tuple[Path, Path]:
     """Patches of 18 patients and the local executor run of them."""
-    return executor_reference(tmp_path_factory.mktemp("ray"))
+    return executor_reference(module_tmp)
 
 
 class _Stop(Exception):

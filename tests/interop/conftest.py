@@ -3,23 +3,26 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 
-@pytest.fixture(scope="session")
-def synth_study(tmp_path_factory) -> Path:
+@pytest.fixture(scope="package")
+def synth_study(tmp_path_factory) -> Iterator[Path]:
     """Two synthetic patients (T1W and T2W DICOM series each) and their manifest ``cohort.csv``."""
     from spinedx.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("synth")
     generate_cohort(root, n_patients=2, n_malignant=1, seed=0, progress=False)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # the package is done: free the disk (tests/conftest.py)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def case(synth_study: Path) -> dict:
     """The first synthetic patient: series folders, lesion slices and box (as in the manifest)."""
     row = pd.read_csv(synth_study / "cohort.csv").iloc[0]
@@ -28,9 +31,11 @@ def case(synth_study: Path) -> dict:
             "box": tuple(int(v) for v in row.box.split(","))}
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+@pytest.fixture(scope="package")
+def tiny_run(tmp_path_factory) -> Iterator[Path]:
     """A run folder as ``spinedx cv`` writes it, with two untrained resnet18 fold models (no registration)."""
     from runhelpers import write_run
 
-    return write_run(tmp_path_factory.mktemp("run"), n_patients=12, n_folds=2, optimistic=False)
+    root = tmp_path_factory.mktemp("run")
+    yield write_run(root, n_patients=12, n_folds=2, optimistic=False)
+    shutil.rmtree(root, ignore_errors=True)

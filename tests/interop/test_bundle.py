@@ -17,8 +17,8 @@ from spinedx.models import predict_patches
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "b"
+def bundle(tiny_run: Path, module_tmp: Path) -> Path:
+    out = module_tmp / "b"
     export_bundle(tiny_run, out, onnx=True)
     return out
 

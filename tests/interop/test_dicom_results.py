@@ -12,7 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 from dicomfixtures import write_series
-from resultcontent import make_content
 
 from spinedx.errors import SpinedxError
 from spinedx.explain import DEFAULT_METHOD, METHODS, method_caption
@@ -21,11 +20,13 @@ from spinedx.interop.geometry import locate_box, orientation_letters, stored_pla
 from spinedx.interop.identity import COPIED_KEYWORDS
 from spinedx.io import read_image
 
+from .resultcontent import make_content
+
 
 @pytest.fixture(scope="module")
-def written(case: dict, tmp_path_factory) -> tuple:
+def written(case: dict, module_tmp: Path) -> tuple:
     content = make_content(case["slices"], case["box"])
-    out = tmp_path_factory.mktemp("results")
+    out = module_tmp
     res = write_dicom_results(None, case["t1"], case["t2"], out, content=content)
     return content, res
 

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from orthanc import free_port, orthanc_server
 
 from spinedx.interop import dciodvfy, read_sr
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient, DicomWebError
 from spinedx.interop.pacs import index_server, predict_study, write_server_index
 from spinedx.io import read_image
 from spinedx.studyindex import index_tree
+
+from .orthanc import free_port, orthanc_server
 
 
 @pytest.fixture(scope="module")

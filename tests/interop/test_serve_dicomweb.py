@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from orthanc import orthanc_server
 
 from spinedx.errors import SpinedxError
 from spinedx.io import read_image
 from spinedx.predict import predict_case
 from spinedx.serve import ServeSettings, create_app
+
+from .orthanc import orthanc_server
 
 
 @pytest.mark.slow

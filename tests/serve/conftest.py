@@ -1,29 +1,32 @@
 """Fixtures of the workstation tests: a tiny synthetic cohort, a tiny run, and a fresh manifest per test.
 
-The cohort (6 patients, 2 malignant) and the run (2 folds of resnet18, one epoch) are made once per session;
-each test gets its own copy of the manifest (the images stay in the session's cohort, served as the DICOM root).
+The cohort (6 patients, 2 malignant) and the run (2 folds of resnet18, one epoch) are made once for this
+folder's tests and removed after them; each test gets its own copy of the manifest (the images stay in the
+shared cohort, served as the DICOM root).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
-@pytest.fixture(scope="session")
-def ws_cohort(tmp_path_factory) -> Path:
+@pytest.fixture(scope="package")
+def ws_cohort(tmp_path_factory) -> Iterator[Path]:
     """``spinedx synth`` output: cohort.csv (annotated, labelled) and dicom/."""
     from spinedx.synth import generate_cohort
 
     out = tmp_path_factory.mktemp("ws_cohort")
     generate_cohort(out, n_patients=6, n_malignant=2, seed=11, progress=False)
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # the package is done: free the disk (tests/conftest.py)
 
 
-@pytest.fixture(scope="session")
-def ws_run(ws_cohort: Path, tmp_path_factory) -> Path:
+@pytest.fixture(scope="package")
+def ws_run(ws_cohort: Path, tmp_path_factory) -> Iterator[Path]:
     """A ``spinedx cv`` run folder trained on the cohort's patches (2 folds, resnet18, 1 epoch)."""
     from spinedx.evaluation.cv import CVConfig, run_cv
     from spinedx.preprocess import ExtractConfig, extract_cohort
@@ -33,7 +36,8 @@ def ws_run(ws_cohort: Path, tmp_path_factory) -> Path:
     cfg = CVConfig.from_profile("quick", folds=2, backbone="resnet18", pretrained="none", epochs=1, patience=0,
                                 views_benign=1, views_malignant=1, batch_size=16, threads=1, compile="off")
     run_cv(root / "patches", root / "run", cfg, progress=False)
-    return root / "run"
+    yield root / "run"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -60,10 +60,10 @@ def test_manufacturer_constant_matches_synth() -> None:
 
 
 @pytest.fixture(scope="module")
-def hard_tree(synth_cohort: Path, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def hard_tree(synth_cohort: Path, module_tmp: Path) -> tuple[Path, dict[str, str]]:
     """Patient 1: the paper pair plus a localiser, STIR, axial T2, post-contrast T1 and an MPR, flat and nested;
     patient 2: two identical T2W series (ambiguous); patient 3: T2W only. Non-DICOM files and a DICOMDIR."""
-    root = tmp_path_factory.mktemp("hard")
+    root = module_tmp
     src = synth_cohort / "dicom"
     p1, p2, p3 = sorted(p.name for p in src.iterdir())
     uids = {}
