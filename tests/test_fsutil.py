@@ -22,6 +22,7 @@ from spinedx.fsutil import (
     describe_os_error,
     is_tmp_name,
     remove_stale_tmp,
+    stop_pool,
 )
 
 
@@ -163,3 +164,37 @@ def test_cli_os_error_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert err.strip().startswith("error: ") and "target.txt" in err and "too large" in err.lower()
     assert len(err.strip().splitlines()) == 1
+
+
+def _nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_stop_pool_frees_a_manager_thread_stuck_on_half_a_result() -> None:
+    """A worker killed while sending its result leaves half a message in the result pipe; the pool's manager
+    thread then waited for the rest forever, and the interpreter's exit with it (extract hung after SIGTERM)."""
+    import struct
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
+    futures = [pool.submit(_nap, 30) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(pool._processes or {}) < 2 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    procs = list(pool._processes.values())  # type: ignore[attr-defined]
+    manager = pool._executor_manager_thread  # type: ignore[attr-defined]
+    writer = pool._result_queue._writer  # type: ignore[attr-defined]
+    # what a torn send looks like from the reading end: a header promising 1000 bytes, then only 3 of them
+    writer._send(struct.pack("!i", 1000) + b"abc")
+    time.sleep(0.5)
+    assert manager.is_alive()  # reading the rest of the message
+    try:
+        stop_pool(pool)
+        assert not manager.is_alive(), "the pool's manager thread still waits: the interpreter could not exit"
+    finally:
+        if not writer.closed:  # on failure, free the thread so this test run can still end
+            writer.close()
+    assert not any(p.is_alive() for p in procs)
+    assert all(f.done() for f in futures)

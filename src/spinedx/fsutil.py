@@ -254,9 +254,13 @@ def stop_pool(pool: Any) -> None:
     """Cancel what a :class:`concurrent.futures.ProcessPoolExecutor` has queued and kill its workers now.
 
     An interrupt must not wait for the running work (a patient being extracted, a fold being trained): the
-    workers are terminated, then killed if they do not stop within 3 s, and joined, so none is left behind.
+    workers are terminated, then killed if they do not stop within 3 s, and joined, so none is left behind;
+    then the pool's manager thread is let go (see below), so the process can exit.
     """
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    # shutdown() forgets these: keep them for the end
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         with contextlib.suppress(Exception):
@@ -267,3 +271,12 @@ def stop_pool(pool: Any) -> None:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=3)
+    # A worker killed while it sent a result leaves half a message in the result pipe: the pool's manager thread
+    # then waits for the rest forever, and so does the interpreter's exit, which joins that thread. With every
+    # worker gone, closing our own copy of the pipe's writing end turns that wait into an end of file.
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+    if manager is not None:
+        with contextlib.suppress(Exception):
+            manager.join(timeout=10)

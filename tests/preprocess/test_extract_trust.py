@@ -50,6 +50,9 @@ def pairs(tmp_path_factory):
         rows.append(f"{pid},{'malignant' if p % 3 == 0 else 'benign'},{pid}/t1,{pid}/t2,3;4,{box}")
     (root / "cohort.csv").write_text("\n".join(rows) + "\n")
     (root / "two.csv").write_text("\n".join(rows[:3]) + "\n")
+    # the signal tests need a run that outlasts the workers' start on a fast machine: the same pairs, ten times over
+    long = [HEADER] + [f"Q{r:03d}," + row.split(",", 1)[1] for r, row in enumerate(rows[1:] * 10)]
+    (root / "long.csv").write_text("\n".join(long) + "\n")
     return root
 
 
@@ -149,6 +152,15 @@ def _alive(pid: int) -> bool:
     return st is not None and st[0] != "Z"
 
 
+def _cmdline(pid: int) -> str:
+    """A process's command line; "" once it has gone (a short-lived helper, e.g. ldconfig run by ctypes, can exit
+    between listing /proc and reading it)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
 def _cpu_seconds(pid: int) -> float:
     st = _stat(pid)
     return 0.0 if st is None else (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
@@ -164,7 +176,7 @@ def test_signal_stops_extract_with_workers_and_leaves_no_process(pairs, earlier,
     # PYTHONFAULTHANDLER: should the command ever hang after the signal, SIGABRT below prints every thread's stack
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen([sys.executable, "-m", "spinedx", "extract", str(pairs / "cohort.csv"), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "spinedx", "extract", str(pairs / "long.csv"), "--out", str(out),
                              "--workers", "2", "--no-progress"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     seen: set[int] = set()
@@ -174,8 +186,7 @@ def test_signal_stops_extract_with_workers_and_leaves_no_process(pairs, earlier,
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             seen |= _descendants(proc.pid)
-            workers = [p for p in seen if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-                       .replace("\0", " ")] if seen else []
+            workers = [p for p in seen if "spawn_main" in _cmdline(p)]
             busy = [p for p in workers if _cpu_seconds(p) > 2.0]
             if len(busy) >= 2:
                 break
