@@ -34,6 +34,9 @@ def cv(
                                          "assumption: the paper used dropout but gives no rate)."),
     early_stop_on: str | None = typer.Option(None, help="inner (unbiased), outer (the paper literally; optimistic) "
                                              "or none (last epoch kept); default: the profile's (inner, cpu: none)."),
+    recalibrate_bn: bool | None = typer.Option(None, "--recalibrate-bn/--no-recalibrate-bn", help="Re-estimate "
+                                               "BatchNorm statistics on the un-augmented training patches after "
+                                               "training (default: the profile's; cpu on, paper and quick off)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
@@ -67,6 +70,7 @@ def cv(
         profile, folds=folds, seed=seed, backbone=backbone, pretrained=pretrained,
         weights=str(weights) if weights else None, epochs=epochs, patience=patience, views_benign=views_benign,
         views_malignant=views_malignant, dropout=dropout, early_stop_on=early_stop_on, threshold=threshold,
+        recalibrate_bn=recalibrate_bn,
         aggregation=aggregation,
         threads=threads, device=device, compile=compile,
     )

@@ -26,6 +26,7 @@ PROFILES = ("paper", "quick", "cpu")
 CPU_PROFILE: dict[str, Any] = {
     "backbone": "mobilenet_v3_small", "epochs": 14, "patience": 0, "views_benign": 2, "views_malignant": 4,
     "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999), "early_stop_on": "none",
+    "recalibrate_bn": True,
 }
 EARLY_STOP_CHOICES = ("inner", "outer", "none")
 LR_SCHEDULES = ("constant", "onecycle")
@@ -82,6 +83,10 @@ class CVConfig:
             literally: the held-out fold; results flagged optimistic) or ``none`` (no early stopping: every epoch
             runs and the last epoch's weights are kept; the inner patients are still held out and their loss is
             recorded for the learning curves, so the splits are those of ``inner``).
+        recalibrate_bn: After training, re-estimate every BatchNorm layer's running mean and variance on the
+            fold's training patches without augmentation (one pass, no weight changes; "precise BN", Wu & Johnson
+            2021). The running statistics training leaves behind describe the augmented views (rotated, shifted,
+            zero-padded), not the un-augmented patches the model is scored on. Paper and quick: off.
         inner_val_fraction: Share of the training patients held out for early stopping.
         threshold: Malignant when the patient probability is >= threshold (paper: 0.5).
         aggregation: Patient probability from slice probabilities: ``max`` (paper) or ``mean``.
@@ -110,6 +115,7 @@ class CVConfig:
     dropout: float = 0.5
     batch_size: int = 32
     early_stop_on: str = "inner"
+    recalibrate_bn: bool = False
     inner_val_fraction: float = 0.1
     threshold: float = 0.5
     aggregation: str = "max"
@@ -207,6 +213,9 @@ class CVConfig:
         if isinstance(data, dict) and "lr_schedule" not in data:
             # written before the schedule setting existed: those runs trained at a constant rate (a fact)
             data = {**data, "lr_schedule": "constant"}
+        if isinstance(data, dict) and "recalibrate_bn" not in data:
+            # written before the setting existed: those runs kept training's running statistics (a fact)
+            data = {**data, "recalibrate_bn": False}
         _check_keys(data, [f.name for f in dataclasses.fields(cls)], "config", where)
         problems = [p for f in dataclasses.fields(cls) if f.name != "augment"
                     for p in _type_problems(f"config.{f.name}", data[f.name], _FIELD_TYPES[f.name])]
@@ -247,7 +256,7 @@ _FIELD_TYPES: dict[str, str] = {
     "profile": "str", "folds": "int", "seed": "int", "backbone": "str", "pretrained": "str", "weights": "str?",
     "epochs": "int", "patience": "int", "views_benign": "int", "views_malignant": "int", "lr": "float",
     "betas": "pair", "weight_decay": "float", "dropout": "float", "batch_size": "int", "early_stop_on": "str",
-    "lr_schedule": "str",
+    "lr_schedule": "str", "recalibrate_bn": "bool",
     "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "augment": "augment",
     "threads": "int?", "device": "str", "bf16": "str", "channels_last": "bool", "compile": "str",
 }

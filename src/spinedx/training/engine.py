@@ -316,6 +316,36 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float,
                        where="lr_schedule")
 
 
+def recalibrate_batchnorm(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> int:
+    """Re-estimate every BatchNorm layer's running mean and variance on ``x`` ("precise BN").
+
+    One forward pass in training mode, no gradient and no weight change (``torch.optim.swa_utils.update_bn``:
+    each layer's statistics become the average over the batches). The batches are of equal size (a small last
+    batch would weigh as much as a full one in that average). The model's mode and momenta are restored.
+
+    Args:
+        model: The network (on its device).
+        x: Patches (N, C, H, W), un-augmented.
+        batch_size: At most this many patches per forward pass.
+
+    Returns:
+        The number of BatchNorm layers re-estimated.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or len(x) == 0:
+        return 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    chunks = np.array_split(np.arange(len(x)), max(1, math.ceil(len(x) / batch_size)))
+    loader = [torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
+              .contiguous(memory_format=torch.channels_last) for idx in chunks]
+    update_bn(loader, model)
+    model.train(was_training)
+    return len(layers)
+
+
 def fold_seed(seed: int, fold: int) -> int:
     """A 31-bit seed derived from ``(seed, fold)``: every fold is reproducible on its own (resume)."""
     return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0] & 0x7FFFFFFF)
