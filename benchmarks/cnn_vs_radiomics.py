@@ -48,7 +48,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mv3s_last": {"backbone": "mobilenet_v3_small", "epochs": 10, "patience": 0, "views_benign": 2,
                   "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999),
                   "early_stop_on": "none"},
-    "cpu": {},  # the landed cpu profile itself (profile name below): mobilenet_v3_small, 14 epochs, last epoch kept
+    "cpu_no_bn": {"backbone": "mobilenet_v3_small", "epochs": 14, "patience": 0, "views_benign": 2,
+                  "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999),
+                  "early_stop_on": "none"},  # the cpu profile before its BatchNorm re-estimation
+    "cpu": {},  # the landed cpu profile itself (profile name below): mobilenet_v3_small, 14 epochs, last epoch kept,
+                # BatchNorm statistics re-estimated on the training patches
 }
 
 
@@ -74,7 +78,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
     from spinedx.models.run import predict_patches
     from spinedx.runfolder import load_patches
     from spinedx.training.config import PROFILES, CVConfig
-    from spinedx.training.engine import Trainer, fold_seed, initial_state
+    from spinedx.training.engine import Trainer, fold_seed, initial_state, recalibrate_batchnorm
 
     torch.set_num_threads(threads)
     ps = load_patches(patches_dir)
@@ -136,6 +140,8 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                               batch_size=cfg.batch_size, lr=cfg.lr, betas=cfg.betas,
                               weight_decay=cfg.weight_decay, augment=cfg.augment, on_epoch=on_epoch,
                               lr_schedule=cfg.lr_schedule, restore_best=cfg.early_stop_on != "none")
+            if cfg.recalibrate_bn:  # as spinedx cv: precise BatchNorm statistics of the training patches
+                recalibrate_batchnorm(trainer.model, x[tr])
             oof[val] = predict_patches([trainer.model], x[val], bf16=False)[0]
             per_fold[k] = _auc(*_patient_max(pid[val], y[val], oof[val]))
             curves.append({"fold": k, "best_epoch": fit.best_epoch, "rows": rows})

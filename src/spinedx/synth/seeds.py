@@ -23,7 +23,10 @@ TUNING_SEEDS: dict[int, str] = {
        "extract (60 patients)",
     5: "the cpu training profile of the main job (issue 13): backbone speed, BatchNorm momentum, early stopping "
        "vs last epoch, epochs (190 patients, causal-chain generator, cv seed 0, all 10 folds; "
-       "docs/data/training_dev_seed5.json)",
+       "docs/data/training_dev_seed5.json); after-training variants: weight averaging, test-time augmentation, "
+       "BatchNorm re-estimation (docs/data/training_dev_bn.json)",
+    6: "the cpu training profile (issue 13): a second development cohort for the after-training variants "
+       "(BatchNorm re-estimation chosen; 190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
