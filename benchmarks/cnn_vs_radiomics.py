@@ -139,7 +139,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                               views_benign=cfg.views_benign, views_malignant=cfg.views_malignant,
                               batch_size=cfg.batch_size, lr=cfg.lr, betas=cfg.betas,
                               weight_decay=cfg.weight_decay, augment=cfg.augment, on_epoch=on_epoch,
-                              lr_schedule=cfg.lr_schedule, restore_best=cfg.early_stop_on != "none")
+                              lr_schedule=cfg.lr_schedule, restore_best=cfg.restores_best_epoch)
             if cfg.recalibrate_bn:  # as spinedx cv: precise BatchNorm statistics of the training patches
                 recalibrate_batchnorm(trainer.model, x[tr])
             oof[val] = predict_patches([trainer.model], x[val], bf16=False)[0]

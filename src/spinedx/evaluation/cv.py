@@ -200,7 +200,7 @@ def train_fold(
         seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
         views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
         betas=config.betas, weight_decay=config.weight_decay, augment=config.augment,
-        lr_schedule=config.lr_schedule, restore_best=config.early_stop_on != "none",
+        lr_schedule=config.lr_schedule, restore_best=config.restores_best_epoch,
         on_batch=progress.batch if progress is not None else None,
         on_epoch=progress.epoch if progress is not None else None,
     )
@@ -221,11 +221,13 @@ def train_fold(
     })
     with rf.fold_writer(fold, repeat) as tmp:
         hist.to_csv(tmp / "history.csv", index=False)
-        kept = (f"last epoch {fit.best_epoch} kept (no early stopping)" if config.early_stop_on == "none"
-                else f"best epoch {fit.best_epoch}")
+        kept = (f"best epoch {fit.best_epoch}" if config.restores_best_epoch
+                else f"last epoch {fit.best_epoch} kept (no early stopping)")
+        if config.recalibrate_bn:
+            kept += ", BatchNorm re-estimated"
         _save_curves(hist, tmp / "curves.png", f"fold {fold}: {kept}"
                      + (" (OPTIMISTIC: outer early stop)" if config.optimistic else ""),
-                     fit.best_epoch, restored=config.early_stop_on != "none")
+                     fit.best_epoch, restored=config.restores_best_epoch)
         save_fold_model(model, tmp / "model.pt", fold, best_epoch=fit.best_epoch,
                         best_val_loss=float(fit.best_val_loss), seed=seed_k, early_stop_on=config.early_stop_on,
                         patch_size=patches.patch_size)

@@ -190,6 +190,11 @@ class CVConfig:
         """True when early stopping saw the outer fold (the paper's literal protocol)."""
         return self.early_stop_on == "outer"
 
+    @property
+    def restores_best_epoch(self) -> bool:
+        """Whether a fold keeps its best epoch (early stopping) rather than its last (``early_stop_on: none``)."""
+        return self.early_stop_on != "none"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (tuples as lists), for YAML/JSON."""
         d = asdict(self)
