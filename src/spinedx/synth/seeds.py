@@ -27,6 +27,8 @@ TUNING_SEEDS: dict[int, str] = {
        "BatchNorm re-estimation (docs/data/training_dev_bn.json)",
     6: "the cpu training profile (issue 13): a second development cohort for the after-training variants "
        "(BatchNorm re-estimation chosen; 190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json)",
+    7: "the cpu training profile (issue 13): a third development cohort for the after-training variants "
+       "(190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
