@@ -224,7 +224,7 @@ def train_fold(
         kept = (f"best epoch {fit.best_epoch}" if config.restores_best_epoch
                 else f"last epoch {fit.best_epoch} kept (no early stopping)")
         if config.recalibrate_bn:
-            kept += ", BatchNorm re-estimated"
+            kept += "\nthen BatchNorm statistics re-estimated on the training patches"
         _save_curves(hist, tmp / "curves.png", f"fold {fold}: {kept}"
                      + (" (OPTIMISTIC: outer early stop)" if config.optimistic else ""),
                      fit.best_epoch, restored=config.restores_best_epoch)
