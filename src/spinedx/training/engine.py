@@ -337,12 +337,10 @@ def recalibrate_batchnorm(model: nn.Module, x: np.ndarray, batch_size: int = 256
     if not layers or len(x) == 0:
         return 0
     device = next(model.parameters()).device
-    was_training = model.training
     chunks = np.array_split(np.arange(len(x)), max(1, math.ceil(len(x) / batch_size)))
     loader = [torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
               .contiguous(memory_format=torch.channels_last) for idx in chunks]
-    update_bn(loader, model)
-    model.train(was_training)
+    update_bn(loader, model)  # restores the model's mode and the layers' momenta itself
     return len(layers)
 
 
