@@ -38,7 +38,7 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     shutil.rmtree(path, ignore_errors=True)
 
 
-# The suite's own disk use. A CI machine once had a few hundred MB free: the suite then filled it, every later
+# The suite's own disk use. A CI machine once had too little free disk: the suite filled it, every later
 # test errored and pytest itself crashed. After each test (before its fixtures are torn down) the size of
 # pytest's temporary folder is measured; the session fails if its peak passes the budget (MB; the environment
 # variable SPINEDX_TEST_DISK_BUDGET_MB overrides it).
@@ -66,14 +66,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         _disk["peak_mb"], _disk["where"] = mb, item.nodeid
 
 
+def _budget_mb() -> float:
+    return float(os.environ.get("SPINEDX_TEST_DISK_BUDGET_MB", DISK_BUDGET_MB))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    budget = float(os.environ.get("SPINEDX_TEST_DISK_BUDGET_MB", DISK_BUDGET_MB))
-    if _disk["peak_mb"] > budget and session.exitstatus == 0:
+    if _disk["peak_mb"] > _budget_mb() and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    budget = float(os.environ.get("SPINEDX_TEST_DISK_BUDGET_MB", DISK_BUDGET_MB))
+    budget = _budget_mb()
     verdict = "over the budget: FAILED" if _disk["peak_mb"] > budget else "within the budget"
     terminalreporter.write_line(f"temporary files: peak {_disk['peak_mb']:.0f} MB after {_disk['where']} "
                                 f"({verdict} of {budget:.0f} MB)")
