@@ -51,8 +51,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu_no_bn": {"backbone": "mobilenet_v3_small", "epochs": 14, "patience": 0, "views_benign": 2,
                   "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999),
                   "early_stop_on": "none"},  # the cpu profile before its BatchNorm re-estimation
+    "cpu_no_tta": {"backbone": "mobilenet_v3_small", "epochs": 14, "patience": 0, "views_benign": 2,
+                   "views_malignant": 4, "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999),
+                   "early_stop_on": "none", "recalibrate_bn": True},  # the cpu profile before test-time augmentation
     "cpu": {},  # the landed cpu profile itself (profile name below): mobilenet_v3_small, 14 epochs, last epoch kept,
-                # BatchNorm statistics re-estimated on the training patches
+                # BatchNorm statistics re-estimated on the training patches, test-time augmentation (affine8)
 }
 
 
@@ -76,6 +79,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
     from spinedx.evaluation.splits import make_splits, patient_labels
     from spinedx.models.net import build_model
     from spinedx.models.run import predict_patches
+    from spinedx.models.tta import TTAViews
     from spinedx.runfolder import load_patches
     from spinedx.training.config import PROFILES, CVConfig
     from spinedx.training.engine import Trainer, fold_seed, initial_state, recalibrate_batchnorm
@@ -142,7 +146,8 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                               lr_schedule=cfg.lr_schedule, restore_best=cfg.restores_best_epoch)
             if cfg.recalibrate_bn:  # as spinedx cv: precise BatchNorm statistics of the training patches
                 recalibrate_batchnorm(trainer.model, x[tr])
-            oof[val] = predict_patches([trainer.model], x[val], bf16=False)[0]
+            # as spinedx cv: the run's test-time views (affine8 in the cpu profile)
+            oof[val] = predict_patches([trainer.model], x[val], bf16=False, views=TTAViews.from_config(cfg))[0]
             per_fold[k] = _auc(*_patient_max(pid[val], y[val], oof[val]))
             curves.append({"fold": k, "best_epoch": fit.best_epoch, "rows": rows})
             out["variants"][name] = {"config": cfg.to_dict(), "per_fold": per_fold, "curves": curves,

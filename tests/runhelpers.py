@@ -172,7 +172,7 @@ def write_run_from(root: Path, pids: list[str], y: np.ndarray, prob: np.ndarray,
 
 def write_run(root: Path, *, n_patients: int = 16, n_folds: int = 2, cohort: bool = True, features: bool = True,
               optimistic: bool = True, synthetic: bool = False, seed: int = 0, threshold: float = 0.5,
-              aggregation: str = "max", extract: bool = True, models: bool = True) -> Path:
+              aggregation: str = "max", extract: bool = True, models: bool = True, tta: str = "none") -> Path:
     """Write cohort.csv, patches/ and run/ under ``root``; return the run folder.
 
     Patients P000.. have label malignant when ``i % 3 == 0``; probabilities are mostly right, with a planted
@@ -203,6 +203,6 @@ def write_run(root: Path, *, n_patients: int = 16, n_folds: int = 2, cohort: boo
     cohort_csv = root / "cohort.csv"
     pd.DataFrame(rows).to_csv(cohort_csv, index=False)
     config = tiny_config(folds=n_folds, early_stop_on="outer" if optimistic else "inner", threshold=threshold,
-                         aggregation=aggregation)
+                         aggregation=aggregation, tta=tta)
     return write_run_from(root, pids, y, prob, fold, config=config, manifest=cohort_csv if cohort else None,
                           synthetic=synthetic, models=models, seed=seed, extract=extract)

@@ -143,6 +143,12 @@ def test_predict_with_a_warm_ensemble_equals_the_loop(tiny_run: Path, synthetic_
     other = Ensemble.from_models(run.models[:1], folds=run.folds[:1], backend="torch")
     with pytest.raises(SpinedxError, match="ensemble holds folds"):
         predict_case(*args, explain=False, run=run, ensemble=other)
+    assert loop.record["test_time_augmentation"]["name"] == "none"  # this run predicts the patch alone
+    from spinedx.models.tta import TTAViews
+
+    augmented = Ensemble.from_models(run.models, folds=run.folds, backend=backend, views=TTAViews.make("affine8"))
+    with pytest.raises(SpinedxError, match="test-time views 'affine8', the run over 'none'"):
+        predict_case(*args, explain=False, run=run, ensemble=augmented)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -219,6 +219,10 @@ def predict_case(
         if list(ensemble.folds) != list(run.folds):
             raise SpinedxError(f"the ensemble holds folds {ensemble.folds}, the run {list(run.folds)}",
                                where=str(run.run_dir))
+        if ensemble.views != run.tta:
+            raise SpinedxError(f"the ensemble averages over test-time views {ensemble.views.name!r}, the run over "
+                               f"{run.tta.name!r}; prepare it with Ensemble.load or views=run.tta",
+                               where=str(run.run_dir))
         probs = ensemble.predict(patches.x)  # (n_models, n_slices), fp32, one batched call
     elif engine == "torch":
         probs = predict_patches(run, patches.x, bf16=False)  # (n_models, n_slices); fp32: one case, exact values
@@ -253,6 +257,7 @@ def predict_case(
                         f"{n_models} fold models"),
         "engine": ("onnxruntime" if engine == "onnx" else
                    f"ensemble ({ensemble.backend}, {ensemble.precision})" if ensemble is not None else "torch"),
+        "test_time_augmentation": run.tta.to_dict(),
         "spread": {
             "n_models": n_models,
             "std": float(per_model.std(ddof=0)),

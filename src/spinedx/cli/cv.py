@@ -37,6 +37,9 @@ def cv(
     recalibrate_bn: bool | None = typer.Option(None, "--recalibrate-bn/--no-recalibrate-bn", help="Re-estimate "
                                                "BatchNorm statistics on the un-augmented training patches after "
                                                "training (default: the profile's; cpu on, paper and quick off)."),
+    tta: str | None = typer.Option(None, help="Test-time augmentation of every prediction the run makes: none or "
+                                   "affine8 (mean over the patch and 8 fixed affine views); default: the profile's "
+                                   "(cpu affine8, paper and quick none)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
@@ -70,7 +73,7 @@ def cv(
         profile, folds=folds, seed=seed, backbone=backbone, pretrained=pretrained,
         weights=str(weights) if weights else None, epochs=epochs, patience=patience, views_benign=views_benign,
         views_malignant=views_malignant, dropout=dropout, early_stop_on=early_stop_on, threshold=threshold,
-        recalibrate_bn=recalibrate_bn,
+        recalibrate_bn=recalibrate_bn, tta=tta,
         aggregation=aggregation,
         threads=threads, device=device, compile=compile,
     )

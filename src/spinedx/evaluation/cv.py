@@ -171,6 +171,7 @@ def train_fold(
     import torch
 
     from spinedx.models.run import predict_patches, save_fold_model
+    from spinedx.models.tta import TTAViews
     from spinedx.training.engine import fold_seed, initial_state, recalibrate_batchnorm
 
     repeat = repeat or None  # repeat 0 is the run folder itself
@@ -207,7 +208,8 @@ def train_fold(
     model = cast("SpineNet", trainer.model)
     if config.recalibrate_bn:
         recalibrate_batchnorm(model, patches.x[train_mask])
-    prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16)[0]
+    tta = TTAViews.from_config(config)  # the run's test-time views (the cpu profile's affine8)
+    prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16, views=tta)[0]
     preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
                           "label": patches.label[val_mask], "probability": prob})
     hist = pd.DataFrame(fit.history)
@@ -216,7 +218,8 @@ def train_fold(
         "epochs_run": len(fit.history), "seconds": time.perf_counter() - t0,
         "n_train_slices": int(train_mask.sum()), "n_early_stop_slices": int(es_mask.sum()),
         "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled,
-        "batchnorm_recalibrated": bool(config.recalibrate_bn), "seed": seed_k, "notes": fit.notes,
+        "batchnorm_recalibrated": bool(config.recalibrate_bn),
+        "test_time_views": tta.n_views, "seed": seed_k, "notes": fit.notes,
         "patches_sha256": patches.sha256,
     })
     with rf.fold_writer(fold, repeat) as tmp:

@@ -12,7 +12,8 @@ about the training patients::
       config.yaml        the run's configuration record, verbatim (read back by the same typed reader)
       folds/<k>/model.pt fold state dicts, byte for byte as in the run (``torch.load(weights_only=True)``)
       metrics.json       the run's cross-validated metrics (when the run has them)
-      model.onnx         with ``--format onnx``: the ensemble (patches -> per-fold probabilities)
+      model.onnx         with ``--format onnx``: the ensemble (patches -> per-fold probabilities, each the mean over
+                         the run's test-time views, which are in the graph)
       SHA256SUMS         sha256 of every other file (``sha256sum -c SHA256SUMS`` checks it by hand)
 
 :func:`open_model` returns the same object for a run folder and a bundle, after checking every checksum of a
@@ -201,7 +202,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
             shutil.copyfile(facts.metrics_path, tmp / "metrics.json")
         onnx_check = None
         if onnx:
-            onnx_check = _export_checked_onnx(tmp, facts.patch_size, len(facts.channel_names))
+            onnx_check = _export_checked_onnx(tmp, facts.patch_size, len(facts.channel_names), facts.tta)
         doc = {
             "bundle_format": BUNDLE_FORMAT,
             "name": name or f"spinedx-{facts.backbone}-{fingerprint[:12]}",
@@ -217,6 +218,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
                 "files": {str(k): f"folds/{k}/model.pt" for k in sorted(folds)},
                 "channel_names": list(facts.channel_names),
                 "output": "sigmoid of one logit per patch: probability of a malignant fracture",
+                "test_time_augmentation": facts.tta.to_dict(),
                 "onnx": ONNX_FILE if onnx else None,
                 "onnx_check": onnx_check,
             },
@@ -242,8 +244,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
     return verify_bundle(out)
 
 
-def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int) -> dict[str, Any]:
-    """Export the bundle's fold models to ONNX and check ONNX Runtime against torch on random patches."""
+def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int, views: Any) -> dict[str, Any]:
+    """Export the bundle's fold models (with the run's test-time ``views``) to ONNX and check ONNX Runtime against
+    torch on random patches."""
     import numpy as np
 
     from spinedx.interop.onnxexport import OPSET, OnnxEnsemble, export_ensemble
@@ -251,9 +254,9 @@ def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int) -> dict
 
     paths = sorted(folder.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
     models = [load_fold_model(p, fold=int(p.parent.name)) for p in paths]
-    path = export_ensemble(models, folder / ONNX_FILE, patch_size, n_channels)
+    path = export_ensemble(models, folder / ONNX_FILE, patch_size, n_channels, views)
     x = np.random.default_rng(0).normal(size=(8, n_channels, patch_size, patch_size)).astype(np.float32)
-    ref = predict_patches(models, x, bf16=False)
+    ref = predict_patches(models, x, bf16=False, views=views)
     got = OnnxEnsemble(path).predict(x)
     diff = float(np.max(np.abs(got - ref)))
     if not diff <= ONNX_TOLERANCE:

@@ -2,9 +2,12 @@
 
 The graph maps patches ``(N, 6, P, P)`` (float32, channel order of :data:`spinedx.common.CHANNEL_NAMES`) to the
 probabilities of every fold model ``(n_models, N)``: each model's logit through the paper's sigmoid output,
-stacked in fold order. Aggregation over slices and models stays in Python (as for the torch models), so both
-engines share everything after the forward pass. Exported with the TorchScript-based exporter at a fixed opset
-(the dynamo exporter needs onnxscript, which spinedx does not depend on).
+stacked in fold order. A run with test-time augmentation (:class:`spinedx.models.tta.TTAViews`) has its views in
+the graph, as constant sampling grids (``GridSample``; ONNX's ``AffineGrid`` needs opset 20): each fold's
+probability is already the mean over the patch and its views, as in every other engine. Aggregation over slices
+and models stays in Python (as for the torch models), so both engines share everything after the forward pass.
+Exported with the TorchScript-based exporter at a fixed opset (the dynamo exporter needs onnxscript, which spinedx
+does not depend on).
 """
 
 from __future__ import annotations
@@ -24,17 +27,34 @@ INPUT = "patches"
 OUTPUT = "probability"
 
 
-def export_ensemble(models: Sequence[Any], path: str | Path, patch_size: int, n_channels: int = 6) -> Path:
-    """Write the ensemble of ``models`` (torch modules returning one logit per patch) as ONNX at ``path``."""
+def export_ensemble(models: Sequence[Any], path: str | Path, patch_size: int, n_channels: int = 6,
+                    views: Any = None) -> Path:
+    """Write the ensemble of ``models`` (torch modules returning one logit per patch) as ONNX at ``path``.
+
+    ``views`` (:class:`spinedx.models.tta.TTAViews`, default none): test-time views each probability is averaged
+    over inside the graph.
+    """
     import torch
+    import torch.nn.functional as F
+
+    from spinedx.models.tta import TTAViews
+
+    views = views or TTAViews("none")
 
     class _Ensemble(torch.nn.Module):
         def __init__(self, members: Sequence[Any]) -> None:
             super().__init__()
             self.members = torch.nn.ModuleList(members)
+            self.grids = views.grids(n_channels, patch_size)  # constants of the graph
+            self.n_views = views.n_views
 
         def forward(self, x: Any) -> Any:
-            return torch.stack([torch.sigmoid(m(x).reshape(-1)) for m in self.members])
+            n = x.shape[0]
+            xs = [x] + [F.grid_sample(x, g.unsqueeze(0).expand(n, -1, -1, -1), mode="bilinear",
+                                      padding_mode="zeros", align_corners=False) for g in self.grids]
+            xa = torch.cat(xs, dim=0)  # view-major, as TTAViews.expand
+            p = torch.stack([torch.sigmoid(m(xa).reshape(-1)) for m in self.members])
+            return p.reshape(p.shape[0], self.n_views, n).mean(dim=1)
 
     net = _Ensemble(list(models)).eval()
     dummy = torch.zeros(2, n_channels, patch_size, patch_size)

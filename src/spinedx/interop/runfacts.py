@@ -26,6 +26,7 @@ class RunFacts:
         optimistic: the run's early stopping used its validation folds.
         git_commit: commit that trained it.
         versions: package versions recorded by the run.
+        tta: the run's test-time views (:class:`spinedx.models.tta.TTAViews`).
     """
 
     config_path: Path
@@ -42,6 +43,7 @@ class RunFacts:
     optimistic: bool
     git_commit: str | None
     versions: dict[str, Any] = field(default_factory=dict)
+    tta: Any = None
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:
@@ -52,6 +54,7 @@ def run_facts(run_dir: str | Path) -> RunFacts:
             were made (a bundle could not preprocess new cases the same way).
     """
     from spinedx.errors import SpinedxError
+    from spinedx.models.tta import TTAViews
     from spinedx.runfolder import RunFolder
 
     rf = RunFolder(run_dir)
@@ -68,4 +71,4 @@ def run_facts(run_dir: str | Path) -> RunFacts:
         aggregation=record.aggregation, threshold=record.threshold, performance=metrics,
         baselines=(metrics or {}).get("baselines"),
         synthetic=record.synthetic, optimistic=record.optimistic, git_commit=record.git_commit,
-        versions=record.versions)
+        versions=record.versions, tta=TTAViews.from_config(record.config))

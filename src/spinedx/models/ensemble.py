@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spinedx.models.tta import TTAViews
+
 if TYPE_CHECKING:
     from spinedx.models.run import RunModels
 
@@ -277,11 +279,13 @@ class Ensemble:
         run: The :class:`~spinedx.models.run.RunModels` it was loaded from (threshold,
             aggregation, the eval-mode torch models for Grad-CAM), or None.
         notes: Why a requested backend was not used, if so.
+        views: The test-time views every probability is averaged over (:class:`~spinedx.models.tta.TTAViews`;
+            :meth:`load` takes the run's own).
     """
 
     def __init__(self, *, backend: str, precision: str, device: torch.device, folds: list[int],
                  channel_names: tuple[str, ...], runner: Callable[[np.ndarray], np.ndarray], notes: list[str],
-                 threads: int | None) -> None:
+                 threads: int | None, views: TTAViews | None = None) -> None:
         self.backend = backend
         self.precision = precision
         self.device = device
@@ -290,6 +294,7 @@ class Ensemble:
         self.notes = notes
         self.threads = threads
         self.run: RunModels | None = None
+        self.views = views or TTAViews("none")
         self._runner = runner
 
     @property
@@ -299,7 +304,7 @@ class Ensemble:
 
     def __repr__(self) -> str:
         return (f"Ensemble({self.n_models} models, backend={self.backend}, precision={self.precision}, "
-                f"device={self.device})")
+                f"device={self.device}, tta={self.views.name})")
 
     @classmethod
     def from_models(
@@ -311,6 +316,7 @@ class Ensemble:
         backend: str = "auto",
         precision: str = "fp32",
         threads: int | None = None,
+        views: TTAViews | None = None,
     ) -> Ensemble:
         """Prepare networks of one architecture for batched prediction (the models are not modified).
 
@@ -325,6 +331,8 @@ class Ensemble:
                 (torch backend only; faster on devices with bf16 units, ~1e-2 off).
             threads: CPU threads of the onnxruntime session (default: torch's thread count).
                 torch's own thread count is left alone.
+            views: Test-time views to average over (default: the patch alone; a run's are
+                :attr:`spinedx.models.RunModels.tta`).
 
         Raises:
             ValueError: No models, an unknown backend or precision, or a combination that
@@ -357,7 +365,7 @@ class Ensemble:
                 try:
                     runner = _onnx_runner(models, threads)
                     return cls(backend="onnxruntime", precision="fp32", device=torch.device("cpu"), folds=folds,
-                               channel_names=names, runner=runner, notes=notes, threads=threads)
+                               channel_names=names, runner=runner, notes=notes, threads=threads, views=views)
                 except UnsupportedGraph as exc:
                     if backend == "onnxruntime":
                         raise ValueError(f"this network cannot run on the onnxruntime backend ({exc})") from exc
@@ -368,14 +376,14 @@ class Ensemble:
             log.info(n)
         runner = _torch_runner([fold_batchnorm(m) for m in models], dev, precision)
         return cls(backend="torch", precision=precision, device=dev, folds=folds, channel_names=names,
-                   runner=runner, notes=notes, threads=threads)
+                   runner=runner, notes=notes, threads=threads, views=views)
 
     @classmethod
     def load(cls, run_dir: str | Path, **kwargs: Any) -> Ensemble:
         """Load a ``spinedx cv`` run folder's fold models and prepare them (see :meth:`from_models`).
 
         The returned ensemble's :attr:`run` holds the run (threshold, aggregation, config, and the
-        eval-mode torch models, e.g. for Grad-CAM).
+        eval-mode torch models, e.g. for Grad-CAM); its :attr:`views` are the run's test-time views.
 
         Raises:
             WeightsError: Not a run folder, or no finished fold model.
@@ -384,16 +392,16 @@ class Ensemble:
 
         device = kwargs.get("device") or "cpu"
         run = load_run(run_dir, device=device)
-        ens = cls.from_models(run.models, folds=run.folds, **kwargs)
+        ens = cls.from_models(run.models, folds=run.folds, **{"views": run.tta, **kwargs})
         ens.run = run
         return ens
 
     def predict(self, x: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """Probabilities of every model for every patch.
+        """Probabilities of every model for every patch (each the mean over :attr:`views`).
 
         Args:
             x: Patches (N, C, H, W), channel order :attr:`channel_names`.
-            batch_size: Patches per call (bounds memory for large N).
+            batch_size: Patches per call (bounds memory for large N; each is run with its views).
 
         Returns:
             Array (n_models, N) of malignancy probabilities, float32, rows in :attr:`folds` order.
@@ -408,7 +416,8 @@ class Ensemble:
                              f"({', '.join(self.channel_names)})")
         out = np.empty((self.n_models, x.shape[0]), dtype=np.float32)
         for i in range(0, x.shape[0], batch_size):
-            out[:, i:i + batch_size] = self._runner(x[i:i + batch_size])
+            chunk = x[i:i + batch_size]
+            out[:, i:i + batch_size] = self.views.reduce(self._runner(self.views.expand(chunk)))
         return out
 
 

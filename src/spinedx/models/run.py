@@ -22,6 +22,7 @@ from spinedx.common import CHANNEL_NAMES
 from spinedx.errors import WeightsError
 from spinedx.fsutil import atomic_path
 from spinedx.models.net import SpineNet, build_model
+from spinedx.models.tta import TTAViews
 from spinedx.runfolder import RunFolder, RunRecord
 from spinedx.training.config import CVConfig
 
@@ -133,6 +134,11 @@ class RunModels:
         """Side of the patches the models were trained on."""
         return self.record.patches.patch_size
 
+    @property
+    def tta(self) -> TTAViews:
+        """The test-time views the run's probabilities average over (``config.tta``)."""
+        return TTAViews.from_config(self.record.config)
+
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
              allow_missing_folds: bool = False) -> RunModels:
@@ -167,7 +173,8 @@ def _fast_cpu_bf16() -> bool:
 
 
 def predict_patches(
-    models: RunModels | Sequence[nn.Module], x: np.ndarray, batch_size: int = 256, bf16: bool | None = None
+    models: RunModels | Sequence[nn.Module], x: np.ndarray, batch_size: int = 256, bf16: bool | None = None,
+    views: TTAViews | None = None,
 ) -> np.ndarray:
     """Malignancy probabilities of every model for every patch.
 
@@ -179,14 +186,20 @@ def predict_patches(
         x: Patches (N, 6, P, P), channel order :data:`spinedx.common.CHANNEL_NAMES`.
         batch_size: Patches per forward pass.
         bf16: Force bf16 on/off; None: where supported.
+        views: Test-time views to average each probability over (:class:`~spinedx.models.tta.TTAViews`); None:
+            a :class:`RunModels`' own (:attr:`RunModels.tta`), the patch alone for a list of networks.
 
     Returns:
         Array (n_models, N) of probabilities, float32.
     """
+    if views is None:
+        views = models.tta if isinstance(models, RunModels) else TTAViews("none")
     mods = list(models.models if isinstance(models, RunModels) else models)
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"patches must be (N, C, H, W), got shape {x.shape}")
+    if views.params and len(x):
+        return views.reduce(predict_patches(mods, views.expand(x), batch_size, bf16, TTAViews("none")))
     if not mods:
         return np.zeros((0, x.shape[0]), dtype=np.float32)
     device = next(mods[0].parameters()).device

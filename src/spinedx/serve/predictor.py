@@ -35,7 +35,7 @@ class Predictor:
         self.extract_config, self.config_source = extract_config_for(self.run.record, register)
         from spinedx.models import Ensemble
 
-        self.ensemble = Ensemble.from_models(self.run.models, folds=self.run.folds)
+        self.ensemble = Ensemble.from_models(self.run.models, folds=self.run.folds, views=self.run.tta)
         # Imported once here, not on the first request: Grad-CAM's package pulls in scikit-learn and OpenCV,
         # seconds of imports that would otherwise land on the first user's Predict.
         import pytorch_grad_cam  # noqa: F401
@@ -50,7 +50,8 @@ class Predictor:
         return {"run_dir": self.run_dir.name, "backbone": self.run.backbone, "folds": list(self.run.folds),
                 "threshold": self.run.threshold, "aggregation": self.run.aggregation,
                 "optimistic": self.run.optimistic, "register": bool(self.extract_config.register),
-                "engine": f"{self.ensemble.backend} ({self.ensemble.precision})"}
+                "engine": f"{self.ensemble.backend} ({self.ensemble.precision})",
+                "tta": self.run.tta.describe()}
 
     def predict(self, case: Any, out_dir: Path, *, explain: bool = True) -> Any:
         """Predict a manifest case (its saved slices and box) and write ``prediction.json`` (and, with ``explain``,

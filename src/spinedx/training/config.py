@@ -26,10 +26,12 @@ PROFILES = ("paper", "quick", "cpu")
 CPU_PROFILE: dict[str, Any] = {
     "backbone": "mobilenet_v3_small", "epochs": 14, "patience": 0, "views_benign": 2, "views_malignant": 4,
     "lr": 1e-3, "lr_schedule": "onecycle", "betas": (0.9, 0.999), "early_stop_on": "none",
-    "recalibrate_bn": True,
+    "recalibrate_bn": True, "tta": "affine8",
 }
 EARLY_STOP_CHOICES = ("inner", "outer", "none")
 LR_SCHEDULES = ("constant", "onecycle")
+#: Test-time augmentation choices (:class:`spinedx.models.tta.TTAViews`).
+TTA_CHOICES = ("none", "affine8")
 
 OPTIMISTIC_WARNING = (
     "OPTIMISTIC: early stopping used the outer validation fold (--early-stop-on outer), as the paper "
@@ -87,6 +89,10 @@ class CVConfig:
             fold's training patches without augmentation (one pass, no weight changes; "precise BN", Wu & Johnson
             2021). The running statistics training leaves behind describe the augmented views (rotated, shifted,
             zero-padded), not the un-augmented patches the model is scored on. Paper and quick: off.
+        tta: Test-time augmentation: ``none`` (paper and quick) or ``affine8`` (cpu): every probability the run's
+            models give (out-of-fold predictions, ``spinedx predict``, the workstation, an exported bundle) is the
+            mean over the patch and 8 fixed affine views inside the ``augment`` ranges
+            (:class:`spinedx.models.tta.TTAViews`).
         inner_val_fraction: Share of the training patients held out for early stopping.
         threshold: Malignant when the patient probability is >= threshold (paper: 0.5).
         aggregation: Patient probability from slice probabilities: ``max`` (paper) or ``mean``.
@@ -116,6 +122,7 @@ class CVConfig:
     batch_size: int = 32
     early_stop_on: str = "inner"
     recalibrate_bn: bool = False
+    tta: str = "none"
     inner_val_fraction: float = 0.1
     threshold: float = 0.5
     aggregation: str = "max"
@@ -172,6 +179,8 @@ class CVConfig:
             problems.append(f"lr_schedule must be {' or '.join(LR_SCHEDULES)} (got {self.lr_schedule!r})")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2 (batch normalisation)")
+        if self.tta not in TTA_CHOICES:
+            problems.append(f"tta must be {' or '.join(TTA_CHOICES)} (got {self.tta!r})")
         if self.early_stop_on not in EARLY_STOP_CHOICES:
             problems.append(f"early_stop_on must be inner, outer or none (got {self.early_stop_on!r})")
         if not 0.0 < self.inner_val_fraction < 0.5:
@@ -221,6 +230,9 @@ class CVConfig:
         if isinstance(data, dict) and "recalibrate_bn" not in data:
             # written before the setting existed: those runs kept training's running statistics (a fact)
             data = {**data, "recalibrate_bn": False}
+        if isinstance(data, dict) and "tta" not in data:
+            # written before the setting existed: those runs predicted the patch alone (a fact)
+            data = {**data, "tta": "none"}
         _check_keys(data, [f.name for f in dataclasses.fields(cls)], "config", where)
         problems = [p for f in dataclasses.fields(cls) if f.name != "augment"
                     for p in _type_problems(f"config.{f.name}", data[f.name], _FIELD_TYPES[f.name])]
@@ -261,7 +273,7 @@ _FIELD_TYPES: dict[str, str] = {
     "profile": "str", "folds": "int", "seed": "int", "backbone": "str", "pretrained": "str", "weights": "str?",
     "epochs": "int", "patience": "int", "views_benign": "int", "views_malignant": "int", "lr": "float",
     "betas": "pair", "weight_decay": "float", "dropout": "float", "batch_size": "int", "early_stop_on": "str",
-    "lr_schedule": "str", "recalibrate_bn": "bool",
+    "lr_schedule": "str", "recalibrate_bn": "bool", "tta": "str",
     "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "augment": "augment",
     "threads": "int?", "device": "str", "bf16": "str", "channels_last": "bool", "compile": "str",
 }
