@@ -137,3 +137,8 @@ def test_cv_scores_every_fold_with_the_runs_views(tmp_path: Path) -> None:
         plain = predict_patches([model], ps.x[val], bf16=False)[0]
         np.testing.assert_allclose(preds["probability"].to_numpy(), want, atol=1e-5)
         assert np.abs(want - plain).max() > 1e-3
+
+
+def test_no_views_means_no_grids() -> None:
+    assert tuple(TTAViews.make("none").grids(6, 64).shape) == (0, 64, 64, 2)  # an ONNX export of a run without TTA
+    assert tuple(TTAViews.make("affine8").grids(6, 32).shape) == (8, 32, 32, 2)

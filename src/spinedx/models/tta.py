@@ -93,10 +93,13 @@ class TTAViews:
 
     def grids(self, n_channels: int, size: int) -> torch.Tensor:
         """Sampling grids (V, size, size, 2) of the extra views (for graphs that cannot build them)."""
+        import torch
         import torch.nn.functional as F
 
         from spinedx.training.augment import affine_theta
 
+        if not self.params:
+            return torch.zeros(0, size, size, 2)
         theta = affine_theta(self.param_tensor())
         return F.affine_grid(theta, [len(self.params), n_channels, size, size], align_corners=False)
 
