@@ -139,6 +139,7 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     label = METHODS[DEFAULT_METHOD].label
     wait_js(page, f"document.getElementById('status').textContent.includes('with {label} overlays')", timeout=120)
     assert method_caption(DEFAULT_METHOD) in page.get_by_test_id("overlay-method").inner_text()
+    assert "mean over the patch and 8 fixed affine views" in page.locator("#pred-notes").inner_text()
     assert page.locator("#overlays img").first.get_attribute("alt").startswith(f"{label} on T1W and T2W")
     assert 0.0 <= p <= 1.0
     assert page.locator("#overlays img").count() == len(slices)

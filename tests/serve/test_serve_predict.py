@@ -64,6 +64,8 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
         [s["probability"] for s in doc["slices"]], abs=1e-4)
     assert [s["slice_index"] for s in got["slices"]] == list(rec.lesion_slices)
     assert "research use only" in got["research_use_only"]
+    # both averaged over the run's test-time views (the workstation's ensemble and the CLI's loop alike)
+    assert got["test_time_views"] == 9 and doc["test_time_augmentation"]["n_views"] == 9
 
 
 @pytest.mark.slow

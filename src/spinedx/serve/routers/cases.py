@@ -47,6 +47,8 @@ def prediction_view(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "aggregation": doc["aggregation"], "research_use_only": doc["research_use_only"],
         "registration": {k: doc["registration"].get(k) for k in ("performed", "accepted", "reason")},
         "optimistic": bool(doc["model"].get("optimistic")),
+        # images averaged per slice probability (1: the patch alone; a prediction.json from before TTA says nothing)
+        "test_time_views": int((doc.get("test_time_augmentation") or {}).get("n_views", 1)),
         "inputs": {"lesion_slices": doc["inputs"]["lesion_slices"], "box": doc["inputs"]["box"]},
         # the method that made the overlays (spinedx.explain.explanation_record); None without overlays
         "explanation": doc.get("explanation"),

@@ -303,6 +303,8 @@ async function showPrediction(p) {
     tb.append(tr);
   }
   $("pred-notes").textContent = `${p.aggregation}. Registration: ${p.registration.reason}.` +
+    (p.test_time_views > 1 ? ` Each slice probability is the mean over the patch and ${p.test_time_views - 1} fixed ` +
+      "affine views of it (test-time augmentation); the heatmaps are of the patch itself." : "") +
     (p.optimistic ? " The run's reported performance is optimistic (early stopping on the validation folds)." : "");
   const ov = $("overlays"); ov.replaceChildren();
   // The server names the method that made the maps (spinedx.explain.DEFAULT_METHOD); the page never assumes one.
