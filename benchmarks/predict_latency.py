@@ -14,6 +14,10 @@ It prints each variant's median and minimum, its ratio to the loop, the one-off 
 time, and the largest difference of its probabilities from the loop's fp32 result.
 
     python benchmarks/predict_latency.py [--models 10] [--repeats 20] [--threads N] [--backbone resnet50]
+        [--tta none|affine8]
+
+``--tta affine8`` gives every variant the test-time views of the ``cpu`` profile (9 images per patch), to see
+what they cost against the patch alone (run it twice, or compare the loop's line with and without).
 
 Ends with ``RESULT predict_ms <median milliseconds of the default ensemble>``.
 """
@@ -31,6 +35,7 @@ from torch import nn
 
 from spinedx.models import Ensemble, build_model, predict_patches
 from spinedx.models.ensemble import onnxruntime_available
+from spinedx.models.tta import TTAViews
 from spinedx.training.engine import bf16_supported
 
 
@@ -60,20 +65,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--slices", type=int, default=3)
+    ap.add_argument("--tta", default="none", choices=["none", "affine8"])
     args = ap.parse_args()
+    views = TTAViews.make(args.tta)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = _models(args.backbone, args.models)
     case = np.random.default_rng(0).normal(size=(args.slices, 6, 64, 64)).astype(np.float32)
-    reference = predict_patches(models, case, bf16=False)
+    reference = predict_patches(models, case, bf16=False, views=views)
 
-    variants: dict[str, object] = {"loop (predict_patches)": lambda: predict_patches(models, case)}
+    variants: dict[str, object] = {"loop (predict_patches)": lambda: predict_patches(models, case, views=views)}
     info: dict[str, str] = {"loop (predict_patches)": f"bf16 autocast {bf16_supported(torch.device('cpu'))}"}
     combos = [("auto", "fp32"), ("torch", "fp32"), ("torch", "bf16")]
     default_name = None
     for backend, precision in combos:
         t0 = time.perf_counter()
-        ens = Ensemble.from_models(models, backend=backend, precision=precision)
+        ens = Ensemble.from_models(models, backend=backend, precision=precision, views=views)
         prep = time.perf_counter() - t0
         name = f"ensemble {ens.backend} {ens.precision}"
         if name in variants:
@@ -93,7 +100,8 @@ def main() -> None:
             times[name].append((time.perf_counter() - t0) * 1000)
     base = statistics.median(times["loop (predict_patches)"])
     print(f"{args.models} x {args.backbone}, one case of {args.slices} slices, threads {torch.get_num_threads()}, "
-          f"cpu bf16 {bf16_supported(torch.device('cpu'))}, onnxruntime {onnxruntime_available()}")
+          f"cpu bf16 {bf16_supported(torch.device('cpu'))}, onnxruntime {onnxruntime_available()}, "
+          f"test-time views {views.n_views}")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name}: median {med:.1f} ms, min {min(ts):.1f} ms, {base / med:.2f}x  ({info[name]})")

@@ -24,11 +24,14 @@ TUNING_SEEDS: dict[int, str] = {
     5: "the cpu training profile of the main job (issue 13): backbone speed, BatchNorm momentum, early stopping "
        "vs last epoch, epochs (190 patients, causal-chain generator, cv seed 0, all 10 folds; "
        "docs/data/training_dev_seed5.json); after-training variants: weight averaging, test-time augmentation, "
-       "BatchNorm re-estimation (docs/data/training_dev_bn.json)",
+       "BatchNorm re-estimation (docs/data/training_dev_bn.json); the test-time views "
+       "(docs/data/training_dev_tta.json)",
     6: "the cpu training profile (issue 13): a second development cohort for the after-training variants "
-       "(BatchNorm re-estimation chosen; 190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json)",
+       "(BatchNorm re-estimation chosen; 190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json); the "
+       "test-time views (fixed affine8 vs random views, on the same fold models; docs/data/training_dev_tta.json)",
     7: "the cpu training profile (issue 13): a third development cohort for the after-training variants "
-       "(190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json)",
+       "(190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json); the test-time views "
+       "(docs/data/training_dev_tta.json)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
