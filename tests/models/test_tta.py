@@ -103,6 +103,10 @@ def test_the_onnx_bundle_holds_the_views(tta_run: Path, tmp_path: Path) -> None:
     want = predict_patches(run, x, bf16=False)
     np.testing.assert_allclose(onnx_probabilities(info.path, x), want, atol=1e-4)
     np.testing.assert_allclose(onnx_probabilities(info.path, x[:1]), want[:, :1], atol=1e-4)  # batch of one
+    res = CliRunner().invoke(app, ["export", str(tta_run), "--out", str(tmp_path / "b2")])
+    assert res.exit_code == 0, res.output
+    assert "test-time augmentation affine8: each probability is the mean over the patch and 8 fixed affine views" \
+        in res.output
 
 
 def test_profiles_old_records_and_bad_values() -> None:

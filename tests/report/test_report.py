@@ -62,6 +62,17 @@ def test_full_report_has_every_section(run_factory) -> None:
     assert f"<h2>Case gallery with heatmaps ({label})</h2>" in text
     assert f"the {method_caption(DEFAULT_METHOD)} heatmap" in text  # the caption names the method and its reference
     assert "abc123" in text  # the run's git commit in the provenance
+    assert "<th>Test-time augmentation</th><td>none (the patch alone)</td>" in text
+    assert "fixed affine views" not in text
+
+
+def test_report_says_when_probabilities_average_test_time_views(run_factory) -> None:
+    run = run_factory(n_patients=12, n_folds=2, optimistic=False, tta="affine8")
+    text = build_report(run, gallery_per_group=0, bootstrap_resamples=50, progress=False).read_text()
+    assert "Every slice probability is the mean over the patch and 8 fixed affine views of it" in text
+    row = "<th>Test-time augmentation</th><td>affine8: mean probability over the patch and 8 fixed affine views"
+    assert row in text
+    assert "tta: affine8" in text  # the configuration record
 
 
 def test_model_only_report_without_cohort(run_factory) -> None:

@@ -144,9 +144,17 @@ def test_baselines_section_and_the_banner_when_the_cnn_does_not_beat_radiomics(r
     table = pd.read_csv(run / "report_baselines.csv")
     assert list(table["classifier"]) == ["CNN (resnet18)", "radiomics baseline", "feature regression"]
     assert table.loc[1, "auc"] == pytest.approx(metrics["baselines"]["radiomics"]["auc"])
-    # the same run, had the CNN exceeded the baseline: no banner, a plain verdict
+    assert "do as well or better" in text
     doc = json.loads((run / "metrics.json").read_text())
     vs = doc["baselines"]["radiomics"]["vs_model"]
+    # had the CNN scored higher with an interval spanning zero, the banner must not say the baseline did as well
+    vs.update(verdict="not shown", sentence="the CNN is not shown to exceed the radiomics baseline (made up)")
+    (run / "metrics.json").write_text(json.dumps(doc))
+    assert CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"]).exit_code == 0
+    text = (run / "report.html").read_text()
+    assert 'id="banner-baseline"' in text and "do as well or better" not in text
+    assert "the CNN&#39;s AUC is the higher, but the interval of the difference includes zero" in text
+    # the same run, had the CNN exceeded the baseline: no banner, a plain verdict
     vs.update(verdict="exceeds", sentence="the CNN exceeds the radiomics baseline (made up for this test)")
     (run / "metrics.json").write_text(json.dumps(doc))
     res = CliRunner().invoke(app, ["report", str(run), "--no-progress", "--gallery", "0"])

@@ -35,7 +35,8 @@ def ws_run(ws_cohort: Path, tmp_path_factory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("ws_run")
     extract_cohort(ws_cohort / "cohort.csv", root / "patches", ExtractConfig(), progress=False)
     cfg = CVConfig.from_profile("quick", folds=2, backbone="resnet18", pretrained="none", epochs=1, patience=0,
-                                views_benign=1, views_malignant=1, batch_size=16, threads=1, compile="off", tta="affine8")
+                                views_benign=1, views_malignant=1, batch_size=16, threads=1, compile="off",
+                                tta="affine8")
     run_cv(root / "patches", root / "run", cfg, progress=False)
     yield root / "run"
     shutil.rmtree(root, ignore_errors=True)

@@ -35,6 +35,11 @@ def export(
         chk = doc["model"]["onnx_check"]
         typer.echo(f"ONNX: {info.onnx.name} (opset {chk['opset']}), ONNX Runtime vs torch max |diff| "
                    f"{chk['max_abs_diff_vs_torch']:.1e} on {chk['n_random_patches']} random patches")
+    tta = doc["model"].get("test_time_augmentation") or {}
+    if tta.get("n_views", 1) > 1:
+        where = " (in model.onnx too)" if info.onnx is not None else ""
+        typer.echo(f"test-time augmentation {tta['name']}: each probability is the mean over the patch and "
+                   f"{tta['n_views'] - 1} fixed affine views{where}")
     if doc.get("synthetic"):
         typer.echo("synthetic cohort, simulated readers: the models were trained on synthetic images")
     typer.echo(f"written: {info.path.resolve()} ({len(info.files)} files, checksums in {SUMS})")

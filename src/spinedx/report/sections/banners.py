@@ -35,9 +35,13 @@ def build(inp: ReportInputs, page: Page) -> None:
     radiomics = (inp.metrics.get("baselines") or {}).get("radiomics") or {}
     vs = radiomics.get("vs_model") if isinstance(radiomics.get("vs_model"), dict) else None
     if vs is not None and vs.get("verdict") != "exceeds":
-        page.banners.append(("baseline", f"{vs['sentence'][0].upper()}{vs['sentence'][1:]}: hand-crafted radiomics "
-                                         "features with a logistic regression, fitted on the same folds, do as well "
-                                         "or better. See Model vs baselines."))
+        why = ("the CNN's AUC is the higher, but the interval of the difference includes zero: this cohort cannot "
+               "tell it apart from hand-crafted radiomics features with a logistic regression, fitted on the same "
+               "folds" if vs.get("verdict") == "not shown" else
+               "hand-crafted radiomics features with a logistic regression, fitted on the same folds, do as well or "
+               "better")
+        page.banners.append(("baseline", f"{vs['sentence'][0].upper()}{vs['sentence'][1:]}: {why}. See Model vs "
+                                         "baselines."))
     missing = inp.fold_models.missing
     if missing:
         page.banners.append(("folds", f"Fold model(s) {', '.join(map(str, missing))} of {rec.config.folds} are "

@@ -15,6 +15,7 @@ def build(inp: ReportInputs, page: Page) -> None:
     """The provenance table, package versions (run and report) and the run's configuration."""
     import yaml
 
+    from spinedx.models.tta import TTAViews
     from spinedx.provenance import provenance
 
     rec = inp.record
@@ -35,6 +36,7 @@ def build(inp: ReportInputs, page: Page) -> None:
         ["Weights note", w.message],
         ["Fold models", f"{len(inp.fold_models.paths)} of {rec.config.folds}"
          + (f" (missing: {', '.join(map(str, inp.fold_models.missing))})" if inp.fold_models.missing else "")],
+        ["Test-time augmentation", TTAViews.from_config(rec.config).describe()],
         ["Early stopping optimistic", "yes (validation fold chose the epoch)" if rec.optimistic else "no"],
         ["Decision threshold", f"{rec.threshold:g}"],
         ["Run git commit", str(rec.git_commit or "n/a")],

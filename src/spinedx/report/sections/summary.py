@@ -30,6 +30,12 @@ def build(inp: ReportInputs, page: Page) -> None:
     parts = [f"{len(patients)} patients evaluated out-of-fold in {config.folds}-fold patient-grouped cross-validation "
              f"(backbone {config.backbone}, decision threshold {config.threshold:g} on the patient probability, "
              f"which is {how})."]
+    if config.tta != "none":
+        from spinedx.models.tta import TTAViews
+
+        n_extra = TTAViews.from_config(config).n_views - 1
+        parts.append(f"Every slice probability is the mean over the patch and {n_extra} fixed affine views of it "
+                     "(test-time augmentation); the heatmaps are of the patch itself.")
     if inp.cohort is not None:
         readers = [c for c in inp.cohort.columns if str(c).startswith("reader_")]
         feats = [c for c in inp.cohort.columns if str(c).startswith("feature_")]
