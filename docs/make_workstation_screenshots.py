@@ -4,7 +4,8 @@ Runs, in a scratch folder (default /tmp/spinedx_ws_shots):
 
     spinedx synth cohort --patients 8 --malignant 3 --seed 7
     spinedx extract cohort/cohort.csv --out patches            # a demo model for the Predict step only:
-    spinedx cv patches --out run --profile quick --folds 2 --backbone resnet18 --pretrained none --epochs 2
+    spinedx cv patches --out run --profile quick --folds 2 --backbone resnet18 --pretrained none --epochs 2 \
+        --tta affine8                                          # the main job's test-time views
     spinedx index cohort/dicom --out cohort/workstation.csv    # the draft manifest a user starts from
     spinedx serve --cohort cohort/workstation.csv --model run --port <free>
 
@@ -72,7 +73,7 @@ def main() -> None:
     run("synth", "cohort", "--patients", "8", "--malignant", "3", "--seed", "7", cwd=work)
     run("extract", "cohort/cohort.csv", "--out", "patches", cwd=work)
     run("cv", "patches", "--out", "run", "--profile", "quick", "--folds", "2", "--backbone", "resnet18",
-        "--pretrained", "none", "--epochs", "2", "--quiet", cwd=work)
+        "--pretrained", "none", "--epochs", "2", "--tta", "affine8", "--quiet", cwd=work)
     run("index", "cohort/dicom", "--out", "cohort/workstation.csv", "-q", cwd=work)
 
     from spinedx.cohort import load_manifest
