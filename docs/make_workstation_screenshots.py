@@ -104,6 +104,8 @@ def main() -> None:
 def shoot(url: str, case, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    from spinedx.explain import DEFAULT_METHOD, METHODS
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                                     args=["--no-sandbox"], headless=True)
@@ -139,7 +141,9 @@ def shoot(url: str, case, out: Path) -> None:
         page.screenshot(path=str(out / "workstation-3-saved.png"))
 
         page.get_by_test_id("predict").click()
-        poll(page, "document.getElementById('status').textContent.includes('with Grad-CAM')", timeout=300)
+        # the page names the run's explanation method (spinedx.explain.DEFAULT_METHOD) in its status line
+        label = METHODS[DEFAULT_METHOD].label
+        poll(page, f"document.getElementById('status').textContent.includes('with {label} overlays')", timeout=300)
         top(page)
         page.screenshot(path=str(out / "workstation-4-predict.png"), full_page=True)
         browser.close()
