@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from spinedx.cli import app
-from spinedx.demo import STAGES, _default_malignant, run_demo
+from spinedx.demo import STAGES, _default_malignant, _load_state, run_demo
 from spinedx.errors import SpinedxError
 
 
@@ -20,6 +20,21 @@ def test_default_malignant_keeps_the_paper_proportion() -> None:
 
 
 @pytest.mark.slow
+def test_other_settings_are_named_one_by_one(tmp_path: Path) -> None:
+    """A demo folder from before a setting existed (here the cpu profile's test-time views): the refusal names the
+    nested keys that differ, not two whole configurations."""
+    cv = {"profile": "cpu", "epochs": 14, "recalibrate_bn": True, "augment": {"rotation_deg": 15.0}}
+    (tmp_path / "demo.json").write_text(json.dumps({"settings": {"seed": 2022, "cv": cv}, "stages": {}}))
+    now = {"seed": 2022, "cv": {**cv, "tta": "affine8", "augment": {"rotation_deg": 10.0}}}
+    with pytest.raises(SpinedxError) as err:
+        _load_state(tmp_path / "demo.json", now)
+    msg = err.value.message
+    assert "cv.augment.rotation_deg: 15.0 there, 10.0 now; cv.tta: absent there, 'affine8' now" in msg
+    assert "epochs" not in msg and "recalibrate_bn" not in msg
+    same = _load_state(tmp_path / "demo.json", {"seed": 2022, "cv": cv})
+    assert same["settings"]["cv"] == cv
+
+
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     messages: list[str] = []

@@ -104,6 +104,23 @@ def _default_malignant(n_patients: int) -> int:
     return int(min(max(n, 1), max(n_patients - 1, 1)))
 
 
+_ABSENT = object()
+
+
+def _setting_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"cv.tta: absent there, 'affine8' now"`` for every (nested) setting that differs, in key order."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, _ABSENT), new.get(k, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _setting_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            def show(v: Any) -> str:
+                return "absent" if v is _ABSENT else repr(v)
+            out.append(f"{prefix}{k}: {show(a)} there, {show(b)} now")
+    return out
+
+
 def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         return {"settings": settings, "stages": {}}
@@ -115,11 +132,11 @@ def _load_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(state, dict) or not isinstance(state.get("settings", {}), dict):
         raise SpinedxError("not a demo state file; delete it or choose a new OUT_DIR", where=str(path))
     old = state.get("settings", {})
-    diff = sorted(k for k in settings if k in old and old[k] != settings[k])
+    diff = _setting_differences({k: v for k, v in old.items() if k in settings},
+                                {k: v for k, v in settings.items() if k in old})
     if diff:
-        desc = ", ".join(f"{k}: {old[k]!r} there vs {settings[k]!r} now" for k in diff)
-        raise SpinedxError(f"this demo folder was made with other settings ({desc}); rerun with the same options "
-                           "to resume, or choose a new OUT_DIR", where=str(path.parent))
+        raise SpinedxError(f"this demo folder was made with other settings ({'; '.join(diff)}); rerun with the same "
+                           "options to resume, or choose a new OUT_DIR", where=str(path.parent))
     state["settings"] = settings
     state.setdefault("stages", {})
     return state
