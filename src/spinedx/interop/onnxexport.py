@@ -35,9 +35,8 @@ def export_ensemble(models: Sequence[Any], path: str | Path, patch_size: int, n_
     over inside the graph.
     """
     import torch
-    import torch.nn.functional as F
 
-    from spinedx.models.tta import TTAViews
+    from spinedx.models.tta import TTAViews, expand_views
 
     views = views or TTAViews("none")
 
@@ -50,9 +49,7 @@ def export_ensemble(models: Sequence[Any], path: str | Path, patch_size: int, n_
 
         def forward(self, x: Any) -> Any:
             n = x.shape[0]
-            xs = [x] + [F.grid_sample(x, g.unsqueeze(0).expand(n, -1, -1, -1), mode="bilinear",
-                                      padding_mode="zeros", align_corners=False) for g in self.grids]
-            xa = torch.cat(xs, dim=0)  # view-major, as TTAViews.expand
+            xa = expand_views(x, self.grids)  # the patches, then each view (as TTAViews.expand)
             p = torch.stack([torch.sigmoid(m(xa).reshape(-1)) for m in self.members])
             return p.reshape(p.shape[0], self.n_views, n).mean(dim=1)
 

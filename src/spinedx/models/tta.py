@@ -110,14 +110,8 @@ class TTAViews:
             return x
         import torch
 
-        from spinedx.training.augment import apply_affine
-
-        xt = torch.from_numpy(x)
-        parts = [x]
         with torch.inference_mode():
-            for p in self.param_tensor():
-                parts.append(apply_affine(xt, p.expand(len(x), 4)).numpy())
-        return np.concatenate(parts, axis=0)
+            return expand_views(torch.from_numpy(x), self.grids(x.shape[1], x.shape[-1])).numpy()
 
     def reduce(self, probs: np.ndarray) -> np.ndarray:
         """Probabilities (M, n_views * N) of :meth:`expand`'s patches -> (M, N), the mean over the views."""
@@ -128,3 +122,19 @@ class TTAViews:
         if total % self.n_views:
             raise ValueError(f"{total} probabilities are not {self.n_views} views of the same patches")
         return probs.reshape(m, self.n_views, total // self.n_views).mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def expand_views(x: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) and each view of it by ``grids`` (V, H, W, 2, from :meth:`TTAViews.grids`), view-major.
+
+    Bilinear, zero padding (the patch mean, patches being z-scored), as the training augmentation
+    (:func:`spinedx.training.augment.apply_affine`). Written so the ONNX exporter can trace it with a dynamic batch
+    (:func:`spinedx.interop.onnxexport.export_ensemble` puts it in the graph).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    views = [F.grid_sample(x, g.unsqueeze(0).expand(n, -1, -1, -1), mode="bilinear", padding_mode="zeros",
+                           align_corners=False) for g in grids]
+    return torch.cat([x, *views], dim=0)
