@@ -218,7 +218,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
                 "files": {str(k): f"folds/{k}/model.pt" for k in sorted(folds)},
                 "channel_names": list(facts.channel_names),
                 "output": "sigmoid of one logit per patch: probability of a malignant fracture",
-                "test_time_augmentation": facts.tta.to_dict(),
+                "test_time_augmentation": facts.tta.to_dict() if facts.tta is not None else None,
                 "onnx": ONNX_FILE if onnx else None,
                 "onnx_check": onnx_check,
             },

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spinedx.models.tta import TTAViews
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class RunFacts:
     optimistic: bool
     git_commit: str | None
     versions: dict[str, Any] = field(default_factory=dict)
-    tta: Any = None
+    tta: TTAViews | None = None
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:

@@ -2,9 +2,9 @@
 
 The models are trained on randomly rotated, shifted and zoomed patches (:mod:`spinedx.training.augment`) and scored
 on un-augmented ones. Averaging each fold model's probability over the patch and a few affine views of it, drawn
-from inside the training ranges, steadies the prediction; on the development cohorts it gained 0.04-0.05 patient
-AUC over the un-augmented patch (docs/training.md, "Why the CNN trailed"). The ``cpu`` profile uses it
-(``CVConfig.tta = "affine8"``); ``paper`` and ``quick`` do not (``"none"``).
+from inside the training ranges, steadies the prediction; on the development cohorts ``affine8`` gained 0.015-0.030
+patient AUC over the un-augmented patch after the BatchNorm re-estimation (docs/training.md, "Why the CNN
+trailed"). The ``cpu`` profile uses it (``CVConfig.tta = "affine8"``); ``paper`` and ``quick`` do not (``"none"``).
 
 The views are fixed, not random: the same for every patch, every case and every engine, so a prediction is
 deterministic and the torch models, the workstation's :class:`~spinedx.models.Ensemble` and a bundle's
