@@ -244,6 +244,29 @@ def test_model_scores_for_unknown_or_missing_cases_are_refused(tmp_path: Path) -
     pd.DataFrame({"case_id": ["c00", "c01"], "score": [1, 2]}).to_csv(model, index=False)
     msg = refused(*run(reads, "--truth", truth, "--model-scores", model))
     assert f"{model} lacks 7 case(s)" in msg
+    pd.DataFrame({"case_id": ["c00", "c01", "c00"], "score": [1, 2, 3]}).to_csv(model, index=False)
+    msg = refused(*run(reads, "--truth", truth, "--model-scores", model))
+    assert str(model) in msg and "case(s) scored twice: c00 (line 2), c00 (line 4)" in msg
+
+
+def test_one_modality_with_model_scores_runs_the_1t_comparison(tmp_path: Path) -> None:
+    d = pd.read_csv(DATA / "dataset09.csv")
+    reads = d.melt(id_vars=["case_id"], value_vars=[f"r{j}" for j in range(1, 10)], var_name="reader",
+                   value_name="score")
+    reads.insert(2, "modality", "unaided")
+    reads.to_csv(tmp_path / "READS.csv", index=False)
+    d[["case_id", "truth"]].to_csv(tmp_path / "TRUTH.csv", index=False)
+    d[["case_id", "cad"]].rename(columns={"cad": "score"}).to_csv(tmp_path / "MODEL.csv", index=False)
+    code, stdout, stderr = run(tmp_path / "READS.csv", "--truth", tmp_path / "TRUTH.csv", "--model-scores",
+                               tmp_path / "MODEL.csv", "--json", tmp_path / "o.json")
+    assert code == 0, stderr
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["rrrc"] is None and doc["mcnemar"] is None
+    (m,) = doc["model_vs_readers"]
+    assert m["p"] == pytest.approx(0.3210474342573218, abs=5e-5) and m["df"] == pytest.approx(877.886378, abs=5e-5)
+    assert m["model_auc"] == pytest.approx(0.8169270833, abs=5e-5)
+    assert doc["auc"]["reader_average"]["unaided"] == pytest.approx(0.8486631944, abs=5e-5)
+    assert "F(1, 877.9) = 0.986, p = 0.321" in stdout
 
 
 def test_bad_alpha_and_missing_file(tmp_path: Path) -> None:
