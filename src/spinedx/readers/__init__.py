@@ -1,0 +1,27 @@
+"""Reader studies: multi-reader multi-case (MRMC) analysis of readers' ROC ratings, unaided and aided.
+
+* :mod:`spinedx.readers.mrmc`: the statistics (Obuchowski-Rockette with Hillis's degrees of freedom, empirical AUC,
+  case-jackknife covariances; RRRC, FRRC, RRFC; the standalone model vs readers, 1T-RRRC).
+* :mod:`spinedx.readers.analysis`: ``READS.csv`` / ``TRUTH.csv`` read, checked and analysed (``spinedx readers
+  analyze``), with the readers' sensitivity, specificity and McNemar tests beside the MRMC analysis.
+* :mod:`spinedx.readers.lrc`: the ``.lrc`` rating files of the Iowa/Chicago MRMC programs and RJafroc.
+
+See docs/readers.md.
+"""
+
+from __future__ import annotations
+
+from spinedx.readers.analysis import ReaderStudyResult, analyze_reads, load_model_scores, load_reads, load_truth
+from spinedx.readers.mrmc import ORResult, StandaloneResult, or_analysis, standalone_vs_readers
+
+__all__ = [
+    "ORResult",
+    "ReaderStudyResult",
+    "StandaloneResult",
+    "analyze_reads",
+    "load_model_scores",
+    "load_reads",
+    "load_truth",
+    "or_analysis",
+    "standalone_vs_readers",
+]
