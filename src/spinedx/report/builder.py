@@ -18,7 +18,8 @@ from pathlib import Path
 
 from spinedx.fsutil import atomic_path, atomic_write_text
 from spinedx.report.loading import SECTIONS, load_inputs
-from spinedx.report.sections import Page, build_all
+from spinedx.report.page import Page
+from spinedx.report.sections import build_all
 from spinedx.report.sections.gallery import GALLERY_GROUPS
 
 __all__ = ["GALLERY_GROUPS", "SECTIONS", "build_report"]

@@ -1,111 +1,42 @@
 """One builder per section of the study report.
 
 Each module has ``build(inputs, page)``: it formats part of the checked :class:`~spinedx.report.loading.
-ReportInputs` into the :class:`Page` the template renders, and adds the tables it shows to ``page.tables``
-(written as CSV beside the report). The builders run in :data:`BUILDERS` order.
+ReportInputs` into the :class:`~spinedx.report.page.Page` the template renders, and adds the tables it shows to
+``page.tables`` (written as CSV beside the report). The builders run in :data:`BUILDERS` order. The page and the
+number formats live in :mod:`spinedx.report.page`, so the builders never import this package.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
+from spinedx.report.page import Page
+from spinedx.report.sections import (
+    banners,
+    baselines,
+    calibration,
+    confusion,
+    folds,
+    gallery,
+    provenance,
+    repeats,
+    roc,
+    summary,
+    table1,
+    table2,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from spinedx.report.loading import ReportInputs
 
-
-@dataclass
-class Page:
-    """Everything the template renders (strings already formatted), and the CSV tables beside it."""
-
-    title: str
-    run_dir: str
-    created: str
-    banners: list[tuple[str, str]] = field(default_factory=list)
-    notes: dict[str, list[str]] = field(default_factory=dict)
-    summary: list[list[str]] = field(default_factory=list)
-    summary_text: str = ""
-    table1: list[list[str]] | None = None
-    table1_head: list[str] = field(default_factory=list)
-    table2: list[list[str]] | None = None
-    table2_head: list[str] = field(default_factory=list)
-    mcnemar: list[list[str]] | None = None
-    mcnemar_head: list[str] = field(default_factory=list)
-    logistic: str = ""
-    baselines: list[list[str]] | None = None
-    baselines_head: list[str] = field(default_factory=list)
-    verdicts: list[tuple[str, str]] = field(default_factory=list)
-    repeats: list[list[str]] | None = None
-    repeats_head: list[str] = field(default_factory=list)
-    repeats_text: str = ""
-    figures: dict[str, str] = field(default_factory=dict)
-    folds: list[list[str]] = field(default_factory=list)
-    gallery: list[dict[str, Any]] = field(default_factory=list)
-    gallery_method: dict[str, str] = field(default_factory=dict)  # spinedx.explain.explanation_record
-    provenance: list[list[str]] = field(default_factory=list)
-    versions: list[list[str]] = field(default_factory=list)
-    config_text: str = ""
-    csv_files: list[str] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    gallery_per_group: int = 2
-    progress: bool = True
-
-
-def fmt(v: Any, nd: int = 3) -> str:
-    """A number with ``nd`` decimals, ``n/a`` when missing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.{nd}f}"
-    return str(v)
-
-
-def ci(est: Any, low: Any, high: Any, pct: bool = False) -> str:
-    """``0.912 (0.850-0.950)`` or ``91.2% (85.0-95.0)``; ``n/a`` when missing."""
-    try:
-        e, lo, hi = float(est), float(low), float(high)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(e):
-        return "n/a"
-    if pct:
-        return f"{100 * e:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
-    return f"{e:.3f} ({lo:.3f}-{hi:.3f})"
-
-
-def pretty_rater(name: str) -> str:
-    """``reader_r1`` -> ``r1``; other names unchanged."""
-    n = str(name)
-    return n[len("reader_"):].replace("_", " ") if n.startswith("reader_") else n
-
-
-def _builders() -> list[Callable[[ReportInputs, Page], None]]:
-    from spinedx.report.sections import (
-        banners,
-        baselines,
-        calibration,
-        confusion,
-        folds,
-        gallery,
-        provenance,
-        repeats,
-        roc,
-        summary,
-        table1,
-        table2,
-    )
-
-    return [banners.build, summary.build, table1.build, table2.build, roc.build, baselines.build, confusion.build,
-            folds.build, repeats.build, calibration.build, gallery.build, provenance.build]
+#: The section builders, in page order.
+BUILDERS: list[Callable[[ReportInputs, Page], None]] = [
+    banners.build, summary.build, table1.build, table2.build, roc.build, baselines.build, confusion.build,
+    folds.build, repeats.build, calibration.build, gallery.build, provenance.build]
 
 
 def build_all(inputs: ReportInputs, page: Page) -> None:
     """Run every section builder, in page order."""
-    for build in _builders():
+    for build in BUILDERS:
         build(inputs, page)

@@ -9,7 +9,7 @@ from spinedx.common import SYNTHETIC_BANNER
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def build(inp: ReportInputs, page: Page) -> None:

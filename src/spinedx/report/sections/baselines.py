@@ -13,11 +13,11 @@ import pandas as pd
 
 from spinedx.common import format_p
 from spinedx.report import figures as F
-from spinedx.report.sections import ci
+from spinedx.report.page import ci
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 _METRICS = ("auc", "sensitivity", "specificity", "accuracy")
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from spinedx.report import figures as F
-from spinedx.report.sections import fmt
+from spinedx.report.page import fmt
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def build(inp: ReportInputs, page: Page) -> None:

@@ -13,11 +13,11 @@ import pandas as pd
 
 from spinedx.common import label_name
 from spinedx.features import FEATURES
-from spinedx.report.sections import pretty_rater
+from spinedx.report.page import pretty_rater
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 #: Gallery groups in the order of the paper's Figs. 3-6.
 GALLERY_GROUPS: dict[str, tuple[str, str]] = {

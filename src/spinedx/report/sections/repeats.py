@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from spinedx.report.sections import ci, fmt
+from spinedx.report.page import ci, fmt
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 _METRICS = ("auc", "sensitivity", "specificity", "accuracy")
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spinedx.report import figures as F
-from spinedx.report.sections import pretty_rater
+from spinedx.report.page import pretty_rater
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def build(inp: ReportInputs, page: Page) -> None:

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from spinedx.report.sections import fmt, pretty_rater
+from spinedx.report.page import fmt, pretty_rater
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def build(inp: ReportInputs, page: Page) -> None:

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from spinedx.common import format_p
 from spinedx.features import FEATURES
-from spinedx.report.sections import ci, fmt
+from spinedx.report.page import ci, fmt
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def logistic_text(d: dict[str, Any]) -> str:

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from spinedx.common import SYNTHETIC_ILLUSTRATION, format_p
 from spinedx.evaluation.tables import MODEL_RATER
-from spinedx.report.sections import ci, pretty_rater
+from spinedx.report.page import ci, pretty_rater
 
 if TYPE_CHECKING:
     from spinedx.report.loading import ReportInputs
-    from spinedx.report.sections import Page
+    from spinedx.report.page import Page
 
 
 def build(inp: ReportInputs, page: Page) -> None:
