@@ -34,8 +34,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Like ``app.command`` but turns user errors into one line and exit code 2."""
+def command(*args: Any, target: typer.Typer | None = None, interrupted: str | None = None,
+            **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like ``app.command`` (or ``target.command`` for a sub-group such as ``spinedx readers``) but turns user errors
+    into one line and exit code 2, Ctrl-C into 130 and SIGTERM into 143.
+
+    Args:
+        target: the Typer app to register on (default: the top-level ``spinedx`` app).
+        interrupted: what an interrupt leaves behind, for the one line (default: the resumable commands' rule).
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -47,12 +54,12 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
             except (KeyboardInterrupt, Terminated) as exc:
                 # Outputs are written to temporary siblings (spinedx.fsutil), so nothing half-written stays.
                 what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-                fail(f"{what}; finished outputs are kept, unfinished ones were removed: rerun the same command "
-                     "to resume", interrupt_exit_code(exc))
+                fail(f"{what}; " + (interrupted or "finished outputs are kept, unfinished ones were removed: rerun "
+                                    "the same command to resume"), interrupt_exit_code(exc))
             except OSError as exc:
                 fail(describe_os_error(exc))
 
-        app.command(*args, **kwargs)(wrapper)
+        (target or app).command(*args, **kwargs)(wrapper)
         return fn
 
     return deco

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from spinedx.cli._app import app, fail
+from spinedx.cli._app import app
+from spinedx.cli._app import command as _command
 from spinedx.errors import SpinedxError
-from spinedx.fsutil import Terminated, describe_os_error, interrupt_exit_code
 
 readers_app = typer.Typer(
     name="readers",
@@ -24,27 +23,9 @@ app.add_typer(readers_app, name="readers")
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``readers_app.command`` with the CLI's error rule (``spinedx.cli._app.command``, for this sub-group): user
-    errors become one ``error:`` line and exit code 2, interrupts 130 (Ctrl-C) or 143 (SIGTERM)."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*a: Any, **k: Any) -> Any:
-            try:
-                return fn(*a, **k)
-            except SpinedxError as exc:
-                fail(exc.one_line(), exc.exit_code)
-            except (KeyboardInterrupt, Terminated) as exc:
-                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-                fail(f"{what}; nothing was written (the JSON is written whole or not at all): rerun the same command",
-                     interrupt_exit_code(exc))
-            except OSError as exc:
-                fail(describe_os_error(exc))
-
-        readers_app.command(*args, **kwargs)(wrapper)
-        return fn
-
-    return deco
+    """A ``spinedx readers`` sub-command with the CLI's error rule (:func:`spinedx.cli._app.command`)."""
+    return _command(*args, target=readers_app, interrupted="nothing was written (outputs are written whole or not "
+                    "at all): rerun the same command", **kwargs)
 
 
 @command("analyze")
