@@ -130,3 +130,30 @@ def format_metric(metrics: dict[str, Any], name: str) -> str:
     if v is None:
         return f"{name} n/a"
     return f"{name} {v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{name} {v:.3f}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown, logged or written: without the user-info (``user:password@``) of its authority.
+
+    ``http://alice:s3cret@pacs:8042/dicom-web`` -> ``http://pacs:8042/dicom-web``; a URL without user-info comes back
+    unchanged. The user-info is everything before the authority's last ``@`` (RFC 3986, section 3.2.1). A password
+    written with an unencoded ``/``, ``?`` or ``#`` ends the authority early (``http://alice:pa/ss@pacs/``: such a URL
+    cannot work: its "port" is not a number) is removed too, up to the URL's last ``@``, so even a mistyped URL
+    never shows its secret.
+    """
+    import re
+
+    scheme = re.match(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//", url)
+    if scheme is None:
+        return url
+    head, rest = url[:scheme.end()], url[scheme.end():]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    at = authority.rfind("@")
+    if at >= 0:
+        return head + rest[at + 1:]
+    # an authority that is no valid host[:port] (a port that is not a number) is the start of a broken user-info
+    if re.fullmatch(r"(?:\[[^\]]*\]|[^:\[\]]*)(?::\d*)?", authority) is None:
+        at = rest.rfind("@")
+        if at >= 0:
+            return head + rest[at + 1:]
+    return url

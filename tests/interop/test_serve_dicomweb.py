@@ -75,3 +75,6 @@ def test_serve_settings_refuse_two_sources_and_a_bad_url(tmp_path: Path) -> None
         ServeSettings(cohort=tmp_path / "c.csv", dicom_root=tmp_path, dicomweb="http://127.0.0.1:1/dicom-web").check()
     with pytest.raises(SpinedxError, match="http:// or https://"):
         ServeSettings(cohort=tmp_path / "c.csv", dicomweb="127.0.0.1:8042").check()
+    with pytest.raises(SpinedxError, match="http:// or https://") as e:  # named without its password
+        ServeSettings(cohort=tmp_path / "c.csv", dicomweb="ftp://alice:Secr3t@127.0.0.1/dicom-web").check()
+    assert str(e.value).startswith("ftp://127.0.0.1/dicom-web: ") and "Secr3t" not in str(e.value)

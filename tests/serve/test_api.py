@@ -181,3 +181,81 @@ def test_serving_a_dicom_root_indexes_it_into_a_new_manifest(ws_cohort: Path, tm
     draft = load_manifest(manifest, require_images=False, draft=True)
     assert all(d.label is None and d.t2 == truth[d.patient_id].t2 for d in draft)
     assert (manifest.parent / "index.json").is_file()
+
+
+@pytest.mark.parametrize(("params", "name"), [
+    ({"wc": "nan"}, "wc"), ({"wc": "-inf"}, "wc"), ({"ww": "inf"}, "ww"), ({"ww": "nan"}, "ww"), ({"ww": 0}, "ww"),
+    ({"ww": -5}, "ww"), ({"wc": "nan", "ww": "inf"}, "wc"), ({"wc": "1e999"}, "wc"),
+])
+def test_window_values_must_be_finite(client, manifest: Path, params: dict, name: str) -> None:
+    """``?wc=nan&ww=inf`` used to return 200 with a blank PNG."""
+    rec = load_manifest(manifest, draft=True).cases[0]
+    r = client.get(f"/api/cases/{rec.patient_id}/t2/0.png", params=params)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(f"{rec.patient_id}: [{name}] the window ")
+
+
+def test_if_match_lists_weak_tags_and_star(client, manifest: Path) -> None:
+    """RFC 9110 If-Match: a list that names the current version, or *, is accepted (a list used to get 409)."""
+    rec = load_manifest(manifest, draft=True).cases[0]
+    pid = rec.patient_id
+    url = f"/api/cases/{pid}/annotation"
+
+    def put(*if_match: str) -> object:  # always a change: the other label
+        label = client.get(f"/api/cases/{pid}").json()["annotation"]["label"]
+        other = "benign" if label == "malignant" else "malignant"
+        return client.put(url, json={"label": other}, headers=[("If-Match", v) for v in if_match])
+
+    def version() -> str:
+        return client.get(f"/api/cases/{pid}").json()["version"]
+
+    for header in (['"0000", "{v}"'], ['W/"{v}"'], ["*"], ['"0000"', '"1111", "{v}"'], ['"a,b", "{v}" ,']):
+        v = version()
+        r = put(*[h.format(v=v) for h in header])
+        assert r.status_code == 200, (header, r.text)
+        assert r.json()["version"] != v
+    text = manifest.read_bytes()
+    r = put('"0000", W/"1111"')
+    assert r.status_code == 409 and "yours 0000, 1111" in r.json()["detail"]
+    for bad in ('"unclosed', "", '"a" "b"'):
+        r = put(bad)
+        assert r.status_code == 422 and "[If-Match] cannot read" in r.json()["detail"], (bad, r.text)
+    assert manifest.read_bytes() == text  # nothing written
+
+
+def test_error_bodies_name_no_server_paths(manifest: Path, settings_for, tmp_path: Path) -> None:
+    """An unreadable series used to answer 422 with the absolute path of the file; now the file is named as the
+    manifest names it (relative to its folder)."""
+    from fastapi.testclient import TestClient
+
+    from spinedx.cohort import write_manifest
+    from spinedx.serve import create_app
+
+    bad = manifest.parent / "junk" / "T2"
+    bad.mkdir(parents=True)
+    (bad / "x.dcm").write_text("not DICOM")
+    cases = load_manifest(manifest, draft=True).cases
+    cases[0].t2 = bad
+    write_manifest(cases, manifest)
+    pid = cases[0].patient_id
+    with TestClient(create_app(settings_for(manifest))) as client:
+        for path in (f"/api/cases/{pid}/t2/0.png", f"/api/cases/{pid}"):
+            r = client.get(path)
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert detail.startswith(f"{pid} t2: junk/T2/x.dcm: not a DICOM file"), detail
+            assert str(tmp_path) not in r.text and "/tmp" not in r.text
+
+
+def test_public_message_takes_out_server_paths() -> None:
+    from spinedx.serve.app import public_message
+
+    roots = [("/srv/study", ""), ("/data/pacs/dicom", "dicom"), ("/opt/run", "run")]
+    assert public_message("P1 t2: /srv/study/img/T2: bad", roots) == "P1 t2: img/T2: bad"
+    assert public_message("P1 t1: /data/pacs/dicom/P1/T1: 2 slices", roots) == "P1 t1: dicom/P1/T1: 2 slices"
+    assert public_message("(/opt/run/folds/0/model.pt) and /opt/run", roots) == "(run/folds/0/model.pt) and run"
+    assert public_message("cannot read '/var/lib/x/y.nii.gz'", roots) == "cannot read 'y.nii.gz'"
+    assert public_message("/srv/studyother/a: x", roots) == "a: x"  # not under /srv/study: by its name only
+    kept = "http://127.0.0.1:8042/dicom-web: HTTP 404; T1/T2 swapped; lesion_slices 6;7"
+    assert public_message(kept, roots) == kept

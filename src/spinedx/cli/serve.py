@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from spinedx.cli._app import command
+from spinedx.cli._app import command, fail
 
 
 @command("serve")
@@ -42,9 +42,12 @@ def serve(
                                                      f"open {url}#token=TOKEN in the browser)" if token else ""))
         typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server")
 
-    from spinedx.fsutil import Terminated
+    from spinedx.fsutil import Terminated, interrupt_exit_code
 
     try:
         run_server(settings, on_ready=ready)
-    except (KeyboardInterrupt, Terminated):
-        typer.echo("workstation stopped (saves are written when made; nothing is pending)")
+    except (KeyboardInterrupt, Terminated) as exc:
+        # like every command: one line, exit 130 (Ctrl-C) or 143 (SIGTERM); a save is written whole when it is made
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        fail(f"{what}; the workstation stopped (every save was written when it was made; nothing is pending)",
+             interrupt_exit_code(exc))

@@ -4,7 +4,17 @@ results (STOW-RS), built on dicomweb-client with explicit timeouts and bounded r
 Every request has a connect and a read timeout, and connection failures are retried at most ``retries`` times
 with a short backoff, so an unreachable server is a clean :class:`DicomWebError` within seconds (dicomweb-client's
 own retry loop, about 30 s against a dead server, is switched off). Errors name the URL and the study or series
-UID and say what to do. Authentication: HTTP basic (user and password) or a bearer token.
+UID and say what to do; a 404 is told apart as a wrong service URL or a missing study/series.
+
+Credentials (HTTP basic or a bearer token) come from one place, in this order:
+
+1. the URL's user-info (``http://user:password@pacs/dicom-web``): taken out of the URL, sent as basic auth;
+2. or :class:`DicomWebAuth` (``SPINEDX_DICOMWEB_USER``/``SPINEDX_DICOMWEB_PASSWORD`` or ``SPINEDX_DICOMWEB_TOKEN``,
+   :meth:`DicomWebAuth.from_env`); giving both 1 and 2 is refused;
+3. else ``~/.netrc`` (or the file named by ``NETRC``), which requests reads when no other auth is set.
+
+A URL is never shown, logged or written with its user-info (:func:`spinedx.common.redact_url`): the requests go to
+the URL without it, so not even a library's debug log can show the password.
 
 T1W/T2W series are chosen with :func:`spinedx.studyindex.select_series`, the rule of ``spinedx index``, applied
 to each series' DICOM JSON metadata (the first instance of the series, from WADO-RS).
@@ -15,10 +25,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinedx.common import redact_url
 from spinedx.errors import SpinedxError
 
 #: Environment variables read by :meth:`DicomWebAuth.from_env` (never a command-line password).
@@ -29,6 +40,10 @@ ENV_TOKEN = "SPINEDX_DICOMWEB_TOKEN"
 #: QIDO-RS study attributes listed by :meth:`DicomWebClient.list_studies`.
 STUDY_FIELDS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "ModalitiesInStudy",
                 "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+
+
+#: What a 404 on the service root, or an answer that is not DICOM JSON, asks the user to check.
+_NOT_DICOMWEB = "check the URL (the DICOMweb service root, e.g. http://pacs:8042/dicom-web for Orthanc)"
 
 
 class DicomWebError(SpinedxError):
@@ -45,6 +60,8 @@ class DicomWebAuth:
     username: str | None = None
     password: str | None = None
     token: str | None = None
+    #: where the credentials came from, named in an authentication failure (never the secret itself)
+    source: str = field(default="the caller", compare=False)
 
     def __post_init__(self) -> None:
         if self.token and self.username:
@@ -72,9 +89,10 @@ class DicomWebAuth:
             if password is None:
                 raise SpinedxError(f"user {user!r} given but {ENV_PASSWORD} is not set; export the password in "
                                    "that variable", where="DICOMweb auth")
-            return cls(username=user, password=password)
+            where = "--user and " + ENV_PASSWORD if username else f"{ENV_USER} and {ENV_PASSWORD}"
+            return cls(username=user, password=password, source=where)
         if token:
-            return cls(token=token)
+            return cls(token=token, source=ENV_TOKEN)
         return None
 
 
@@ -113,9 +131,59 @@ class FetchedStudy:
     selection: Any = None
 
 
-def _timeout_session(timeout: tuple[float, float], retries: int, auth: DicomWebAuth | None) -> Any:
-    """A requests session with default timeouts, bounded connection retries and the credentials."""
+def split_credentials(url: str) -> tuple[str, DicomWebAuth | None]:
+    """``url`` without its user-info, and the credentials it held (basic auth; None without user-info).
+
+    Raises:
+        DicomWebError: not an http(s) URL, no host, a port that is not a number, a user without a password (all
+            named by the redacted URL).
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    shown = redact_url(url)
+    if not url.lower().startswith(("http://", "https://")):
+        raise DicomWebError("a DICOMweb URL starts with http:// or https:// (e.g. http://pacs:8042/dicom-web)",
+                            where=shown)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = -1, None
+    if parts is None or port == -1 or not parts.hostname:
+        raise DicomWebError("not a usable URL (host or port unreadable); write it as http://HOST:PORT/PATH, with "
+                            "the credentials percent-encoded or, better, outside the URL (see docs/interop.md)",
+                            where=shown)
+    if "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if parts.password is None:
+        raise DicomWebError(f"the URL names user {unquote(parts.username or '')!r} but no password; give the "
+                            f"password in {ENV_PASSWORD} with --user (or {ENV_USER}), or in ~/.netrc", where=shown)
+    return clean, DicomWebAuth(unquote(parts.username or ""), unquote(parts.password), source="the URL's user-info")
+
+
+def _bearer(token: str) -> Any:
+    """requests auth sending ``Authorization: Bearer``: set as the session's auth (not as a header) so that
+    requests does not replace it with a ``~/.netrc`` entry for the same host."""
     import requests
+
+    class _Bearer(requests.auth.AuthBase):
+        def __call__(self, r: Any) -> Any:
+            r.headers["Authorization"] = f"Bearer {token}"
+            return r
+
+        def __repr__(self) -> str:
+            return "Bearer(...)"
+
+    return _Bearer()
+
+
+def _timeout_session(timeout: tuple[float, float], retries: int, auth: DicomWebAuth | None) -> Any:
+    """A requests session with default timeouts, bounded connection retries and the credentials (none: requests
+    reads ``~/.netrc``)."""
+    import requests
+    import requests.auth
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
@@ -137,7 +205,7 @@ def _timeout_session(timeout: tuple[float, float], retries: int, auth: DicomWebA
     if auth is not None and auth.username is not None:
         session.auth = (auth.username, auth.password or "")
     elif auth is not None and auth.token:
-        session.headers["Authorization"] = f"Bearer {auth.token}"
+        session.auth = _bearer(auth.token)
     return session
 
 
@@ -145,29 +213,64 @@ class DicomWebClient:
     """QIDO-RS, WADO-RS and STOW-RS against one DICOMweb service.
 
     Args:
-        url: the service root, e.g. ``http://pacs:8042/dicom-web``.
-        auth: credentials (None: anonymous).
+        url: the service root, e.g. ``http://pacs:8042/dicom-web`` (user-info in it is used as basic auth and
+            never shown).
+        auth: credentials (None: those of the URL, else ``~/.netrc``, else anonymous).
         timeout: seconds to connect and to wait for each response (a float sets both).
         retries: extra attempts after a connection failure or a 502/503/504 on a read.
+
+    Attributes:
+        url: the service root as requested, shown and recorded: without user-info.
     """
 
     def __init__(self, url: str, *, auth: DicomWebAuth | None = None,
                  timeout: float | tuple[float, float] = (5.0, 30.0), retries: int = 1) -> None:
         from dicomweb_client.api import DICOMwebClient
+        from requests.utils import get_netrc_auth
 
-        if not url.startswith(("http://", "https://")):
-            raise DicomWebError("a DICOMweb URL starts with http:// or https:// (e.g. http://pacs:8042/dicom-web)",
-                                where=url)
-        self.url = url.rstrip("/")
+        clean, url_auth = split_credentials(url)
+        self.url = clean.rstrip("/")
+        if url_auth is not None and auth is not None:
+            raise DicomWebError(f"credentials given twice, in the URL and in {auth.source}; give them in one place",
+                                where=self.url)
+        auth = auth or url_auth
+        self.auth_source = auth.source if auth is not None else "~/.netrc" if get_netrc_auth(self.url) else None
         self.timeout = (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else tuple(timeout)
         self._client = DICOMwebClient(self.url, session=_timeout_session(self.timeout, retries, auth),  # type: ignore[arg-type]
                                       timeout=self.timeout)
         self._client.set_http_retry_params(retry=False)  # the session retries (bounded); see the module docstring
 
     # -- error handling ----------------------------------------------------------------------------------
+    def _root_answers(self) -> bool | None:
+        """Whether the service root answers a QIDO-RS study search with DICOM JSON (False: a 404 there too, a 400
+        or 405 to that standard search, or an answer that is not DICOM JSON; None: cannot tell)."""
+        import requests
+
+        try:
+            page = self._client.search_for_studies(limit=1)
+        except requests.exceptions.HTTPError as exc:
+            return False if exc.response is not None and exc.response.status_code in (400, 404, 405) else None
+        except requests.exceptions.JSONDecodeError:
+            return False
+        except requests.exceptions.RequestException:
+            return None
+        return isinstance(page, list) and all(isinstance(r, dict) for r in page)
+
+    def _auth_hint(self) -> str:
+        if self.auth_source is None:
+            return (f"authentication failed: the server needs credentials and none were given; set {ENV_USER} and "
+                    f"{ENV_PASSWORD} (or {ENV_TOKEN}), or add the host to ~/.netrc (docs/interop.md)")
+        return f"authentication failed with the credentials from {self.auth_source}: check them"
+
     @contextlib.contextmanager
-    def _request(self, what: str, uid: str | None = None) -> Iterator[None]:
-        """Turn transport and HTTP failures of ``what`` into one :class:`DicomWebError` naming the URL and UID."""
+    def _request(self, what: str, uid: str | None = None, *, root: bool = False) -> Iterator[None]:
+        """Turn transport and HTTP failures of ``what`` into one :class:`DicomWebError` naming the URL and UID.
+
+        Args:
+            what: the request, as the message names it.
+            uid: the study or series asked for.
+            root: the request is the service's own study search, so a 404 means a wrong URL, not a missing UID.
+        """
         import requests
 
         about = f"{what}{f' {uid}' if uid else ''}"
@@ -177,10 +280,16 @@ class DicomWebClient:
             resp = exc.response
             code = resp.status_code if resp is not None else 0
             reason = f"HTTP {code} {resp.reason if resp is not None else ''}".strip()
-            hint = {401: "authentication failed: check the user and SPINEDX_DICOMWEB_PASSWORD, or the token",
-                    403: "access denied for these credentials",
-                    404: "not found on the server: check the UID (spinedx index --dicomweb URL lists the studies)"
-                    }.get(code, "the server refused the request; see its log")
+            if code == 404:
+                # the same status for a wrong service root and a missing study: ask the root to tell them apart
+                found = False if root else self._root_answers()
+                hint = (f"the DICOMweb service is not at this URL: {_NOT_DICOMWEB}" if found is False else
+                        "not found on the server: check the UID (spinedx index --dicomweb URL lists the studies)"
+                        if found else "not found on the server: check the URL and the UID")
+            else:
+                denied = (f"access denied for the credentials from {self.auth_source}" if self.auth_source
+                          else "access denied without credentials")
+                hint = {401: self._auth_hint(), 403: denied}.get(code, "the server refused the request; see its log")
             raise DicomWebError(f"{about}: {reason}; {hint}", where=self.url) from None
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
             cause = str(exc.args[0] if exc.args else exc)
@@ -192,16 +301,38 @@ class DicomWebClient:
             short = "connection refused" if "refused" in cause.lower() else cause.split(":")[-1].strip() or "failed"
             raise DicomWebError(f"{about}: cannot connect ({short}); check that the server runs and the URL is right",
                                 where=self.url) from None
+        except requests.exceptions.JSONDecodeError:
+            raise DicomWebError(f"{about}: the answer is not JSON; {_NOT_DICOMWEB}", where=self.url) from None
         except requests.exceptions.RequestException as exc:
             raise DicomWebError(f"{about}: {type(exc).__name__}: {exc}", where=self.url) from None
 
     # -- QIDO-RS -------------------------------------------------------------------------------------------
     def list_studies(self, **filters: Any) -> list[StudyInfo]:
         """Every study the server lists (QIDO-RS ``/studies``), optionally filtered (e.g. ``PatientID="P1"``)."""
-        with self._request("QIDO-RS search for studies"):
-            rows = self._client.search_for_studies(fields=list(STUDY_FIELDS), search_filters=filters or None,
-                                                   get_remaining=True)
+        what = "QIDO-RS search for studies"
+        with self._request(what, root=True):
+            rows = self._search_all(self._client.search_for_studies, "0020000D", what, fields=list(STUDY_FIELDS),
+                                    search_filters=filters or None)
         return [_study_info(r) for r in rows]
+
+    def _search_all(self, search: Any, uid_tag: str, what: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every result of a QIDO-RS search, page by page (``offset``), each page checked to be DICOM JSON.
+
+        dicomweb-client's own ``get_remaining`` asks for pages until one is empty, forever when the URL reaches a
+        service that ignores ``offset`` (Orthanc's REST root answers its own JSON, the same, on every page); here a
+        page that brings no new UID ends the search.
+        """
+        rows: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        while True:
+            page = search(offset=len(rows) or None, get_remaining=False, **kwargs)
+            if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
+                raise DicomWebError(f"{what}: the answer is not DICOM JSON; {_NOT_DICOMWEB}", where=self.url)
+            new = [r for r in page if _json_first(r, uid_tag) not in seen]
+            if not new:
+                return rows
+            seen.update(_json_first(r, uid_tag) for r in new)
+            rows += new
 
     def list_series(self, study_uid: str) -> list[dict[str, Any]]:
         """QIDO-RS results (DICOM JSON) of a study's series.
@@ -210,7 +341,8 @@ class DicomWebClient:
             DicomWebError: the study has no series on the server (or does not exist).
         """
         with self._request("QIDO-RS search for series of study", study_uid):
-            rows = self._client.search_for_series(study_instance_uid=study_uid, get_remaining=True)
+            rows = self._search_all(self._client.search_for_series, "0020000E",
+                                    f"QIDO-RS search for series of study {study_uid}", study_instance_uid=study_uid)
         if not rows:
             raise DicomWebError(f"study {study_uid} not found (no series): check the StudyInstanceUID "
                                 "(spinedx index --dicomweb URL lists the studies)", where=self.url)

@@ -5,6 +5,9 @@ QIDO-RS to find the series (T1W/T2W chosen as ``spinedx index`` does when their 
 fetch them into a temporary folder (removed afterwards: patient images are not left behind), the prediction,
 its DICOM results (:func:`spinedx.interop.write_dicom_results`) and, with ``store``, STOW-RS back into the study.
 :func:`index_server` lists a server's studies as ``spinedx index`` lists a folder.
+
+The URL recorded (``prediction.json``, ``index.json``, the index's ``root``) is the service root without user-info
+(:func:`spinedx.common.redact_url`): credentials are used for the requests and never written.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinedx.common import redact_url
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
@@ -110,7 +114,7 @@ def predict_study(
     if results is None:  # cannot happen for series fetched over DICOMweb; refuse rather than store nothing
         raise SpinedxError("the prediction wrote no DICOM results", where=str(out))
     # prediction.json names the temporary download folders; say where the images really came from.
-    source = {"url": client.url, "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
+    source = {"url": redact_url(client.url), "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
               "t2_series_uid": fetched.t2_series_uid,
               "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
     pred.record["inputs"].update({"t1": None, "t2": None, "t1_series_uid": fetched.t1_series_uid,
@@ -120,7 +124,7 @@ def predict_study(
         t0 = time.perf_counter()
         stored = client.store(results.files)
         secs["store"] = time.perf_counter() - t0
-        pred.record["dicom_results"]["stored"] = {"url": client.url, "sop_instance_uids": stored}
+        pred.record["dicom_results"]["stored"] = {"url": redact_url(client.url), "sop_instance_uids": stored}
     atomic_write_json(out / "prediction.json", json_clean(pred.record), indent=2)
     return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs)
 
@@ -160,7 +164,7 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
                                   select_series(headers, opts)))
     n_instances = sum(h.n_instances for e in entries for h in e.series)
-    return TreeIndex(client.url, entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
+    return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - t0, options=opts)
 
 
@@ -193,7 +197,7 @@ def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Pat
         write_manifest(cases, tmp)
     doc = {
         "spinedx_version": __version__,
-        "dicomweb": str(index.root),
+        "dicomweb": redact_url(str(index.root)),
         "manifest": str(manifest_path.resolve()),
         "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
                     "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},

@@ -281,14 +281,16 @@ class LocalDatastore:
         return doc
 
     # -- writing ------------------------------------------------------------------------------------------
-    def save_annotation(self, key: str, changes: dict[str, Any], if_match: str | None) -> tuple[Annotation, str]:
+    def save_annotation(self, key: str, changes: dict[str, Any],
+                        if_match: str | list[str] | None) -> tuple[Annotation, str]:
         """Apply ``changes`` (already validated) to the case and write the manifest atomically.
 
         Args:
             key: the case.
             changes: field -> new value (``label``, ``lesion_slices``, ``box``, ``features``, ``readers``); a
                 field not given is left as it is.
-            if_match: the version the client edited (None: accept whatever is stored).
+            if_match: the version the client edited, or a list of versions any of which may be the stored one
+                (``"*"``: any; None: accept whatever is stored).
 
         Returns:
             The saved annotation and its new version.
@@ -307,9 +309,10 @@ class LocalDatastore:
                 raise NotFound("no such case", where=key)
             old = cases[idx]
             current = row_version(old)
-            if if_match is not None and if_match not in ("*", current):
-                raise Conflict(f"the case was changed by someone else (version {current}, yours {if_match}); "
-                               "reload it and apply your edit again", where=key)
+            accepted = [if_match] if isinstance(if_match, str) else list(if_match or ())
+            if if_match is not None and "*" not in accepted and current not in accepted:
+                raise Conflict(f"the case was changed by someone else (version {current}, yours "
+                               f"{', '.join(accepted) or 'none'}); reload it and apply your edit again", where=key)
             new = old
             if "label" in changes:
                 new = replace(new, label=changes["label"])

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from spinedx.common import redact_url
 from spinedx.errors import SpinedxError
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that is short, blank, or holds characters an ``Authorization`` header cannot carry as given.
+
+    Raises:
+        SpinedxError: naming ``--token`` and what to use instead.
+    """
+    how = "use a long random secret (e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
+    if not token.strip():
+        raise SpinedxError(f"the token is blank; {how}", where="--token")
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in token):
+        # HTTP trims spaces around a header value and carries only ASCII as given: such a token could never match
+        raise SpinedxError(f"the token holds spaces, control or non-ASCII characters; {how}", where="--token")
+    if len(token) < 16:
+        raise SpinedxError(f"the token is shorter than 16 characters; {how}", where="--token")
 
 
 def is_loopback(host: str) -> bool:
@@ -30,7 +47,7 @@ class ServeSettings:
         dicom_root: a DICOM tree whose studies are indexed and added to the manifest (optional).
         model: a ``spinedx cv`` run folder whose fold models predict (optional; no Predict without it).
         host: interface to bind; anything but loopback needs ``token``.
-        port: TCP port.
+        port: TCP port (0: any free port; the URL printed names the one chosen).
         token: bearer token required on every ``/api`` request (None: no token, loopback only).
         max_body_bytes: larger request bodies are refused with 413.
         cache_bytes: memory bound of the decoded-volume cache.
@@ -46,7 +63,7 @@ class ServeSettings:
     model: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8765
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 64 * 1024
     cache_bytes: int = 1024 * 1024 * 1024
     register: bool | None = None
@@ -57,23 +74,26 @@ class ServeSettings:
         """Refuse unsafe or unusable settings before anything listens.
 
         Raises:
-            SpinedxError: a non-loopback host without a token, a too-short token, nothing to serve.
+            SpinedxError: a non-loopback host without a token, a too-short or blank token, a port outside
+                0-65535, nothing to serve.
         """
         if not is_loopback(self.host) and not self.token:
             raise SpinedxError(
                 f"refusing to listen on {self.host} without --token: any machine on the network could read and "
                 "change the cohort. Bind 127.0.0.1 (the default) or give --token with a long random secret",
                 where="--host")
-        if self.token is not None and len(self.token) < 16:
-            raise SpinedxError("the token is shorter than 16 characters; use a long random secret "
-                               "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')", where="--token")
+        if self.token is not None:
+            check_token(self.token)
+        if not 0 <= self.port <= 65535:
+            raise SpinedxError(f"port {self.port} is not a TCP port; give 1-65535 (or 0 for any free port)",
+                               where="--port")
         if self.cohort is None and self.dicom_root is None and self.dicomweb is None:
             raise SpinedxError("nothing to serve: give a DICOM_ROOT to index, --dicomweb URL, --cohort cohort.csv, "
                                "or a source and --cohort", where="spinedx serve")
         if self.dicom_root is not None and self.dicomweb is not None:
             raise SpinedxError("give either a DICOM_ROOT or --dicomweb URL, not both", where="spinedx serve")
         if self.dicomweb is not None and not self.dicomweb.lower().startswith(("http://", "https://")):
-            raise SpinedxError("a DICOMweb URL starts with http:// or https://", where=self.dicomweb)
+            raise SpinedxError("a DICOMweb URL starts with http:// or https://", where=redact_url(self.dicomweb))
         if self.dicom_root is not None and not Path(self.dicom_root).is_dir():
             raise SpinedxError("DICOM_ROOT is not a folder", where=str(self.dicom_root))
         if (self.cohort is not None and not Path(self.cohort).is_file() and self.dicom_root is None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
 from spinedx.serve.datastore import InvalidInput
 from spinedx.serve.deps import get_state
@@ -19,12 +20,33 @@ def _etag(version: str) -> str:
     return f'"{version}"'
 
 
-def _if_match(value: str | None) -> str | None:
-    if value is None:
+# one element of an If-Match list: "*", an entity-tag (W/ allowed: our tags are strong, a client may still mark
+# one weak) or, leniently, a bare version; empty elements are allowed by the list syntax (RFC 9110, 5.6.1)
+_IF_MATCH_ITEM = re.compile(r'[ \t]*(?:(?P<star>\*)|(?:W/)?"(?P<tag>[^"]*)"|(?P<bare>[^ \t",]+))?[ \t]*(?:,|\Z)')
+
+
+def parse_if_match(values: list[str], *, where: str) -> list[str] | None:
+    """The versions an ``If-Match`` header accepts (RFC 9110, 13.1.1): ``["*"]`` for any, else every entity-tag of
+    the list (several header lines are one list); None without the header.
+
+    Raises:
+        InvalidInput: a header that is not such a list (an open quote, an empty value).
+    """
+    if not values:
         return None
-    v = value.strip()
-    v = v.removeprefix("W/")
-    return v.strip('"')
+    text = ", ".join(values)
+    tags: list[str] = []
+    pos = 0
+    while pos < len(text):
+        m = _IF_MATCH_ITEM.match(text, pos)
+        if m is None or m.end() == pos:
+            break
+        pos = m.end()
+        tags += [m.group(name) for name in ("star", "tag", "bare") if m.group(name) is not None]
+    if pos < len(text) or not tags:
+        raise InvalidInput(f"[If-Match] cannot read {text!r}: send the ETag of the case as the server gave it "
+                           '(e.g. If-Match: "<version>"), a list of them, or *', where=where)
+    return tags
 
 
 @router.get("")
@@ -78,24 +100,27 @@ def get_case(patient_id: str, response: Response, state: AppState = Depends(get_
 @router.put("/{patient_id}/annotation")
 def put_annotation(
     patient_id: str,
+    request: Request,
     response: Response,
     body: Any = Body(..., examples=[_EXAMPLE]),  # noqa: B008
-    if_match: str | None = Header(None),
+    if_match: str | None = Header(None, description='"<version>", a list of them, or *'),  # noqa: ARG001
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
     """Save the annotation (fields not given stay as they are; null clears one). ``If-Match: "<version>"`` makes
-    the save conditional: a stale version gets 409 and nothing is written. Invalid input gets 422 with the CLI's
-    message."""
+    the save conditional (RFC 9110: a list matches when it names the current version; ``*`` matches any): a stale
+    version gets 409 and nothing is written. Invalid input gets 422 with the CLI's message."""
     from spinedx.serve.validation import check_against_t2, parse_changes
 
     state.store.case(patient_id)  # 404 before validating
+    # every If-Match line (the parameter above documents the header; a repeated header is one list)
+    versions = parse_if_match(request.headers.getlist("if-match"), where=patient_id)
     changes = parse_changes(body, where=patient_id)
     if "lesion_slices" in changes or "box" in changes:
         ann, _ = state.store.annotation(patient_id)
         slices = changes.get("lesion_slices", ann.lesion_slices)
         box = changes.get("box", ann.box)
         check_against_t2(state.volume(patient_id, "t2").image, tuple(slices), box, where=patient_id)
-    ann, version = state.store.save_annotation(patient_id, changes, _if_match(if_match))
+    ann, version = state.store.save_annotation(patient_id, changes, versions)
     response.headers["ETag"] = _etag(version)
     return {"patient_id": patient_id, "version": version, "annotation": ann.to_dict()}
 

@@ -15,8 +15,9 @@ router = APIRouter(prefix="/api", tags=["health"])
 
 @router.get("/health")
 def health(state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
-    """Server status, version, whether a model is loaded and whether the cohort is synthetic; the form's features
-    and reader columns."""
+    """Server status, version, whether a model is loaded and whether the cohort is synthetic, the DICOMweb server
+    browsed (its URL without user-info); the form's features and reader columns."""
+    from spinedx.common import redact_url
     from spinedx.features import FEATURES
 
     cohort = state.store.cohort
@@ -24,5 +25,6 @@ def health(state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B00
             "synthetic": state.store.synthetic, "cases": len(state.store.cohort.cases),
             "model": state.predictor.describe() if state.predictor is not None else None,
             "register": bool(state.extract_config.register),
+            "dicomweb": redact_url(state.store.dicomweb) if state.store.dicomweb else None,
             "features": [{"name": k, "description": v} for k, v in FEATURES.items()],
             "readers": list(cohort.reader_names) or ["reader_1", "reader_2", "reader_3"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -33,13 +34,19 @@ def slice_image(
     patient_id: str,
     which: str,
     k: int,
-    wc: float | None = Query(None, description="window centre (default: from the series' percentiles)"),
-    ww: float | None = Query(None, gt=0, description="window width"),
+    wc: float | None = Query(None, description="window centre, a finite number (default: from the series' "
+                             "percentiles)"),
+    ww: float | None = Query(None, description="window width, a finite number above 0"),
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    """Slice ``k`` of the case's T1W or T2W series in the reader's canonical grid, as an 8-bit PNG."""
+    """Slice ``k`` of the case's T1W or T2W series in the reader's canonical grid, as an 8-bit PNG. A window value
+    that is not a finite number (``nan``, ``inf``) or a width not above 0 is refused (422), never drawn blank."""
     from spinedx.serve.volumes import slice_png
 
+    if wc is not None and not math.isfinite(wc):
+        raise InvalidInput(f"[wc] the window centre must be a finite number, not {wc}", where=patient_id)
+    if ww is not None and not (math.isfinite(ww) and ww > 0):
+        raise InvalidInput(f"[ww] the window width must be a finite number above 0, not {ww}", where=patient_id)
     if which not in ("t1", "t2"):
         raise NotFound("series must be t1 or t2", where=patient_id)
     vol = state.volume(patient_id, which)
