@@ -13,7 +13,8 @@ shared groups are read when the top-level attributes are absent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,80 @@ TAGS: dict[str, str] = {
     "NumberOfSeriesRelatedInstances": "00201209",
     "SOPClassUID": "00080016",
 }
+# -- what counts as an MR image (one rule for spinedx index and the reader, spinedx.io) ----------------------------
+#: SOP classes of MR images (PS3.4 B.5): MR, Enhanced MR, Enhanced MR Color (refused later as colour), Legacy
+#: Converted Enhanced MR.
+MR_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",
+                                  "1.2.840.10008.5.1.4.1.1.4.3", "1.2.840.10008.5.1.4.1.1.4.4"})
+#: Modalities (0008,0060) of objects that are not images (PS3.3 C.7.3.1.1.1): segmentations, reports, presentation
+#: states, key objects, registrations, RT structures/plans/doses/records, fiducials, documents, waveforms, models.
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "FID",
+                                  "RWV", "DOC", "AU", "ECG", "HD", "EPS", "RESP", "PLAN", "M3D", "SMR"})
+_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a CS value (PS3.5 6.2)
+
+
+def allowed_modalities(values: Iterable[str] | None) -> tuple[str, ...]:
+    """The modalities accepted besides MR (``--allow-modality``), upper-cased, sorted and checked.
+
+    Raises:
+        ValueError: a value that is not a modality code, or the modality of a non-image object (a segmentation
+            or a report cannot be read as an MR image whatever is allowed).
+    """
+    out = set()
+    for v in values or ():
+        code = str(v).strip().upper()
+        if not _MODALITY_CODE.fullmatch(code):
+            raise ValueError(f"'{v}' is not a DICOM modality code (such as CT or OT)")
+        if code in NON_IMAGE_MODALITIES:
+            raise ValueError(f"{code} objects are not images, so they cannot stand for a T1W/T2W series; "
+                             "allow image modalities only (such as CT)")
+        out.add(code)
+    out.discard("MR")
+    return tuple(sorted(out))
+
+
+def modality_problem(modality: str | None, sop_class_uid: str | None = None,
+                     allow: Iterable[str] = ()) -> str | None:
+    """Why a series is not an MR image series spinedx may read, or None when it is (or is allowed).
+
+    The rule (shared by :func:`spinedx.studyindex.select_series` and :func:`spinedx.io.read_image`): Modality
+    (0008,0060) ``MR`` is accepted; a non-image modality (:data:`NON_IMAGE_MODALITIES`) is refused as "not an image
+    series"; any other modality (CT, US, OT, ...) as "not an MR image series" unless it is in ``allow``. Without a
+    Modality the SOP class decides (an MR storage class is accepted); without either the series is taken as MR
+    (nothing says otherwise).
+
+    Args:
+        modality: Modality as written ('' or None when absent).
+        sop_class_uid: SOPClassUID ('' or None when absent).
+        allow: modalities accepted besides MR (see :func:`allowed_modalities`).
+
+    Returns:
+        ``"not an MR image series (Modality CT)"`` or ``"not an image series (Modality SEG)"`` (and the like), or None.
+    """
+    m = (modality or "").strip().upper()
+    sop = (sop_class_uid or "").strip()
+    if m == "MR":
+        return None
+    if m in NON_IMAGE_MODALITIES:
+        return f"not an image series (Modality {m})"
+    if m:
+        return None if m in {a.strip().upper() for a in allow} else f"not an MR image series (Modality {m})"
+    if not sop or sop in MR_IMAGE_SOP_CLASSES:
+        return None
+    return f"not an MR image series (no Modality; SOP class {sop_class_name(sop)})"
+
+
+def sop_class_name(uid: str) -> str:
+    """The SOP class's name when pydicom knows it (``CT Image Storage``), else the UID."""
+    try:
+        from pydicom.uid import UID
+
+        name = UID(uid).name
+    except Exception:  # noqa: BLE001 -- an odd value is shown as written
+        return uid
+    return str(name) if name and name != uid else uid
+
+
 # Enhanced MR functional groups (C.7.6.16): where TE/TR/IOP live in multi-frame files.
 _SHARED_FG = "52009229"
 _PLANE_ORIENTATION_SEQ = "00209116"
