@@ -369,15 +369,16 @@ def _check_modality(items: list[tuple[Path, Any]], folder: Path, where: str | No
     Returns:
         The warning for a modality accepted through ``allow`` (empty for MR).
     """
-    from spinedx.studyindex.header import modality_problem, sop_class_name
+    from spinedx.studyindex.header import modality_problem, sop_class_modality, sop_class_name
 
     seen: dict[tuple[str, str], Path] = {}
     for path, ds in items:
         seen.setdefault((_text(ds, "Modality").upper(), _text(ds, "SOPClassUID")), path)
-    for (modality, sop), path in seen.items():
-        problem = modality_problem(modality, sop, allow)
+    for (given, sop), path in seen.items():
+        problem = modality_problem(given, sop, allow)
         if problem is None:
             continue
+        modality = given or sop_class_modality(sop)
         if problem.startswith("not an image"):
             ds = next(d for p, d in items if p == path)
             what = f"a {sop_class_name(sop)} object" if sop else "an object without SOP class"
@@ -385,12 +386,16 @@ def _check_modality(items: list[tuple[Path, Any]], folder: Path, where: str | No
             raise ImageReadError(f"{problem}: {what}{pixels}, not an MR image; point the manifest at the sagittal "
                                  "T1W/T2W MR series (t1_series_uid/t2_series_uid when a folder holds several) "
                                  f"({path.name})", where=where_of(folder, where))
-        hint = f"pass --allow-modality {modality} (allow_modality=('{modality}',)) to read it anyway" if modality \
-            else "re-export the series with its Modality"
         raise ImageReadError(f"{problem}: spinedx reads MR images; point the manifest at the sagittal T1W/T2W MR "
-                             f"series, or {hint} ({path.name})", where=where_of(folder, where))
-    others = sorted({m for m, _ in seen if m and m != "MR"})
-    return [f"Modality {m} accepted (allow_modality {', '.join(allow)}): not an MR image" for m in others]
+                             f"series, or pass --allow-modality {modality} (allow_modality=('{modality}',)) to read "
+                             f"it anyway ({path.name})", where=where_of(folder, where))
+    notes = []
+    others = sorted({given or sop_class_modality(sop) for given, sop in seen} - {"", "MR"})
+    if others:
+        notes.append(f"Modality {', '.join(others)} accepted (--allow-modality): not an MR image")
+    if any(not given and not sop_class_modality(sop) for given, sop in seen):
+        notes.append("no Modality (0008,0060) and a modality-neutral SOP class: read as MR")
+    return notes
 
 
 @dataclass

@@ -54,6 +54,31 @@ MR_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.
 NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "FID",
                                   "RWV", "DOC", "AU", "ECG", "HD", "EPS", "RESP", "PLAN", "M3D", "SMR"})
 _MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a CS value (PS3.5 6.2)
+#: The modality a modality-specific SOP class stands for (PS3.4 B.5), used when Modality is absent. Secondary
+#: Capture and other modality-neutral classes are not here: without a Modality they are taken as MR.
+_SOP_CLASS_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX", "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.2": "CT", "1.2.840.10008.5.1.4.1.1.2.1": "CT", "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US", "1.2.840.10008.5.1.4.1.1.6.1": "US", "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA", "1.2.840.10008.5.1.4.1.1.12.2": "RF", "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.128": "PT", "1.2.840.10008.5.1.4.1.1.130": "PT", "1.2.840.10008.5.1.4.1.1.128.1": "PT",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RTIMAGE", "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT", "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.1": "REG", "1.2.840.10008.5.1.4.1.1.88.59": "KO",
+    **{uid: "MR" for uid in MR_IMAGE_SOP_CLASSES},
+}
+
+
+def sop_class_modality(sop_class_uid: str | None) -> str:
+    """The modality a SOP class stands for ('' for modality-neutral classes such as Secondary Capture)."""
+    sop = (sop_class_uid or "").strip()
+    if sop in _SOP_CLASS_MODALITY:
+        return _SOP_CLASS_MODALITY[sop]
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
+        return "SR"
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.11."):
+        return "PR"
+    return ""
 
 
 def allowed_modalities(values: Iterable[str] | None) -> tuple[str, ...]:
@@ -83,8 +108,8 @@ def modality_problem(modality: str | None, sop_class_uid: str | None = None,
     The rule (shared by :func:`spinedx.studyindex.select_series` and :func:`spinedx.io.read_image`): Modality
     (0008,0060) ``MR`` is accepted; a non-image modality (:data:`NON_IMAGE_MODALITIES`) is refused as "not an image
     series"; any other modality (CT, US, OT, ...) as "not an MR image series" unless it is in ``allow``. Without a
-    Modality the SOP class decides (an MR storage class is accepted); without either the series is taken as MR
-    (nothing says otherwise).
+    Modality a modality-specific SOP class stands for its modality (CT Image Storage for CT, MR Image Storage for
+    MR); a modality-neutral one (Secondary Capture) or none is taken as MR, since nothing says otherwise.
 
     Args:
         modality: Modality as written ('' or None when absent).
@@ -94,17 +119,14 @@ def modality_problem(modality: str | None, sop_class_uid: str | None = None,
     Returns:
         ``"not an MR image series (Modality CT)"`` or ``"not an image series (Modality SEG)"`` (and the like), or None.
     """
-    m = (modality or "").strip().upper()
-    sop = (sop_class_uid or "").strip()
-    if m == "MR":
+    given = (modality or "").strip().upper()
+    m = given or sop_class_modality(sop_class_uid)
+    if not m or m == "MR":
         return None
+    what = f"Modality {m}" if given else f"no Modality; SOP class {sop_class_name(str(sop_class_uid).strip())}"
     if m in NON_IMAGE_MODALITIES:
-        return f"not an image series (Modality {m})"
-    if m:
-        return None if m in {a.strip().upper() for a in allow} else f"not an MR image series (Modality {m})"
-    if not sop or sop in MR_IMAGE_SOP_CLASSES:
-        return None
-    return f"not an MR image series (no Modality; SOP class {sop_class_name(sop)})"
+        return f"not an image series ({what})"
+    return None if m in {a.strip().upper() for a in allow} else f"not an MR image series ({what})"
 
 
 def sop_class_name(uid: str) -> str:

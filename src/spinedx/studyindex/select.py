@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem
+from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem, sop_class_modality
 
 SAGITTAL_MIN = 0.7  # |normal . (1, 0, 0)|, as spinedx.io.read_image's check
 MIN_IMAGES = 3  # a lesion slice and its two neighbours
@@ -285,13 +285,12 @@ def _judge(s: SeriesHeader, opts: SelectionOptions) -> SeriesVerdict:
         v.reasons.append(msg)
 
     problem = modality_problem(s.modality, s.sop_class_uid, opts.allow_modality)
+    modality = s.modality or sop_class_modality(s.sop_class_uid)
     if problem:
-        hint = "" if problem.startswith("not an image") or not s.modality else \
-            f" (--allow-modality {s.modality} accepts it)"
-        refuse(problem + hint)
-    elif s.modality and s.modality != "MR":
-        v.reasons.append(f"Modality {s.modality}: accepted (--allow-modality {s.modality})")
-    elif not s.modality:
+        refuse(problem + ("" if problem.startswith("not an image") else f" (--allow-modality {modality} accepts it)"))
+    elif modality and modality != "MR":
+        v.reasons.append(f"Modality {modality}: accepted (--allow-modality {modality})")
+    elif not modality:
         v.reasons.append("no Modality; treated as MR")
     if "LOCALIZER" in s.image_type:
         refuse("localiser (ImageType LOCALIZER)")
