@@ -233,3 +233,71 @@ def test_every_grayscale_image_of_pydicoms_test_files_gives_pydicoms_pixels_and_
         shutil.rmtree(folder)
     # 17 files on pydicom 3.0 with this environment's decoders (FIELD-NOTES), all compared now, the padded one too
     assert len(compared) >= 17 and "MR_small_padded.dcm" in compared, (compared, refused)
+
+
+# -- through the commands: extract, predict, serve ------------------------------------------------------------------
+def _ct_t1_case(root: Path) -> Path:
+    """A manifest of one patient whose T1 series is CT (the T2 is MR), boxes inside the images."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 15 ** 2).astype(np.int16)
+    t1 = np.stack([500 - 200 * body + 5 * k for k in range(6)]).astype(np.int16)
+    t2 = np.stack([100 + 300 * body + 5 * k for k in range(6)]).astype(np.int16)
+    study, frame = generate_uid(), generate_uid()
+    write_series(root / "P1" / "T1", t1, spacing=(1.0, 1.0, 4.0), modality="CT", echo_time=15.0, repetition_time=400.0,
+                 study_uid=study, frame_uid=frame, series_description="T1 SAG")
+    write_series(root / "P1" / "T2", t2, spacing=(1.0, 1.0, 4.0), study_uid=study, frame_uid=frame)
+    manifest = root / "cohort.csv"
+    manifest.write_text('patient_id,label,t1,t2,lesion_slices,box\nP1,benign,P1/T1,P1/T2,2;3,"16,16,48,48"\n')
+    return manifest
+
+
+def test_extract_refuses_a_ct_t1_unless_allowed(tmp_path):
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    manifest = _ct_t1_case(tmp_path / "case")
+    args = ["extract", str(manifest), "--out", str(tmp_path / "patches"), "--no-register", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "P1 t1" in res.output and "not an MR image series (Modality CT)" in res.output
+    assert not (tmp_path / "patches" / "patches.npz").exists()
+    res = CliRunner().invoke(app, [*args, "--allow-modality", "CT"])
+    assert res.exit_code == 0, res.output
+    assert "warning: P1: t1: Modality CT accepted (--allow-modality): not an MR image" in res.output
+    res = CliRunner().invoke(app, [*args, "--allow-modality", "SR"])
+    assert res.exit_code == 2 and "error: --allow-modality: SR objects are not images" in res.output
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_ct_t1_and_writes_no_sr_unless_allowed(tmp_path):
+    from runhelpers import write_run
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+
+    run = write_run(tmp_path / "run", n_patients=12, n_folds=2, optimistic=False)
+    case = tmp_path / "case"
+    _ct_t1_case(case)
+    out = tmp_path / "pred"
+    args = ["predict", "--model", str(run), "--t1", str(case / "P1" / "T1"), "--t2", str(case / "P1" / "T2"),
+            "--lesion-slices", "2;3", "--box", "16,16,48,48", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "not an MR image series (Modality CT)" in res.output, res.output
+    assert not out.exists()  # no prediction, no SR
+    res = CliRunner().invoke(app, [*args, "--allow-modality", "CT"])
+    assert res.exit_code == 0, res.output
+    assert "warning: t1: Modality CT accepted" in res.output and (out / "dicom" / "sr.dcm").is_file()
+
+
+def test_serve_reads_a_ct_series_only_when_allowed(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from spinedx.serve import ServeSettings, create_app
+
+    manifest = _ct_t1_case(tmp_path / "case")
+    with TestClient(create_app(ServeSettings(cohort=manifest))) as client:
+        r = client.get("/api/cases/P1/t1/2.png")
+        assert r.status_code == 422 and "not an MR image series (Modality CT)" in r.text
+        assert client.get("/api/cases/P1/t2/2.png").status_code == 200
+    with TestClient(create_app(ServeSettings(cohort=manifest, allow_modality=("CT",)))) as client:
+        assert client.get("/api/cases/P1/t1/2.png").status_code == 200

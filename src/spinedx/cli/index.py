@@ -34,13 +34,10 @@ def index(
     file at --out is refused.
     """
     from spinedx.studyindex import SelectionOptions, index_tree, write_index
+    from spinedx.studyindex.header import allow_modality_option
 
-    try:
-        opts = SelectionOptions(allow_fat_suppressed=allow_fat_suppressed, allow_contrast=allow_contrast,
-                                allow_derived=allow_derived, allow_modality=tuple(allow_modality or ()))
-    except ValueError as exc:
-        fail(f"--allow-modality: {exc}")
-        return
+    opts = SelectionOptions(allow_fat_suppressed=allow_fat_suppressed, allow_contrast=allow_contrast,
+                            allow_derived=allow_derived, allow_modality=allow_modality_option(allow_modality))
     if (root is None) == (dicomweb is None):
         fail("give either a DICOM folder (ROOT) or --dicomweb URL")
     if dicomweb is not None:

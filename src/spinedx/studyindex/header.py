@@ -101,6 +101,20 @@ def allowed_modalities(values: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def allow_modality_option(values: Iterable[str] | None) -> tuple[str, ...]:
+    """``--allow-modality`` values checked for a command: :func:`allowed_modalities`, refusing with one line.
+
+    Raises:
+        SpinedxError: a value that is not an image modality code (named ``--allow-modality``).
+    """
+    from spinedx.errors import SpinedxError
+
+    try:
+        return allowed_modalities(values)
+    except ValueError as exc:
+        raise SpinedxError(str(exc), where="--allow-modality") from None
+
+
 def modality_problem(modality: str | None, sop_class_uid: str | None = None,
                      allow: Iterable[str] = ()) -> str | None:
     """Why a series is not an MR image series spinedx may read, or None when it is (or is allowed).
