@@ -261,6 +261,8 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
     import pydicom  # noqa: F401 -- imported before the clock starts: the rate is per file, not per interpreter
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import spinedx.io  # noqa: F401 -- the reader's checks of the chosen series (check_chosen_series), likewise
+
     t0 = time.perf_counter()
     files = _walk(root)
     series_files: dict[tuple[str, str, str], list[str]] = defaultdict(list)

@@ -189,7 +189,11 @@ class StudySelection:
                 desc = next((v.description for v in self.verdicts if v.series_uid == uid), "")
                 parts.append(f"{role.upper()}W: #{number} '{desc}' not usable: {reason}")
             else:
-                parts.append(f"{role.upper()}W: none")
+                # the best refused series of that weighting says what stood in the way (another modality, STIR, ...)
+                refused = [v for v in self.verdicts if v.role == role and v.rank is None and v.reasons]
+                why = f" (#{refused[0].series_number} '{refused[0].description}' refused: {refused[0].reasons[0]})" \
+                    if refused else ""
+                parts.append(f"{role.upper()}W: none{why}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
