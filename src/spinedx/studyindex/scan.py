@@ -364,17 +364,21 @@ def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) ->
     from spinedx.errors import ImageReadError
     from spinedx.io import check_dicom_series
 
-    scans: dict[Path, Any] = {}  # a folder holding several series (a flat CD) is read once
+    todo = []
     for st in studies:
         for role in ("t1", "t2"):
-            chosen = getattr(st.selection, role)
-            folder = st.series_folder(role)
-            if chosen is None or folder is None:
-                continue
-            try:
-                check_dicom_series(folder, chosen.series_uid, allow_modality=options.allow_modality, scans=scans)
-            except ImageReadError as exc:
-                st.selection.reject(role, exc.one_line())
+            chosen, folder = getattr(st.selection, role), st.series_folder(role)
+            if chosen is not None and folder is not None:
+                todo.append((st, role, chosen, folder))
+    last_use = {folder.resolve(): i for i, (_, _, _, folder) in enumerate(todo)}
+    scans: dict[Path, Any] = {}  # a folder holding several series (a flat CD) is read once, let go after its last use
+    for i, (st, role, chosen, folder) in enumerate(todo):
+        try:
+            check_dicom_series(folder, chosen.series_uid, allow_modality=options.allow_modality, scans=scans)
+        except ImageReadError as exc:
+            st.selection.reject(role, exc.one_line())
+        if last_use[folder.resolve()] == i:
+            scans.pop(folder.resolve(), None)
 
 
 def write_index(index: TreeIndex, manifest_path: str | Path) -> WrittenIndex:
