@@ -301,3 +301,19 @@ def test_serve_reads_a_ct_series_only_when_allowed(tmp_path):
         assert client.get("/api/cases/P1/t2/2.png").status_code == 200
     with TestClient(create_app(ServeSettings(cohort=manifest, allow_modality=("CT",)))) as client:
         assert client.get("/api/cases/P1/t1/2.png").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+@pytest.mark.parametrize("extra", [128, 64 * 64 * 2])  # some padding; a whole extra frame
+def test_pixel_data_longer_than_described_gives_the_described_frame_in_every_syntax(tmp_path, name, extra):
+    """The native fast path and pydicom's decoders (big endian) alike: pydicom itself would return a whole extra
+    frame as a second frame (allow_excess_frames); the header describes one, and one is read."""
+    folder = _as_series(name, tmp_path / "s")
+    ref = pydicom.dcmread(PYDICOM_FILES / name).pixel_array.astype(np.float32)
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.PixelData = ds.PixelData + b"\x07" * extra
+        ds.save_as(f)
+    with pytest.warns(ImageReadWarning, match=rf"in 3 of 3 file\(s\) \(e\.g\. 0\.dcm: {8192 + extra} bytes"):
+        img = read_image(folder)
+    np.testing.assert_array_equal(img.array, np.stack([ref] * 3))

@@ -351,17 +351,6 @@ def check_path(path: Path, series_uid: str | None, where: str | None, *, allow_m
                        tuple(s.label for s in st.slices), tuple(st.warnings))
 
 
-# Kept for callers of the former names.
-def read_series(folder: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
-    """One series of a folder in its acquisition order (not yet canonical), MR only; see :func:`read_path`."""
-    return read_path(folder, series_uid, where, allow_modality=(), expect_sagittal=False, folder_only=True)
-
-
-def read_file(path: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
-    """:func:`read_dicom_file` before reorientation, MR only; see :func:`read_path`."""
-    return read_path(path, series_uid, where, allow_modality=(), expect_sagittal=False)
-
-
 def _check_modality(items: list[tuple[Path, Any]], folder: Path, where: str | None,
                     allow: tuple[str, ...]) -> list[str]:
     """Refuse a series that is not MR (every file is checked: one CT file among MR files is refused too).
