@@ -24,7 +24,8 @@ def extract(
         help="T1/T2 belonging check: strict refuses a T1 that is the T2 series, another patient's series or a "
              "swapped T1/T2 (by TE/TR); warn records it and goes on (unusual protocols); off skips it."),
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
-        None, "--allow-modality", help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Turn a cohort of T1/T2 series and T2 lesion boxes into patches.npz (N, 6, 64, 64) and extract.json.

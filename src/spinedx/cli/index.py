@@ -25,7 +25,8 @@ def index(
         False, "--allow-derived",
         help="Accept derived series (reformats, ImageType DERIVED) if nothing better exists."),
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
-        None, "--allow-modality", help="Accept series of this image modality besides MR (e.g. CT); repeatable."),
+        None, "--allow-modality", metavar="MODALITY",
+        help="Accept series of this image modality besides MR (e.g. CT); repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Index a DICOM tree: one manifest row per study with its T1W/T2W series (headers only, no pixel data).

@@ -34,7 +34,8 @@ def predict(
     store: bool = typer.Option(False, "--store", help="Send the SR and the overlays back to the server (STOW-RS)."),
     engine: str = typer.Option("torch", "--engine", help="torch, or onnx (a bundle exported with --format onnx)."),
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
-        None, "--allow-modality", help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
 ) -> None:
     """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
 

@@ -30,7 +30,8 @@ def serve(
         None, "--user", help="DICOMweb basic-auth user (password in SPINEDX_DICOMWEB_PASSWORD; or a bearer token "
         "in SPINEDX_DICOMWEB_TOKEN)."),
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
-        None, "--allow-modality", help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
