@@ -228,3 +228,12 @@ def test_a_ct_study_is_refused_by_name_unless_allowed(tree, tmp_path):
     assert json.loads((tmp_path / "index.json").read_text())["options"]["allow_modality"] == ["CT"]
     code, text = _index(str(tree), "--out", str(tmp_path / "x.csv"), "--allow-modality", "SEG")
     assert code == 2 and "error: --allow-modality: SEG objects are not images" in text
+
+
+def test_a_manifest_reached_through_a_symlinked_folder_is_still_its_own(tree, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = tmp_path / "link" / "cohort.csv"
+    assert _index(str(tree), "--out", str(out))[0] == 0  # index.json records the resolved path
+    code, text = _index(str(tree), "--out", str(out))
+    assert code == 0 and "0 new study(ies) added (the file is unchanged)" in text, text

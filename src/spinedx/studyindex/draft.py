@@ -233,7 +233,7 @@ def _existing_index_json(path: Path, manifest: Path, *, merging: bool) -> dict[s
         raise SpinedxError("exists and is not a spinedx index.json: spinedx index never replaces it; move it, or "
                            "write the manifest into another folder (index.json goes beside it)", where=str(path))
     recorded = doc.get("manifest")
-    if recorded and os.path.abspath(recorded) != os.path.abspath(manifest) and os.path.exists(recorded):
+    if recorded and os.path.realpath(recorded) != os.path.realpath(manifest) and os.path.exists(recorded):
         raise SpinedxError(f"belongs to another manifest ({recorded}), which it explains; write this manifest into "
                            "another folder (index.json goes beside it)", where=str(path))
     return doc if merging else None
