@@ -125,6 +125,7 @@ def predict_case(
     engine: str = "torch",
     dicom: bool = True,
     ensemble: Ensemble | None = None,
+    allow_modality: Sequence[str] = (),
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it (``explain.DEFAULT_METHOD``).
 
@@ -155,6 +156,8 @@ def predict_case(
         ensemble: the same fold models prepared once as one batched call (:class:`spinedx.models.Ensemble`, made
             from ``run``'s models; a server keeps it warm); used for the probabilities with ``engine="torch"``.
             It agrees with the per-model loop to float rounding (1e-4 checked).
+        allow_modality: DICOM image modalities read besides MR (``--allow-modality CT``); by default a series that
+            is not MR is refused, naming its modality.
         dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and heatmap
             Secondary Captures, :func:`spinedx.interop.write_dicom_results`) into ``out_dir/dicom``.
 
@@ -206,7 +209,7 @@ def predict_case(
     case = CaseRecord(patient_id=patient_id, label=None, t1=Path(t1), t2=Path(t2),  # type: ignore[arg-type]
                       t1_series_uid=t1_series_uid, t2_series_uid=t2_series_uid,
                       lesion_slices=slices_t, box=box_t)
-    patches = extract_case(case, config)
+    patches = extract_case(case, config, allow_modality=allow_modality)
     if patches.x.shape[-2:] != (run.patch_size, run.patch_size):
         raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
                            f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
@@ -315,12 +318,14 @@ def predict_case(
                             probs, heat, json_clean(record_doc))
     if out_dir is not None:
         write_prediction(result, patches.x, out_dir,
-                         dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None)
+                         dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None,
+                         allow_modality=allow_modality)
     return result
 
 
 def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path, *,
-                     dicom_inputs: tuple[Any, Any, str | None, str | None] | None = None) -> Path:
+                     dicom_inputs: tuple[Any, Any, str | None, str | None] | None = None,
+                     allow_modality: Sequence[str] = ()) -> Path:
     """Write ``prediction.json``, one T1/T2 overlay PNG per slice and ``explanation.json`` (the method that made the
     maps) into ``out_dir``, atomically.
 
@@ -352,7 +357,8 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path,
             from spinedx.interop import write_dicom_results_if_dicom
 
             t1, t2, uid1, uid2 = dicom_inputs
-            dicom = write_dicom_results_if_dicom(result, t1, t2, tmp, t1_series_uid=uid1, t2_series_uid=uid2)
+            dicom = write_dicom_results_if_dicom(result, t1, t2, tmp, t1_series_uid=uid1, t2_series_uid=uid2,
+                                                 allow_modality=allow_modality)
             if dicom is not None:
                 result.record["dicom_results"] = dicom.summary()
         (tmp / "prediction.json").write_text(json.dumps(result.record, indent=2, allow_nan=False) + "\n")

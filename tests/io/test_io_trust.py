@@ -3,6 +3,8 @@ big-endian and deflated transfer syntaxes."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
@@ -12,7 +14,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from spinedx.errors import ImageReadError
-from spinedx.io import Image, read_image
+from spinedx.io import Image, ImageReadWarning, read_image
 from spinedx.preprocess import ExtractConfig, extract_patches
 
 
@@ -94,11 +96,23 @@ def test_truncated_uncompressed_file_says_truncated_pixel_data(tmp_path, cut):
     assert files[3].name in msg and "truncated pixel data" in msg and "install" not in msg
 
 
-def test_pixel_data_longer_than_the_header_says_is_refused(tmp_path):
-    files = write_series(tmp_path / "s", _vol())
+def test_pixel_data_longer_than_the_header_says_gives_the_described_rows_with_one_warning(tmp_path):
+    """Issue 18: the excess is ignored as pydicom, GDCM and viewers do (it was refused); one warning per series."""
+    vol = _vol()
+    files = write_series(tmp_path / "s", vol)
     _edit(files, lambda ds: setattr(ds, "Rows", 39))  # the data holds 40 rows
-    msg = _err(tmp_path / "s")
-    assert ".dcm" in msg and "header does not match the image" in msg
+    with pytest.warns(ImageReadWarning) as rec:
+        img = read_image(tmp_path / "s", expect_sagittal=False)
+    assert len(rec) == 1  # once for the series, not once per file
+    msg = str(rec[0].message)
+    assert "in 5 of 5 file(s)" in msg and "2880 bytes" in msg and "= 2808" in msg and "excess ignored" in msg
+    assert img.meta["warnings"] == [msg.split(": ", 1)[1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the excess too
+        ref = np.stack([pydicom.dcmread(f).pixel_array for f in files]).astype(np.float32)
+    assert ref.shape == (5, 39, 36)
+    np.testing.assert_array_equal(img.array, ref)  # the series is on the canonical grid as written
+    np.testing.assert_array_equal(img.array, vol[:, :39, :])
 
 
 def test_symlink_loop_is_named(tmp_path):

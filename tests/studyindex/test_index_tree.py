@@ -118,7 +118,7 @@ def test_hard_tree_choices_and_reasons(hard_tree, tmp_path: Path) -> None:
     doc = json.loads(json_path.read_text())
     assert doc["counts"] == {"files": idx.n_files, "dicom": idx.n_dicom, "skipped_not_dicom": len(others),
                              "dicomdir": 1,
-                             "studies": 3, "complete": 1, "ambiguous": 1, "incomplete": 1}
+                             "studies": 3, "complete": 1, "ambiguous": 1, "incomplete": 1, "unusable": 0}
     assert doc["synthetic"] is True  # every series, copies included, carries spinedx synth's Manufacturer
 
 

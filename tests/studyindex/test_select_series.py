@@ -45,7 +45,10 @@ def test_paper_pair_is_chosen() -> None:
     (replace(T1, series_uid="x", description="SAG T1 +C", contrast_agent="Gadovist"), "ContrastBolusAgent 'Gadovist'"),
     (replace(T1, series_uid="x", description="SAG T1 POST"), "contrast-enhanced (description"),
     (replace(T2, series_uid="x", description="SAG T2 MPR", image_type=("DERIVED", "SECONDARY", "MPR")), "derived"),
-    (replace(T2, series_uid="x", modality="CT"), "modality CT, not MR"),
+    (replace(T2, series_uid="x", modality="CT"), "not an MR image series (Modality CT) (--allow-modality CT"),
+    (replace(T2, series_uid="x", modality="SEG"), "not an image series (Modality SEG)"),
+    (replace(T2, series_uid="x", modality="", sop_class_uid="1.2.840.10008.5.1.4.1.1.2"),
+     "not an MR image series (no Modality; SOP class CT Image Storage)"),
     (replace(T2, series_uid="x", n_instances=2, n_frames=2), "2 image(s)"),
     (replace(T2, series_uid="x", description="SAG T1"), "says T1W; check the series"),
     (replace(T2, series_uid="x", description="SAG PD", echo_time=30.0, repetition_time=2500.0), "PD weighting"),
@@ -81,6 +84,19 @@ def test_allowed_fat_sat_is_used_only_when_nothing_better() -> None:
     opts = SelectionOptions(allow_fat_suppressed=True)
     assert select_series([T1, stir], opts).t2 is stir
     assert select_series([T1, T2, stir], opts).t2 is T2
+
+
+def test_allow_modality_accepts_that_image_modality_only() -> None:
+    ct1, ct2 = replace(T1, modality="CT"), replace(T2, modality="CT")
+    assert select_series([ct1, ct2]).status == "incomplete"
+    sel = select_series([ct1, ct2], SelectionOptions(allow_modality=("ct",)))
+    assert sel.status == "ok" and sel.t1 is ct1
+    assert "Modality CT: accepted (--allow-modality CT)" in _verdict(sel, "1.1").reasons
+    with pytest.raises(ValueError, match="SEG objects are not images"):
+        SelectionOptions(allow_modality=("SEG",))
+    with pytest.raises(ValueError, match="not a DICOM modality code"):
+        SelectionOptions(allow_modality=("C T",))
+    assert SelectionOptions(allow_modality=("mr", "CT", "ct")).allow_modality == ("CT",)
 
 
 def test_missing_role_is_incomplete() -> None:

@@ -23,6 +23,9 @@ def extract(
         "strict", "--pair-check",
         help="T1/T2 belonging check: strict refuses a T1 that is the T2 series, another patient's series or a "
              "swapped T1/T2 (by TE/TR); warn records it and goes on (unusual protocols); off skips it."),
+    allow_modality: list[str] | None = typer.Option(  # noqa: B008
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Turn a cohort of T1/T2 series and T2 lesion boxes into patches.npz (N, 6, 64, 64) and extract.json.
@@ -34,12 +37,14 @@ def extract(
     from spinedx.preprocess import ExtractConfig, extract_cohort
     from spinedx.preprocess.extract import NothingExtracted
     from spinedx.preprocess.pairing import PAIR_CHECK_MODES
+    from spinedx.studyindex.header import allow_modality_option
 
     if pair_check not in PAIR_CHECK_MODES:
         fail(f"--pair-check must be one of {', '.join(PAIR_CHECK_MODES)}, got '{pair_check}'")
     config = ExtractConfig(patch_size=patch_size, margin=margin, register=register, pair_check=pair_check)
     try:
-        res = extract_cohort(cohort, out, config, workers=workers, progress=progress)
+        res = extract_cohort(cohort, out, config, workers=workers, progress=progress,
+                             allow_modality=allow_modality_option(allow_modality))
     except NothingExtracted as exc:
         for _, line in exc.failed:
             typer.echo("error: " + " ".join(line.split()), err=True)

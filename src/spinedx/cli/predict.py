@@ -33,18 +33,27 @@ def predict(
     study: str | None = typer.Option(None, "--study", help="StudyInstanceUID on the --dicomweb server."),
     store: bool = typer.Option(False, "--store", help="Send the SR and the overlays back to the server (STOW-RS)."),
     engine: str = typer.Option("torch", "--engine", help="torch, or onnx (a bundle exported with --format onnx)."),
+    allow_modality: list[str] | None = typer.Option(  # noqa: B008
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
 ) -> None:
     """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
 
     The case is preprocessed with the extraction settings the run recorded at training time.
     """
     from spinedx.predict import predict_case
+    from spinedx.studyindex.header import allow_modality_option
 
+    allow = allow_modality_option(allow_modality)
     if dicomweb is not None:
         from spinedx.interop.cli_support import predict_dicomweb
 
         if t1 is not None or t2 is not None or study is None:
             fail("with --dicomweb give --study UID (and optionally --t1-series/--t2-series), not --t1/--t2")
+            return
+        if allow:
+            fail("--allow-modality is not available with --dicomweb (the server's series are chosen as MR); "
+                 "retrieve the series and give --t1/--t2")
             return
         res = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
                                t2_series=t2_series_uid, store=store, register=register, engine=engine)
@@ -54,7 +63,9 @@ def predict(
     else:
         res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
                            t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
-                           allow_missing_folds=allow_missing_folds, engine=engine)
+                           allow_missing_folds=allow_missing_folds, engine=engine, allow_modality=allow)
+    for line in (res.record.get("pair_check") or {}).get("warnings", []):  # e.g. pixel data longer than described
+        typer.echo("warning: " + " ".join(str(line).split()), err=True)
     m = res.record["model"]
     if m["synthetic_note"]:
         typer.echo(f"note: the model was {m['synthetic_note']}")

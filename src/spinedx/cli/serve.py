@@ -29,13 +29,18 @@ def serve(
     user: str | None = typer.Option(
         None, "--user", help="DICOMweb basic-auth user (password in SPINEDX_DICOMWEB_PASSWORD; or a bearer token "
         "in SPINEDX_DICOMWEB_TOKEN)."),
+    allow_modality: list[str] | None = typer.Option(  # noqa: B008
+        None, "--allow-modality", metavar="MODALITY",
+        help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
     from spinedx.serve import serve as run_server
+    from spinedx.studyindex.header import allow_modality_option
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
-                             register=register, dicomweb=dicomweb, dicomweb_user=user)
+                             register=register, dicomweb=dicomweb, dicomweb_user=user,
+                             allow_modality=allow_modality_option(allow_modality))
 
     def ready(url: str) -> None:
         typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "

@@ -18,7 +18,8 @@ def index_dicomweb(url: str, out: Path, options: Any, *, user: str | None = None
     from spinedx.interop.pacs import index_server, write_server_index
 
     idx = index_server(url, options, auth=DicomWebAuth.from_env(user))
-    manifest, json_path = write_server_index(idx, out)
+    written = write_server_index(idx, out)  # merged into an existing manifest, never replacing it
+    manifest, json_path = written
     n_series = sum(len(s.series) for s in idx.studies)
     typer.echo(f"indexed {redact_url(url)} in {idx.seconds:.1f} s: {len(idx.studies)} studies, {n_series} series, "
                f"{idx.n_dicom} instances (headers only)")
@@ -28,6 +29,7 @@ def index_dicomweb(url: str, out: Path, options: Any, *, user: str | None = None
         typer.echo(f"  {st.case_key}: {st.selection.status}: {st.selection.summary()}")
     if idx.synthetic:
         typer.echo("synthetic cohort, simulated readers (spinedx synth DICOM)")
+    typer.echo(written.summary())
     typer.echo(f"manifest: {manifest}")
     typer.echo(f"why each series was chosen or not: {json_path}")
 

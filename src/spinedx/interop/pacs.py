@@ -18,10 +18,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spinedx.common import redact_url
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
+
+if TYPE_CHECKING:
+    from spinedx.studyindex import WrittenIndex
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
 
@@ -168,7 +171,7 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
                      seconds=time.perf_counter() - t0, options=opts)
 
 
-def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Path]:
+def write_server_index(index: Any, manifest_path: str | Path) -> WrittenIndex:
     """Write the draft manifest of :func:`index_server` and ``index.json`` beside it.
 
     The images stay on the server, so the manifest has no ``t1``/``t2`` paths; each row names the study and the
@@ -177,11 +180,11 @@ def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Pat
     why it was chosen or not, as for a folder.
 
     Returns:
-        The paths of the manifest and of ``index.json``.
+        What was written and merged; unpacks as ``(manifest, index_json)``.
     """
     from spinedx import __version__
-    from spinedx.cohort import CaseRecord, write_manifest
-    from spinedx.fsutil import atomic_path, atomic_write_json
+    from spinedx.cohort import CaseRecord
+    from spinedx.studyindex import write_draft
 
     manifest_path = Path(manifest_path).expanduser()
     synthetic = index.synthetic
@@ -193,8 +196,6 @@ def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Pat
         if synthetic:
             extra["synthetic"] = "1"
         cases.append(CaseRecord(patient_id=st.case_key, label=None, extra=extra))  # type: ignore[arg-type]
-    with atomic_path(manifest_path) as tmp:
-        write_manifest(cases, tmp)
     doc = {
         "spinedx_version": __version__,
         "dicomweb": redact_url(str(index.root)),
@@ -207,6 +208,5 @@ def write_server_index(index: Any, manifest_path: str | Path) -> tuple[Path, Pat
         "synthetic": synthetic,
         "studies": [st.to_dict() for st in index.studies],
     }
-    json_path = manifest_path.parent / "index.json"
-    atomic_write_json(json_path, doc, indent=1)
-    return manifest_path, json_path
+    # merged into an existing manifest (every row kept), or refused when --out is not one (spinedx.studyindex.draft)
+    return write_draft(index, cases, doc, manifest_path)

@@ -9,6 +9,8 @@ source study. The folder is written whole or not at all (:func:`spinedx.fsutil.a
 from __future__ import annotations
 
 import uuid
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,14 @@ def device_uid(model_hash: str) -> str:
     return "2.25." + str(uuid.uuid5(_DEVICE_NAMESPACE, model_hash).int)
 
 
-def _image(img: Any, series_uid: str | None, where: str) -> Any:
-    from spinedx.io import Image, read_image
+def _image(img: Any, series_uid: str | None, where: str, allow_modality: Sequence[str] = ()) -> Any:
+    from spinedx.io import Image, ImageReadWarning, read_image
 
-    return img if isinstance(img, Image) else read_image(img, series_uid, where=where)
+    if isinstance(img, Image):
+        return img
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageReadWarning)  # said once, when the prediction read the series
+        return read_image(img, series_uid, where=where, allow_modality=allow_modality)
 
 
 def write_dicom_results(
@@ -156,14 +162,15 @@ def write_dicom_results(
 
 def write_dicom_results_if_dicom(prediction: Any, t1: Any, t2: Any, out_dir: str | Path, *,
                                  t1_series_uid: str | None = None, t2_series_uid: str | None = None,
-                                 model_hash: str | None = None) -> DicomResults | None:
+                                 model_hash: str | None = None,
+                                 allow_modality: Sequence[str] = ()) -> DicomResults | None:
     """:func:`write_dicom_results` when both inputs are DICOM series; None (nothing written) for other formats.
 
     This is the one call :func:`spinedx.predict.predict_case` makes: a NIfTI or NRRD case has no study to join,
     so it gets ``prediction.json`` and the PNG overlays only.
     """
-    t1_img = _image(t1, t1_series_uid, "t1")
-    t2_img = _image(t2, t2_series_uid, "t2")
+    t1_img = _image(t1, t1_series_uid, "t1", allow_modality)  # allow_modality: as the prediction read them
+    t2_img = _image(t2, t2_series_uid, "t2", allow_modality)
     if t1_img.meta.get("format") != "dicom" or t2_img.meta.get("format") != "dicom":
         return None
     return write_dicom_results(prediction, t1_img, t2_img, out_dir, model_hash=model_hash)

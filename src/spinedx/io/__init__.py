@@ -5,15 +5,15 @@ image comes back on the canonical sagittal grid (:mod:`spinedx.io.geometry`): ro
 columns anterior -> posterior, slices from the patient's left to right.
 """
 
-from spinedx.io.dicom import read_dicom_file, read_dicom_series
-from spinedx.io.discovery import SeriesInfo, list_dicom_series
+from spinedx.io.dicom import SeriesCheck, read_dicom_file, read_dicom_series
+from spinedx.io.discovery import ImageReadWarning, SeriesInfo, list_dicom_series
 from spinedx.io.geometry import CANONICAL_DIRECTIONS, CANONICAL_IOP, canonical_axes, to_canonical
 from spinedx.io.image import Image
-from spinedx.io.read import MIN_SLICES, check_image, read_image
+from spinedx.io.read import MIN_SLICES, check_dicom_series, check_image, read_image
 from spinedx.io.volume import read_nifti, read_sitk_volume
 
 __all__ = [
-    "CANONICAL_DIRECTIONS", "CANONICAL_IOP", "MIN_SLICES", "Image", "SeriesInfo", "canonical_axes", "check_image",
-    "list_dicom_series", "read_dicom_file", "read_dicom_series", "read_image", "read_nifti", "read_sitk_volume",
-    "to_canonical",
+    "CANONICAL_DIRECTIONS", "CANONICAL_IOP", "MIN_SLICES", "Image", "ImageReadWarning", "SeriesCheck", "SeriesInfo",
+    "canonical_axes", "check_dicom_series", "check_image", "list_dicom_series", "read_dicom_file",
+    "read_dicom_series", "read_image", "read_nifti", "read_sitk_volume", "to_canonical",
 ]

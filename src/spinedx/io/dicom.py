@@ -42,7 +42,9 @@ turns one series into an :class:`Image`. The rules (the standard is DICOM PS3.3;
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ import numpy as np
 from spinedx.errors import ImageReadError
 from spinedx.io.discovery import (
     Header,
+    ImageReadWarning,
     SeriesInfo,
     dcmread,
     derived,
@@ -68,11 +71,11 @@ from spinedx.io.discovery import (
     select_series,
     where_of,
 )
-from spinedx.io.geometry import SAGITTAL_MIN, Slice2D, orientation_name, stack_slices, to_canonical
+from spinedx.io.geometry import SAGITTAL_MIN, Slice2D, check_geometry, orientation_name, stack_slices, to_canonical
 from spinedx.io.image import Image
 from spinedx.io.pixels import MONOCHROME, decode, stack_pixels
 
-__all__ = ["SAGITTAL_MIN", "SeriesInfo", "list_dicom_series", "orientation_name", "read_dicom_file",
+__all__ = ["SAGITTAL_MIN", "SeriesCheck", "SeriesInfo", "list_dicom_series", "orientation_name", "read_dicom_file",
            "read_dicom_series"]
 
 # Tag names with their numbers, for messages that say which element is wrong.
@@ -116,8 +119,9 @@ def _rescale(label: str, where: str | None, pair: tuple[Any, Any]) -> tuple[floa
     return s, i
 
 
-def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
-    """The 2-D images of one dataset with their geometry (pixels decoded lazily)."""
+def _slices_of(path: Path, ds: Any, where: str | None, excess: list[tuple[str, int, int]]) -> list[Slice2D]:
+    """The 2-D images of one dataset with their geometry (pixels decoded lazily; pixel data longer than the
+    header describes is noted in ``excess`` when decoded)."""
     label0 = str(path)
     if not has_pixels(ds, header_only=False):
         raise ImageReadError(no_pixels_message(ds), where=where_of(path, where))
@@ -143,9 +147,9 @@ def _slices_of(path: Path, ds: Any, where: str | None) -> list[Slice2D]:
     def frame_pixels(k: int) -> Callable[[], np.ndarray]:
         def get() -> np.ndarray:
             if frames == 1:  # not kept: the caller copies it into the volume and drops it
-                return decode(path, ds, where)
+                return decode(path, ds, where, excess)
             if "a" not in cache:  # all frames are decoded at once
-                cache["a"] = decode(path, ds, where)
+                cache["a"] = decode(path, ds, where, excess)
             if cache["a"].ndim != 3 or cache["a"].shape[0] != frames:
                 raise ImageReadError(f"decoded pixel data has shape {cache['a'].shape}, expected {frames} frames",
                                      where=where_of(path, where))
@@ -229,7 +233,8 @@ def _check_series(slices: list[Slice2D], folder: Path, where: str | None) -> Non
                                  "series", where=w)
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, where: str | None = None) -> Image:
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, where: str | None = None,
+                      allow_modality: Iterable[str] = ()) -> Image:
     """Read one DICOM series (a folder, searched recursively) into an :class:`Image` on the canonical grid.
 
     The order, spacing and geometry rules are in the module docstring (PS3.3 C.7.6.2.1.1); the volume
@@ -239,65 +244,209 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, wher
         folder: folder holding the series' files (other series may be present too).
         series_uid: SeriesInstanceUID to read; needed when the folder holds several image series.
         where: prefix for error messages (e.g. ``"patient P001 t2"``).
+        allow_modality: image modalities accepted besides MR (e.g. ``("CT",)``).
 
     Returns:
         The image (float32 voxels after RescaleSlope/Intercept, MONOCHROME2 convention) with ``meta``
         holding SeriesInstanceUID, SeriesDescription, StudyInstanceUID, FrameOfReferenceUID, PatientID,
-        RepetitionTime, EchoTime, PhotometricInterpretation, the ``files`` in slice order, ``shear_deg`` and
-        ``reorientation``.
+        Modality, RepetitionTime, EchoTime, PhotometricInterpretation, the ``files`` in slice order, ``shear_deg``,
+        ``reorientation`` and ``warnings``.
 
     Raises:
-        ImageReadError: unreadable/non-image files, several series and no ``series_uid``,
-            localiser, mixed orientations, duplicate positions, irregular spacing.
+        ImageReadError: unreadable/non-image files, several series and no ``series_uid``, another modality than
+            MR (unless allowed), localiser, mixed orientations, duplicate positions, irregular spacing, fewer than
+            3 slices.
     """
-    return to_canonical(read_series(Path(folder), series_uid, where)[0])
+    from spinedx.studyindex.header import allowed_modalities
+
+    return to_canonical(read_path(Path(folder), series_uid, where, allow_modality=allowed_modalities(allow_modality),
+                                  expect_sagittal=False, folder_only=True)[0])
 
 
-def read_series(folder: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
-    """One series in its acquisition order (not yet canonical), and whether every voxel is known to be finite."""
-    return _read_groups(scan(folder, where, header_only=False), series_uid, folder, where)
-
-
-def read_dicom_file(path: str | Path, series_uid: str | None = None, *, where: str | None = None) -> Image:
+def read_dicom_file(path: str | Path, series_uid: str | None = None, *, where: str | None = None,
+                    allow_modality: Iterable[str] = ()) -> Image:
     """Read a DICOM file: a multi-frame (enhanced) file alone, a single-frame one with its series.
 
     A single-frame file stands for the whole series it belongs to (the files of its folder with
     the same SeriesInstanceUID), since one slice is not a volume. The result is on the canonical grid.
     """
-    return to_canonical(read_file(Path(path), series_uid, where)[0])
+    from spinedx.studyindex.header import allowed_modalities
+
+    return to_canonical(read_path(Path(path), series_uid, where, allow_modality=allowed_modalities(allow_modality),
+                                  expect_sagittal=False)[0])
 
 
-def read_file(path: Path, series_uid: str | None, where: str | None) -> tuple[Image, bool]:
-    """:func:`read_dicom_file` before reorientation, and whether every voxel is known to be finite."""
+@dataclass(frozen=True)
+class SeriesCheck:
+    """What the headers of a DICOM series say the reader would read (:func:`spinedx.io.check_dicom_series`).
+
+    Attributes:
+        series_uid: SeriesInstanceUID.
+        modality: Modality ('' when absent).
+        n_slices: slices of the stack.
+        shape: ``(slices, rows, columns)`` as acquired.
+        files: the files in slice order.
+        warnings: what the reader accepts with a warning (a modality accepted through ``allow_modality``).
+    """
+
+    series_uid: str
+    modality: str
+    n_slices: int
+    shape: tuple[int, int, int]
+    files: tuple[str, ...] = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def _groups_for(path: Path, series_uid: str | None, where: str | None, *, folder_only: bool = False,
+                scans: dict[Path, Any] | None = None) -> tuple[dict[str, list[tuple[Path, Any]]], str | None, Path]:
+    """The datasets to choose the series from, the UID to choose and the folder to name: a folder's files, a
+    multi-frame file alone, or a single-frame file's series in its folder."""
+    if folder_only or path.is_dir():
+        return _scan(path, where, scans), series_uid, path
     ds = dcmread(path, where, header_only=False)
     uid = _text(ds, "SeriesInstanceUID")
     if series_uid is not None and uid != series_uid:
         raise ImageReadError(f"file belongs to series {uid or '(none)'}, not {series_uid}",
                              where=where_of(path, where))
     if n_frames(ds) > 1:
-        return _read_groups({uid: [(path, ds)]}, None, path, where)
-    return read_series(path.parent, uid or None, where)
+        return {uid: [(path, ds)]}, None, path
+    return _scan(path.parent, where, scans), uid or None, path.parent
+
+
+def _scan(folder: Path, where: str | None, scans: dict[Path, Any] | None) -> dict[str, list[tuple[Path, Any]]]:
+    """:func:`scan` of a folder (headers, pixel data left in the files), once per folder when ``scans`` is given.
+
+    A refusal is kept too (as the exception), so a folder with a damaged file is read once and named each time.
+    """
+    if scans is None:
+        return scan(folder, where, header_only=False)
+    key = folder.resolve()
+    if key not in scans:
+        try:
+            scans[key] = scan(folder, None, header_only=False)
+        except ImageReadError as exc:
+            scans[key] = exc
+    got = scans[key]
+    if isinstance(got, ImageReadError):  # named again with this caller's prefix
+        raise ImageReadError(got.message, where=f"{where}: {got.where}" if where and got.where else got.where or where)
+    return got
+
+
+def read_path(path: Path, series_uid: str | None, where: str | None, *, allow_modality: tuple[str, ...],
+              expect_sagittal: bool, folder_only: bool = False) -> tuple[Image, bool]:
+    """A DICOM folder or file read as one series in its acquisition order (not yet canonical), and whether every
+    voxel is known to be finite. ``allow_modality`` must be normalised (``allowed_modalities``)."""
+    groups, uid, folder = _groups_for(path, series_uid, where, folder_only=folder_only)
+    return _read_groups(groups, uid, folder, where, allow_modality=allow_modality, expect_sagittal=expect_sagittal)
+
+
+def check_path(path: Path, series_uid: str | None, where: str | None, *, allow_modality: tuple[str, ...],
+               expect_sagittal: bool, scans: dict[Path, Any] | None = None) -> SeriesCheck:
+    """:func:`read_path` without the pixel data: every check made from the headers (see
+    :func:`spinedx.io.check_dicom_series`)."""
+    groups, uid, folder = _groups_for(path, series_uid, where, scans=scans)
+    st = _stack(groups, uid, folder, where, allow_modality=allow_modality, expect_sagittal=expect_sagittal)
+    s0 = st.slices[0]
+    return SeriesCheck(st.uid, st.meta["Modality"], len(st.slices), (len(st.slices), s0.rows, s0.cols),
+                       tuple(s.label for s in st.slices), tuple(st.warnings))
+
+
+def _check_modality(items: list[tuple[Path, Any]], folder: Path, where: str | None,
+                    allow: tuple[str, ...]) -> list[str]:
+    """Refuse a series that is not MR (every file is checked: one CT file among MR files is refused too).
+
+    Returns:
+        The warning for a modality accepted through ``allow`` (empty for MR).
+    """
+    from spinedx.studyindex.header import modality_problem, sop_class_modality, sop_class_name
+
+    seen: dict[tuple[str, str], Path] = {}
+    for path, ds in items:
+        seen.setdefault((_text(ds, "Modality").upper(), _text(ds, "SOPClassUID")), path)
+    for (given, sop), path in seen.items():
+        problem = modality_problem(given, sop, allow)
+        if problem is None:
+            continue
+        modality = given or sop_class_modality(sop)
+        if problem.startswith("not an image"):
+            ds = next(d for p, d in items if p == path)
+            what = f"a {sop_class_name(sop)} object" if sop else "an object without SOP class"
+            pixels = "" if has_pixels(ds, header_only=False) else ", no pixel data"
+            raise ImageReadError(f"{problem}: {what}{pixels}, not an MR image; point the manifest at the sagittal "
+                                 "T1W/T2W MR series (t1_series_uid/t2_series_uid when a folder holds several) "
+                                 f"({path.name})", where=where_of(folder, where))
+        raise ImageReadError(f"{problem}: spinedx reads MR images; point the manifest at the sagittal T1W/T2W MR "
+                             f"series, or pass --allow-modality {modality} (allow_modality=('{modality}',)) to read "
+                             f"it anyway ({path.name})", where=where_of(folder, where))
+    notes = []
+    others = sorted({given or sop_class_modality(sop) for given, sop in seen} - {"", "MR"})
+    if others:
+        notes.append(f"Modality {', '.join(others)} accepted (--allow-modality): not an MR image")
+    if any(not given and not sop_class_modality(sop) for given, sop in seen):
+        notes.append("no Modality (0008,0060) and a modality-neutral SOP class: read as MR")
+    return notes
+
+
+@dataclass
+class _Stack:
+    """A series checked from its headers: the chosen UID, its files, sorted slices, affine and facts."""
+
+    uid: str
+    items: list[tuple[Path, Any]]
+    slices: list[Slice2D]
+    affine: np.ndarray
+    meta: dict[str, Any]
+    warnings: list[str]
+    excess: list[tuple[str, int, int]]
+
+
+def _stack(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, folder: Path, where: str | None, *,
+           allow_modality: tuple[str, ...], expect_sagittal: bool) -> _Stack:
+    """Select the series and make every check its headers allow: modality, image, localiser, photometric and
+    rescale agreement, one regular stack, enough slices, the plane. The reader and ``spinedx index`` share it."""
+    uid = select_series(groups, series_uid, folder, where)
+    items = groups[uid]
+    notes = _check_modality(items, folder, where, allow_modality)
+    slices: list[Slice2D] = []
+    cache: dict[tuple[Any, ...], Any] = {}
+    excess: list[tuple[str, int, int]] = []
+    for path, ds in items:
+        slices.extend(_slices_of(path, Header(ds, cache), where, excess))
+    _check_series(slices, folder, where)
+    slices, affine, geo = stack_slices(slices, folder, where)
+    check_geometry(len(slices), affine, expect_sagittal=expect_sagittal, where=where_of(folder, where))
+    meta = _series_meta(items[0][1])
+    meta.update(geo)
+    return _Stack(uid, items, slices, affine, meta, notes, excess)
 
 
 def _read_groups(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, folder: Path,
-                 where: str | None) -> tuple[Image, bool]:
+                 where: str | None, *, allow_modality: tuple[str, ...] = (),
+                 expect_sagittal: bool = False) -> tuple[Image, bool]:
     """Select, check, sort and stack one series; also says whether every voxel is known to be finite.
 
     Integer pixel data gives finite float32 voxels unless the rescale overflows; knowing that here
     spares :func:`spinedx.io.read.check_image` a pass over the volume.
     """
-    uid = select_series(groups, series_uid, folder, where)
-    items = groups[uid]
-    slices: list[Slice2D] = []
-    cache: dict[tuple[Any, ...], Any] = {}
-    for path, ds in items:
-        slices.extend(_slices_of(path, Header(ds, cache), where))
-    _check_series(slices, folder, where)
-    slices, affine, geo = stack_slices(slices, folder, where)
-    vol, finite = stack_pixels(slices, where)
-    meta = _series_meta(items[0][1])
-    meta.update(geo)
-    meta["PhotometricInterpretation"] = slices[0].extra["photometric"]
+    st = _stack(groups, series_uid, folder, where, allow_modality=allow_modality, expect_sagittal=expect_sagittal)
+    vol, finite = stack_pixels(st.slices, where)
+    meta = st.meta
+    meta["PhotometricInterpretation"] = st.slices[0].extra["photometric"]
     meta["format"] = "dicom"
-    meta["files"] = [s.label for s in slices]
-    return Image(vol, affine, source=str(folder), meta=meta), finite
+    meta["files"] = [s.label for s in st.slices]
+    notes = list(st.warnings)
+    if st.excess:
+        notes.append(excess_message(st.excess, len({s.path for s in st.slices})))
+        warnings.warn(f"{where_of(folder, where)}: {notes[-1]}", ImageReadWarning, stacklevel=4)
+    meta["warnings"] = notes
+    return Image(vol, st.affine, source=str(folder), meta=meta), finite
+
+
+def excess_message(excess: list[tuple[str, int, int]], n_files: int) -> str:
+    """One line for a series whose pixel data is longer than its headers describe (``(file, bytes, described)``)."""
+    files = {f for f, _, _ in excess}
+    f, actual, expected = excess[0]
+    return (f"pixel data longer than the header describes in {len(files)} of {n_files} file(s) (e.g. "
+            f"{Path(f).name}: {actual} bytes where Rows x Columns x NumberOfFrames x BitsAllocated/8 = {expected}): "
+            "the described frames were read and the excess ignored, as pydicom, GDCM and DICOM viewers do; "
+            "check that the image looks right")

@@ -36,6 +36,10 @@ DEFER_BYTES = 64 * 1024
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
+class ImageReadWarning(UserWarning):
+    """An image was read, but something about it matters (pixel data longer than its header describes)."""
+
+
 @dataclass(frozen=True)
 class SeriesInfo:
     """One series found in a folder (see :func:`list_dicom_series`).
@@ -378,9 +382,12 @@ def select_series(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | N
 
 
 def no_pixels_message(ds: Any) -> str:
-    """The refusal of a DICOM object without pixel data."""
+    """The refusal of a DICOM object without pixel data (a report, a presentation state, ...)."""
     sop = getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "unknown"))
-    return f"DICOM file has no pixel data (not an image: SOP class {sop}); remove it from the series folder"
+    modality = str(ds.get("Modality", "") or "").strip()
+    what = f"Modality {modality}, " if modality else ""
+    return (f"not an image series ({what}SOP class {sop}: the DICOM file has no pixel data); point the manifest at "
+            "the sagittal T1W/T2W MR series, or remove the file from the series folder")
 
 
 # -- per-frame attributes (classic and enhanced multi-frame) --------------------------------------------

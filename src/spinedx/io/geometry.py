@@ -55,6 +55,7 @@ LINE_ABS_TOL_MM = 0.05  # max distance of a slice position from the fitted strai
 SHEAR_IGNORE_DEG = 0.1
 SHEAR_MAX_DEG = 30.0
 SAGITTAL_MIN = 0.7
+MIN_SLICES = 3  # the paper's input is a lesion slice and its two neighbours
 
 
 @dataclass
@@ -231,6 +232,40 @@ def stack_slices(slices: list[Slice2D], folder: Path | str, where: str | None
     geo = {"shear_deg": round(shear, 4) if sheared else 0.0, "slice_spacing_mm": spacing,
            "position_rounding_mm": [float(v) for v in h]}
     return slices, affine, geo
+
+
+def check_geometry(n_slices: int, affine: np.ndarray, *, expect_sagittal: bool, where: str | None) -> None:
+    """Refuse a stack spinedx cannot use: fewer than :data:`MIN_SLICES` slices, a singular or non-finite affine,
+    or (``expect_sagittal``) a slice plane that is not sagittal.
+
+    One check for :func:`spinedx.io.read_image` (after reading) and :func:`spinedx.io.check_dicom_series` (from the
+    headers alone, for ``spinedx index``), so the two cannot drift apart.
+
+    Args:
+        n_slices: slices of the stack.
+        affine: index -> LPS affine of the stack as acquired (the plane test is on the acquired slices: reoriented,
+            an axial stack would look sagittal).
+        expect_sagittal: require the slice normal to be mostly left-right (``|n . (1,0,0)| >= 0.7``).
+        where: names the file/patient in the error.
+
+    Raises:
+        ImageReadError: with what is wrong and what to do.
+    """
+    if n_slices < MIN_SLICES:
+        raise ImageReadError(f"only {n_slices} slice(s); at least {MIN_SLICES} are needed (a lesion slice and "
+                             "its two neighbours)", where=where)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ImageReadError("the image geometry (affine) is singular or not finite", where=where)
+    if expect_sagittal:
+        # Use the normal of the slice plane (x cross y), not the z column: for a sheared stack
+        # the z column is tilted while the planes themselves are what the reader sees.
+        normal = np.cross(affine[:3, 0], affine[:3, 1])
+        normal /= np.linalg.norm(normal)
+        if abs(float(normal[0])) < SAGITTAL_MIN:
+            name = orientation_name(normal)
+            raise ImageReadError(
+                f"{name} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
+                "point the manifest at the sagittal T1W/T2W series", where=where)
 
 
 # -- canonical orientation ----------------------------------------------------------------------------------

@@ -4,9 +4,11 @@
   into the array pydicom's ``pixel_array`` would give (:func:`native_pixels`); anything else is decoded
   by pydicom: big-endian (A.3) and deflated (A.5) data, and the compressed transfer syntaxes (JPEG
   baseline/lossless, JPEG-LS, JPEG 2000, RLE) through the pylibjpeg plugins.
-* The length of uncompressed pixel data must be ``Rows x Columns x NumberOfFrames x BitsAllocated / 8``
-  (plus one padding byte when odd, PS3.5 7.1.1): a shorter value is a truncated file, a longer one a
-  header that does not describe the data, and both are refused naming the file.
+* The length of uncompressed pixel data must be at least ``Rows x Columns x NumberOfFrames x BitsAllocated / 8``
+  (plus one padding byte when odd, PS3.5 7.1.1): a shorter value is a truncated file and is refused naming the
+  file. A longer one holds bytes the header does not describe: the described frames are read and the excess is
+  ignored, as pydicom, GDCM and DICOM viewers do (pydicom's own test file ``MR_small_padded.dcm`` carries 128
+  such bytes); the caller is told (``excess``) and warns once per series with the counts.
 * RescaleSlope/RescaleIntercept (PS3.3 C.11.1) are applied per slice, in float32.
 * PhotometricInterpretation (0028,0004, PS3.3 C.7.6.3.1.2) must be MONOCHROME1 or MONOCHROME2. In a
   MONOCHROME1 image the minimum value is displayed white; spinedx turns it into the MONOCHROME2 convention
@@ -64,32 +66,37 @@ def expected_length(ds: Any) -> int | None:
 
 
 def _length_problem(actual: int, expected: int) -> str | None:
+    """The refusal of pixel data shorter than the header describes (None when long enough)."""
     if actual < expected:
         return (f"truncated pixel data: the file holds {actual} of the {expected} bytes that Rows x Columns x "
                 "NumberOfFrames x BitsAllocated/8 need (an incomplete copy or transfer); copy or export the file "
                 "again")
-    if actual > expected + expected % 2:
-        return (f"pixel data holds {actual} bytes but the header (Rows, Columns, NumberOfFrames, BitsAllocated) "
-                f"describes {expected}: the header does not match the image; re-export the series")
     return None
 
 
+def _note_excess(excess: list[tuple[str, int, int]] | None, path: Path | None, actual: int, expected: int) -> None:
+    """Record pixel data longer than described (beyond the one padding byte of an odd length, PS3.5 8.1.1)."""
+    if excess is not None and actual > expected + expected % 2:
+        excess.append((str(path), actual, expected))
+
+
 def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int,
-                   out: np.ndarray | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, excess: list[tuple[str, int, int]] | None = None) -> np.ndarray:
     """Read a deferred native PixelData value from its file into an array.
 
-    The value pydicom would read is ``min(declared length, bytes left in the file)`` long; it must be the
-    expected length (or one padding byte more). ``out``: a byte buffer of ``expected`` bytes to read into
-    (the result is a view of it) instead of a new array.
+    The value pydicom would read is ``min(declared length, bytes left in the file)`` long; it must hold at least
+    the expected length, of which the first ``expected`` bytes are read (a longer value is noted in ``excess``).
+    ``out``: a byte buffer of ``expected`` bytes to read into (the result is a view of it) instead of a new array.
 
     Raises:
-        ImageReadError: the value is shorter (truncated file) or longer than the header says.
+        ImageReadError: the value is shorter than the header says (truncated file).
     """
     with open(path, "rb", buffering=0) as fh:
         actual = min(raw.length, max(os.fstat(fh.fileno()).st_size - raw.value_tell, 0))
         problem = _length_problem(actual, expected)
         if problem:
             raise ImageReadError(problem, where=str(path))
+        _note_excess(excess, path, actual, expected)
         fh.seek(raw.value_tell)
         arr = np.empty(count, dtype=dtype) if out is None else out.view(dtype)
         view, done = arr.view(np.uint8).data, 0
@@ -101,7 +108,8 @@ def _read_deferred(path: Path, raw: Any, expected: int, dtype: str, count: int,
     return arr
 
 
-def native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
+def native_pixels(ds: Any, path: Path | None = None,
+                  excess: list[tuple[str, int, int]] | None = None) -> np.ndarray | None:
     """Pixel data of an uncompressed little-endian monochrome dataset, read straight from the buffer.
 
     Gives the same array as pydicom's ``pixel_array`` (same dtype, shape, and masking or sign
@@ -110,9 +118,12 @@ def native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
     else (compressed or big-endian syntaxes, bit-packed or float data) returns None so that pydicom
     decodes it with its own checks and messages.
 
+    Pixel data longer than the header describes gives the described frames (as pydicom with
+    ``allow_excess_frames=False``) and is noted in ``excess`` as ``(file, bytes, bytes described)``.
+
     Raises:
-        ImageReadError: the pixel data is shorter (truncated) or longer than the header describes
-            (named with the file when ``path`` is given; the caller adds it otherwise).
+        ImageReadError: the pixel data is shorter than the header describes (truncated; named with the file
+            when ``path`` is given, the caller adds it otherwise).
     """
     meta = getattr(ds, "file_meta", None)
     if meta is None or meta.get("TransferSyntaxUID") not in NATIVE_LE_SYNTAXES:
@@ -140,11 +151,12 @@ def native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
         # One frame is copied into the volume before the next is read: reuse one buffer (kept in the CPU
         # caches) for a series' single-frame files.
         out = ds.scratch(expected) if isinstance(ds, Header) and frames == 1 else None
-        arr = _read_deferred(path, data, expected, dtype, count, out)
+        arr = _read_deferred(path, data, expected, dtype, count, out, excess)
     else:
         problem = _length_problem(len(data), expected)
         if problem:
             raise ImageReadError(problem, where=None if path is None else str(path))
+        _note_excess(excess, path, len(data), expected)
         arr = np.frombuffer(data, dtype=dtype, count=count)
     arr = arr.reshape((rows, cols) if frames == 1 else (frames, rows, cols))
     if stored < bits:
@@ -160,10 +172,13 @@ def native_pixels(ds: Any, path: Path | None = None) -> np.ndarray | None:
     return arr
 
 
-def decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
-    """The stored pixel values of one dataset (all frames), refusing truncated or undecodable data."""
+def decode(path: Path, ds: Any, where: str | None, excess: list[tuple[str, int, int]] | None = None) -> np.ndarray:
+    """The stored pixel values of one dataset (all frames), refusing truncated or undecodable data.
+
+    Uncompressed pixel data longer than the header describes gives the described frames and is noted in ``excess``.
+    """
     try:
-        arr = native_pixels(ds, path)
+        arr = native_pixels(ds, path, excess)
     except ImageReadError as exc:
         raise ImageReadError(exc.message, where=where_of(path, where)) from None
     except Exception as exc:  # noqa: BLE001 -- a pixel module element pydicom cannot convert
@@ -185,8 +200,16 @@ def decode(path: Path, ds: Any, where: str | None) -> np.ndarray:
             problem = _length_problem(len(data), expected)
             if problem:
                 raise ImageReadError(problem, where=where_of(path, where))
+            _note_excess(excess, path, len(data), expected)
     try:
-        arr = plain.pixel_array
+        import warnings
+
+        # pydicom would return whole excess frames as more frames (allow_excess_frames) and warn itself: spinedx
+        # reads the described frames and warns once per series (its caller).
+        plain.pixel_array_options(allow_excess_frames=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The pixel data is \d+ bytes long")
+            arr = plain.pixel_array
     except Exception as exc:  # noqa: BLE001 -- missing decoder plugin, corrupt stream, ...
         from pydicom.uid import UID
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from spinedx.errors import ImageReadError
-from spinedx.io.dicom import read_file, read_series
+from spinedx.io.dicom import SeriesCheck, check_path, read_path
 from spinedx.io.discovery import link_problem
-from spinedx.io.geometry import SAGITTAL_MIN, orientation_name, to_canonical
+from spinedx.io.geometry import MIN_SLICES, check_geometry, to_canonical
 from spinedx.io.image import Image
 from spinedx.io.volume import read_nifti, read_sitk_volume
+from spinedx.studyindex.header import allowed_modalities
+
+__all__ = ["MIN_SLICES", "check_dicom_series", "check_image", "read_image"]
 
 _SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-MIN_SLICES = 3  # the paper's input is a lesion slice and its two neighbours
 
 
 def _kind(path: Path) -> str:
@@ -29,7 +33,7 @@ def _kind(path: Path) -> str:
 
 
 def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagittal: bool = True,
-               where: str | None = None) -> Image:
+               where: str | None = None, allow_modality: Iterable[str] = ()) -> Image:
     """Read a DICOM series, NIfTI, NRRD or MetaImage file as a checked 3-D stack on the canonical grid.
 
     Every volume is reoriented (axis permutations and flips only, no resampling) to the canonical
@@ -46,14 +50,19 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
         expect_sagittal: refuse stacks whose slice normal is not mostly left-right
             (``|n . (1,0,0)| < 0.7``): the paper works on sagittal T1W/T2W images.
         where: prefix for error messages, e.g. ``"patient P001 t2"``.
+        allow_modality: DICOM image modalities accepted besides MR (``("CT",)``; ``--allow-modality``).
+            NIfTI/NRRD carry no modality and are read as they are.
 
     Returns:
         The image: float32 voxels ``(nz, ny, nx)``, LPS affine (conventions in
-        :mod:`spinedx.io.image`); ``meta['reorientation']`` records the permutation and flips applied.
+        :mod:`spinedx.io.image`); ``meta['reorientation']`` records the permutation and flips applied;
+        ``meta['warnings']`` what was accepted but matters (pixel data longer than its header describes, a
+        modality accepted through ``allow_modality``), also issued as :class:`ImageReadWarning`.
 
     Raises:
         ImageReadError: missing/unreadable input, non-finite voxels, fewer than 3 slices, a
-            non-sagittal stack when ``expect_sagittal``, and the DICOM problems listed in
+            non-sagittal stack when ``expect_sagittal``, a DICOM series that is not MR (Modality CT, a SEG or SR
+            object, ...) unless allowed, and the DICOM problems listed in
             :func:`spinedx.io.dicom.read_dicom_series`.
     """
     path = Path(path).expanduser()
@@ -66,7 +75,8 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
     kind = _kind(path)
     finite = False  # True when the reader knows every voxel is finite (integer DICOM pixel data)
     if kind in ("dicom-folder", "dicom-file"):
-        raw, finite = (read_series if kind == "dicom-folder" else read_file)(path, series_uid, where)
+        allow = _allowed(allow_modality)
+        raw, finite = read_path(path, series_uid, where, allow_modality=allow, expect_sagittal=expect_sagittal)
         # The plane test is on the acquired slices: reoriented, an axial stack would look sagittal.
         img = to_canonical(raw)
         plane = raw
@@ -78,6 +88,51 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
         finite = bool(img.meta.get("integer_valued", False))
     _check_image(img, expect_sagittal, w, check_finite=not finite, plane=plane)
     return img
+
+
+def check_dicom_series(path: str | Path, series_uid: str | None = None, *, expect_sagittal: bool = True,
+                       where: str | None = None, allow_modality: Iterable[str] = (),
+                       scans: dict[Path, Any] | None = None) -> SeriesCheck:
+    """Every check :func:`read_image` makes on a DICOM series, from its headers alone (no pixel data decoded).
+
+    ``spinedx index`` calls it on each chosen series, so a series the reader would refuse (a localiser slice in it,
+    another modality, mixed orientations, a missing slice, too few slices, a stray non-DICOM file in the folder,
+    ...) is reported at index time, with the reader's own message. What only the pixels can tell (a corrupt
+    compressed stream, pixel data shorter than its header says, non-finite float voxels) is left to the reader.
+
+    Args:
+        path: the DICOM folder or file, as the manifest's ``t1``/``t2`` would name it.
+        series_uid: the series to check (as ``t1_series_uid``/``t2_series_uid``).
+        expect_sagittal: as for :func:`read_image`.
+        where: prefix for error messages.
+        allow_modality: as for :func:`read_image`.
+        scans: a cache of folder scans shared by several calls (one scan per folder: a flat folder holding many
+            series is read once); None reads afresh.
+
+    Returns:
+        What the reader would read (:class:`SeriesCheck`).
+
+    Raises:
+        ImageReadError: the reader's refusal.
+    """
+    path = Path(path).expanduser()
+    w = f"{where}: {path}" if where else str(path)
+    problem = link_problem(path)
+    if problem:
+        raise ImageReadError(problem, where=w)
+    if not path.exists():
+        raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
+    if _kind(path) not in ("dicom-folder", "dicom-file"):
+        raise ImageReadError("not a DICOM folder or file", where=w)
+    return check_path(path, series_uid, where, allow_modality=_allowed(allow_modality),
+                      expect_sagittal=expect_sagittal, scans=scans)
+
+
+def _allowed(values: Iterable[str]) -> tuple[str, ...]:
+    try:
+        return allowed_modalities(values)
+    except ValueError as exc:
+        raise ImageReadError(str(exc), where="--allow-modality") from None
 
 
 def check_image(img: Image, *, expect_sagittal: bool = True, where: str | None = None) -> None:
@@ -98,24 +153,12 @@ def _check_image(img: Image, expect_sagittal: bool, where: str | None, *, check_
                  plane: Image | None = None) -> None:
     w = where or img.source
     plane = img if plane is None else plane
-    if img.n_slices < MIN_SLICES:
-        raise ImageReadError(f"only {img.n_slices} slice(s); at least {MIN_SLICES} are needed (a lesion slice and "
-                             "its two neighbours)", where=w)
+    if img.n_slices < MIN_SLICES:  # before the voxels: the message a 1-slice image needs
+        check_geometry(img.n_slices, plane.affine, expect_sagittal=expect_sagittal, where=w)
     # min and max propagate NaN and reach any infinity, so both finite <=> every voxel finite; two
     # reductions cost less than a boolean volume the size of the image.
     arr = img.array
     if check_finite and arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         bad = int((~np.isfinite(img.array)).sum())
         raise ImageReadError(f"{bad} voxel(s) are NaN or infinite; fix or re-export the image", where=w)
-    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
-        raise ImageReadError("the image geometry (affine) is singular or not finite", where=w)
-    if expect_sagittal:
-        # Use the normal of the slice plane (x cross y), not the z column: for a sheared stack
-        # the z column is tilted while the planes themselves are what the reader sees.
-        normal = np.cross(plane.direction[:, 0], plane.direction[:, 1])
-        normal /= np.linalg.norm(normal)
-        if abs(float(normal[0])) < SAGITTAL_MIN:
-            name = orientation_name(normal)
-            raise ImageReadError(
-                f"{name} series where sagittal is expected (slice normal {np.round(normal, 3).tolist()} in LPS); "
-                "point the manifest at the sagittal T1W/T2W series", where=w)
+    check_geometry(img.n_slices, plane.affine, expect_sagittal=expect_sagittal, where=w)

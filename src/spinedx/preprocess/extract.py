@@ -21,7 +21,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -241,7 +242,8 @@ def extract_patches(
     )
 
 
-def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CasePatches:
+def extract_case(case: CaseRecord, config: ExtractConfig | None = None, *,
+                 allow_modality: Sequence[str] = ()) -> CasePatches:
     """Read a manifest case's T1 and T2 series, check they belong together, and extract its patches.
 
     The pair check (:func:`spinedx.preprocess.pairing.check_pair`, mode ``config.pair_check``) refuses a T1
@@ -251,13 +253,15 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
     Args:
         case: one manifest row (:class:`spinedx.cohort.CaseRecord`).
         config: extraction settings.
+        allow_modality: DICOM image modalities read besides MR (``--allow-modality``; what the reader accepted
+            this way, and pixel data longer than its header, are recorded in the pair check's warnings).
 
     Raises:
-        spinedx.errors.ImageReadError: a series cannot be read.
+        spinedx.errors.ImageReadError: a series cannot be read (another modality than MR unless allowed).
         PreprocessError: the pair check fails, or see :func:`extract_patches`.
     """
     from spinedx.features import LABELS
-    from spinedx.io import read_image
+    from spinedx.io import ImageReadWarning, read_image
 
     pid = case.patient_id
     missing = [name for name, v in (("t1", case.t1), ("t2", case.t2)) if v is None]
@@ -266,9 +270,12 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None) -> CaseP
         raise PreprocessError(f"the manifest row has no {', '.join(missing)}; fill in these columns", where=pid)
     config = config or ExtractConfig()
     assert case.t1 is not None and case.t2 is not None  # checked above
-    t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2")
-    t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageReadWarning)  # kept in meta["warnings"], reported with the patient
+        t2 = read_image(case.t2, case.t2_series_uid, where=f"{pid} t2", allow_modality=allow_modality)
+        t1 = read_image(case.t1, case.t1_series_uid, where=f"{pid} t1", allow_modality=allow_modality)
     pair = check_pair(t1, t2, mode=config.pair_check, patient_id=pid)
+    pair.warnings += [f"{role}: {w}" for role, img in (("t1", t1), ("t2", t2)) for w in img.meta.get("warnings", [])]
     mask_path = getattr(case, "lesion_mask", None)
     mask = read_image(mask_path, where=f"{pid} lesion_mask") if mask_path is not None else None
     label = LABELS.get(case.label)
@@ -291,13 +298,14 @@ def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches | None, str | None]:
+def _run_one(case: CaseRecord, config: ExtractConfig,
+             allow_modality: Sequence[str] = ()) -> tuple[str, CasePatches | None, str | None]:
     """Extract one case; the error comes back as a line (exceptions with keyword args do not pickle well).
 
     Only ``Exception`` is caught: ``KeyboardInterrupt`` and :class:`spinedx.fsutil.Terminated` stop the run.
     """
     try:
-        return case.patient_id, extract_case(case, config), None
+        return case.patient_id, extract_case(case, config, allow_modality=allow_modality), None
     except SpinedxError as exc:
         msg = exc.one_line()
         return case.patient_id, None, msg if case.patient_id in msg else f"{case.patient_id}: {msg}"
@@ -307,17 +315,17 @@ def _run_one(case: CaseRecord, config: ExtractConfig) -> tuple[str, CasePatches 
 
 
 @contextlib.contextmanager
-def _results(cases: list[CaseRecord], config: ExtractConfig,
-             workers: int) -> Iterator[Iterator[tuple[str, CasePatches | None, str | None]]]:
+def _results(cases: list[CaseRecord], config: ExtractConfig, workers: int,
+             allow_modality: Sequence[str] = ()) -> Iterator[Iterator[tuple[str, CasePatches | None, str | None]]]:
     """The per-case results, in completion order; with workers, the pool is stopped on any exception."""
     if workers <= 1 or len(cases) <= 1:
-        yield (_run_one(case, config) for case in cases)
+        yield (_run_one(case, config, allow_modality) for case in cases)
         return
     # spawn: a fresh interpreter per worker, safe with SimpleITK's thread pool (fork after threads is not).
     pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=get_context("spawn"),
                                initializer=_init_worker)
     try:
-        futures = [pool.submit(_run_one, case, config) for case in cases]
+        futures = [pool.submit(_run_one, case, config, tuple(allow_modality)) for case in cases]
         yield (fut.result() for fut in as_completed(futures))
     except BaseException:
         stop_pool(pool)
@@ -412,6 +420,7 @@ def extract_cohort(
     config: ExtractConfig | None = None,
     workers: int = 1,
     progress: bool = True,
+    allow_modality: Sequence[str] = (),
 ) -> ExtractResult:
     """Extract the patches of every patient of a cohort manifest into ``out_dir``.
 
@@ -425,6 +434,7 @@ def extract_cohort(
         config: extraction settings.
         workers: number of processes (1 = in this process).
         progress: show a rich progress bar over patients.
+        allow_modality: DICOM image modalities read besides MR (``--allow-modality CT``).
 
     Raises:
         spinedx.errors.ManifestError: the manifest itself is invalid, e.g. a required column is missing
@@ -456,7 +466,7 @@ def extract_cohort(
                        TextColumn("{task.fields[pid]}"), transient=True)
     else:
         bar = None
-    with bar if bar is not None else nullcontext(), _results(cases, config, workers) as stream:
+    with bar if bar is not None else nullcontext(), _results(cases, config, workers, allow_modality) as stream:
         task = bar.add_task("extract", total=len(cases), pid="") if bar is not None else None
         for pid, patches, err in stream:
             if patches is not None:

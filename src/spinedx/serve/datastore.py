@@ -87,10 +87,12 @@ class LocalDatastore:
             series UIDs, no paths); a case's series are retrieved with WADO-RS into ``<manifest stem>.dicomweb/``
             when first needed, whole or not at all, and read from there afterwards.
         dicomweb_auth: credentials for that server (:class:`spinedx.interop.dicomweb.DicomWebAuth`).
+        allow_modality: image modalities indexed besides MR (``--allow-modality``).
     """
 
     def __init__(self, manifest: Path, dicom_root: Path | None = None, extra_roots: tuple[Path, ...] = (), *,
-                 dicomweb: str | None = None, dicomweb_auth: Any = None) -> None:
+                 dicomweb: str | None = None, dicomweb_auth: Any = None, allow_modality: tuple[str, ...] = ()) -> None:
+        self.allow_modality = allow_modality
         self.manifest = Path(os.path.abspath(Path(manifest).expanduser()))
         self.dicom_root = Path(os.path.realpath(dicom_root)) if dicom_root is not None else None
         self._lock = threading.RLock()
@@ -131,9 +133,9 @@ class LocalDatastore:
     # -- loading ------------------------------------------------------------------------------------------
     def _merge_tree(self, root: Path) -> None:
         """Index ``root`` and add its studies that the manifest lacks (all of them when it does not exist)."""
-        from spinedx.studyindex import index_tree, write_index
+        from spinedx.studyindex import SelectionOptions, index_tree, write_index
 
-        idx = index_tree(root, progress=False)
+        idx = index_tree(root, SelectionOptions(allow_modality=self.allow_modality), progress=False)
         self._add_studies(idx, "DICOM tree", lambda idx: write_index(idx, self.manifest),
                           lambda st: {"t1": st.series_folder("t1"), "t2": st.series_folder("t2")})
 
@@ -143,8 +145,9 @@ class LocalDatastore:
         The rows name the study and the chosen series (no paths); :meth:`image_source` retrieves the series.
         """
         from spinedx.interop.pacs import index_server, write_server_index
+        from spinedx.studyindex import SelectionOptions
 
-        idx = index_server(url, auth=self._dicomweb_auth)
+        idx = index_server(url, SelectionOptions(allow_modality=self.allow_modality), auth=self._dicomweb_auth)
         self._add_studies(idx, "server", lambda idx: write_server_index(idx, self.manifest),
                           lambda st: {"extra": {"study_uid": st.study_uid}})
 

@@ -23,12 +23,14 @@ class Predictor:
         register: force the T2->T1 registration on/off; None: as the run's extraction.
     """
 
-    def __init__(self, run_dir: str | Path, register: bool | None = None) -> None:
+    def __init__(self, run_dir: str | Path, register: bool | None = None, *,
+                 allow_modality: tuple[str, ...] = ()) -> None:
         from spinedx.models import load_run
         from spinedx.predict import extract_config_for
 
         self.run_dir = Path(run_dir)
         self.register = register
+        self.allow_modality = allow_modality  # DICOM modalities read besides MR (--allow-modality)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing ImageNet weights: irrelevant for loading trained folds
             self.run = load_run(self.run_dir)
@@ -69,4 +71,4 @@ class Predictor:
             return predict_case(self.run_dir, case.t1, case.t2, case.lesion_slices, case.box, out_dir,
                                 t1_series_uid=case.t1_series_uid, t2_series_uid=case.t2_series_uid,
                                 register=self.register, patient_id=case.patient_id, explain=explain, run=self.run,
-                                ensemble=self.ensemble)
+                                ensemble=self.ensemble, allow_modality=self.allow_modality)

@@ -56,6 +56,7 @@ class ServeSettings:
             ``spinedx index --dicomweb``) and a case's two series are retrieved (WADO-RS) when first opened.
         dicomweb_user: basic-auth user of that server (password in ``SPINEDX_DICOMWEB_PASSWORD``; a bearer token
             in ``SPINEDX_DICOMWEB_TOKEN``).
+        allow_modality: DICOM image modalities read (and indexed) besides MR (``--allow-modality CT``).
     """
 
     cohort: Path | None = None
@@ -69,6 +70,7 @@ class ServeSettings:
     register: bool | None = None
     dicomweb: str | None = None
     dicomweb_user: str | None = None
+    allow_modality: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.

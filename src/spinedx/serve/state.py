@@ -39,12 +39,13 @@ def build_state(settings: ServeSettings) -> AppState:
         from spinedx.interop.dicomweb import DicomWebAuth
 
         auth = DicomWebAuth.from_env(settings.dicomweb_user)
-    store = LocalDatastore(manifest, settings.dicom_root, dicomweb=settings.dicomweb, dicomweb_auth=auth)
+    store = LocalDatastore(manifest, settings.dicom_root, dicomweb=settings.dicomweb, dicomweb_auth=auth,
+                           allow_modality=settings.allow_modality)
     predictor = None
     if settings.model is not None:
         from spinedx.serve.predictor import Predictor
 
-        predictor = Predictor(settings.model, settings.register)
+        predictor = Predictor(settings.model, settings.register, allow_modality=settings.allow_modality)
         config = predictor.extract_config
     else:
         from dataclasses import replace
@@ -54,4 +55,5 @@ def build_state(settings: ServeSettings) -> AppState:
         config = ExtractConfig()
         if settings.register is not None:
             config = replace(config, register=settings.register)
-    return AppState(settings, store, VolumeCache(settings.cache_bytes), predictor, config)
+    return AppState(settings, store, VolumeCache(settings.cache_bytes, allow_modality=settings.allow_modality),
+                    predictor, config)

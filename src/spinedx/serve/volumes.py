@@ -59,8 +59,9 @@ class VolumeCache:
     Thread-safe: requests for the same series wait for one read instead of decoding it twice.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, allow_modality: tuple[str, ...] = ()) -> None:
         self.max_bytes = int(max_bytes)
+        self.allow_modality = allow_modality  # DICOM modalities read besides MR (--allow-modality)
         self._items: OrderedDict[tuple[str, str | None], Volume] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str | None], threading.Lock] = {}
@@ -85,7 +86,7 @@ class VolumeCache:
                     return vol
             from spinedx.io import read_image
 
-            img = read_image(path, series_uid, where=where)
+            img = read_image(path, series_uid, where=where, allow_modality=self.allow_modality)
             vol = Volume(img, default_window(img.array))
             with self._lock:
                 self._items[key] = vol

@@ -5,8 +5,9 @@ Dataset or from DICOM JSON as QIDO-RS/WADO-RS return it), so file trees and DICO
 same rules. Importing this package loads neither torch nor SimpleITK.
 """
 
-from spinedx.studyindex.header import SeriesHeader
-from spinedx.studyindex.scan import StudyEntry, TreeIndex, index_tree, write_index
+from spinedx.studyindex.draft import WrittenIndex, write_draft
+from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem
+from spinedx.studyindex.scan import StudyEntry, TreeIndex, check_chosen_series, index_tree, write_index
 from spinedx.studyindex.select import (
     SelectionOptions,
     SeriesVerdict,
@@ -18,6 +19,7 @@ from spinedx.studyindex.select import (
 )
 
 __all__ = [
-    "SelectionOptions", "SeriesHeader", "SeriesVerdict", "StudyEntry", "StudySelection", "TreeIndex", "index_tree",
-    "plane_of", "select_series", "weighting_from_description", "weighting_from_timing", "write_index",
+    "SelectionOptions", "SeriesHeader", "SeriesVerdict", "StudyEntry", "StudySelection", "TreeIndex", "WrittenIndex",
+    "allowed_modalities", "check_chosen_series", "index_tree", "modality_problem", "plane_of", "select_series",
+    "weighting_from_description", "weighting_from_timing", "write_draft", "write_index",
 ]

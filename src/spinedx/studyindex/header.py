@@ -13,7 +13,8 @@ shared groups are read when the top-level attributes are absent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,116 @@ TAGS: dict[str, str] = {
     "NumberOfSeriesRelatedInstances": "00201209",
     "SOPClassUID": "00080016",
 }
+# -- what counts as an MR image (one rule for spinedx index and the reader, spinedx.io) ----------------------------
+#: SOP classes of MR images (PS3.4 B.5): MR, Enhanced MR, Enhanced MR Color (refused later as colour), Legacy
+#: Converted Enhanced MR.
+MR_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",
+                                  "1.2.840.10008.5.1.4.1.1.4.3", "1.2.840.10008.5.1.4.1.1.4.4"})
+#: Modalities (0008,0060) of objects that are not images (PS3.3 C.7.3.1.1.1): segmentations, reports, presentation
+#: states, key objects, registrations, RT structures/plans/doses/records, fiducials, documents, waveforms, models.
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "FID",
+                                  "RWV", "DOC", "AU", "ECG", "HD", "EPS", "RESP", "PLAN", "M3D", "SMR"})
+_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a CS value (PS3.5 6.2)
+#: The modality a modality-specific SOP class stands for (PS3.4 B.5), used when Modality is absent. Secondary
+#: Capture and other modality-neutral classes are not here: without a Modality they are taken as MR.
+_SOP_CLASS_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX", "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.2": "CT", "1.2.840.10008.5.1.4.1.1.2.1": "CT", "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US", "1.2.840.10008.5.1.4.1.1.6.1": "US", "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA", "1.2.840.10008.5.1.4.1.1.12.2": "RF", "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.128": "PT", "1.2.840.10008.5.1.4.1.1.130": "PT", "1.2.840.10008.5.1.4.1.1.128.1": "PT",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RTIMAGE", "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT", "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.1": "REG", "1.2.840.10008.5.1.4.1.1.88.59": "KO",
+    **{uid: "MR" for uid in MR_IMAGE_SOP_CLASSES},
+}
+
+
+def sop_class_modality(sop_class_uid: str | None) -> str:
+    """The modality a SOP class stands for ('' for modality-neutral classes such as Secondary Capture)."""
+    sop = (sop_class_uid or "").strip()
+    if sop in _SOP_CLASS_MODALITY:
+        return _SOP_CLASS_MODALITY[sop]
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
+        return "SR"
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.11."):
+        return "PR"
+    return ""
+
+
+def allowed_modalities(values: Iterable[str] | None) -> tuple[str, ...]:
+    """The modalities accepted besides MR (``--allow-modality``), upper-cased, sorted and checked.
+
+    Raises:
+        ValueError: a value that is not a modality code, or the modality of a non-image object (a segmentation
+            or a report cannot be read as an MR image whatever is allowed).
+    """
+    out = set()
+    for v in values or ():
+        code = str(v).strip().upper()
+        if not _MODALITY_CODE.fullmatch(code):
+            raise ValueError(f"'{v}' is not a DICOM modality code (such as CT or OT)")
+        if code in NON_IMAGE_MODALITIES:
+            raise ValueError(f"{code} objects are not images, so they cannot stand for a T1W/T2W series; "
+                             "allow image modalities only (such as CT)")
+        out.add(code)
+    out.discard("MR")
+    return tuple(sorted(out))
+
+
+def allow_modality_option(values: Iterable[str] | None) -> tuple[str, ...]:
+    """``--allow-modality`` values checked for a command: :func:`allowed_modalities`, refusing with one line.
+
+    Raises:
+        SpinedxError: a value that is not an image modality code (named ``--allow-modality``).
+    """
+    from spinedx.errors import SpinedxError
+
+    try:
+        return allowed_modalities(values)
+    except ValueError as exc:
+        raise SpinedxError(str(exc), where="--allow-modality") from None
+
+
+def modality_problem(modality: str | None, sop_class_uid: str | None = None,
+                     allow: Iterable[str] = ()) -> str | None:
+    """Why a series is not an MR image series spinedx may read, or None when it is (or is allowed).
+
+    The rule (shared by :func:`spinedx.studyindex.select_series` and :func:`spinedx.io.read_image`): Modality
+    (0008,0060) ``MR`` is accepted; a non-image modality (:data:`NON_IMAGE_MODALITIES`) is refused as "not an image
+    series"; any other modality (CT, US, OT, ...) as "not an MR image series" unless it is in ``allow``. Without a
+    Modality a modality-specific SOP class stands for its modality (CT Image Storage for CT, MR Image Storage for
+    MR); a modality-neutral one (Secondary Capture) or none is taken as MR, since nothing says otherwise.
+
+    Args:
+        modality: Modality as written ('' or None when absent).
+        sop_class_uid: SOPClassUID ('' or None when absent).
+        allow: modalities accepted besides MR (see :func:`allowed_modalities`).
+
+    Returns:
+        ``"not an MR image series (Modality CT)"`` or ``"not an image series (Modality SEG)"`` (and the like), or None.
+    """
+    given = (modality or "").strip().upper()
+    m = given or sop_class_modality(sop_class_uid)
+    if not m or m == "MR":
+        return None
+    what = f"Modality {m}" if given else f"no Modality; SOP class {sop_class_name(str(sop_class_uid).strip())}"
+    if m in NON_IMAGE_MODALITIES:
+        return f"not an image series ({what})"
+    return None if m in {a.strip().upper() for a in allow} else f"not an MR image series ({what})"
+
+
+def sop_class_name(uid: str) -> str:
+    """The SOP class's name when pydicom knows it (``CT Image Storage``), else the UID."""
+    try:
+        from pydicom.uid import UID
+
+        name = UID(uid).name
+    except Exception:  # noqa: BLE001 -- an odd value is shown as written
+        return uid
+    return str(name) if name and name != uid else uid
+
+
 # Enhanced MR functional groups (C.7.6.16): where TE/TR/IOP live in multi-frame files.
 _SHARED_FG = "52009229"
 _PLANE_ORIENTATION_SEQ = "00209116"

@@ -1,7 +1,10 @@
 """``spinedx index``: walk a DICOM tree, group files by patient, study and series, choose T1W/T2W per study.
 
 Headers only: every file is read with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, so pixel
-data is never touched and a study of thousands of files is indexed in seconds. Any layout works (a PACS export,
+data is never touched and a study of thousands of files is indexed in seconds. Each chosen series is then checked
+as ``spinedx extract`` will read it (:func:`spinedx.io.check_dicom_series`: every file of its folder, the modality,
+localiser slices, one regular sagittal stack of at least 3 slices, ...; headers only), so a study the reader would
+refuse is reported as not usable, with the reader's reason, instead of found. Any layout works (a PACS export,
 a CD with a DICOMDIR, nested or flat folders): files are found by walking the tree, and a DICOMDIR, when
 present, is recognised and skipped (its records point to the same files). Files that are not DICOM (no
 ``DICM`` marker at byte 128, PS3.10 7.1) are skipped quietly and counted.
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spinedx.errors import SpinedxError
+from spinedx.studyindex.draft import WrittenIndex, write_draft
 from spinedx.studyindex.header import TAGS, SeriesHeader
 from spinedx.studyindex.select import SelectionOptions, StudySelection, select_series
 
@@ -103,6 +107,16 @@ class TreeIndex:
     @property
     def complete(self) -> list[StudyEntry]:
         return [s for s in self.studies if s.selection.status == "ok"]
+
+    @property
+    def unusable(self) -> list[StudyEntry]:
+        """Studies whose chosen T1W or T2W series the reader refuses (the reason is in the selection)."""
+        return [s for s in self.studies if s.selection.status == "unusable"]
+
+    def counts(self) -> dict[str, int]:
+        """Studies by status (``index.json`` ``counts``)."""
+        return {"studies": len(self.studies), "complete": len(self.complete), "ambiguous": len(self.ambiguous),
+                "incomplete": len(self.incomplete), "unusable": len(self.unusable)}
 
     @property
     def synthetic(self) -> bool:
@@ -247,6 +261,8 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
     import pydicom  # noqa: F401 -- imported before the clock starts: the rate is per file, not per interpreter
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import spinedx.io  # noqa: F401 -- the reader's checks of the chosen series (check_chosen_series), likewise
+
     t0 = time.perf_counter()
     files = _walk(root)
     series_files: dict[tuple[str, str, str], list[str]] = defaultdict(list)
@@ -332,30 +348,59 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
             studies.append(StudyEntry(case_key, pid, study_uid, series[0].study_date, series,
                                       select_series(series, opts)))
     studies.sort(key=lambda s: s.case_key)
+    check_chosen_series(studies, opts)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
                      n_dicomdir=n_dicomdir, seconds=time.perf_counter() - t0, options=opts, skipped_examples=skipped)
 
 
-def write_index(index: TreeIndex, manifest_path: str | Path) -> tuple[Path, Path]:
+def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) -> None:
+    """Read the headers of each chosen series as ``spinedx extract`` will and reject those the reader refuses.
+
+    The check is :func:`spinedx.io.check_dicom_series` on the folder and series UID the manifest row will name, so
+    index and reader cannot disagree on anything the headers tell (a localiser slice filed under the series' UID,
+    mixed orientations, a missing slice, another modality, a stray non-DICOM file in the folder, ...). A rejected
+    role is left empty (:meth:`StudySelection.reject`) and the study is listed as not usable, with the reason.
+    """
+    from spinedx.errors import ImageReadError
+    from spinedx.io import check_dicom_series
+
+    todo = []
+    for st in studies:
+        for role in ("t1", "t2"):
+            chosen, folder = getattr(st.selection, role), st.series_folder(role)
+            if chosen is not None and folder is not None:
+                todo.append((st, role, chosen, folder))
+    last_use = {folder.resolve(): i for i, (_, _, _, folder) in enumerate(todo)}
+    scans: dict[Path, Any] = {}  # a folder holding several series (a flat CD) is read once, let go after its last use
+    for i, (st, role, chosen, folder) in enumerate(todo):
+        try:
+            check_dicom_series(folder, chosen.series_uid, allow_modality=options.allow_modality, scans=scans)
+        except ImageReadError as exc:
+            st.selection.reject(role, exc.one_line())
+        if last_use[folder.resolve()] == i:
+            scans.pop(folder.resolve(), None)
+
+
+def write_index(index: TreeIndex, manifest_path: str | Path) -> WrittenIndex:
     """Write the draft manifest (one row per study; label, slices and box empty) and ``index.json`` beside it.
 
-    Studies whose T1W or T2W is ambiguous or missing get a row with that column empty (never a guess);
+    Studies whose T1W or T2W is ambiguous, missing or not usable get a row with that column empty (never a guess);
     ``index.json`` says for every series why it was chosen or not. A synthetic tree's manifest carries the
-    ``synthetic`` column (value 1).
+    ``synthetic`` column (value 1). Over an existing manifest the new studies are merged in and every existing row
+    is kept as it was; a file at ``manifest_path`` that is not a spinedx manifest is refused
+    (:func:`spinedx.studyindex.draft.write_draft`).
 
     Args:
         index: from :func:`index_tree`.
         manifest_path: the CSV to write (``index.json`` goes in the same folder).
 
     Returns:
-        The paths of the manifest and of ``index.json``.
+        What was written and merged; unpacks as ``(manifest, index_json)``.
     """
     from spinedx import __version__
-    from spinedx.cohort import CaseRecord, write_manifest
-    from spinedx.fsutil import atomic_path, atomic_write_json
+    from spinedx.cohort import CaseRecord
 
     manifest_path = Path(manifest_path).expanduser()
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
     synthetic = index.synthetic
     cases = []
     for st in index.studies:
@@ -366,22 +411,16 @@ def write_index(index: TreeIndex, manifest_path: str | Path) -> tuple[Path, Path
             t1_series_uid=sel.t1.series_uid if sel.t1 else None, t2_series_uid=sel.t2.series_uid if sel.t2 else None,
             synthetic=synthetic,
         ))
-    with atomic_path(manifest_path) as tmp:
-        write_manifest(cases, tmp)
     doc = {
         "spinedx_version": __version__,
         "root": str(index.root),
         "manifest": str(manifest_path.resolve()),
-        "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
-                    "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},
+        "options": index.options.to_dict(),
         "counts": {"files": index.n_files, "dicom": index.n_dicom, "skipped_not_dicom": index.n_skipped,
-                   "dicomdir": index.n_dicomdir, "studies": len(index.studies), "complete": len(index.complete),
-                   "ambiguous": len(index.ambiguous), "incomplete": len(index.incomplete)},
+                   "dicomdir": index.n_dicomdir, **index.counts()},
         "seconds": round(index.seconds, 3),
         "synthetic": synthetic,
         "skipped_examples": [{"file": f, "reason": r} for f, r in index.skipped_examples],
         "studies": [st.to_dict() for st in index.studies],
     }
-    json_path = manifest_path.parent / "index.json"
-    atomic_write_json(json_path, doc, indent=1)
-    return manifest_path, json_path
+    return write_draft(index, cases, doc, manifest_path)

@@ -9,7 +9,8 @@ good candidates for one role the study is marked ambiguous and neither is chosen
 
 The rules, in order (every series gets the list of reasons that apply):
 
-1. **Modality** must be MR.
+1. **Modality** must be MR (:func:`spinedx.studyindex.header.modality_problem`, the reader's rule too); another image
+   modality is accepted when ``allow_modality`` names it.
 2. **Localisers** are refused: ImageType contains ``LOCALIZER``, the description names a localiser/scout/
    survey, or the series has fewer than 3 images.
 3. **Plane**: the slice normal (row x column cosines of ImageOrientationPatient, C.7.6.2.1.1) must be mostly
@@ -38,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from spinedx.studyindex.header import SeriesHeader
+from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem, sop_class_modality
 
 SAGITTAL_MIN = 0.7  # |normal . (1, 0, 0)|, as spinedx.io.read_image's check
 MIN_IMAGES = 3  # a lesion slice and its two neighbours
@@ -71,11 +72,22 @@ class SelectionOptions:
         allow_fat_suppressed: accept fat-suppressed series (STIR, FS) when nothing better exists.
         allow_contrast: accept contrast-enhanced series when nothing better exists.
         allow_derived: accept derived series (reformats, ImageType DERIVED) when nothing better exists.
+        allow_modality: image modalities accepted besides MR (``--allow-modality CT``), upper-case codes.
     """
 
     allow_fat_suppressed: bool = False
     allow_contrast: bool = False
     allow_derived: bool = False
+    allow_modality: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # normalised once (upper case, sorted, non-image modalities refused: ValueError)
+        object.__setattr__(self, "allow_modality", allowed_modalities(self.allow_modality))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``index.json`` ``options``)."""
+        return {"allow_fat_suppressed": self.allow_fat_suppressed, "allow_contrast": self.allow_contrast,
+                "allow_derived": self.allow_derived, "allow_modality": list(self.allow_modality)}
 
 
 @dataclass
@@ -121,6 +133,8 @@ class StudySelection:
         verdicts: one per series, in SeriesNumber order.
         ambiguous: role -> UIDs of the equally good candidates (empty when nothing is ambiguous).
         notes: study-level remarks (e.g. different frames of reference).
+        unusable: role -> ``(series UID, reason)`` of a chosen series that the reader refuses (a localiser slice in
+            it, mixed geometry, too few slices, ...: :meth:`reject`); that role is then left empty.
     """
 
     t1: SeriesHeader | None
@@ -128,18 +142,37 @@ class StudySelection:
     verdicts: list[SeriesVerdict]
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unusable: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
         """Roles with no candidate at all."""
-        return [r for r in ROLES if getattr(self, r) is None and r not in self.ambiguous]
+        return [r for r in ROLES if getattr(self, r) is None and r not in self.ambiguous and r not in self.unusable]
 
     @property
     def status(self) -> str:
-        """``ok`` (both chosen), ``ambiguous`` (a role has equal candidates) or ``incomplete`` (a role has none)."""
+        """``ok`` (both chosen), ``ambiguous`` (a role has equal candidates), ``unusable`` (a chosen series cannot be
+        read) or ``incomplete`` (a role has none)."""
         if self.ambiguous:
             return "ambiguous"
+        if self.unusable:
+            return "unusable"
         return "ok" if self.t1 is not None and self.t2 is not None else "incomplete"
+
+    def reject(self, role: str, reason: str) -> None:
+        """Mark the chosen series of ``role`` as unusable (the reader refuses it, ``reason``) and leave the role empty.
+
+        Nothing else is chosen in its place: the next candidate was judged worse, and the study is listed, not guessed.
+        """
+        chosen = getattr(self, role)
+        if chosen is None:
+            raise ValueError(f"no {role} series was chosen")
+        setattr(self, role, None)
+        self.unusable[role] = (chosen.series_uid, reason)
+        for v in self.verdicts:
+            if v.series_uid == chosen.series_uid and v.chosen:
+                v.chosen = False
+                v.reasons.append(f"not usable: {reason}")
 
     def summary(self) -> str:
         """One line: what was chosen, what is ambiguous or missing."""
@@ -150,15 +183,26 @@ class StudySelection:
                 parts.append(f"{role.upper()}W: #{s.series_number} '{s.description}'")
             elif role in self.ambiguous:
                 parts.append(f"{role.upper()}W: ambiguous between {len(self.ambiguous[role])} series")
+            elif role in self.unusable:
+                uid, reason = self.unusable[role]
+                number = next((v.series_number for v in self.verdicts if v.series_uid == uid), None)
+                desc = next((v.description for v in self.verdicts if v.series_uid == uid), "")
+                parts.append(f"{role.upper()}W: #{number} '{desc}' not usable: {reason}")
             else:
-                parts.append(f"{role.upper()}W: none")
+                # the best refused series of that weighting says what stood in the way (another modality, STIR, ...)
+                refused = [v for v in self.verdicts if v.role == role and v.rank is None and v.reasons]
+                why = f" (#{refused[0].series_number} '{refused[0].description}' refused: {refused[0].reasons[0]})" \
+                    if refused else ""
+                parts.append(f"{role.upper()}W: none{why}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``index.json``)."""
         return {"status": self.status, "t1_series_uid": self.t1.series_uid if self.t1 else None,
                 "t2_series_uid": self.t2.series_uid if self.t2 else None, "ambiguous": self.ambiguous,
-                "missing": self.missing, "notes": list(self.notes), "series": [v.to_dict() for v in self.verdicts]}
+                "missing": self.missing,
+                "unusable": {r: {"series_uid": u, "reason": why} for r, (u, why) in self.unusable.items()},
+                "notes": list(self.notes), "series": [v.to_dict() for v in self.verdicts]}
 
 
 def plane_of(orientation: tuple[float, ...] | None) -> str | None:
@@ -244,9 +288,13 @@ def _judge(s: SeriesHeader, opts: SelectionOptions) -> SeriesVerdict:
         refused = True
         v.reasons.append(msg)
 
-    if s.modality and s.modality != "MR":
-        refuse(f"modality {s.modality}, not MR")
-    elif not s.modality:
+    problem = modality_problem(s.modality, s.sop_class_uid, opts.allow_modality)
+    modality = s.modality or sop_class_modality(s.sop_class_uid)
+    if problem:
+        refuse(problem + ("" if problem.startswith("not an image") else f" (--allow-modality {modality} accepts it)"))
+    elif modality and modality != "MR":
+        v.reasons.append(f"Modality {modality}: accepted (--allow-modality {modality})")
+    elif not modality:
         v.reasons.append("no Modality; treated as MR")
     if "LOCALIZER" in s.image_type:
         refuse("localiser (ImageType LOCALIZER)")
