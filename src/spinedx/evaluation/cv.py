@@ -40,7 +40,7 @@ from spinedx.common import SYNTHETIC_BANNER, json_clean
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
 from spinedx.evaluation.metrics import classification_report, patient_bootstrap_report, roc_auc
-from spinedx.evaluation.splits import make_splits, patient_labels
+from spinedx.evaluation.splits import check_split_sizes, make_splits, patient_labels
 from spinedx.fsutil import remove_stale_tmp
 from spinedx.runfolder import (
     PatchSet,
@@ -384,6 +384,7 @@ def run_cv(
     remove_stale_tmp(rf.path)  # temporaries of a killed (SIGKILL) earlier run
     patches = load_patches(patches_dir)
     labels = patient_labels(patches.patient_id, patches.label, where=str(patches.path))
+    check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     if rf.is_run():  # a damaged or foreign config.yaml is refused before any slow work
         rf.read_record()
     runtime = _resolve_runtime(config)
