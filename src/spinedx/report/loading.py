@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from spinedx.cohort import read_manifest_frame
 from spinedx.errors import SpinedxError
 from spinedx.runfolder import FoldModels, PatchSet, RunFolder, RunRecord, Splits, load_patches
 
@@ -146,7 +147,7 @@ def ensure_stats(run_dir: Path, cohort: Path | None, notes: list[str], reader: s
         notes.append("No cohort manifest was given or recorded by the run, so the readers' performance, McNemar "
                      "tests and imaging features are not shown; run `spinedx report RUN_DIR --cohort COHORT.csv`.")
         return None
-    cols = pd.read_csv(cohort, nrows=0).columns
+    cols = read_manifest_frame(cohort, nrows=0).columns
     if not any(str(c).startswith(("feature_", "reader_")) for c in cols):
         notes.append(f"The cohort manifest {cohort} has no feature_* or reader_* columns, so only the model's "
                      "figures are shown.")
@@ -162,7 +163,7 @@ def _cohort_frame(cohort: Path | None) -> pd.DataFrame | None:
     if cohort is None:
         return None
     try:
-        df = pd.read_csv(cohort, dtype={"patient_id": str})
+        df = read_manifest_frame(cohort, dtype={"patient_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SpinedxError(f"cannot read CSV ({exc})", where=str(cohort)) from None
     if "patient_id" not in df.columns:
