@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,13 +26,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spinedx.common import LABEL_NAMES
 from spinedx.errors import PreprocessError, SpinedxError
-from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp, stop_pool
+from spinedx.fsutil import DeferredSignals, atomic_path, check_parent, remove_stale_tmp, stop_pool
 from spinedx.io.image import Image
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
 from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, sample_plane, validate_annotation
@@ -325,39 +324,6 @@ def _results(cases: list[CaseRecord], config: ExtractConfig,
     pool.shutdown(wait=True)
 
 
-class _DeferredSignals:
-    """Once armed, hold Ctrl-C and SIGTERM back until the block ends, then deliver them.
-
-    Used around the two renames of the outputs, so an interrupt never leaves a new ``extract.json`` beside an
-    old ``patches.npz``. A signal's Python handler always runs in the main thread; replacing it there is what
-    keeps the interrupt out of the block (blocking the signal in one thread would not). Elsewhere: no-op.
-    """
-
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._old: dict[int, Any] = {}
-        self._got: list[int] = []
-
-    def arm(self) -> None:
-        if threading.current_thread() is threading.main_thread() and not self._old:
-            self._old = {s: signal.signal(s, lambda signum, frame: self._got.append(signum)) for s in self._SIGNALS}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        old, self._old = self._old, {}
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        if self._got:
-            handler = old[self._got[0]]
-            if callable(handler):
-                handler(self._got[0], None)  # raises KeyboardInterrupt / Terminated now that the files are in place
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), self._got[0])
-
-
 def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, np.ndarray]:
     n = sum(len(p.slice_index) for p in patches)
     x = np.concatenate([p.x for p in patches]) if patches else np.zeros((0, 6, patch_size, patch_size), np.float32)
@@ -391,7 +357,7 @@ def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]
     npz, js = out / "patches.npz", out / "extract.json"
     target = npz
     try:
-        with _DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
+        with DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
             with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
                 np.savez(fh, **arrays)  # type: ignore[arg-type]
             doc["patches_sha256"] = sha256_file(tmp_npz)
