@@ -384,7 +384,6 @@ def run_cv(
     remove_stale_tmp(rf.path)  # temporaries of a killed (SIGKILL) earlier run
     patches = load_patches(patches_dir)
     labels = patient_labels(patches.patient_id, patches.label, where=str(patches.path))
-    check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     if rf.is_run():  # a damaged or foreign config.yaml is refused before any slow work
         rf.read_record()
     runtime = _resolve_runtime(config)
@@ -403,6 +402,7 @@ def run_cv(
                 "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
                 "channels_last": config.channels_last},
         channel_names=tuple(model.channel_names), provenance=provenance())
+    check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     splits = _prepare(rf, record, labels, overwrite)
     all_splits: list[tuple[int | None, Splits]] = [(None, splits)]
     all_splits += [(r, s) for r, s in enumerate(_prepare_repeats(rf, config, labels, repeats), start=1)]
