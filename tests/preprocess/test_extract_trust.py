@@ -305,7 +305,7 @@ def test_patches_of_another_manifest_or_setting_are_refused_without_overwrite(pa
     _untouched(out, before)
     res = _cli(str(pairs / "two.csv"), "--out", str(out), "--no-register", "--patch-size", "32", "--overwrite")
     assert res.exit_code == 0, res.output
-    assert f"replaced the patches {out} held before (2 patient(s), 4 sample(s))" in res.stdout
+    assert f"replaced the earlier patches in {out} (2 patient(s), 4 sample(s))" in res.stdout
     assert np.load(out / "patches.npz")["x"].shape == (4, 6, 32, 32)
 
 
@@ -313,7 +313,7 @@ def test_the_same_job_reruns_without_overwrite(pairs, earlier):
     out, _ = earlier
     res = _cli(str(pairs / "two.csv"), "--out", str(out), "--no-register")
     assert res.exit_code == 0, res.output
-    assert "replaced the patches" in res.stdout and not res.stderr
+    assert "replaced the earlier patches" in res.stdout and not res.stderr
 
 
 def test_failed_patients_never_replace_a_more_complete_result(pairs, tmp_path):
@@ -350,7 +350,7 @@ def test_failed_patients_never_replace_a_more_complete_result(pairs, tmp_path):
     (root / "later.csv").write_text("\n".join(later) + "\n")  # P00, P01 (images intact) and P06 (t2 gone)
     res = _cli(str(root / "later.csv"), "--out", str(small), "--no-register", "--overwrite")
     assert res.exit_code == 2 and "extracted 2 patient(s)" in res.stdout and "P06" in res.stderr
-    assert "replaced the patches" in res.stdout
+    assert "replaced the earlier patches" in res.stdout
 
 
 def test_patches_without_extract_json_are_refused_without_overwrite(pairs, tmp_path):

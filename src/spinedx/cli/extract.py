@@ -57,7 +57,7 @@ def extract(
         f"{len(res.failed)} failed; {res.seconds:.1f} s -> {res.patches_path}"
     )
     if res.replaced is not None:
-        typer.echo(f"replaced the patches {out} held before ({res.replaced})")
+        typer.echo(f"replaced the earlier patches in {out} ({res.replaced})")
     for line in res.warnings:
         typer.echo("warning: " + " ".join(line.split()), err=True)
     if res.failed:
