@@ -49,6 +49,7 @@ def main() -> None:
     import torch
 
     from spinedx.evaluation.cv import run_cv
+    from spinedx.evaluation.splits import minimum_per_label
     from spinedx.preprocess import ExtractConfig, extract_cohort
     from spinedx.synth import generate_cohort
     from spinedx.training.config import CVConfig
@@ -57,9 +58,10 @@ def main() -> None:
     patches = args.patches
     if patches is None:
         t0 = time.perf_counter()
-        manifest = generate_cohort(args.out / "cohort", n_patients=args.patients,
-                                   n_malignant=round(args.patients * 50 / 190), seed=0, workers=args.workers,
-                                   progress=False)
+        # the paper's proportion, but at least what the folds and their inner splits need (the CPU smoke test's 12)
+        n_mal = max(round(args.patients * 50 / 190), min(minimum_per_label(args.folds), args.patients // 2))
+        manifest = generate_cohort(args.out / "cohort", n_patients=args.patients, n_malignant=n_mal, seed=0,
+                                   workers=args.workers, progress=False)
         patches = args.out / "patches"
         extract_cohort(manifest, patches, ExtractConfig(), workers=args.workers, progress=False)
         print(f"cohort + patches: {time.perf_counter() - t0:.1f} s")

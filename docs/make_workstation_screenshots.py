@@ -2,7 +2,7 @@
 
 Runs, in a scratch folder (default /tmp/spinedx_ws_shots):
 
-    spinedx synth cohort --patients 8 --malignant 3 --seed 7
+    spinedx synth cohort --patients 8 --malignant 4 --seed 7
     spinedx extract cohort/cohort.csv --out patches            # a demo model for the Predict step only:
     spinedx cv patches --out run --profile quick --folds 2 --backbone resnet18 --pretrained none --epochs 2 \
         --tta affine8                                          # the main job's test-time views
@@ -70,7 +70,7 @@ def main() -> None:
     env_path = str(REPO / "src")
     os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
 
-    run("synth", "cohort", "--patients", "8", "--malignant", "3", "--seed", "7", cwd=work)
+    run("synth", "cohort", "--patients", "8", "--malignant", "4", "--seed", "7", cwd=work)
     run("extract", "cohort/cohort.csv", "--out", "patches", cwd=work)
     run("cv", "patches", "--out", "run", "--profile", "quick", "--folds", "2", "--backbone", "resnet18",
         "--pretrained", "none", "--epochs", "2", "--tta", "affine8", "--quiet", cwd=work)

@@ -365,3 +365,38 @@ def test_other_separators_are_named(tmp_path, sep):
     assert _load(tmp_path, text) is None
     with pytest.raises(ManifestError, match="-separated"):
         load_manifest(tmp_path / "m.csv", check_files=False)
+
+
+def test_excel_sep_line_is_understood(tmp_path):
+    """Excel's first line ``sep=,`` / ``sep=;`` names the separator: honoured and skipped (issue 18). It used to be
+    read as the header, so every required column was reported missing."""
+    import csv
+    import io
+
+    from spinedx.cohort import read_manifest_frame
+
+    base = [_core(c) for c in _load(tmp_path, _csv(BASE_ROWS))]
+    for sep, prefix, newline, bom in ((",", "sep=,", "\n", ""), (";", "sep=;", "\r\n", "\ufeff"),
+                                      (";", '"sep=;"', "\n", ""), ("\t", "sep=\t", "\n", ""),
+                                      (",", "sep=,,,", "\n", "")):
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=sep, lineterminator=newline).writerows(BASE_ROWS)  # quotes 7;8;9 under sep=;
+        cohort = _load(tmp_path, bom + prefix + newline + buf.getvalue())
+        assert cohort is not None, prefix
+        assert [_core(c) for c in cohort] == base
+        frame = read_manifest_frame(tmp_path / "m.csv", dtype={"patient_id": str})
+        assert list(frame.columns) == BASE_ROWS[0] and frame["patient_id"].tolist() == ["P1", "P2", "P3"]
+    # problems name the file's own line numbers (the sep= line counts)
+    rows = [list(r) for r in BASE_ROWS]
+    rows[2][1] = "maybe"
+    (tmp_path / "m.csv").write_text("sep=,\n" + _csv(rows))
+    with pytest.raises(ManifestError, match=r"line 4 \(P2\) \[label\]") as exc:
+        load_manifest(tmp_path / "m.csv", check_files=False)
+    assert len(exc.value.problems) == 1
+
+
+def test_sep_line_with_an_unknown_separator_is_refused_in_one_line(tmp_path):
+    (tmp_path / "m.csv").write_text("sep=:\n" + _csv(BASE_ROWS).replace(",", ":"))
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(tmp_path / "m.csv", check_files=False)
+    assert len(exc.value.problems) == 1 and "'sep=:'" in exc.value.one_line() and "line 1" in exc.value.one_line()

@@ -38,7 +38,7 @@ def test_other_settings_are_named_one_by_one(tmp_path: Path) -> None:
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     messages: list[str] = []
-    kw: dict = {"n_patients": 8, "n_malignant": 3, "seed": 1, "folds": 2, "backbone": "resnet18", "epochs": 1,
+    kw: dict = {"n_patients": 8, "n_malignant": 4, "seed": 1, "folds": 2, "backbone": "resnet18", "epochs": 1,
                 "register": False, "bootstrap_resamples": 50, "gallery_per_group": 1, "progress": False}
     res = run_demo(out, log=messages.append, **kw)
     assert [res.stages[s]["status"] for s in STAGES] == ["done"] * 5
@@ -63,7 +63,7 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
 
     # Resume through the CLI: every stage's outputs are complete, nothing runs again.
     mtime = res.report.stat().st_mtime_ns
-    cli = CliRunner().invoke(app, ["demo", str(out), "--patients", "8", "--malignant", "3", "--seed", "1",
+    cli = CliRunner().invoke(app, ["demo", str(out), "--patients", "8", "--malignant", "4", "--seed", "1",
                                    "--folds", "2", "--backbone", "resnet18", "--epochs", "1", "--no-register",
                                    "--no-progress"])
     assert cli.exit_code == 0, cli.output
@@ -81,3 +81,22 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
         run_demo(out, log=None, **{**kw, "seed": 2})
     cli = CliRunner().invoke(app, ["demo", str(out), "--patients", "9", "--no-progress"])
     assert cli.exit_code == 2 and cli.output.strip().startswith("error:")
+
+
+def test_a_folder_that_is_no_demo_folder_is_refused(tmp_path: Path) -> None:
+    """A non-empty OUT_DIR without demo.json was used as a demo folder: a cohort/ or run/ of the user's was taken as
+    a finished stage and read (or a later stage written over it). Refused before anything is written."""
+    out = tmp_path / "mine"
+    (out / "cohort").mkdir(parents=True)
+    (out / "cohort" / "cohort.csv").write_text("patient_id,label\n")
+    (out / "cohort" / "synth.json").write_text("{}")
+    res = CliRunner().invoke(app, ["demo", str(out), "--patients", "8", "--no-progress"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines == [f"error: {out}: not empty (cohort) and not a demo folder (no demo.json); choose a new or empty "
+                     "OUT_DIR"]
+    assert sorted(p.name for p in out.rglob("*")) == ["cohort", "cohort.csv", "synth.json"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_text("")
+    with pytest.raises(SpinedxError, match="malignant"):  # an empty folder (hidden files aside) is accepted
+        run_demo(tmp_path / "empty", n_patients=8, n_malignant=9, log=None)

@@ -87,6 +87,58 @@ def test_atomic_dir_untouched_on_interrupt(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_atomic_dir_ctrl_c_between_the_two_renames_keeps_a_complete_folder(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C right after the earlier folder was moved aside (before the new one took its name) used to remove the
+    new folder and leave the earlier one under a hidden temporary name: the output vanished. Now the interrupt
+    waits for the swap, then stops the command, and the new folder is in place."""
+    import spinedx.fsutil as fsutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        real_replace(src, dst)
+        if Path(src) == out:  # the earlier folder moved aside: the final name is empty now
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(fsutil.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_puts_the_earlier_folder_back_when_the_swap_fails(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import spinedx.fsutil as fsutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    (out / "stats").mkdir()
+    real_replace = os.replace
+    failed: list[Path] = []
+
+    def fail_on_the_new_folder(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        if Path(dst) == out and not failed:  # the new folder's rename fails (the rollback's does not)
+            failed.append(Path(src))
+            raise OSError(errno.EIO, "I/O error", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", fail_on_the_new_folder)
+    with pytest.raises(OSError):
+        with atomic_dir(out, keep=("stats",)) as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert failed and sorted(p.name for p in out.iterdir()) == ["old.txt", "stats"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_remove_stale_tmp_only_dead_owners(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

@@ -19,6 +19,11 @@ Columns (documented with an example in ``docs/io.md``):
 * optional ``lesion_mask``: a NIfTI uint8 mask (0/1) of the lesion in the T2 series' geometry,
   path relative to the manifest like ``t1``/``t2``; ``spinedx extract`` samples it on the patch grid.
 
+The file is UTF-8 CSV with ``,`` between columns. A first line ``sep=;`` (or ``sep=,``, ``sep=|``, ``sep=`` and a
+tab), which Excel writes and reads to know the separator, is understood: the separator it names is used and the
+line skipped (:func:`manifest_dialect`; pandas readers use :func:`read_manifest_frame`). Any other separator it
+names is refused.
+
 Validation collects every problem (row, column, message) and raises one
 :class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the image is
 checked when the images are read (``spinedx.preprocess``), not here.
@@ -229,6 +234,58 @@ def _path_problem(p: Path) -> str | None:
     return "does not exist"
 
 
+#: Separators a ``sep=X`` first line may name (Excel's hint; ``;`` where the decimal mark is a comma).
+SEP_LINE_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+# Excel writes the line bare (sep=;); a spreadsheet that saved it back as a row may quote it or pad it with
+# separators (sep=,,,,).
+_SEP_LINE = re.compile(r'^"?sep=(.)"?(.*)$', re.DOTALL)
+
+
+def manifest_dialect(first_line: str, *, where: str = "manifest") -> tuple[str, int]:
+    """The separator of a manifest and how many lines precede its header, from its first line.
+
+    Args:
+        first_line: the file's first line (BOM removed), with or without its line end.
+        where: the file, for the error.
+
+    Returns:
+        ``(",", 0)`` for a plain CSV; ``(sep, 1)`` when the line is ``sep=X`` (Excel's separator hint).
+
+    Raises:
+        ManifestError: a ``sep=`` line naming a separator other than those of :data:`SEP_LINE_SEPARATORS`.
+    """
+    m = _SEP_LINE.match(first_line.rstrip("\r\n"))
+    if m is None:
+        return ",", 0
+    sep, rest = m.group(1), m.group(2)
+    if sep not in SEP_LINE_SEPARATORS or rest.strip(sep + " \t\"") != "":
+        raise ManifestError([("line 1", "-", (f"{first_line.strip()[:40]!r} names a separator spinedx does not read; "
+                              "only sep=, sep=; sep=| or sep= and a tab are understood: save the file as 'CSV UTF-8 "
+                              "(comma delimited)' (no sep= line)"))], where=where)
+    return sep, 1
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        return fh.readline()
+
+
+def read_manifest_frame(path: str | Path, **kwargs: Any) -> Any:
+    """The manifest as a pandas DataFrame, honouring a ``sep=X`` first line like :func:`load_manifest`.
+
+    For the readers that need the raw columns (the report's per-case details); ``kwargs`` go to
+    ``pandas.read_csv``.
+
+    Raises:
+        ManifestError: see :func:`manifest_dialect`.
+        UnicodeDecodeError, OSError: as ``pandas.read_csv``.
+    """
+    import pandas as pd
+
+    sep, skip = manifest_dialect(_first_line(Path(path)), where=str(path))
+    return pd.read_csv(path, sep=sep, skiprows=skip, encoding="utf-8-sig", **kwargs)
+
+
 def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True,
                   draft: bool = False) -> Cohort:
     """Load and validate a cohort manifest (CSV, UTF-8, header row).
@@ -262,15 +319,18 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
         raise ManifestError([("manifest", "-", why)], where=str(path))
     base = Path(os.path.abspath(path)).parent
     try:
+        sep, skip = manifest_dialect(_first_line(path), where=str(path))
         with open(path, newline="", encoding="utf-8-sig") as fh:
+            for _ in range(skip):
+                fh.readline()
             # strict: a quoted field left open at the end (a truncated file) is an error, not a shorter value
-            reader = csv.reader(fh, strict=True)
+            reader = csv.reader(fh, delimiter=sep, strict=True)
             try:
                 rows = [r for r in reader]
             except csv.Error as exc:
-                raise ManifestError([(f"line {reader.line_num}", "-", (f"malformed CSV ({exc}): a quoted field is "
-                                      "not closed or has text after its closing quote (a truncated or hand-edited "
-                                      "file?); fix the quoting"))], where=str(path)) from None
+                raise ManifestError([(f"line {reader.line_num + skip}", "-", (
+                    f"malformed CSV ({exc}): a quoted field is not closed or has text after its closing quote (a "
+                    "truncated or hand-edited file?); fix the quoting"))], where=str(path)) from None
     except UnicodeDecodeError as exc:
         raise ManifestError([("manifest", "-", f"not a UTF-8 CSV file ({exc})")], where=str(path)) from None
     except OSError as exc:
@@ -279,7 +339,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     if not rows:
         raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))
     header = [h.strip() for h in rows[0]]
-    if len(header) == 1:
+    if len(header) == 1 and not skip:
         for sep, name in ((";", "semicolon"), ("\t", "tab")):
             if sep in header[0]:
                 raise ManifestError([("header", "-", (f"the file looks {name}-separated ({header[0][:60]!r} is one "
@@ -302,7 +362,7 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     feature_names = tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header)
 
     known_cols = set(REQUIRED_ALWAYS + IMAGE_COLUMNS) | {"synthetic"} | set(feature_cols) | set(reader_cols)
-    data_rows = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
+    data_rows = [(i + 2 + skip, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
     if not data_rows:
         problems.append(("manifest", "-", "no patient rows"))
     cases: list[CaseRecord] = []
@@ -310,7 +370,9 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
     synthetic_rows: dict[bool, list[int]] = {True: [], False: []}
     for line, raw in data_rows:
         if len(raw) != len(header):
-            msg = f"{len(raw)} fields but the header has {len(header)} (a box x0,y0,x1,y1 must be quoted)"
+            quote = {",": "a box x0,y0,x1,y1 must be quoted", ";": "lesion slices 7;8;9 must be quoted"}.get(
+                sep, "a value holding the separator must be quoted")
+            msg = f"{len(raw)} fields but the header has {len(header)} ({quote})"
             problems.append((f"line {line}", "-", msg))
             continue
         rec = {h: v.strip() for h, v in zip(header, raw, strict=True)}

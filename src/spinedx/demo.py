@@ -190,7 +190,8 @@ def run_demo(
         The result, with :meth:`DemoResult.summary_lines` for the key metrics.
 
     Raises:
-        SpinedxError: impossible settings, or an existing folder made with other settings.
+        SpinedxError: impossible settings, an existing folder made with other settings, or a folder with content
+            that is no demo folder (no ``demo.json``).
     """
     import pandas as pd
 
@@ -211,8 +212,16 @@ def run_demo(
     extract_config = ExtractConfig(register=register)
     settings = {"n_patients": n_patients, "n_malignant": n_mal, "seed": seed, "difficulty": difficulty,
                 "profile": profile, "cv": cv_config.to_dict(), "extract": extract_config.to_dict()}
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / "demo.json"
+    if out.is_dir() and not state_path.is_file():
+        # demo.json is the first file a demo writes: without it the content is someone else's (a cohort/ or run/
+        # there would have been taken as finished stages and used, or replaced by later ones)
+        content = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if content:
+            shown = ", ".join(content[:3]) + (", ..." if len(content) > 3 else "")
+            raise SpinedxError(f"not empty ({shown}) and not a demo folder (no demo.json); choose a new or empty "
+                               "OUT_DIR", where=str(out))
+    out.mkdir(parents=True, exist_ok=True)
     state = _load_state(state_path, settings)
     cohort_dir, patches_dir, run_dir = out / "cohort", out / "patches", out / "run"
     manifest = cohort_dir / "cohort.csv"

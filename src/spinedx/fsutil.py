@@ -7,7 +7,9 @@ Every file or folder spinedx writes goes through this module:
   the final name only when writing finished. A failure or an interrupt (any exception, ``KeyboardInterrupt``
   and :class:`Terminated` included) removes the temporary file and leaves the old file byte-identical.
 * :func:`atomic_dir` does the same for a whole folder: the command fills a temporary sibling folder, which
-  replaces the final one on success.
+  replaces the final one on success (the two renames of the swap hold Ctrl-C and SIGTERM back, so an interrupt
+  never leaves the final name empty).
+* :class:`DeferredSignals` holds Ctrl-C and SIGTERM back while a few renames must happen together.
 * :func:`install_signal_handlers` turns SIGTERM into a :class:`Terminated` exception in the main thread, so
   that ``kill PID`` runs the same cleanup as Ctrl-C; the CLI turns them into exit codes 143 and 130.
 
@@ -23,9 +25,10 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 #: Marker in the names of temporary siblings (``.patches.npz.tmp-1234-ab12cd``).
 TMP_MARK = ".tmp-"
@@ -58,6 +61,48 @@ def install_signal_handlers() -> None:
 def interrupt_exit_code(exc: BaseException) -> int:
     """The conventional exit code of an interrupt: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
     return 143 if isinstance(exc, Terminated) else 130
+
+
+class DeferredSignals:
+    """Once armed, hold Ctrl-C and SIGTERM back until the block ends, then deliver them.
+
+    Used around renames that must happen together (a folder's swap, ``patches.npz`` with its ``extract.json``), so
+    an interrupt never lands between them. A signal's Python handler always runs in the main thread; replacing it
+    there is what keeps the interrupt out of the block (blocking the signal in one thread would not). Elsewhere
+    (a server's worker thread) it does nothing.
+
+    Example::
+
+        with DeferredSignals() as hold:
+            hold.arm()
+            os.replace(a_tmp, a)
+            os.replace(b_tmp, b)      # Ctrl-C pressed above is raised here, after both renames
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+        self._got: list[int] = []
+
+    def arm(self) -> None:
+        """Start holding the signals back (from the main thread; a no-op elsewhere)."""
+        if threading.current_thread() is threading.main_thread() and not self._old:
+            self._old = {s: signal.signal(s, lambda signum, frame: self._got.append(signum)) for s in self._SIGNALS}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        old, self._old = self._old, {}
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if self._got:
+            handler = old[self._got[0]]
+            if callable(handler):
+                handler(self._got[0], None)  # raises KeyboardInterrupt / Terminated now that the renames are done
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), self._got[0])
 
 
 def tmp_sibling(path: str | Path) -> Path:
@@ -151,8 +196,9 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1, def
 def atomic_dir(path: str | Path, *, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty temporary sibling folder; it replaces the folder ``path`` when the block succeeds.
 
-    On success the old folder (if any) is moved aside and removed, and the new one renamed into place; on any
-    exception (interrupts included) the temporary folder is removed and ``path`` is left untouched.
+    On success the old folder (if any) is moved aside, the new one renamed into place (Ctrl-C and SIGTERM held
+    back for these two renames, then delivered) and the old one removed; on any exception (interrupts included)
+    the temporary folder is removed and ``path`` is left untouched.
 
     Args:
         path: the final folder.
@@ -167,22 +213,42 @@ def atomic_dir(path: str | Path, *, keep: tuple[str, ...] = ()) -> Iterator[Path
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
     tmp = tmp_sibling(path)
     tmp.mkdir()
+    old: Path | None = None
+    kept: list[str] = []
+    placed = False
     try:
         yield tmp
-        old = None
-        if path.exists():
-            for name in keep:
-                if (path / name).exists() and not (tmp / name).exists():
-                    os.replace(path / name, tmp / name)
-            old = tmp_sibling(path)
-            os.replace(path, old)
-        os.replace(tmp, path)
+        # Between the two renames the final name is empty: an interrupt there used to remove the new folder and
+        # leave the earlier one under a hidden temporary name, to be deleted as a leftover by the next run.
+        with DeferredSignals() as hold:
+            hold.arm()
+            try:
+                if path.exists():
+                    for name in keep:
+                        if (path / name).exists() and not (tmp / name).exists():
+                            os.replace(path / name, tmp / name)
+                            kept.append(name)
+                    old = tmp_sibling(path)
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                placed = True
+            except BaseException:
+                if old is not None and not path.exists():
+                    os.replace(old, path)  # put the earlier folder back
+                    old = None
+                for name in kept if path.is_dir() else ():
+                    with contextlib.suppress(OSError):
+                        os.replace(tmp / name, path / name)
+                raise
         _fsync_dir(path.parent)
-        if old is not None:
-            _remove(old)
     except BaseException:
-        _remove(tmp)
+        if not placed:
+            _remove(tmp)
+        elif old is not None:
+            _remove(old)  # the new folder is in place (an interrupt delivered after the swap)
         raise
+    if old is not None:
+        _remove(old)
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:

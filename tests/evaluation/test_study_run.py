@@ -350,3 +350,38 @@ def test_real_cohort_stats_carry_no_synthetic_mark(tmp_path: Path, cohort_csv: P
     assert "synthetic" not in res.output.lower() and "simulated" not in res.output.lower()
     summary = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert summary["synthetic"] is False and summary["illustration"] is None
+
+
+# --- outputs never replaced by another job's without --overwrite (issue 18) --------------------------------------
+
+
+def test_stats_of_other_inputs_are_not_replaced_without_overwrite(tmp_path: Path, cohort_csv: Path) -> None:
+    """`spinedx stats` used to replace any folder holding a stats.json: statistics of another cohort or reader
+    vanished silently. The same inputs redo them; other inputs need --overwrite (checked before computing)."""
+    run_dir = make_run(tmp_path / "run", make_cohort())
+    out = tmp_path / "stats"
+
+    def stats(*args: str) -> Any:
+        return CliRunner().invoke(app, ["stats", str(cohort_csv), "--run", str(run_dir), "--out", str(out),
+                                        "--bootstrap", "100", *args])
+
+    assert stats("--reader", "r1").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    line = _one_error_line(stats("--reader", "r4"))
+    assert line.startswith(f"error: {out}: these statistics were made from other inputs (reader: 'reader_r1' "
+                           "there, 'reader_r4' now)") and "--overwrite" in line
+    line = _one_error_line(stats("--reader", "r1", "--bootstrap", "200"))
+    assert "bootstrap_resamples: 100 there, 200 now" in line
+    edited = tmp_path / "edited.csv"
+    edited.write_text(cohort_csv.read_text() + "\n")  # another file (a blank line added: another sha256)
+    res = CliRunner().invoke(app, ["stats", str(edited), "--run", str(run_dir), "--out", str(out), "--bootstrap",
+                                   "100", "--reader", "r1"])
+    line = _one_error_line(res)
+    assert f"cohort: {cohort_csv.resolve()} (sha256 " in line and f"{edited.resolve()} (sha256" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert stats("--reader", "r1").exit_code == 0  # the same job reruns
+    res = stats("--reader", "r4", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "stats.json").read_text())["inputs"]["reader"] == "reader_r4"
+    (out / "stats.json").write_text("{")
+    assert "holds a stats.json that cannot be read" in _one_error_line(stats("--reader", "r4"))

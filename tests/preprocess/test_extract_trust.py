@@ -114,7 +114,7 @@ def test_ctrl_c_during_registration_exits_130_and_keeps_earlier_outputs(pairs, e
         raise KeyboardInterrupt
 
     monkeypatch.setattr(registration, "_on_iteration", interrupted)
-    res = _cli(str(pairs / "two.csv"), "--out", str(out))
+    res = _cli(str(pairs / "two.csv"), "--out", str(out), "--overwrite")  # other settings (registration) than `earlier`
     assert res.exit_code == 130
     assert "interrupted (Ctrl-C)" in _one_error_line(res)
     _untouched(out, before)
@@ -177,7 +177,7 @@ def test_signal_stops_extract_with_workers_and_leaves_no_process(pairs, earlier,
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "spinedx", "extract", str(pairs / "long.csv"), "--out", str(out),
-                             "--workers", "2", "--no-progress"], env=env, stdout=subprocess.PIPE,
+                             "--workers", "2", "--no-progress", "--overwrite"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     seen: set[int] = set()
     try:
@@ -224,12 +224,15 @@ def test_all_patients_failed_writes_nothing(pairs, earlier, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{HEADER}\nP00,benign,{pairs}/P00/t1,{pairs}/P00/t2,3,\"500,500,560,560\"\n"
                    f"P01,benign,{pairs}/P01/t1,{pairs}/nowhere,3,\"5,5,20,20\"\n")
-    res = _cli(str(bad), "--out", str(out), "--no-register")
+    res = _cli(str(bad), "--out", str(out), "--no-register", "--overwrite")
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 3 and "P00" in lines[0] and "outside the T2 image" in lines[0] and "P01" in lines[1]
-    assert "all 2 patient(s) failed, so nothing was written" in lines[2]
+    assert (f"all 2 patient(s) failed, so nothing was written: the patches already in {out} (2 patient(s), "
+            "4 sample(s)) were left as they were") in lines[2]
     _untouched(out, before)
+    res = _cli(str(bad), "--out", str(tmp_path / "new"), "--no-register")  # no earlier result: said so
+    assert res.exit_code == 2 and f"nothing was written ({tmp_path / 'new'} holds no earlier patches)" in res.stderr
 
 
 def test_manifest_without_box_column_is_one_line_and_writes_nothing(pairs, earlier, tmp_path):
@@ -282,9 +285,84 @@ def test_file_too_large_is_one_line_and_leaves_no_temporary_file(pairs, earlier)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run([sys.executable, "-m", "spinedx", "extract", str(pairs / "cohort.csv"), "--out", str(out),
-                           "--no-register", "--no-progress"], env=env, capture_output=True, text=True, timeout=300,
-                          check=False, preexec_fn=lambda: _limited_run(200_000))
+                           "--no-register", "--no-progress", "--overwrite"], env=env, capture_output=True, text=True,
+                          timeout=300, check=False, preexec_fn=lambda: _limited_run(200_000))
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "patches.npz" in lines[0] and "too large" in lines[0].lower(), lines
     _untouched(out, before)
+
+
+# -- outputs never shrink or vanish without the user saying so (issue 18) -----------------------------------------
+def test_patches_of_another_manifest_or_setting_are_refused_without_overwrite(pairs, earlier):
+    out, before = earlier  # two.csv, no registration
+    line = _one_error_line(_cli(str(pairs / "cohort.csv"), "--out", str(out), "--no-register"))
+    assert line.startswith(f"error: {out}: this folder already holds patches made from another manifest")
+    assert f"manifest: {pairs / 'two.csv'} there, {pairs / 'cohort.csv'} now" in line and "--overwrite" in line
+    _untouched(out, before)
+    line = _one_error_line(_cli(str(pairs / "two.csv"), "--out", str(out), "--no-register", "--patch-size", "32"))
+    assert "(patch_size: 64 there, 32 now)" in line
+    _untouched(out, before)
+    res = _cli(str(pairs / "two.csv"), "--out", str(out), "--no-register", "--patch-size", "32", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert f"replaced the earlier patches in {out} (2 patient(s), 4 sample(s))" in res.stdout
+    assert np.load(out / "patches.npz")["x"].shape == (4, 6, 32, 32)
+
+
+def test_the_same_job_reruns_without_overwrite(pairs, earlier):
+    out, _ = earlier
+    res = _cli(str(pairs / "two.csv"), "--out", str(out), "--no-register")
+    assert res.exit_code == 0, res.output
+    assert "replaced the earlier patches" in res.stdout and not res.stderr
+
+
+def test_failed_patients_never_replace_a_more_complete_result(pairs, tmp_path):
+    """The issue's probe: a complete 12-patient result, then the same command while 7 patients' images are
+    gone. It replaced the result (24 samples -> 10); now the result is kept, even with --overwrite."""
+    import shutil
+
+    root = shutil.copytree(pairs, tmp_path / "c", ignore=shutil.ignore_patterns("long.csv"))
+    out = tmp_path / "out"
+    res = _cli(str(root / "cohort.csv"), "--out", str(out), "--no-register")
+    assert res.exit_code == 0, res.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    gone = [f"P{p:02d}" for p in range(7)]
+    for pid in gone:
+        shutil.rmtree(root / pid / "t2")
+    for extra in ([], ["--overwrite"]):
+        res = _cli(str(root / "cohort.csv"), "--out", str(out), "--no-register", *extra)
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 8 and [ln.split()[1].rstrip(":") for ln in lines[:7]] == gone
+        assert lines[7] == (f"error: {out}: 7 of 12 patient(s) failed, so this run was not written: the patches "
+                            "already here (12 patient(s), 24 sample(s)) hold 7 of the failed patients (P00, P01, P02, "
+                            "P03, P04, ...) and were kept as they were; fix the failures and rerun, or choose a new "
+                            "--out folder to keep a partial result")
+        _untouched(out, before)
+    # into a new folder the partial result is written, as before (exit 2, each failure named)
+    res = _cli(str(root / "cohort.csv"), "--out", str(tmp_path / "partial"), "--no-register")
+    assert res.exit_code == 2 and "extracted 5 patient(s), 10 sample(s)" in res.stdout
+    # failures the earlier result does not hold do not stop the replacement (two.csv's result: P00 and P01)
+    small = tmp_path / "small"
+    assert _cli(str(pairs / "two.csv"), "--out", str(small), "--no-register").exit_code == 0
+    rows = (root / "cohort.csv").read_text().splitlines()
+    later = [rows[0], *[r.replace(f"P{p:02d}/", f"{pairs}/P{p:02d}/") for p, r in enumerate(rows[1:3])], rows[7]]
+    (root / "later.csv").write_text("\n".join(later) + "\n")  # P00, P01 (images intact) and P06 (t2 gone)
+    res = _cli(str(root / "later.csv"), "--out", str(small), "--no-register", "--overwrite")
+    assert res.exit_code == 2 and "extracted 2 patient(s)" in res.stdout and "P06" in res.stderr
+    assert "replaced the earlier patches" in res.stdout
+
+
+def test_patches_without_extract_json_are_refused_without_overwrite(pairs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    np.savez(out / "patches.npz", x=np.zeros((1, 6, 8, 8), np.float32))  # made by hand, say
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    line = _one_error_line(_cli(str(pairs / "two.csv"), "--out", str(out), "--no-register"))
+    assert f"{out}: holds patches.npz without extract.json" in line and "--overwrite" in line
+    _untouched(out, before)
+    (out / "extract.json").write_text("{not json")
+    line = _one_error_line(_cli(str(pairs / "two.csv"), "--out", str(out), "--no-register"))
+    assert "holds an extract.json that cannot be read (JSONDecodeError" in line
+    assert _cli(str(pairs / "two.csv"), "--out", str(out), "--no-register", "--overwrite").exit_code == 0
+    assert np.load(out / "patches.npz")["x"].shape == (4, 6, 64, 64)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,3 +199,59 @@ def test_repeats_section_shows_the_spread_or_says_single(run_factory) -> None:
     assert auc["max"] - auc["min"] == pytest.approx(0.1)
     assert set(table["classifier"]) == {"CNN (resnet18)", "radiomics baseline", "feature regression"}
     assert "CNN minus radiomics baseline patient AUC across repeats" in text
+
+
+# -- outputs never replaced by another job's without --overwrite (issue 18) -----------------------------------------
+def test_report_of_another_run_or_a_foreign_file_is_not_replaced_without_overwrite(run_factory, tmp_path) -> None:
+    """`spinedx report --out` silently replaced any file: another run's report or a file of the user's."""
+    run_a = run_factory(n_patients=12, n_folds=2)
+    run_b = run_factory(n_patients=12, n_folds=2)
+    out = tmp_path / "shared.html"
+    args = ["--gallery", "0", "--no-progress", "--out", str(out)]
+    assert CliRunner().invoke(app, ["report", str(run_a), *args]).exit_code == 0
+    before = out.read_bytes()
+    assert CliRunner().invoke(app, ["report", str(run_a), *args]).exit_code == 0  # the same run's report: rewritten
+    _one_error(["report", str(run_b), *args], str(out), f"holds the report of another run ({run_a.resolve()})",
+               "--overwrite")
+    assert b"spinedx-report-run" in before and out.read_bytes() != before  # rewritten above, not by the refusal
+    kept = out.read_bytes()
+    _one_error(["report", str(run_b), *args], "another run")
+    assert out.read_bytes() == kept
+    res = CliRunner().invoke(app, ["report", str(run_b), *args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert f'content="{run_b.resolve()}"' in out.read_text()
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    _one_error(["report", str(run_a), "--gallery", "0", "--no-progress", "--out", str(notes)],
+               "exists and is not a spinedx report", "--overwrite")
+    assert notes.read_text() == "<html>my notes</html>"
+
+
+def test_rewritten_report_removes_the_tables_it_no_longer_has(run_factory, tmp_path) -> None:
+    """A report rewritten without the statistics left the earlier report_table1_features.csv beside it,
+    describing another report."""
+    run = run_factory(n_patients=12, n_folds=2)
+    CliRunner().invoke(app, ["report", str(run), "--gallery", "0", "--no-progress"])
+    assert (run / "report_table1_features.csv").is_file()
+    shutil.rmtree(run / "stats")
+    bare = tmp_path / "bare.csv"  # a study table without features or readers: no statistics this time
+    bare.write_text("patient_id,label\n" + "\n".join(f"P{i:03d},{'malignant' if i % 3 == 0 else 'benign'}"
+                                                      for i in range(12)) + "\n")
+    res = CliRunner().invoke(app, ["report", str(run), "--gallery", "0", "--no-progress", "--cohort", str(bare)])
+    assert res.exit_code == 0, res.output
+    assert not (run / "report_table1_features.csv").exists() and not (run / "report_mcnemar.csv").exists()
+    assert all((run / name).is_file() for name in
+               re.search(r'spinedx-report-tables" content="([^"]*)"', (run / "report.html").read_text())[1].split("/"))
+
+
+def test_statistics_of_another_cohort_are_not_shown_as_this_one(run_factory, tmp_path) -> None:
+    """`spinedx report RUN --cohort OTHER.csv` showed the tables RUN/stats had from another manifest."""
+    run = run_factory(n_patients=12, n_folds=2)
+    assert CliRunner().invoke(app, ["report", str(run), "--gallery", "0", "--no-progress"]).exit_code == 0
+    made = json.loads((run / "stats" / "stats.json").read_text())["inputs"]["cohort"]
+    other = tmp_path / "other.csv"
+    other.write_text(Path(made).read_text().replace("malignant", "benign", 1))
+    _one_error(["report", str(run), "--gallery", "0", "--no-progress", "--cohort", str(other)],
+               "stats", "made from another cohort manifest", "--overwrite")
+    assert CliRunner().invoke(app, ["report", str(run), "--gallery", "0", "--no-progress", "--cohort",
+                                    made]).exit_code == 0

@@ -1,8 +1,8 @@
 """Fixtures of the workstation tests: a tiny synthetic cohort, a tiny run, and a fresh manifest per test.
 
-The cohort (6 patients, 2 malignant) and the run (2 folds of resnet18, one epoch) are made once for this
-folder's tests and removed after them; each test gets its own copy of the manifest (the images stay in the
-shared cohort, served as the DICOM root).
+The cohort (8 patients, 4 malignant: the fewest that 2 folds with their inner splits accept) and the run (2 folds
+of resnet18, one epoch) are made once for this folder's tests and removed after them; each test gets its own copy
+of the manifest (the images stay in the shared cohort, served as the DICOM root).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def ws_cohort(tmp_path_factory) -> Iterator[Path]:
     from spinedx.synth import generate_cohort
 
     out = tmp_path_factory.mktemp("ws_cohort")
-    generate_cohort(out, n_patients=6, n_malignant=2, seed=11, progress=False)
+    generate_cohort(out, n_patients=8, n_malignant=4, seed=11, progress=False)
     yield out
     shutil.rmtree(out, ignore_errors=True)  # the package is done: free the disk (tests/conftest.py)
 

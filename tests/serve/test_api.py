@@ -19,7 +19,7 @@ def test_health(client) -> None:
     assert r.status_code == 200
     doc = r.json()
     assert doc["status"] == "ok" and doc["version"] == "0.1.0"
-    assert doc["synthetic"] is True and doc["cases"] == 6 and doc["model"] is None
+    assert doc["synthetic"] is True and doc["cases"] == 8 and doc["model"] is None
     assert "research use only" in doc["research_use_only"]
 
 

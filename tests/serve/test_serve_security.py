@@ -36,7 +36,7 @@ def test_bearer_token_enforced(manifest: Path, settings_for) -> None:
         assert client.get("/api/cases").status_code == 401
         assert client.get("/api/cases", headers={"Authorization": "Bearer wrong"}).status_code == 401
         r = client.get("/api/cases", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert r.status_code == 200 and len(r.json()) == 6
+        assert r.status_code == 200 and len(r.json()) == 8
         assert client.put("/api/cases/x/annotation", json={}).status_code == 401
         assert client.get("/").status_code == 200  # the page itself holds no data
 

@@ -140,6 +140,7 @@ def test_interrupt_leaves_earlier_cohort_and_no_worker(earlier: Path, tmp_path: 
     assert proc.returncode == code, err
     lines = [ln for ln in err.splitlines() if ln.strip() and "━" not in ln]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert f"nothing was written: {out} holds what it held before, unchanged" in lines[0], err
     assert "Traceback" not in err
     assert _tree(out) == before
     assert not _tmp_siblings(out)
@@ -147,3 +148,68 @@ def test_interrupt_leaves_earlier_cohort_and_no_worker(earlier: Path, tmp_path: 
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.2)
     assert not [p for p in workers if _alive(p)], "orphaned worker processes"
+
+
+def _interrupt_after_first_patient(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    """The second patient's rendering raises ``exc`` (what Ctrl-C or SIGTERM raise in the main thread)."""
+    import spinedx.synth.cohort as cohort_mod
+
+    real = cohort_mod.render_patient
+
+    def render(out_dir: str, seed: int, index: int, label: int, difficulty: str) -> dict:
+        if index == 1:
+            raise exc
+        return real(out_dir, seed, index, label, difficulty)
+
+    monkeypatch.setattr(cohort_mod, "render_patient", render)
+
+
+def _one_error_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip() and "━" not in ln and not ln.startswith("synth")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+def test_interrupt_says_nothing_was_written_into_a_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted synth said "finished outputs are kept ... rerun the same command to resume" although it keeps
+    nothing and never resumes (issue 18): it now says what exists afterwards."""
+    out = tmp_path / "new"
+    _interrupt_after_first_patient(monkeypatch, KeyboardInterrupt())
+    res = CliRunner().invoke(app, ["synth", str(out), "--patients", "2", "--malignant", "1"])
+    assert res.exit_code == 130
+    line = _one_error_line(res.output)
+    assert line.startswith("error: interrupted (Ctrl-C); nothing was written") and f"({out} does not exist)" in line
+    assert "no temporary folder is left" in line and "does not resume" in line and "kept" not in line
+    assert not out.exists() and not _tmp_siblings(out)
+    (tmp_path / "empty").mkdir()
+    from spinedx.fsutil import Terminated
+
+    _interrupt_after_first_patient(monkeypatch, Terminated("terminated by signal 15"))
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "empty"), "--patients", "2", "--malignant", "1"])
+    assert res.exit_code == 143
+    assert f"error: terminated (SIGTERM); nothing was written ({tmp_path / 'empty'} is empty)" in res.output
+
+
+def test_interrupt_after_the_swap_says_the_cohort_is_complete(earlier: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the final swap is held back until the new cohort is in place; the line says so."""
+    import signal as sig
+
+    import spinedx.fsutil as fsutil
+
+    out = _copy(earlier, tmp_path / "c")
+    real_replace = os.replace
+
+    def replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        real_replace(src, dst)
+        if Path(dst) == out:  # the new cohort took the folder's name
+            sig.raise_signal(sig.SIGINT)
+
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    res = CliRunner().invoke(app, ["synth", str(out), "--patients", "1", "--malignant", "0", "--seed", "6",
+                                   "--overwrite"])
+    assert res.exit_code == 130
+    line = _one_error_line(res.output)
+    assert f"the cohort was complete before the interrupt arrived: {out} holds it" in line
+    assert "benign" in (out / "cohort.csv").read_text() and (out / "synth.json").is_file()
+    assert not _tmp_siblings(out)

@@ -27,15 +27,20 @@ def extract(
         None, "--allow-modality", metavar="MODALITY",
         help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace patches already in --out that were made from another manifest or with other settings (a "
+             "rerun of the same manifest and options needs no --overwrite)."),
 ) -> None:
     """Turn a cohort of T1/T2 series and T2 lesion boxes into patches.npz (N, 6, 64, 64) and extract.json.
 
-    Exit code 2 when any patient failed (one line per failed patient); the others are still written. When
-    every patient fails nothing is written and earlier outputs are kept.
+    Exit code 2 when any patient failed (one line per failed patient); the others are still written, unless
+    --out already holds patches of one of the failed patients: that result is then kept and nothing is written.
+    When every patient fails nothing is written and earlier outputs are kept.
     """
     from spinedx.cli._app import fail
     from spinedx.preprocess import ExtractConfig, extract_cohort
-    from spinedx.preprocess.extract import NothingExtracted
+    from spinedx.preprocess.extract import NothingExtracted, ResultKept
     from spinedx.preprocess.pairing import PAIR_CHECK_MODES
     from spinedx.studyindex.header import allow_modality_option
 
@@ -44,8 +49,8 @@ def extract(
     config = ExtractConfig(patch_size=patch_size, margin=margin, register=register, pair_check=pair_check)
     try:
         res = extract_cohort(cohort, out, config, workers=workers, progress=progress,
-                             allow_modality=allow_modality_option(allow_modality))
-    except NothingExtracted as exc:
+                             allow_modality=allow_modality_option(allow_modality), overwrite=overwrite)
+    except (NothingExtracted, ResultKept) as exc:
         for _, line in exc.failed:
             typer.echo("error: " + " ".join(line.split()), err=True)
         raise
@@ -56,6 +61,8 @@ def extract(
         f"extracted {len(res.ok)} patient(s), {res.n_samples} sample(s) ({per_class}); "
         f"{len(res.failed)} failed; {res.seconds:.1f} s -> {res.patches_path}"
     )
+    if res.replaced is not None:
+        typer.echo(f"replaced the earlier patches in {out} ({res.replaced})")
     for line in res.warnings:
         typer.echo("warning: " + " ".join(line.split()), err=True)
     if res.failed:

@@ -27,6 +27,9 @@ def report(
     allow_changed_patches: bool = typer.Option(
         False, "--allow-changed-patches",
         help="Make the report although patches.npz changed since training (no gallery images; said in it)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a file at --out that is not this run's report (another run's report, "
+        "any other file); this run's own report is rewritten without it."),
 ) -> None:
     """Write RUN_DIR/report.html: tables, ROC, confusion matrices, calibration, Grad-CAM gallery, provenance.
 
@@ -36,5 +39,6 @@ def report(
     from spinedx.report import build_report
 
     path = build_report(run_dir, cohort, out=out, gallery_per_group=gallery, reader=reader, progress=progress,
-                        allow_missing_folds=allow_missing_folds, allow_changed_patches=allow_changed_patches)
+                        allow_missing_folds=allow_missing_folds, allow_changed_patches=allow_changed_patches,
+                        overwrite=overwrite)
     typer.echo(f"report: {path.resolve()}")

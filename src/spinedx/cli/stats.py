@@ -44,6 +44,8 @@ def stats(
                                          "experienced reader, reader_r1 if present; 'model' allowed)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples of the AUC intervals."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace statistics in the output folder made from "
+                                   "other inputs (cohort, run, reader, --bootstrap); the same inputs need none."),
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
     regression on the features, and the error analysis of one reader."""
@@ -56,7 +58,7 @@ def stats(
 
     console = Console()
     with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
-        res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap)
+        res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap, overwrite=overwrite)
     synthetic = bool(res.summary.get("synthetic"))
     if synthetic:
         console.print(f"[bold]{SYNTHETIC_BANNER.upper()}[/bold]")

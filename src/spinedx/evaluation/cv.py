@@ -40,7 +40,7 @@ from spinedx.common import SYNTHETIC_BANNER, json_clean
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.aggregate import aggregate_patients
 from spinedx.evaluation.metrics import classification_report, patient_bootstrap_report, roc_auc
-from spinedx.evaluation.splits import make_splits, patient_labels
+from spinedx.evaluation.splits import check_split_sizes, make_splits, patient_labels
 from spinedx.fsutil import remove_stale_tmp
 from spinedx.runfolder import (
     PatchSet,
@@ -402,6 +402,7 @@ def run_cv(
                 "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
                 "channels_last": config.channels_last},
         channel_names=tuple(model.channel_names), provenance=provenance())
+    check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     splits = _prepare(rf, record, labels, overwrite)
     all_splits: list[tuple[int | None, Splits]] = [(None, splits)]
     all_splits += [(r, s) for r, s in enumerate(_prepare_repeats(rf, config, labels, repeats), start=1)]

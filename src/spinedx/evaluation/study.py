@@ -282,6 +282,54 @@ def compute_study(
     return StudyResult(table2, mcn, table1, logistic, errors, reader, json_clean(summary))
 
 
+#: The inputs recorded in ``stats.json`` that decide its content: a folder made from other ones is another job.
+STATS_IDENTITY = ("cohort_sha256", "run", "reader", "bootstrap_resamples", "seed")
+
+
+def check_stats_folder(out_dir: str | Path, inputs: Mapping[str, Any], overwrite: bool = False) -> None:
+    """Refuse to replace statistics made from other inputs (another cohort, run, reader, resamples or seed).
+
+    Only the inputs the earlier ``stats.json`` records are compared (older versions recorded fewer). A rerun of
+    the same job replaces the folder (its figures are those the same inputs give now); ``overwrite`` replaces
+    statistics of another job. A folder that is no statistics folder is refused by :func:`write_study`.
+
+    Raises:
+        SpinedxError: the differences, one line, naming the folder.
+    """
+    out = Path(out_dir)
+    path = out / "stats.json"
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))["inputs"]
+        if not isinstance(old, dict):
+            raise TypeError("inputs is not an object")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SpinedxError(f"holds a stats.json that cannot be read ({type(exc).__name__}); pass --overwrite to "
+                           "replace the folder, or choose another --out", where=str(out)) from None
+    diff = []
+    for key in STATS_IDENTITY:
+        if key in old and old[key] != inputs.get(key):
+            if key == "cohort_sha256":
+                diff.append(f"cohort: {old.get('cohort')} (sha256 {str(old[key])[:12]}...) there, "
+                            f"{inputs.get('cohort')} (sha256 {str(inputs.get(key))[:12]}...) now")
+            else:
+                diff.append(f"{key}: {old[key]!r} there, {inputs.get(key)!r} now")
+    if diff:
+        raise SpinedxError(f"these statistics were made from other inputs ({'; '.join(diff)}); rerun with the same "
+                           "inputs to redo them, pass --overwrite to replace them, or choose another --out",
+                           where=str(out))
+
+
+def _requested_reader(frame: pd.DataFrame, run: RunPredictions | None, reader: str | None) -> str | None:
+    """The rater :func:`compute_study` will analyse (``r1`` -> ``reader_r1``, None -> the default), for the
+    check before the slow parts; an unknown name is left for compute_study to refuse."""
+    if reader is None:
+        return default_error_reader(frame)
+    known = set(reader_columns(frame)) | ({MODEL_RATER} if run is not None else set())
+    return f"reader_{reader}" if reader not in known and f"reader_{reader}" in known else reader
+
+
 def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the tables, ``feature_logistic.json`` and ``stats.json`` (with provenance) to ``out_dir``.
 
@@ -323,7 +371,7 @@ def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, A
 
 def run_study(
     cohort_csv: str | Path, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
-    reader: str | None = None, *, bootstrap_resamples: int = 2000, seed: int = 0,
+    reader: str | None = None, *, bootstrap_resamples: int = 2000, seed: int = 0, overwrite: bool = False,
 ) -> StudyResult:
     """``spinedx stats``: load the study table (and run), compute everything, write the files.
 
@@ -334,6 +382,8 @@ def run_study(
         reader: Rater for the error analysis (default the least experienced reader).
         bootstrap_resamples: Bootstrap resamples of the AUC intervals.
         seed: Seed of the stratified folds (no run) and of the bootstraps.
+        overwrite: replace statistics in ``out_dir`` made from other inputs (:func:`check_stats_folder`);
+            without it they are refused before anything is computed.
 
     Returns:
         The result, with ``files`` naming what was written.
@@ -348,8 +398,12 @@ def run_study(
         if run_dir is None:
             raise SpinedxError("give an output folder (--out DIR)", where="--out")
         out_dir = Path(run_dir) / "stats"
+    inputs = {"cohort": str(Path(cohort_csv).resolve()), "cohort_sha256": sha256_file(cohort_csv),
+              "run": None if run_dir is None else str(Path(run_dir).resolve()),
+              "reader": _requested_reader(frame, run, reader), "bootstrap_resamples": bootstrap_resamples,
+              "seed": seed}
+    check_stats_folder(out_dir, inputs, overwrite)  # before the slow parts
     result = compute_study(frame, run, reader, bootstrap_resamples=bootstrap_resamples, seed=seed)
-    inputs = {"cohort": str(cohort_csv), "cohort_sha256": sha256_file(cohort_csv),
-              "run": None if run_dir is None else str(run_dir), "reader": result.error_reader}
+    inputs["reader"] = result.error_reader
     write_study(result, out_dir, inputs)
     return result

@@ -11,6 +11,11 @@ Outputs are complete or untouched: both files are written to temporary siblings 
 ones only when the run succeeded for at least one patient (the two renames are not interrupted by Ctrl-C or
 SIGTERM); a failed, interrupted or all-failed run leaves earlier files byte-identical. Worker processes are
 killed on an interrupt.
+
+Outputs never shrink or vanish without the user saying so (issue 18): a folder that already holds patches is
+rerun only for the same job (the same manifest, by path and sha256, and the same settings) unless
+``overwrite``; and a run in which patients failed never replaces a result that holds any of those patients,
+``overwrite`` or not (:class:`ResultKept`: nothing is written, the earlier result stays as it was).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,13 +32,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spinedx.common import LABEL_NAMES
 from spinedx.errors import PreprocessError, SpinedxError
-from spinedx.fsutil import atomic_path, check_parent, remove_stale_tmp, stop_pool
+from spinedx.fsutil import DeferredSignals, atomic_path, check_parent, remove_stale_tmp, stop_pool
 from spinedx.io.image import Image
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
 from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, sample_plane, validate_annotation
@@ -119,20 +123,100 @@ class ExtractResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     synthetic: bool = False
+    replaced: str | None = None
 
     @property
     def n_samples(self) -> int:
         return sum(self.samples_per_class.values())
 
 
+def _earlier_words(earlier: EarlierResult | None, out: Path) -> str:
+    if earlier is None:
+        return f"nothing was written ({out} holds no earlier patches)"
+    return f"nothing was written: the patches already in {out} ({earlier.describe()}) were left as they were"
+
+
 class NothingExtracted(PreprocessError):
     """Every patient failed: nothing was written (earlier outputs are kept). ``failed`` lists the reasons."""
 
-    def __init__(self, failed: list[tuple[str, str]], out: Path, *, where: str | None = None) -> None:
+    def __init__(self, failed: list[tuple[str, str]], out: Path, *, where: str | None = None,
+                 earlier: EarlierResult | None = None) -> None:
         self.failed = failed
-        super().__init__(f"all {len(failed)} patient(s) failed, so nothing was written (an earlier patches.npz and "
-                         f"extract.json in {out} are left as they were); fix the problems reported for each patient "
-                         "and run again", where=where)
+        super().__init__(f"all {len(failed)} patient(s) failed, so {_earlier_words(earlier, out)}; fix the problems "
+                         "reported for each patient and run again", where=where)
+
+
+class ResultKept(PreprocessError):
+    """Patients failed that the result already in the folder holds: the run was not written, the result was kept.
+
+    A run in which patients failed never replaces a more complete result (``overwrite`` or not). ``failed`` lists
+    the failures; ``lost`` the patients of the earlier result among them.
+    """
+
+    def __init__(self, failed: list[tuple[str, str]], lost: list[str], n_patients: int, earlier: EarlierResult,
+                 out: Path) -> None:
+        self.failed, self.lost = failed, lost
+        shown = ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else "")
+        super().__init__(
+            f"{len(failed)} of {n_patients} patient(s) failed, so this run was not written: the patches already here "
+            f"({earlier.describe()}) hold {len(lost)} of the failed patients ({shown}) and were kept as they were; "
+            "fix the failures and rerun, or choose a new --out folder to keep a partial result", where=str(out))
+
+
+@dataclass(frozen=True)
+class EarlierResult:
+    """The patches a folder already holds, as its ``extract.json`` describes them."""
+
+    manifest_path: str
+    manifest_sha256: str
+    config: dict[str, Any]
+    patients: tuple[str, ...]
+    samples: int
+
+    def describe(self) -> str:
+        return f"{len(self.patients)} patient(s), {self.samples} sample(s)"
+
+    def differences(self, manifest_path: Path, manifest_sha256: str, config: ExtractConfig) -> list[str]:
+        """What differs from a new job: ``"manifest: a.csv there, b.csv now"``, ``"patch_size: 64 there, 32 now"``.
+
+        Settings that the earlier ``extract.json`` does not record (added to spinedx since) are not compared.
+        """
+        out = []
+        if self.manifest_path != str(manifest_path.resolve()):
+            out.append(f"manifest: {self.manifest_path} there, {manifest_path.resolve()} now")
+        elif self.manifest_sha256 != manifest_sha256:
+            out.append(f"manifest: {self.manifest_sha256[:12]}... there, {manifest_sha256[:12]}... now (sha256: the "
+                       "file was edited since)")
+        new = config.to_dict()
+        out += [f"{k}: {self.config[k]!r} there, {new[k]!r} now" for k in new if k in self.config
+                and self.config[k] != new[k]]
+        return out
+
+
+def _read_earlier(out: Path, overwrite: bool) -> EarlierResult | None:
+    """The result already in ``out``, None when there is none; a foreign or damaged one is refused unless
+    ``overwrite`` (then None: there is nothing trustworthy to compare with)."""
+    npz, js = out / "patches.npz", out / "extract.json"
+    if not npz.exists() and not js.exists():
+        return None
+    problem = None
+    if not js.is_file():
+        problem = "holds patches.npz without extract.json (not written by spinedx extract?)"
+    elif not npz.is_file():
+        problem = "holds extract.json without patches.npz"
+    else:
+        try:
+            doc = json.loads(js.read_text(encoding="utf-8"))
+            return EarlierResult(
+                manifest_path=str(doc["manifest"]["path"]), manifest_sha256=str(doc["manifest"]["sha256"]),
+                config=dict(doc["config"]), patients=tuple(str(p["patient_id"]) for p in doc["patients"]),
+                samples=int(doc["counts"]["samples"]))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            problem = f"holds an extract.json that cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    if overwrite:
+        return None
+    raise PreprocessError(f"{problem}; pass --overwrite (overwrite=True) to replace patches.npz and extract.json, "
+                          "or choose a new --out folder", where=str(out))
 
 
 def _image_info(img: Image) -> dict[str, Any]:
@@ -333,39 +417,6 @@ def _results(cases: list[CaseRecord], config: ExtractConfig, workers: int,
     pool.shutdown(wait=True)
 
 
-class _DeferredSignals:
-    """Once armed, hold Ctrl-C and SIGTERM back until the block ends, then deliver them.
-
-    Used around the two renames of the outputs, so an interrupt never leaves a new ``extract.json`` beside an
-    old ``patches.npz``. A signal's Python handler always runs in the main thread; replacing it there is what
-    keeps the interrupt out of the block (blocking the signal in one thread would not). Elsewhere: no-op.
-    """
-
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._old: dict[int, Any] = {}
-        self._got: list[int] = []
-
-    def arm(self) -> None:
-        if threading.current_thread() is threading.main_thread() and not self._old:
-            self._old = {s: signal.signal(s, lambda signum, frame: self._got.append(signum)) for s in self._SIGNALS}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        old, self._old = self._old, {}
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        if self._got:
-            handler = old[self._got[0]]
-            if callable(handler):
-                handler(self._got[0], None)  # raises KeyboardInterrupt / Terminated now that the files are in place
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), self._got[0])
-
-
 def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) -> dict[str, np.ndarray]:
     n = sum(len(p.slice_index) for p in patches)
     x = np.concatenate([p.x for p in patches]) if patches else np.zeros((0, 6, patch_size, patch_size), np.float32)
@@ -399,7 +450,7 @@ def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]
     npz, js = out / "patches.npz", out / "extract.json"
     target = npz
     try:
-        with _DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
+        with DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
             with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
                 np.savez(fh, **arrays)  # type: ignore[arg-type]
             doc["patches_sha256"] = sha256_file(tmp_npz)
@@ -421,12 +472,15 @@ def extract_cohort(
     workers: int = 1,
     progress: bool = True,
     allow_modality: Sequence[str] = (),
+    *,
+    overwrite: bool = False,
 ) -> ExtractResult:
     """Extract the patches of every patient of a cohort manifest into ``out_dir``.
 
     A patient that fails (unreadable series, box outside the image, series that do not overlap, T1 and T2
     that do not belong together, ...) is recorded in ``extract.json`` under ``skipped`` and the others go on.
-    The outputs replace earlier ones only when at least one patient succeeded.
+    The outputs replace earlier ones only when at least one patient succeeded, and never when a patient the
+    earlier result holds failed now.
 
     Args:
         manifest_path: ``cohort.csv``.
@@ -435,12 +489,16 @@ def extract_cohort(
         workers: number of processes (1 = in this process).
         progress: show a rich progress bar over patients.
         allow_modality: DICOM image modalities read besides MR (``--allow-modality CT``).
+        overwrite: replace patches that ``out_dir`` already holds although they were made from another manifest
+            or with other settings (or cannot be read); without it such a folder is refused before any work. A
+            rerun of the same job (same manifest path and sha256, same settings) needs no ``overwrite``.
 
     Raises:
         spinedx.errors.ManifestError: the manifest itself is invalid, e.g. a required column is missing
             (nothing is extracted).
-        SpinedxError: ``out_dir`` is a file.
+        SpinedxError: ``out_dir`` is a file; ``out_dir`` holds patches of another job (without ``overwrite``).
         NothingExtracted: every patient failed (nothing written; ``failed`` has the reasons).
+        ResultKept: patients failed that the earlier result holds (nothing written, the earlier result kept).
     """
     from spinedx.cohort import load_manifest
     from spinedx.provenance import provenance, sha256_file
@@ -456,6 +514,15 @@ def extract_cohort(
     # file is that patient's failure, reported with the others.
     cohort = load_manifest(manifest_path, require_images=True, check_files=False)
     cases = list(cohort.cases)
+    manifest_sha256 = sha256_file(manifest_path)
+    earlier = _read_earlier(out, overwrite) if out.is_dir() else None
+    if earlier is not None and not overwrite:
+        diff = earlier.differences(manifest_path, manifest_sha256, config)
+        if diff:
+            raise PreprocessError(f"this folder already holds patches made from another manifest or with other "
+                                  f"settings ({'; '.join(diff)}); rerun with the same manifest and options to redo "
+                                  "them, pass --overwrite (overwrite=True) to replace them, or choose a new --out "
+                                  "folder", where=str(out))
 
     results: dict[str, CasePatches] = {}
     errors: dict[str, str] = {}
@@ -479,7 +546,11 @@ def extract_cohort(
     ordered = [results[c.patient_id] for c in cases if c.patient_id in results]
     failed = [(c.patient_id, errors[c.patient_id]) for c in cases if c.patient_id in errors]
     if not ordered:
-        raise NothingExtracted(failed, out, where=str(manifest_path))
+        raise NothingExtracted(failed, out, where=str(manifest_path), earlier=earlier)
+    lost = [pid for pid, _ in failed if earlier is not None and pid in earlier.patients]
+    if lost:
+        assert earlier is not None
+        raise ResultKept(failed, lost, len(cases), earlier, out)
     warnings = [f"{p.patient_id}: {w}" for p in ordered if p.pair_check is not None for w in p.pair_check.warnings]
 
     per_class = {name: 0 for name in LABEL_NAMES.values()}
@@ -490,7 +561,7 @@ def extract_cohort(
     arrays = _npz_arrays(ordered, config.patch_size, cohort.synthetic)
     doc = {
         "provenance": provenance(),
-        "manifest": {"path": str(manifest_path.resolve()), "sha256": sha256_file(manifest_path)},
+        "manifest": {"path": str(manifest_path.resolve()), "sha256": manifest_sha256},
         "synthetic": cohort.synthetic,
         "config": config.to_dict(),
         "channel_names": list(CHANNEL_NAMES),
@@ -520,4 +591,4 @@ def extract_cohort(
     doc["seconds"] = round(seconds, 3)
     patches_path, json_path = _write_outputs(out, arrays, doc)
     return ExtractResult(patches_path, json_path, [p.patient_id for p in ordered], failed, per_class, seconds,
-                         warnings, cohort.synthetic)
+                         warnings, cohort.synthetic, None if earlier is None else earlier.describe())

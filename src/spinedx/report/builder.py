@@ -14,8 +14,11 @@ in :mod:`spinedx.report.sections`; this module renders the page and writes the f
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
+from spinedx.errors import SpinedxError
 from spinedx.fsutil import atomic_path, atomic_write_text
 from spinedx.report.loading import SECTIONS, load_inputs
 from spinedx.report.page import Page
@@ -23,6 +26,50 @@ from spinedx.report.sections import build_all
 from spinedx.report.sections.gallery import GALLERY_GROUPS
 
 __all__ = ["GALLERY_GROUPS", "SECTIONS", "build_report"]
+
+
+_META = re.compile(r'<meta name="spinedx-report-(run|tables)" content="([^"]*)">')
+# reports written before the meta tags: the header line names the run, the provenance section the tables
+_OLD_RUN = re.compile(r'<div class="sub">[^<]*? &middot; run (.*?) &middot; made ')
+_OLD_TABLES = re.compile(r"Tables as CSV beside this report: ([^<]*?)\.</p>")
+
+
+def _earlier_report(path: Path) -> tuple[str, list[str]] | None:
+    """The run and the CSV tables of the spinedx report at ``path``; None when the file is no spinedx report."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if "<title>spinedx study report</title>" not in text:
+        return None
+    meta = dict(_META.findall(text[:8192]))
+    if "run" in meta:
+        return html.unescape(meta["run"]), [t for t in html.unescape(meta.get("tables", "")).split("/") if t]
+    run, tables = _OLD_RUN.search(text), _OLD_TABLES.search(text)
+    if run is None:
+        return None
+    return html.unescape(run.group(1)), html.unescape(tables.group(1)).split(", ") if tables else []
+
+
+def _check_target(out_path: Path, run_dir: Path, overwrite: bool) -> list[str]:
+    """Refuse to replace a file that is not this run's report unless ``overwrite``; the earlier report's tables.
+
+    Returns:
+        The CSV table names of the report being replaced (to remove those the new report does not write).
+    """
+    if not out_path.is_file():
+        return []
+    earlier = _earlier_report(out_path)
+    if earlier is None:
+        if not overwrite:
+            raise SpinedxError("exists and is not a spinedx report; pass --overwrite to replace it, or choose "
+                               "another --out", where=str(out_path))
+        return []
+    run, tables = earlier
+    if run != str(run_dir.resolve()) and not overwrite:
+        raise SpinedxError(f"holds the report of another run ({run}); pass --overwrite to replace it, or choose "
+                           "another --out", where=str(out_path))
+    return tables
 
 
 def build_report(
@@ -36,6 +83,7 @@ def build_report(
     progress: bool = True,
     allow_missing_folds: bool = False,
     allow_changed_patches: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write the self-contained HTML study report of a run folder.
 
@@ -55,6 +103,9 @@ def build_report(
             gallery cases have no heatmap); refused by default.
         allow_changed_patches: make the report when the patches file changed since training (a banner says
             so; the gallery shows no images); refused by default.
+        overwrite: replace a file at ``out`` that is not this run's report (another run's report, any other
+            file); without it such a file is refused before any work. This run's own report is rewritten, and
+            the CSV tables it had that the new one lacks are removed (they would describe another report).
 
     Returns:
         The path of the written report.
@@ -71,6 +122,7 @@ def build_report(
     if out_path.is_dir():
         raise IsADirectoryError(21, "a folder stands where the report is to be written; pass a file name to --out",
                                 str(out_path))
+    earlier_tables = _check_target(out_path, run_dir, overwrite)
     inputs = load_inputs(run_dir, cohort, reader=reader, bootstrap_resamples=bootstrap_resamples,
                          allow_missing_folds=allow_missing_folds, allow_changed_patches=allow_changed_patches,
                          need_patches=gallery_per_group > 0)
@@ -91,4 +143,8 @@ def build_report(
         with atomic_path(Path(f"{prefix}_{name}.csv")) as tmp:
             df.to_csv(tmp, index=False)
     atomic_write_text(out_path, html_text)
+    for name in set(earlier_tables) - set(page.csv_files):
+        stale = out_path.parent / name
+        if stale.name == name and stale.suffix == ".csv" and stale.is_file():  # a bare file name, never a path
+            stale.unlink()
     return out_path

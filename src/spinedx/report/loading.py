@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from spinedx.cohort import read_manifest_frame
 from spinedx.errors import SpinedxError
 from spinedx.runfolder import FoldModels, PatchSet, RunFolder, RunRecord, Splits, load_patches
 
@@ -134,19 +135,31 @@ def find_cohort(record: RunRecord, cohort: str | Path | None, notes: list[str]) 
 
 
 def ensure_stats(run_dir: Path, cohort: Path | None, notes: list[str], reader: str | None = None,
-                 bootstrap_resamples: int = 2000) -> Path | None:
+                 bootstrap_resamples: int = 2000, cohort_given: bool = False) -> Path | None:
     """``RUN_DIR/stats`` with the study statistics, computed with ``run_study`` when missing.
+
+    Existing statistics made from another manifest than a ``--cohort`` given now are refused (they used to be
+    shown as that cohort's).
 
     Returns the stats folder, or None (with a note saying why) when it cannot be made.
     """
     stats_dir = run_dir / "stats"
     if all((stats_dir / f).is_file() for f in STATS_FILES):
+        if cohort_given and cohort is not None and (stats_dir / "stats.json").is_file():
+            from spinedx.provenance import sha256_file
+
+            made = _read_json(stats_dir / "stats.json").get("inputs", {})
+            if isinstance(made, dict) and made.get("cohort_sha256") not in (None, sha256_file(cohort)):
+                raise SpinedxError(
+                    f"these statistics were made from another cohort manifest ({made.get('cohort')}) than --cohort "
+                    f"{cohort}; recompute them with spinedx stats {cohort} --run {run_dir} --overwrite, or pass the "
+                    "manifest they were made from", where=str(stats_dir))
         return stats_dir
     if cohort is None:
         notes.append("No cohort manifest was given or recorded by the run, so the readers' performance, McNemar "
                      "tests and imaging features are not shown; run `spinedx report RUN_DIR --cohort COHORT.csv`.")
         return None
-    cols = pd.read_csv(cohort, nrows=0).columns
+    cols = read_manifest_frame(cohort, nrows=0).columns
     if not any(str(c).startswith(("feature_", "reader_")) for c in cols):
         notes.append(f"The cohort manifest {cohort} has no feature_* or reader_* columns, so only the model's "
                      "figures are shown.")
@@ -162,7 +175,7 @@ def _cohort_frame(cohort: Path | None) -> pd.DataFrame | None:
     if cohort is None:
         return None
     try:
-        df = pd.read_csv(cohort, dtype={"patient_id": str})
+        df = read_manifest_frame(cohort, dtype={"patient_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SpinedxError(f"cannot read CSV ({exc})", where=str(cohort)) from None
     if "patient_id" not in df.columns:
@@ -219,7 +232,7 @@ def load_inputs(
                         else (None, False))
     cohort_path = find_cohort(record, cohort, notes["summary"])
     stats_dir = ensure_stats(rf.path, cohort_path, notes["table2"], reader=reader,
-                             bootstrap_resamples=bootstrap_resamples)
+                             bootstrap_resamples=bootstrap_resamples, cohort_given=cohort is not None)
 
     performance = None
     mcnemar = table1 = logistic = None
