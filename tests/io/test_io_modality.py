@@ -4,6 +4,7 @@ shared with ``spinedx index``, and pydicom's own test files as a peer corpus."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -264,6 +265,9 @@ def test_extract_refuses_a_ct_t1_unless_allowed(tmp_path):
     res = CliRunner().invoke(app, [*args, "--allow-modality", "CT"])
     assert res.exit_code == 0, res.output
     assert "warning: P1: t1: Modality CT accepted (--allow-modality): not an MR image" in res.output
+    # what the models will be trained on is recorded with the patches
+    doc = json.loads((tmp_path / "patches" / "extract.json").read_text())
+    assert doc["allow_modality"] == ["CT"]
     res = CliRunner().invoke(app, [*args, "--allow-modality", "SR"])
     assert res.exit_code == 2 and "error: --allow-modality: SR objects are not images" in res.output
 

@@ -574,6 +574,8 @@ def extract_cohort(
         "counts": {"patients": len(cases), "ok": len(ordered), "failed": len(failed),
                    "samples": int(sum(per_class.values())), "samples_per_class": per_class},
         "pair_check": config.pair_check,
+        # image modalities read besides MR (--allow-modality): a record of what the models were trained on
+        "allow_modality": sorted(str(m) for m in allow_modality),
         "warnings": warnings,
         "registration_summary": {
             "performed": len(reg_seconds),
