@@ -26,8 +26,8 @@ names is refused.
 
 Each row is validated by one schema, the Pydantic model :class:`ManifestRow` (the columns above as typed fields; the
 user's own columns are carried beside it, in :attr:`CaseRecord.extra`). Validation collects every problem (row,
-column, message) and raises one :class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the image is
-checked when the images are read (``spinedx.preprocess``), not here.
+column, message) and raises one :class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the
+image is checked when the images are read (``spinedx.preprocess``), not here.
 """
 
 from __future__ import annotations
