@@ -400,3 +400,30 @@ def test_sep_line_with_an_unknown_separator_is_refused_in_one_line(tmp_path):
     with pytest.raises(ManifestError) as exc:
         load_manifest(tmp_path / "m.csv", check_files=False)
     assert len(exc.value.problems) == 1 and "'sep=:'" in exc.value.one_line() and "line 1" in exc.value.one_line()
+
+
+def test_the_row_schema_names_every_problem_and_carries_user_columns(tmp_path):
+    """``ManifestRow`` is the schema of a row (Pydantic): every bad column at once with the manifest's messages, an
+    unknown key refused; ``load_manifest`` keeps the user's own columns beside it, as text."""
+    from pydantic import ValidationError
+
+    from spinedx.cohort import ManifestRow, RowContext, row_problems
+
+    ctx = {"row": RowContext(base=tmp_path, require_images=False)}
+    row = ManifestRow.model_validate({"patient_id": "P9", "label": "Malignant", "lesion_slices": "9;7",
+                                      "box": "1,2,30,40", "features": {"fluid_sign": "1.0"},
+                                      "readers": {"reader_r1": "BENIGN"}}, context=ctx)
+    assert (row.label, row.lesion_slices, row.box, row.features, row.readers) == (
+        "malignant", (7, 9), (1, 2, 30, 40), {"fluid_sign": 1}, {"reader_r1": "benign"})
+    with pytest.raises(ValidationError) as exc:
+        ManifestRow.model_validate({"patient_id": "", "label": "maybe", "box": "1,2,3",
+                                    "features": {"fluid_sign": "2"}, "level": "L1"}, context=ctx)
+    assert row_problems(exc.value, "line 2") == [
+        ("line 2", "patient_id", "empty"), ("line 2", "label", "'maybe' must be benign or malignant"),
+        ("line 2", "box", "'1,2,3' is not four numbers x0,y0,x1,y1"),
+        ("line 2", "feature_fluid_sign", "'2' is not 0 or 1"),
+        ("line 2", "level", "not a column of the schema (load_manifest carries the user's own columns in "
+                            "CaseRecord.extra)")]
+    (tmp_path / "c.csv").write_text("patient_id,label,level,feature_fluid_sign\nP1,benign,L1,1\n")
+    case = load_manifest(tmp_path / "c.csv", require_images=False).cases[0]
+    assert case.extra == {"level": "L1"} and case.features == {"fluid_sign": 1}

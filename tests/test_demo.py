@@ -19,7 +19,6 @@ def test_default_malignant_keeps_the_paper_proportion() -> None:
     assert _default_malignant(2) == 1
 
 
-@pytest.mark.slow
 def test_other_settings_are_named_one_by_one(tmp_path: Path) -> None:
     """A demo folder from before a setting existed (here the cpu profile's test-time views): the refusal names the
     nested keys that differ, not two whole configurations."""
@@ -35,6 +34,7 @@ def test_other_settings_are_named_one_by_one(tmp_path: Path) -> None:
     assert same["settings"]["cv"] == cv
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     messages: list[str] = []

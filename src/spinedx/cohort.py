@@ -24,9 +24,10 @@ tab), which Excel writes and reads to know the separator, is understood: the sep
 line skipped (:func:`manifest_dialect`; pandas readers use :func:`read_manifest_frame`). Any other separator it
 names is refused.
 
-Validation collects every problem (row, column, message) and raises one
-:class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the image is
-checked when the images are read (``spinedx.preprocess``), not here.
+Each row is validated by one schema, the Pydantic model :class:`ManifestRow` (the columns above as typed fields; the
+user's own columns are carried beside it, in :attr:`CaseRecord.extra`). Validation collects every problem (row,
+column, message) and raises one :class:`spinedx.errors.ManifestError`. Whether the box and slices fit inside the
+image is checked when the images are read (``spinedx.preprocess``), not here.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from spinedx.errors import ManifestError
 from spinedx.features import FEATURE_NAMES, LABELS
@@ -286,9 +289,243 @@ def read_manifest_frame(path: str | Path, **kwargs: Any) -> Any:
     return pd.read_csv(path, sep=sep, skiprows=skip, encoding="utf-8-sig", **kwargs)
 
 
+# -- the row schema ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowContext:
+    """What validating a row depends on besides the row (given to Pydantic as the validation context).
+
+    Attributes:
+        base: the manifest's folder (relative image paths resolve against it).
+        require_images: see :func:`load_manifest`.
+        check_files: see :func:`load_manifest`.
+        draft: see :func:`load_manifest`.
+    """
+
+    base: Path
+    require_images: bool = True
+    check_files: bool = True
+    draft: bool = False
+
+
+def _context(info: ValidationInfo) -> RowContext:
+    ctx = info.context.get("row") if isinstance(info.context, dict) else None
+    return ctx if isinstance(ctx, RowContext) else RowContext(base=Path.cwd())
+
+
+def _parse_synthetic(text: str) -> bool:
+    try:
+        return bool(_parse_binary(text))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (1 = simulated patient, 0 = real)") from None
+
+
+def _parse_reader_call(text: str) -> str | None:
+    call = text.lower()
+    if call and call not in READER_VALUES:
+        raise ValueError(f"'{text}' must be benign, malignant or empty")
+    return call or None
+
+
+_EMPTY_IMAGE = {
+    "t1": "empty (a DICOM folder or image file is needed)",
+    "t2": "empty (a DICOM folder or image file is needed)",
+    "lesion_mask": ("empty (a lesion mask file is needed on every row when the column is present; or drop the "
+                    "column)"),
+}
+
+
+class ManifestRow(BaseModel):
+    """The known columns of one manifest row, validated (the schema of a row; see the module docstring).
+
+    The input is the row's cells as text (stripped), only for the columns the header has; feature columns go in
+    ``features`` (name without ``feature_``) and reader columns in ``readers``. Other columns are no fields: the
+    user's own columns are carried beside the row (:attr:`CaseRecord.extra`), so an unknown key here is an error.
+    Validation needs a :class:`RowContext` (``context={"row": ...}``). Every problem is reported at once, each
+    located at its column, with the message the manifest's one-line error shows.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # fields in the order problems are listed (Pydantic validates, and reports, in field order)
+    patient_id: str = ""
+    label: str | None = None
+    t1: Path | None = None
+    t2: Path | None = None
+    lesion_mask: Path | None = None
+    lesion_slices: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    features: dict[str, Annotated[int, BeforeValidator(_parse_binary)]] = Field(default_factory=dict)
+    synthetic: Annotated[bool, BeforeValidator(_parse_synthetic)] = False
+    readers: dict[str, Annotated[str | None, BeforeValidator(_parse_reader_call)]] = Field(default_factory=dict)
+    t1_series_uid: str | None = None
+    t2_series_uid: str | None = None
+
+    @field_validator("patient_id", mode="before")
+    @classmethod
+    def _patient_id(cls, value: str) -> str:
+        if not value:
+            raise ValueError("empty")
+        return value
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label(cls, value: str, info: ValidationInfo) -> str | None:
+        if not value and _context(info).draft:
+            return None  # not yet known
+        if value.lower() not in LABELS:
+            raise ValueError(f"'{value}' must be benign or malignant")
+        return value.lower()
+
+    @field_validator("t1", "t2", "lesion_mask", mode="before")
+    @classmethod
+    def _image(cls, value: str, info: ValidationInfo) -> Path | None:
+        ctx = _context(info)
+        if not value:
+            if ctx.require_images:
+                raise ValueError(_EMPTY_IMAGE[str(info.field_name)])
+            return None
+        p = Path(os.path.expanduser(value))
+        p = Path(os.path.normpath(p if p.is_absolute() else ctx.base / p))
+        problem = _path_problem(p) if ctx.require_images and ctx.check_files else None
+        if problem:
+            raise ValueError(f"'{value}' {problem} (relative paths are taken from {ctx.base})")
+        return p
+
+    @field_validator("lesion_slices", mode="before")
+    @classmethod
+    def _slices(cls, value: str, info: ValidationInfo) -> tuple[int, ...]:
+        return parse_slices(value) if value or _context(info).require_images else ()
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _box(cls, value: str, info: ValidationInfo) -> tuple[int, int, int, int]:
+        return parse_box(value) if value or _context(info).require_images else (0, 0, 0, 0)
+
+    @field_validator("t1_series_uid", "t2_series_uid", mode="before")
+    @classmethod
+    def _uid(cls, value: str) -> str | None:
+        return value or None
+
+    def to_case(self, extra: dict[str, str]) -> CaseRecord:
+        """The row as a :class:`CaseRecord`, with the user's columns ``extra``."""
+        return CaseRecord(
+            patient_id=self.patient_id, label=self.label, t1=self.t1, t2=self.t2,  # type: ignore[arg-type]
+            t1_series_uid=self.t1_series_uid, t2_series_uid=self.t2_series_uid, lesion_slices=self.lesion_slices,
+            box=self.box, features=dict(self.features), readers=dict(self.readers), synthetic=self.synthetic,
+            lesion_mask=self.lesion_mask, extra=extra)
+
+
+def row_problems(exc: ValidationError, who: str) -> list[tuple[str, str, str]]:
+    """The errors of a :class:`ManifestRow` as the manifest's ``(row, column, message)`` problems."""
+    out = []
+    for err in exc.errors():
+        loc = err["loc"]
+        if loc[0] == "features" and len(loc) > 1:
+            col = f"feature_{loc[1]}"
+        elif loc[0] == "readers" and len(loc) > 1:
+            col = str(loc[1])
+        else:
+            col = str(loc[0])
+        error = (err.get("ctx") or {}).get("error")
+        if err["type"] == "extra_forbidden":
+            msg = "not a column of the schema (load_manifest carries the user's own columns in CaseRecord.extra)"
+        else:
+            msg = str(error) if isinstance(error, ValueError) else err["msg"]
+        out.append((who, col, msg))
+    return out
+
+
+# -- loading -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Header:
+    """The header row and the column groups it defines."""
+
+    columns: list[str]
+    feature_names: tuple[str, ...]
+    reader_columns: tuple[str, ...]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The header's columns that are :class:`ManifestRow` fields of their own."""
+        return tuple(c for c in ManifestRow.model_fields if c in self.columns and c not in ("features", "readers"))
+
+    def known(self, col: str) -> bool:
+        return col in REQUIRED_ALWAYS + IMAGE_COLUMNS or col == "synthetic" or col.startswith(("feature_", "reader_"))
+
+    def row_input(self, rec: dict[str, str], draft: bool) -> dict[str, Any]:
+        """The :class:`ManifestRow` input of a record (a draft's empty feature cells left out)."""
+        data: dict[str, Any] = {col: rec[col] for col in self.fields}
+        data["features"] = {n: rec[f"feature_{n}"] for n in self.feature_names if rec[f"feature_{n}"] or not draft}
+        data["readers"] = {col: rec[col] for col in self.reader_columns}
+        return data
+
+
+def _read_rows(path: Path) -> tuple[list[list[str]], str, int]:
+    """The CSV's rows, its separator and the lines before the header (a ``sep=`` line).
+
+    Raises:
+        ManifestError: the file is missing, a folder, unreadable, not UTF-8, empty or malformed CSV.
+    """
+    if not path.is_file():
+        problem = _path_problem(path)
+        why = "is a folder, not a file" if path.is_dir() else ("file not found; check the path" if problem in (
+            None, "does not exist") else problem)
+        raise ManifestError([("manifest", "-", why)], where=str(path))
+    try:
+        sep, skip = manifest_dialect(_first_line(path), where=str(path))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for _ in range(skip):
+                fh.readline()
+            # strict: a quoted field left open at the end (a truncated file) is an error, not a shorter value
+            reader = csv.reader(fh, delimiter=sep, strict=True)
+            try:
+                rows = [r for r in reader]
+            except csv.Error as exc:
+                raise ManifestError([(f"line {reader.line_num + skip}", "-", (
+                    f"malformed CSV ({exc}): a quoted field is not closed or has text after its closing quote (a "
+                    "truncated or hand-edited file?); fix the quoting"))], where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError([("manifest", "-", f"not a UTF-8 CSV file ({exc})")], where=str(path)) from None
+    except OSError as exc:
+        raise ManifestError([("manifest", "-", f"cannot be read ({exc.strerror or exc})")], where=str(path)) from None
+    if not rows:
+        raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))
+    return rows, sep, skip
+
+
+def _header(rows: list[list[str]], skip: int, require_images: bool, where: str) -> tuple[_Header, list[
+        tuple[str, str, str]]]:
+    """The header and its problems (duplicate, missing and unknown columns).
+
+    Raises:
+        ManifestError: a one-column header holding ``;`` or a tab (another separator than ``,``).
+    """
+    header = [h.strip() for h in rows[0]]
+    if len(header) == 1 and not skip:
+        for sep, name in ((";", "semicolon"), ("\t", "tab")):
+            if sep in header[0]:
+                raise ManifestError([("header", "-", (f"the file looks {name}-separated ({header[0][:60]!r} is one "
+                                      "column); save it comma-separated (CSV with ',' between columns, e.g. "
+                                      "'CSV UTF-8 (comma delimited)' in a spreadsheet)"))], where=where)
+    problems = [("header", h, "column appears twice") for i, h in enumerate(header) if h in header[:i]]
+    required = REQUIRED_ALWAYS + (REQUIRED_IMAGES if require_images else ())
+    problems += [("header", col, "required column missing") for col in required if col not in header]
+    problems += [("header", h, f"unknown feature; known: {', '.join(FEATURE_NAMES)}") for h in header
+                 if h.startswith("feature_") and h[len("feature_"):] not in FEATURE_NAMES]
+    return _Header(columns=header, feature_names=tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header),
+                   reader_columns=tuple(h for h in header if h.startswith("reader_"))), problems
+
+
+def _lines(ls: list[int]) -> str:
+    return ", ".join(str(n) for n in ls[:8]) + (", ..." if len(ls) > 8 else "")
+
+
 def load_manifest(path: str | Path, *, require_images: bool = True, check_files: bool = True,
                   draft: bool = False) -> Cohort:
     """Load and validate a cohort manifest (CSV, UTF-8, header row).
+
+    Each row is validated by the :class:`ManifestRow` schema; the header, duplicate patients and the cohort-wide
+    ``synthetic`` rule are checked here.
 
     Args:
         path: the CSV file.
@@ -312,160 +549,48 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
             also when the manifest itself is missing or not a UTF-8 CSV.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        problem = _path_problem(path)
-        why = "is a folder, not a file" if path.is_dir() else ("file not found; check the path" if problem in (
-            None, "does not exist") else problem)
-        raise ManifestError([("manifest", "-", why)], where=str(path))
-    base = Path(os.path.abspath(path)).parent
-    try:
-        sep, skip = manifest_dialect(_first_line(path), where=str(path))
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for _ in range(skip):
-                fh.readline()
-            # strict: a quoted field left open at the end (a truncated file) is an error, not a shorter value
-            reader = csv.reader(fh, delimiter=sep, strict=True)
-            try:
-                rows = [r for r in reader]
-            except csv.Error as exc:
-                raise ManifestError([(f"line {reader.line_num + skip}", "-", (
-                    f"malformed CSV ({exc}): a quoted field is not closed or has text after its closing quote (a "
-                    "truncated or hand-edited file?); fix the quoting"))], where=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ManifestError([("manifest", "-", f"not a UTF-8 CSV file ({exc})")], where=str(path)) from None
-    except OSError as exc:
-        raise ManifestError([("manifest", "-", f"cannot be read ({exc.strerror or exc})")], where=str(path)) from None
-    problems: list[tuple[str, str, str]] = []
-    if not rows:
-        raise ManifestError([("manifest", "-", "empty file (a header row is needed)")], where=str(path))
-    header = [h.strip() for h in rows[0]]
-    if len(header) == 1 and not skip:
-        for sep, name in ((";", "semicolon"), ("\t", "tab")):
-            if sep in header[0]:
-                raise ManifestError([("header", "-", (f"the file looks {name}-separated ({header[0][:60]!r} is one "
-                                      "column); save it comma-separated (CSV with ',' between columns, e.g. "
-                                      "'CSV UTF-8 (comma delimited)' in a spreadsheet)"))], where=str(path))
-    seen: set[str] = set()
-    for h in header:
-        if h in seen:
-            problems.append(("header", h, "column appears twice"))
-        seen.add(h)
-    required = REQUIRED_ALWAYS + (REQUIRED_IMAGES if require_images else ())
-    for col in required:
-        if col not in header:
-            problems.append(("header", col, "required column missing"))
-    feature_cols = [h for h in header if h.startswith("feature_")]
-    for h in feature_cols:
-        if h[len("feature_"):] not in FEATURE_NAMES:
-            problems.append(("header", h, f"unknown feature; known: {', '.join(FEATURE_NAMES)}"))
-    reader_cols = [h for h in header if h.startswith("reader_")]
-    feature_names = tuple(n for n in FEATURE_NAMES if f"feature_{n}" in header)
-
-    known_cols = set(REQUIRED_ALWAYS + IMAGE_COLUMNS) | {"synthetic"} | set(feature_cols) | set(reader_cols)
+    rows, sep, skip = _read_rows(path)
+    header, problems = _header(rows, skip, require_images, str(path))
+    context = {"row": RowContext(base=Path(os.path.abspath(path)).parent, require_images=require_images,
+                                 check_files=check_files, draft=draft)}
     data_rows = [(i + 2 + skip, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
     if not data_rows:
         problems.append(("manifest", "-", "no patient rows"))
+    quote = {",": "a box x0,y0,x1,y1 must be quoted", ";": "lesion slices 7;8;9 must be quoted"}.get(
+        sep, "a value holding the separator must be quoted")
     cases: list[CaseRecord] = []
     ids: dict[str, int] = {}
     synthetic_rows: dict[bool, list[int]] = {True: [], False: []}
     for line, raw in data_rows:
-        if len(raw) != len(header):
-            quote = {",": "a box x0,y0,x1,y1 must be quoted", ";": "lesion slices 7;8;9 must be quoted"}.get(
-                sep, "a value holding the separator must be quoted")
-            msg = f"{len(raw)} fields but the header has {len(header)} ({quote})"
-            problems.append((f"line {line}", "-", msg))
+        if len(raw) != len(header.columns):
+            problems.append((f"line {line}", "-", f"{len(raw)} fields but the header has {len(header.columns)} "
+                             f"({quote})"))
             continue
-        rec = {h: v.strip() for h, v in zip(header, raw, strict=True)}
+        rec = {h: v.strip() for h, v in zip(header.columns, raw, strict=True)}
         pid = rec.get("patient_id", "")
         who = f"line {line} ({pid})" if pid else f"line {line}"
-        row_problems: list[tuple[str, str, str]] = []
-
-        def bad(col: str, msg: str, who: str = who, row_problems: list = row_problems) -> None:
-            row_problems.append((who, col, msg))
-
-        if "patient_id" in header:
-            if not pid:
-                bad("patient_id", "empty")
-            elif pid in ids:
-                bad("patient_id", f"duplicate of line {ids[pid]}")
-            else:
-                ids[pid] = line
-        label = rec.get("label", "").lower()
-        if draft and not label:
-            label = None  # type: ignore[assignment]  # not yet known
-        elif "label" in header and label not in LABELS:
-            bad("label", f"'{rec.get('label', '')}' must be benign or malignant")
-        images: dict[str, Path | None] = {"t1": None, "t2": None, "lesion_mask": None}
-        for col in ("t1", "t2", "lesion_mask"):
-            val = rec.get(col, "")
-            if col not in header:
-                continue
-            if not val:
-                if require_images:
-                    bad(col, "empty (a lesion mask file is needed on every row when the column is present; or "
-                        "drop the column)" if col == "lesion_mask"
-                        else "empty (a DICOM folder or image file is needed)")
-                continue
-            p = Path(os.path.expanduser(val))
-            p = Path(os.path.normpath(p if p.is_absolute() else base / p))
-            images[col] = p
-            if require_images and check_files:
-                problem = _path_problem(p)
-                if problem:
-                    bad(col, f"'{val}' {problem} (relative paths are taken from {base})")
-        slices: tuple[int, ...] = ()
-        if "lesion_slices" in header and (rec["lesion_slices"] or require_images):
-            try:
-                slices = parse_slices(rec["lesion_slices"])
-            except ValueError as exc:
-                bad("lesion_slices", str(exc))
-        box: tuple[int, int, int, int] = (0, 0, 0, 0)
-        if "box" in header and (rec["box"] or require_images):
-            try:
-                box = parse_box(rec["box"])
-            except ValueError as exc:
-                bad("box", str(exc))
-        features: dict[str, int] = {}
-        for n in feature_names:
-            col = f"feature_{n}"
-            if draft and not rec[col]:
-                continue
-            try:
-                features[n] = _parse_binary(rec[col])
-            except ValueError as exc:
-                bad(col, str(exc))
-        synthetic = False
-        if "synthetic" in header:
-            try:
-                synthetic = bool(_parse_binary(rec["synthetic"]))
-                synthetic_rows[synthetic].append(line)
-            except ValueError as exc:
-                bad("synthetic", f"{exc} (1 = simulated patient, 0 = real)")
-        readers: dict[str, str | None] = {}
-        for col in reader_cols:
-            v = rec[col].lower()
-            if v and v not in READER_VALUES:
-                bad(col, f"'{rec[col]}' must be benign, malignant or empty")
-            readers[col] = v or None
-        problems.extend(row_problems)
-        if not row_problems and "patient_id" in header and "label" in header:
-            cases.append(CaseRecord(
-                patient_id=pid, label=label, t1=images["t1"], t2=images["t2"],
-                t1_series_uid=rec.get("t1_series_uid") or None, t2_series_uid=rec.get("t2_series_uid") or None,
-                lesion_slices=slices, box=box, features=features, readers=readers, synthetic=synthetic,
-                lesion_mask=images["lesion_mask"], extra={h: rec[h] for h in header if h not in known_cols},
-            ))
+        found: list[tuple[str, str, str]] = []
+        if pid in ids:
+            found.append((who, "patient_id", f"duplicate of line {ids[pid]}"))
+        elif pid:
+            ids[pid] = line
+        try:
+            row = ManifestRow.model_validate(header.row_input(rec, draft), context=context)
+        except ValidationError as exc:
+            found += row_problems(exc, who)
+        if "synthetic" in rec and not any(col == "synthetic" for _, col, _ in found):
+            synthetic_rows[_parse_binary(rec["synthetic"]) == 1].append(line)
+        problems += found
+        if not found and "patient_id" in rec and "label" in rec:
+            cases.append(row.to_case({h: rec[h] for h in header.columns if not header.known(h)}))
     if synthetic_rows[True] and synthetic_rows[False]:
-        def lines(ls: list[int]) -> str:
-            return ", ".join(str(n) for n in ls[:8]) + (", ..." if len(ls) > 8 else "")
-
-        problems.append(("manifest", "synthetic", (f"mixes 1 (lines {lines(synthetic_rows[True])}) and 0 (lines "
-                         f"{lines(synthetic_rows[False])}): a cohort is either synthetic or real; do not mix "
+        problems.append(("manifest", "synthetic", (f"mixes 1 (lines {_lines(synthetic_rows[True])}) and 0 (lines "
+                         f"{_lines(synthetic_rows[False])}): a cohort is either synthetic or real; do not mix "
                          "simulated and real patients")))
     if problems:
         raise ManifestError(problems, where=str(path))
-    return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=feature_names,
-                  reader_names=tuple(reader_cols))
+    return Cohort(path=Path(os.path.abspath(path)), cases=cases, feature_names=header.feature_names,
+                  reader_names=header.reader_columns)
 
 
 def _rel(p: Path | None, base: Path) -> str:

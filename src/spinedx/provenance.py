@@ -12,8 +12,11 @@ from pathlib import Path
 
 _PACKAGES = (
     "spinedx", "torch", "torchvision", "numpy", "SimpleITK", "pydicom", "highdicom", "nibabel",
-    "scipy", "scikit-learn", "statsmodels", "pandas", "matplotlib", "grad-cam",
+    "scipy", "scikit-learn", "statsmodels", "pandas", "matplotlib",
 )
+# listed only when installed: pytorch-grad-cam is no dependency (the heatmaps are spinedx.explain's own code), only
+# the tests' reference for it
+_OPTIONAL_PACKAGES = ("grad-cam",)
 
 
 def package_versions() -> dict[str, str]:
@@ -24,6 +27,11 @@ def package_versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    for name in _OPTIONAL_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 

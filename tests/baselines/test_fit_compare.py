@@ -1,6 +1,10 @@
-"""The baseline's fitting on given folds, and DeLong's paired AUC test against an explicit derivation."""
+"""The baseline's fitting on given folds, and DeLong's paired AUC test against an explicit derivation and against
+pROC's published results on its aSAH data."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +73,35 @@ def test_delong_equals_explicit_derivation_with_ties() -> None:
     assert res["difference"] == pytest.approx(diff)
     assert res["se"] ** 2 == pytest.approx(var)
     assert 0 <= res["p_value"] <= 1 and res["difference_low"] < res["difference"] < res["difference_high"]
+
+
+def _asah() -> dict[str, np.ndarray]:
+    """pROC's aSAH data (113 patients; tests/baselines/data/SOURCE.md): outcome Poor = 1, and three markers."""
+    with open(Path(__file__).parent / "data" / "aSAH.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = {"y": np.array([r["outcome"] == "Poor" for r in rows], dtype=int)}
+    out.update({k: np.array([float(r[k]) for r in rows]) for k in ("wfns", "s100b", "ndka")})
+    return out
+
+
+def test_delong_reproduces_proc_roc_test_on_asah() -> None:
+    """pROC's ``roc.test(roc(outcome, s100b), roc(outcome, wfns))`` (its documented example) prints Z = -2.209,
+    p-value = 0.02718, AUCs 0.7314 and 0.8237; its test suite has the full digits (Z = 2.20898359144091,
+    p = 0.0271757822291882, CI 0.0104061769564846 to 0.174214419249478 for wfns - s100b)."""
+    d = _asah()
+    assert len(d["y"]) == 113 and d["y"].sum() == 41
+    res = delong_test(d["y"], d["s100b"], d["wfns"])
+    assert round(res["auc_a"], 4) == 0.7314 and round(res["auc_b"], 4) == 0.8237
+    assert round(res["z"], 3) == -2.209 and round(res["p_value"], 5) == 0.02718
+    assert res["z"] == pytest.approx(-2.20898359144091, abs=1e-9)
+    assert res["p_value"] == pytest.approx(0.0271757822291882, abs=1e-9)
+    assert (res["difference_low"], res["difference_high"]) == pytest.approx((-0.174214419249478, -0.0104061769564846),
+                                                                          abs=1e-9)
+    # the other two pairs of pROC's tests
+    for a, b, z, p in (("wfns", "ndka", 2.79777591868904, 0.00514557970691098),
+                       ("ndka", "s100b", -1.39077002573558, 0.164295175223054)):
+        res = delong_test(d["y"], d[a], d[b])
+        assert (res["z"], res["p_value"]) == pytest.approx((z, p), abs=1e-9), (a, b)
 
 
 def test_delong_se_close_to_paired_patient_bootstrap() -> None:

@@ -1,4 +1,5 @@
-"""Metrics with intervals: the AUC interval against scikit-learn, small imbalanced data, the ROC band."""
+"""Metrics with intervals: Wilson against published values, the AUC interval against scikit-learn, small imbalanced
+data, the ROC band, the patient bootstrap against a brute-force loop."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import math
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
-from statsmodels.stats.proportion import proportion_confint
 
-from spinedx.evaluation.metrics import auc_with_ci, classification_report, roc_band, stratified_resamples
+from spinedx.evaluation.metrics import (
+    auc_with_ci,
+    classification_report,
+    roc_band,
+    stratified_resamples,
+    wilson_interval,
+)
 
 
 def _scores(n_pos: int, n_neg: int, shift: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,10 +81,21 @@ def test_classification_report_proportions_are_wilson() -> None:
     p = np.array([0.9, 0.6, 0.2, 0.1, 0.7, 0.3, 0.4, 0.8])
     rep = classification_report(y, p, n_resamples=200)
     assert (rep["tp"], rep["fn"], rep["tn"], rep["fp"]) == (3, 1, 3, 1)
-    low, high = proportion_confint(3, 4, method="wilson")
-    assert rep["sensitivity"] == 0.75 and rep["sensitivity_low"] == pytest.approx(low)
-    assert rep["sensitivity_high"] == pytest.approx(high)
+    # Wilson by hand, p = 3/4, n = 4, z = 1.959963984540054 (z^2 = 3.841458820694124):
+    # (p + z^2/2n) / (1 + z^2/n) -/+ z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2) = 0.627528 -/+ 0.326886
+    assert rep["sensitivity"] == 0.75 and rep["sensitivity_low"] == pytest.approx(0.30064184258240184, rel=1e-12)
+    assert rep["sensitivity_high"] == pytest.approx(0.9544127391902995, rel=1e-12)
     assert rep["auc"] == roc_auc_score(y, p)
+
+
+@pytest.mark.parametrize(("count", "n", "low", "high"), [
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_interval_matches_newcombe_1998(count: int, n: int, low: float, high: float) -> None:
+    """Newcombe, Stat Med 1998;17:857-872, Table I, method 3 (score interval without continuity correction)."""
+    est, lo, hi = wilson_interval(count, n)
+    assert est == count / n
+    assert (round(lo, 4), round(hi, 4)) == (low, high)
 
 
 def test_patient_bootstrap_with_one_slice_per_patient_is_the_stratified_auc_bootstrap() -> None:
@@ -123,3 +140,52 @@ def test_patient_bootstrap_counts_by_hand() -> None:
     assert math.isnan(rep["auc_low"]) and math.isnan(rep["sensitivity_high"])  # one benign patient
     with pytest.raises(ValueError, match="both labels"):
         patient_bootstrap_report(np.array([1, 0]), np.array([0.5, 0.5]), np.array(["a", "a"]))
+
+
+def _patient_bootstrap_by_hand(y: np.ndarray, p: np.ndarray, pid: np.ndarray, n_resamples: int, seed: int,
+                               threshold: float = 0.5) -> dict[str, tuple[float, float]]:
+    """The obvious loop: draw malignant and benign patients with replacement (the draws scipy.stats.bootstrap makes
+    from ``default_rng(seed)``: the malignant patients' indices for every resample, then the benign ones', patients
+    in sorted order), keep every slice of each drawn patient, recompute the slice metrics, take percentiles."""
+    patients = sorted(set(pid))
+    label = {q: int(y[pid == q][0]) for q in patients}
+    pos = [q for q in patients if label[q] == 1]
+    neg = [q for q in patients if label[q] == 0]
+    rng = np.random.default_rng(seed)
+    draw_pos = rng.integers(0, len(pos), (n_resamples, len(pos)))
+    draw_neg = rng.integers(0, len(neg), (n_resamples, len(neg)))
+    values: dict[str, list[float]] = {k: [] for k in ("auc", "sensitivity", "specificity", "accuracy", "ppv", "npv")}
+    for b in range(n_resamples):
+        chosen = [pos[i] for i in draw_pos[b]] + [neg[i] for i in draw_neg[b]]
+        yy = np.concatenate([y[pid == q] for q in chosen])
+        pp = np.concatenate([p[pid == q] for q in chosen])
+        call = pp >= threshold
+        tp, fn = int((call & (yy == 1)).sum()), int((~call & (yy == 1)).sum())
+        tn, fp = int((~call & (yy == 0)).sum()), int((call & (yy == 0)).sum())
+        values["auc"].append(roc_auc_score(yy, pp))
+        values["sensitivity"].append(tp / (tp + fn))
+        values["specificity"].append(tn / (tn + fp))
+        values["accuracy"].append((tp + tn) / len(yy))
+        values["ppv"].append(tp / (tp + fp) if tp + fp else math.nan)
+        values["npv"].append(tn / (tn + fn) if tn + fn else math.nan)
+    return {k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for k, v in values.items()}
+
+
+def test_patient_bootstrap_equals_a_brute_force_loop_with_unequal_slice_counts() -> None:
+    """Patients with 1 to 5 slices (scores spread within a patient, ties across patients): every interval equals the
+    one of the loop above, which resamples patients by class and keeps all their slices."""
+    from spinedx.evaluation.metrics import patient_bootstrap_report
+
+    rng = np.random.default_rng(12)
+    n_slices = [1, 5, 2, 4, 3, 1, 2, 5, 3, 1, 4, 2, 2, 3]  # 6 malignant patients, 8 benign
+    labels = [1] * 6 + [0] * 8
+    pid = np.concatenate([[f"P{i:02d}"] * k for i, k in enumerate(n_slices)])
+    y = np.concatenate([[lab] * k for lab, k in zip(labels, n_slices, strict=True)])
+    p = np.round(np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1), 1)  # overlapping classes; rounded: ties
+    rep = patient_bootstrap_report(y, p, pid, n_resamples=300, seed=7)
+    ref = _patient_bootstrap_by_hand(y, p, pid, n_resamples=300, seed=7)
+    assert rep["n_patients"] == 14
+    for name, (low, high) in ref.items():
+        assert math.isfinite(low) and math.isfinite(high) and low < high, name
+        assert rep[f"{name}_low"] == pytest.approx(low, abs=1e-12), name
+        assert rep[f"{name}_high"] == pytest.approx(high, abs=1e-12), name

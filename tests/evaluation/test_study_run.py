@@ -355,6 +355,7 @@ def test_real_cohort_stats_carry_no_synthetic_mark(tmp_path: Path, cohort_csv: P
 # --- outputs never replaced by another job's without --overwrite (issue 18) --------------------------------------
 
 
+@pytest.mark.slow
 def test_stats_of_other_inputs_are_not_replaced_without_overwrite(tmp_path: Path, cohort_csv: Path) -> None:
     """`spinedx stats` used to replace any folder holding a stats.json: statistics of another cohort or reader
     vanished silently. The same inputs redo them; other inputs need --overwrite (checked before computing)."""

@@ -40,6 +40,7 @@ def _direct(model: torch.nn.Module, x: np.ndarray, window: int, stride: int, val
     return np.stack(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("window", "stride", "value"), [(8, 4, 0.0), (12, 8, -1.0)])
 def test_occlusion_matches_direct_computation(window: int, stride: int, value: float) -> None:
     model = TinyResNetLike(seed=11)

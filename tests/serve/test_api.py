@@ -259,3 +259,55 @@ def test_public_message_takes_out_server_paths() -> None:
     assert public_message("/srv/studyother/a: x", roots) == "a: x"  # not under /srv/study: by its name only
     kept = "http://127.0.0.1:8042/dicom-web: HTTP 404; T1/T2 swapped; lesion_slices 6;7"
     assert public_message(kept, roots) == kept
+
+
+def test_a_body_with_several_problems_names_each_in_one_line(client, manifest: Path) -> None:
+    """The body is a Pydantic schema now: every bad field is named at once (the old hand validator stopped at the
+    first), in the CLI's words, and an unknown field is listed with the known ones."""
+    pid = load_manifest(manifest, draft=True).cases[0].patient_id
+    text = manifest.read_bytes()
+    r = client.put(f"/api/cases/{pid}/annotation", json={"label": "maybe", "box": [1, 2, 3], "colour": "red",
+                                                           "features": {"fluid_sign": 2, "nonsense": 1},
+                                                           "readers": {"r1": "yes", "r!": "benign"}})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail
+    known = "label, lesion_slices, box, features, readers"
+    assert detail.startswith(f"{pid}: unknown field(s) ['colour']; known: {known}; ")
+    for part in ("[label] 'maybe' must be benign or malignant", "[box] '1,2,3' is not four numbers x0,y0,x1,y1",
+                 "[feature_fluid_sign] '2' is not 0 or 1", "[feature_nonsense] unknown feature; known: ",
+                 "[reader_r1] 'yes' must be benign, malignant or empty",
+                 "[reader_r!] reader names are letters, digits and _"):
+        assert part in detail, part
+    assert manifest.read_bytes() == text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[1, 2]", "the body must be a JSON object with label, lesion_slices, box, features, readers"),
+    (b'"malignant"', "the body must be a JSON object with label, lesion_slices, box, features, readers"),
+    (b'{"label": "benign",', "the body is not valid JSON"),
+    (b'{"features": [1]}', "[features] must be an object feature name -> 0, 1 or null"),
+    (b'{"lesion_slices": [6, true]}', "[lesion_slices] '[6, True]' is not a list of integers"),
+])
+def test_a_body_that_is_not_the_schema_gets_one_line(client, manifest: Path, content: bytes, message: str) -> None:
+    """FastAPI's own 422 is a list of error objects; the workstation answers one line, like every other refusal."""
+    pid = load_manifest(manifest, draft=True).cases[0].patient_id
+    r = client.put(f"/api/cases/{pid}/annotation", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(f"{pid}: {message}"), detail
+
+
+def test_unknown_case_and_bad_if_match_come_before_a_bad_body(client, manifest: Path) -> None:
+    pid = load_manifest(manifest, draft=True).cases[0].patient_id
+    assert client.put("/api/cases/NOPE/annotation", json={"colour": "red"}).status_code == 404
+    r = client.put(f"/api/cases/{pid}/annotation", json={"colour": "red"}, headers={"If-Match": '"open'})
+    assert r.status_code == 422 and "[If-Match] cannot read" in r.json()["detail"]
+
+
+def test_openapi_documents_the_annotation_schema(client) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/api/cases/{patient_id}/annotation"]["put"]["requestBody"]["content"]["application/json"]
+    schema = spec["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"label", "lesion_slices", "box", "features", "readers"}

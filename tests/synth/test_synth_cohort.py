@@ -177,6 +177,7 @@ def test_geometry_box_and_both_series(cohort: Path) -> None:
         assert good > 0.8 and good > shifted + 0.1, (pid, good, shifted)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(cohort: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate_cohort(again, n_patients=2, n_malignant=1, seed=0, workers=2, progress=False)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from spinedx.cli._app import app, command  # noqa: F401
+
+if TYPE_CHECKING:  # only for annotations: rich and the study code are imported inside the command
+    from rich.console import Console
+
+    from spinedx.evaluation.study import StudyResult
 
 
 def _fmt(est: float, low: float, high: float, sep: str = " ") -> str:
@@ -49,12 +55,10 @@ def stats(
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
     regression on the features, and the error analysis of one reader."""
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    from spinedx.common import SYNTHETIC_BANNER, SYNTHETIC_ILLUSTRATION
-    from spinedx.evaluation.study import ALPHA, HOLM_NOTE, run_study
+    from spinedx.common import SYNTHETIC_BANNER
+    from spinedx.evaluation.study import HOLM_NOTE, run_study
 
     console = Console()
     with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
@@ -62,14 +66,31 @@ def stats(
     synthetic = bool(res.summary.get("synthetic"))
     if synthetic:
         console.print(f"[bold]{SYNTHETIC_BANNER.upper()}[/bold]")
-    plan = None
     if run is not None:
-        from spinedx.runfolder import RunFolder
+        _print_repeats(console, run)
+    _print_table2(console, res)
+    _print_mcnemar(console, res, synthetic)
+    _print_table1(console, res)
+    _print_logistic(console, res)
+    _print_error_analysis(console, res)
+    console.print(HOLM_NOTE + ".")
+    if synthetic:
+        console.print(f"[bold]{SYNTHETIC_BANNER}[/bold]")
+    console.print(f"wrote {len(res.files)} files to {res.out_dir}")
 
-        plan = RunFolder(run).read_repeats()
+
+def _print_repeats(console: Console, run: Path) -> None:
+    from spinedx.runfolder import RunFolder
+
+    plan = RunFolder(run).read_repeats()
     if plan is not None:
         console.print(f"model: repeat 0 of {plan['repeats']} (seed {plan['seeds'][0]}: the run folder's own folds); "
                       "the spread across repeats is in metrics.json (repeats) and the report")
+
+
+def _print_table2(console: Console, res: StudyResult) -> None:
+    from rich import box
+    from rich.table import Table
 
     t2 = Table(title="Table 2: readers and model (95% Wilson intervals)", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rater", "n (miss)", "TP/TN/FP/FN", "sens.", "spec.", "acc."):
@@ -82,6 +103,12 @@ def stats(
     if len(res.table2):
         console.print(t2)
 
+
+def _print_mcnemar(console: Console, res: StudyResult, synthetic: bool) -> None:
+    from rich.table import Table
+
+    from spinedx.common import SYNTHETIC_ILLUSTRATION
+
     mc = Table(title="McNemar tests (b: A right, B wrong; c: the reverse)"
                + (" - simulated readers: an illustration of the method" if synthetic else ""))
     for col in ("rater A", "rater B", "group", "n", "b", "c", "test", "p", "p (Holm)"):
@@ -93,6 +120,12 @@ def stats(
         console.print(mc)
         if synthetic:
             console.print(f"note: {SYNTHETIC_ILLUSTRATION}")
+
+
+def _print_table1(console: Console, res: StudyResult) -> None:
+    from rich.table import Table
+
+    from spinedx.evaluation.study import ALPHA
 
     sig = res.table1[res.table1["p_value"] < ALPHA]
     t1 = Table(title=f"Table 1: features with Fisher p < {ALPHA} ({len(sig)} of {len(res.table1)}; "
@@ -107,26 +140,33 @@ def stats(
         console.print(t1)
         console.print("odds ratio: conditional maximum likelihood with its exact conditional 95% interval")
 
-    if res.logistic is not None:
-        ins, ev = res.logistic["in_sample"], res.logistic["evaluation"]
-        console.print(f"Logistic regression on {len(res.logistic['features'])} features "
-                      f"({res.logistic['method']}, separation: {res.logistic['separation']}):")
-        console.print(f"  in-sample accuracy (fitted and scored on the same {ins['n']} patients, as the paper "
-                      f"reported): {_fmt(ins['accuracy'], ins['accuracy_low'], ins['accuracy_high'])} "
-                      f"(paper: {ins['paper_accuracy']:.2f})")
-        console.print(f"  out-of-fold accuracy ({ev['folds_source']}): "
-                      f"{_fmt(ev['accuracy'], ev['accuracy_low'], ev['accuracy_high'])}, "
-                      f"AUC {_fmt(ev['auc'], ev['auc_low'], ev['auc_high'])}")
-    if res.error_analysis is not None:
-        ea = res.error_analysis[res.error_analysis["p_value"] < ALPHA]
-        te = Table(title=f"Error analysis of {res.error_reader}: features with Fisher p < {ALPHA}")
-        for col in ("comparison", "feature", "errors", "correct", "p", "p (Holm)"):
-            te.add_column(col)
-        for r in ea.to_dict(orient="records"):
-            te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
-                       f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]), _p(r["p_holm"]))
-        console.print(te)
-    console.print(HOLM_NOTE + ".")
-    if synthetic:
-        console.print(f"[bold]{SYNTHETIC_BANNER}[/bold]")
-    console.print(f"wrote {len(res.files)} files to {res.out_dir}")
+
+def _print_logistic(console: Console, res: StudyResult) -> None:
+    if res.logistic is None:
+        return
+    ins, ev = res.logistic["in_sample"], res.logistic["evaluation"]
+    console.print(f"Logistic regression on {len(res.logistic['features'])} features "
+                  f"({res.logistic['method']}, separation: {res.logistic['separation']}):")
+    console.print(f"  in-sample accuracy (fitted and scored on the same {ins['n']} patients, as the paper "
+                  f"reported): {_fmt(ins['accuracy'], ins['accuracy_low'], ins['accuracy_high'])} "
+                  f"(paper: {ins['paper_accuracy']:.2f})")
+    console.print(f"  out-of-fold accuracy ({ev['folds_source']}): "
+                  f"{_fmt(ev['accuracy'], ev['accuracy_low'], ev['accuracy_high'])}, "
+                  f"AUC {_fmt(ev['auc'], ev['auc_low'], ev['auc_high'])}")
+
+
+def _print_error_analysis(console: Console, res: StudyResult) -> None:
+    from rich.table import Table
+
+    from spinedx.evaluation.study import ALPHA
+
+    if res.error_analysis is None:
+        return
+    ea = res.error_analysis[res.error_analysis["p_value"] < ALPHA]
+    te = Table(title=f"Error analysis of {res.error_reader}: features with Fisher p < {ALPHA}")
+    for col in ("comparison", "feature", "errors", "correct", "p", "p (Holm)"):
+        te.add_column(col)
+    for r in ea.to_dict(orient="records"):
+        te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
+                   f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]), _p(r["p_holm"]))
+    console.print(te)

@@ -17,7 +17,7 @@ the activations only, so no parameter gradient is computed or left behind.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -109,6 +109,31 @@ def _gradient_ready(model: nn.Module, layers: list[nn.Module], names: list[str])
     return clone, [modules[n] for n in names]
 
 
+def _distinct_layers(requests: Sequence[tuple[nn.Module, str]]) -> list[nn.Module]:
+    """The requests' layers, each once, in order of first request.
+
+    Raises:
+        ValueError: a kind not in :data:`CAM_KINDS`.
+    """
+    layers: list[nn.Module] = []
+    for layer, kind in requests:
+        if kind not in CAM_KINDS:
+            raise ValueError(f"unknown CAM kind {kind!r}; kinds are {', '.join(CAM_KINDS)}")
+        if not any(layer is m for m in layers):
+            layers.append(layer)
+    return layers
+
+
+def _weighted_map(kind: str, act: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """The (N, h, w) map of one layer before scaling: Grad-CAM weights each channel by its mean gradient, LayerCAM
+    each position by its positive gradient; zeros where the logit does not depend on the layer at all."""
+    if grad is None:
+        return torch.zeros(act.shape[0], *act.shape[2:], device=act.device)
+    if kind == "gradcam":
+        return (grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1)
+    return (torch.relu(grad) * act).sum(dim=1)
+
+
 def cams(
     model: nn.Module,
     x: np.ndarray | torch.Tensor,
@@ -130,13 +155,7 @@ def cams(
         One ``(N, H, W)`` float32 array in [0, 1] per request, in order.
     """
     xt = as_batch(x)
-    for _, kind in requests:
-        if kind not in CAM_KINDS:
-            raise ValueError(f"unknown CAM kind {kind!r}; kinds are {', '.join(CAM_KINDS)}")
-    layers: list[nn.Module] = []
-    for layer, _ in requests:
-        if not any(layer is m for m in layers):
-            layers.append(layer)
+    layers = _distinct_layers(requests)
     original = list(layers)
     names = _module_names(model, layers)
     model, layers = _gradient_ready(model, layers, names)
@@ -146,7 +165,7 @@ def cams(
     out: list[list[np.ndarray]] = [[] for _ in requests]
     captured: list[list[torch.Tensor]] = [[] for _ in layers]
 
-    def make_hook(i: int):
+    def make_hook(i: int) -> Callable[[nn.Module, object, object], torch.Tensor]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor:
             if not isinstance(output, torch.Tensor) or output.ndim != 4:
                 raise ValueError(f"layer {names[i]} must return a (N, K, h, w) tensor to be explained")
@@ -171,14 +190,7 @@ def cams(
                 acts = [c[0] for c in captured]
                 grads = torch.autograd.grad(logit.sum(), acts, allow_unused=True)
                 for r, ((_, kind), i) in enumerate(zip(requests, index, strict=True)):
-                    a = acts[i].detach()
-                    g = grads[i]
-                    if g is None:  # the logit does not depend on this layer at all
-                        cam = torch.zeros(a.shape[0], *a.shape[2:], device=a.device)
-                    elif kind == "gradcam":
-                        cam = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)
-                    else:
-                        cam = (torch.relu(g) * a).sum(dim=1)
+                    cam = _weighted_map(kind, acts[i].detach(), grads[i])
                     out[r].append(scale_maps(cam.float(), size).cpu().numpy().astype(np.float32))
     finally:
         for h in handles:

@@ -110,66 +110,18 @@ def check_pair(t1: Image, t2: Image, *, mode: str = "strict", patient_id: str = 
         rec.not_checked = [f"{c}: --pair-check off" for c in ("same series", *HEADER_CHECKS)]
         return rec
     dicom = _is_dicom(t1) and _is_dicom(t2)
-    uid1, uid2 = str(t1.meta.get("SeriesInstanceUID") or ""), str(t2.meta.get("SeriesInstanceUID") or "")
-
-    # Same series, same file, same voxels.
     rec.checked.append("same series")
-    if dicom and uid1 and uid1 == uid2:
-        rec.problems.append(f"t1 and t2 are the same series (SeriesInstanceUID {uid1}); point t1 at the T1-weighted "
-                            "series (t1_series_uid when both are in one folder)")
-    elif not (dicom and uid1 and uid2) and _same_path(t1.source, t2.source):
-        rec.problems.append(f"t1 and t2 are the same file or folder ({t2.source}); point t1 at the T1-weighted series")
-    elif _same_voxels(t1, t2):
-        rec.problems.append("t1 and t2 hold identical voxels on the same grid (one image given twice); point t1 at "
-                            "the T1-weighted series")
-
+    same = _same_series(t1, t2, dicom)
+    if same:
+        rec.problems.append(same)
     if not dicom:
         fmt = ", ".join(f"{n} is {img.meta.get('format', 'not DICOM')}" for n, img in (("t1", t1), ("t2", t2))
                         if not _is_dicom(img))
         rec.not_checked += [f"{c}: no DICOM header ({fmt})" for c in HEADER_CHECKS]
     else:
-        # Another patient.
-        p1, p2 = str(t1.meta.get("PatientID") or ""), str(t2.meta.get("PatientID") or "")
-        if p1 and p2:
-            rec.checked.append("PatientID")
-            if p1 != p2:
-                rec.problems.append(f"t1 and t2 belong to different patients (PatientID '{p1}' vs '{p2}'); point "
-                                    "both columns at this patient's series")
-        else:
-            rec.not_checked.append("PatientID: absent from " + " and ".join(
-                n for n, p in (("t1", p1), ("t2", p2)) if not p))
-        # Swapped or wrong weighting: T1W has the shorter TE and the shorter TR.
-        made, wrong = [], []
-        for key, short in (("EchoTime", "TE"), ("RepetitionTime", "TR")):
-            a, b = _num(t1, key), _num(t2, key)
-            if a is None or b is None:
-                rec.not_checked.append(f"{key}: absent from " + " and ".join(
-                    n for n, v in (("t1", a), ("t2", b)) if v is None))
-                continue
-            made.append(key)
-            if not a < b:
-                wrong.append((short, a, b))
-        if wrong:
-            shorts = " and ".join(w[0] for w in wrong)
-            rec.problems.append(
-                "the series given as T1 has " + " and ".join(f"{w[0]} {w[1]:g} ms" for w in wrong)
-                + ", the one given as T2 " + " and ".join(f"{w[0]} {w[2]:g} ms" for w in wrong)
-                + f": T1-weighted images have the shorter {shorts}, so t1 and t2 look swapped or wrong "
-                f"(t1: {t1.meta.get('SeriesDescription') or t1.source}, t2: "
-                f"{t2.meta.get('SeriesDescription') or t2.source})")
-        if made:
-            rec.checked.append("weighting (" + ", ".join(made) + ")")
-        # Allowed, recorded: another study or frame of reference.
-        for key, what in (("StudyInstanceUID", "studies"), ("FrameOfReferenceUID", "frames of reference")):
-            u1, u2 = str(t1.meta.get(key) or ""), str(t2.meta.get(key) or "")
-            if not (u1 and u2):
-                rec.not_checked.append(f"{key}: absent from " + " and ".join(n for n, v in (("t1", u1), ("t2", u2))
-                                                                            if not v))
-                continue
-            rec.checked.append(key)
-            if u1 != u2:
-                rec.warnings.append(f"t1 and t2 come from different {what} ({key} {u1} vs {u2}): the header geometry "
-                                    "does not relate them, the registration carries the T2 -> T1 mapping")
+        _check_patient(t1, t2, rec)
+        _check_weighting(t1, t2, rec)
+        _check_study_and_frame(t1, t2, rec)
     if rec.problems:
         if mode == "strict":
             raise PreprocessError(
@@ -177,3 +129,70 @@ def check_pair(t1: Image, t2: Image, *, mode: str = "strict", patient_id: str = 
                 "(ExtractConfig(pair_check='warn'))", where=patient_id)
         rec.warnings += [f"accepted with --pair-check warn: {p}" for p in rec.problems]
     return rec
+
+
+def _absent(key: str, values: tuple[tuple[str, object], ...]) -> str:
+    """``"Key: absent from t1 and t2"`` naming the series whose value is missing."""
+    return f"{key}: absent from " + " and ".join(n for n, v in values if not v)
+
+
+def _same_series(t1: Image, t2: Image, dicom: bool) -> str | None:
+    """Why ``t1`` and ``t2`` are one series given twice (same SeriesInstanceUID, file or voxels), or None."""
+    uid1, uid2 = str(t1.meta.get("SeriesInstanceUID") or ""), str(t2.meta.get("SeriesInstanceUID") or "")
+    if dicom and uid1 and uid1 == uid2:
+        return (f"t1 and t2 are the same series (SeriesInstanceUID {uid1}); point t1 at the T1-weighted series "
+                "(t1_series_uid when both are in one folder)")
+    if not (dicom and uid1 and uid2) and _same_path(t1.source, t2.source):
+        return f"t1 and t2 are the same file or folder ({t2.source}); point t1 at the T1-weighted series"
+    if _same_voxels(t1, t2):
+        return ("t1 and t2 hold identical voxels on the same grid (one image given twice); point t1 at the "
+                "T1-weighted series")
+    return None
+
+
+def _check_patient(t1: Image, t2: Image, rec: PairCheck) -> None:
+    """Another patient: different PatientID."""
+    p1, p2 = str(t1.meta.get("PatientID") or ""), str(t2.meta.get("PatientID") or "")
+    if not (p1 and p2):
+        rec.not_checked.append(_absent("PatientID", (("t1", p1), ("t2", p2))))
+        return
+    rec.checked.append("PatientID")
+    if p1 != p2:
+        rec.problems.append(f"t1 and t2 belong to different patients (PatientID '{p1}' vs '{p2}'); point both "
+                            "columns at this patient's series")
+
+
+def _check_weighting(t1: Image, t2: Image, rec: PairCheck) -> None:
+    """Swapped or wrong weighting: T1W has the shorter TE and the shorter TR."""
+    made, wrong = [], []
+    for key, short in (("EchoTime", "TE"), ("RepetitionTime", "TR")):
+        a, b = _num(t1, key), _num(t2, key)
+        if a is None or b is None:
+            rec.not_checked.append(_absent(key, (("t1", a), ("t2", b))))
+            continue
+        made.append(key)
+        if not a < b:
+            wrong.append((short, a, b))
+    if wrong:
+        shorts = " and ".join(w[0] for w in wrong)
+        rec.problems.append(
+            "the series given as T1 has " + " and ".join(f"{w[0]} {w[1]:g} ms" for w in wrong)
+            + ", the one given as T2 " + " and ".join(f"{w[0]} {w[2]:g} ms" for w in wrong)
+            + f": T1-weighted images have the shorter {shorts}, so t1 and t2 look swapped or wrong "
+            f"(t1: {t1.meta.get('SeriesDescription') or t1.source}, t2: "
+            f"{t2.meta.get('SeriesDescription') or t2.source})")
+    if made:
+        rec.checked.append("weighting (" + ", ".join(made) + ")")
+
+
+def _check_study_and_frame(t1: Image, t2: Image, rec: PairCheck) -> None:
+    """Allowed, recorded with a warning: another study or frame of reference."""
+    for key, what in (("StudyInstanceUID", "studies"), ("FrameOfReferenceUID", "frames of reference")):
+        u1, u2 = str(t1.meta.get(key) or ""), str(t2.meta.get(key) or "")
+        if not (u1 and u2):
+            rec.not_checked.append(_absent(key, (("t1", u1), ("t2", u2))))
+            continue
+        rec.checked.append(key)
+        if u1 != u2:
+            rec.warnings.append(f"t1 and t2 come from different {what} ({key} {u1} vs {u2}): the header geometry "
+                                "does not relate them, the registration carries the T2 -> T1 mapping")

@@ -38,10 +38,8 @@ class Predictor:
         from spinedx.models import Ensemble
 
         self.ensemble = Ensemble.from_models(self.run.models, folds=self.run.folds, views=self.run.tta)
-        # Imported once here, not on the first request: Grad-CAM's package pulls in scikit-learn and OpenCV,
-        # seconds of imports that would otherwise land on the first user's Predict.
-        import pytorch_grad_cam  # noqa: F401
-
+        # Imported once here, not on the first request: seconds of imports that would otherwise land on the first
+        # user's Predict.
         import spinedx.explain  # noqa: F401
         import spinedx.preprocess.registration  # noqa: F401
         # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from spinedx.serve.datastore import InvalidInput
 from spinedx.serve.deps import get_state
 from spinedx.serve.state import AppState
+from spinedx.serve.validation import AnnotationBody
 
-router = APIRouter(prefix="/api/cases", tags=["cases"])
-_EXAMPLE = {"label": "malignant", "lesion_slices": [6, 7, 8], "box": [250, 198, 321, 269],
-            "features": {"fluid_sign": 0}, "readers": {"reader_senior": "benign"}}
+
+class AnnotationRoute(APIRoute):
+    """A route whose JSON body FastAPI validates with a Pydantic model (:class:`AnnotationBody`), a body that fails
+    answered like every other bad input: 404 for an unknown case first, then an unreadable ``If-Match``, then 422 with
+    one line naming each field in the CLI's words (:func:`spinedx.serve.validation.body_problem`), not FastAPI's list
+    of error objects."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                from spinedx.serve.validation import body_problem
+
+                errors = [e for e in exc.errors() if tuple(e.get("loc") or ("",))[0] == "body"]
+                if not errors:
+                    raise
+                key = str(request.path_params.get("patient_id", ""))
+                get_state(request).store.case(key)  # 404 before validating
+                parse_if_match(request.headers.getlist("if-match"), where=key)
+                raise InvalidInput(body_problem(errors), where=key) from None
+
+        return route
+
+
+# every route of the router: only a request body's errors are turned into one line (the others have no body)
+router = APIRouter(prefix="/api/cases", tags=["cases"], route_class=AnnotationRoute)
 
 
 def _etag(version: str) -> str:
@@ -102,19 +132,19 @@ def put_annotation(
     patient_id: str,
     request: Request,
     response: Response,
-    body: Any = Body(..., examples=[_EXAMPLE]),  # noqa: B008
+    body: AnnotationBody,
     if_match: str | None = Header(None, description='"<version>", a list of them, or *'),  # noqa: ARG001
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
     """Save the annotation (fields not given stay as they are; null clears one). ``If-Match: "<version>"`` makes
     the save conditional (RFC 9110: a list matches when it names the current version; ``*`` matches any): a stale
     version gets 409 and nothing is written. Invalid input gets 422 with the CLI's message."""
-    from spinedx.serve.validation import check_against_t2, parse_changes
+    from spinedx.serve.validation import check_against_t2
 
-    state.store.case(patient_id)  # 404 before validating
+    state.store.case(patient_id)  # 404 before validating (a body that fails its schema: AnnotationRoute)
     # every If-Match line (the parameter above documents the header; a repeated header is one list)
     versions = parse_if_match(request.headers.getlist("if-match"), where=patient_id)
-    changes = parse_changes(body, where=patient_id)
+    changes = body.changes()
     if "lesion_slices" in changes or "box" in changes:
         ann, _ = state.store.annotation(patient_id)
         slices = changes.get("lesion_slices", ann.lesion_slices)
