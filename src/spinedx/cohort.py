@@ -33,23 +33,34 @@ image is checked when the images are read (``spinedx.preprocess``), not here.
 from __future__ import annotations
 
 import csv
-import errno
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationError
 
+from spinedx.cohortrow import (
+    READER_VALUES,
+    ManifestRow,
+    RowContext,
+    parse_binary,
+    parse_box,
+    parse_slices,
+    path_problem,
+    row_problems,
+)
 from spinedx.errors import ManifestError
 from spinedx.features import FEATURE_NAMES, LABELS
+
+__all__ = ["READER_VALUES", "CaseRecord", "Cohort", "ManifestRow", "RowContext", "load_manifest", "manifest_dialect",
+           "parse_box", "parse_slices", "read_manifest_frame", "write_manifest"]
 
 IMAGE_COLUMNS = ("t1", "t1_series_uid", "t2", "t2_series_uid", "lesion_slices", "box", "lesion_mask")
 REQUIRED_ALWAYS = ("patient_id", "label")
 REQUIRED_IMAGES = ("t1", "t2", "lesion_slices", "box")
-READER_VALUES = ("benign", "malignant")
 
 
 @dataclass
@@ -161,82 +172,6 @@ class Cohort:
         return frame
 
 
-# -- parsing ------------------------------------------------------------------------------------------
-_SPLIT = re.compile(r"[;,\s]+")
-
-
-def parse_slices(text: str) -> tuple[int, ...]:
-    """Parse ``"7;8;9"`` (also ``,`` or spaces) into sorted unique 0-based indices.
-
-    Raises:
-        ValueError: empty, non-integer, negative or repeated values.
-    """
-    parts = [p for p in _SPLIT.split(text.strip()) if p]
-    if not parts:
-        raise ValueError("no slice index given (expected e.g. 7;8;9)")
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"'{text}' is not a list of integers (expected e.g. 7;8;9)") from None
-    if any(v < 0 for v in vals):
-        raise ValueError(f"'{text}' has a negative index (indices are 0-based)")
-    if len(set(vals)) != len(vals):
-        raise ValueError(f"'{text}' repeats an index")
-    return tuple(sorted(vals))
-
-
-def parse_box(text: str) -> tuple[int, int, int, int]:
-    """Parse ``"x0,y0,x1,y1"`` (half-open pixel box) into four ints.
-
-    Raises:
-        ValueError: not four non-negative integers with ``x1 > x0`` and ``y1 > y0``.
-    """
-    parts = [p for p in _SPLIT.split(text.strip()) if p]
-    if len(parts) != 4:
-        raise ValueError(f"'{text}' is not four numbers x0,y0,x1,y1")
-    try:
-        x0, y0, x1, y1 = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"'{text}' is not four integers x0,y0,x1,y1") from None
-    if min(x0, y0, x1, y1) < 0:
-        raise ValueError(f"'{text}' has a negative coordinate")
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"'{text}' is empty: need x1 > x0 and y1 > y0 (half-open box)")
-    return x0, y0, x1, y1
-
-
-def _parse_binary(text: str) -> int:
-    t = text.strip()
-    if t in ("0", "1"):
-        return int(t)
-    try:  # a spreadsheet may have written 1.0
-        v = float(t)
-    except ValueError:
-        v = -1.0
-    if v in (0.0, 1.0):
-        return int(v)
-    raise ValueError(f"'{text}' is not 0 or 1")
-
-
-def _path_problem(p: Path) -> str | None:
-    """Why an image path cannot be used ('does not exist', a symlink loop, a broken link), or None."""
-    if p.exists():
-        return None
-    if p.is_symlink():
-        try:
-            os.stat(p)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return "is a symbolic link loop (the link points back to itself through other links); fix the link"
-        return f"is a broken symbolic link (to {os.readlink(p)}, which does not exist); fix the link"
-    try:
-        os.stat(p)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "lies behind a symbolic link loop; fix the link"
-    return "does not exist"
-
-
 #: Separators a ``sep=X`` first line may name (Excel's hint; ``;`` where the decimal mark is a comma).
 SEP_LINE_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
 # Excel writes the line bare (sep=;); a spreadsheet that saved it back as a row may quote it or pad it with
@@ -289,150 +224,13 @@ def read_manifest_frame(path: str | Path, **kwargs: Any) -> Any:
     return pd.read_csv(path, sep=sep, skiprows=skip, encoding="utf-8-sig", **kwargs)
 
 
-# -- the row schema ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RowContext:
-    """What validating a row depends on besides the row (given to Pydantic as the validation context).
-
-    Attributes:
-        base: the manifest's folder (relative image paths resolve against it).
-        require_images: see :func:`load_manifest`.
-        check_files: see :func:`load_manifest`.
-        draft: see :func:`load_manifest`.
-    """
-
-    base: Path
-    require_images: bool = True
-    check_files: bool = True
-    draft: bool = False
-
-
-def _context(info: ValidationInfo) -> RowContext:
-    ctx = info.context.get("row") if isinstance(info.context, dict) else None
-    return ctx if isinstance(ctx, RowContext) else RowContext(base=Path.cwd())
-
-
-def _parse_synthetic(text: str) -> bool:
-    try:
-        return bool(_parse_binary(text))
-    except ValueError as exc:
-        raise ValueError(f"{exc} (1 = simulated patient, 0 = real)") from None
-
-
-def _parse_reader_call(text: str) -> str | None:
-    call = text.lower()
-    if call and call not in READER_VALUES:
-        raise ValueError(f"'{text}' must be benign, malignant or empty")
-    return call or None
-
-
-_EMPTY_IMAGE = {
-    "t1": "empty (a DICOM folder or image file is needed)",
-    "t2": "empty (a DICOM folder or image file is needed)",
-    "lesion_mask": ("empty (a lesion mask file is needed on every row when the column is present; or drop the "
-                    "column)"),
-}
-
-
-class ManifestRow(BaseModel):
-    """The known columns of one manifest row, validated (the schema of a row; see the module docstring).
-
-    The input is the row's cells as text (stripped), only for the columns the header has; feature columns go in
-    ``features`` (name without ``feature_``) and reader columns in ``readers``. Other columns are no fields: the
-    user's own columns are carried beside the row (:attr:`CaseRecord.extra`), so an unknown key here is an error.
-    Validation needs a :class:`RowContext` (``context={"row": ...}``). Every problem is reported at once, each
-    located at its column, with the message the manifest's one-line error shows.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # fields in the order problems are listed (Pydantic validates, and reports, in field order)
-    patient_id: str = ""
-    label: str | None = None
-    t1: Path | None = None
-    t2: Path | None = None
-    lesion_mask: Path | None = None
-    lesion_slices: tuple[int, ...] = ()
-    box: tuple[int, int, int, int] = (0, 0, 0, 0)
-    features: dict[str, Annotated[int, BeforeValidator(_parse_binary)]] = Field(default_factory=dict)
-    synthetic: Annotated[bool, BeforeValidator(_parse_synthetic)] = False
-    readers: dict[str, Annotated[str | None, BeforeValidator(_parse_reader_call)]] = Field(default_factory=dict)
-    t1_series_uid: str | None = None
-    t2_series_uid: str | None = None
-
-    @field_validator("patient_id", mode="before")
-    @classmethod
-    def _patient_id(cls, value: str) -> str:
-        if not value:
-            raise ValueError("empty")
-        return value
-
-    @field_validator("label", mode="before")
-    @classmethod
-    def _label(cls, value: str, info: ValidationInfo) -> str | None:
-        if not value and _context(info).draft:
-            return None  # not yet known
-        if value.lower() not in LABELS:
-            raise ValueError(f"'{value}' must be benign or malignant")
-        return value.lower()
-
-    @field_validator("t1", "t2", "lesion_mask", mode="before")
-    @classmethod
-    def _image(cls, value: str, info: ValidationInfo) -> Path | None:
-        ctx = _context(info)
-        if not value:
-            if ctx.require_images:
-                raise ValueError(_EMPTY_IMAGE[str(info.field_name)])
-            return None
-        p = Path(os.path.expanduser(value))
-        p = Path(os.path.normpath(p if p.is_absolute() else ctx.base / p))
-        problem = _path_problem(p) if ctx.require_images and ctx.check_files else None
-        if problem:
-            raise ValueError(f"'{value}' {problem} (relative paths are taken from {ctx.base})")
-        return p
-
-    @field_validator("lesion_slices", mode="before")
-    @classmethod
-    def _slices(cls, value: str, info: ValidationInfo) -> tuple[int, ...]:
-        return parse_slices(value) if value or _context(info).require_images else ()
-
-    @field_validator("box", mode="before")
-    @classmethod
-    def _box(cls, value: str, info: ValidationInfo) -> tuple[int, int, int, int]:
-        return parse_box(value) if value or _context(info).require_images else (0, 0, 0, 0)
-
-    @field_validator("t1_series_uid", "t2_series_uid", mode="before")
-    @classmethod
-    def _uid(cls, value: str) -> str | None:
-        return value or None
-
-    def to_case(self, extra: dict[str, str]) -> CaseRecord:
-        """The row as a :class:`CaseRecord`, with the user's columns ``extra``."""
-        return CaseRecord(
-            patient_id=self.patient_id, label=self.label, t1=self.t1, t2=self.t2,  # type: ignore[arg-type]
-            t1_series_uid=self.t1_series_uid, t2_series_uid=self.t2_series_uid, lesion_slices=self.lesion_slices,
-            box=self.box, features=dict(self.features), readers=dict(self.readers), synthetic=self.synthetic,
-            lesion_mask=self.lesion_mask, extra=extra)
-
-
-def row_problems(exc: ValidationError, who: str) -> list[tuple[str, str, str]]:
-    """The errors of a :class:`ManifestRow` as the manifest's ``(row, column, message)`` problems."""
-    out = []
-    for err in exc.errors():
-        loc = err["loc"]
-        if loc[0] == "features" and len(loc) > 1:
-            col = f"feature_{loc[1]}"
-        elif loc[0] == "readers" and len(loc) > 1:
-            col = str(loc[1])
-        else:
-            col = str(loc[0])
-        error = (err.get("ctx") or {}).get("error")
-        if err["type"] == "extra_forbidden":
-            msg = "not a column of the schema (load_manifest carries the user's own columns in CaseRecord.extra)"
-        else:
-            msg = str(error) if isinstance(error, ValueError) else err["msg"]
-        out.append((who, col, msg))
-    return out
+def _to_case(row: ManifestRow, extra: dict[str, str]) -> CaseRecord:
+    """A validated row as a :class:`CaseRecord`, with the user's columns ``extra``."""
+    return CaseRecord(
+        patient_id=row.patient_id, label=row.label, t1=row.t1, t2=row.t2,  # type: ignore[arg-type]
+        t1_series_uid=row.t1_series_uid, t2_series_uid=row.t2_series_uid, lesion_slices=row.lesion_slices,
+        box=row.box, features=dict(row.features), readers=dict(row.readers), synthetic=row.synthetic,
+        lesion_mask=row.lesion_mask, extra=extra)
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -467,7 +265,7 @@ def _read_rows(path: Path) -> tuple[list[list[str]], str, int]:
         ManifestError: the file is missing, a folder, unreadable, not UTF-8, empty or malformed CSV.
     """
     if not path.is_file():
-        problem = _path_problem(path)
+        problem = path_problem(path)
         why = "is a folder, not a file" if path.is_dir() else ("file not found; check the path" if problem in (
             None, "does not exist") else problem)
         raise ManifestError([("manifest", "-", why)], where=str(path))
@@ -579,10 +377,10 @@ def load_manifest(path: str | Path, *, require_images: bool = True, check_files:
         except ValidationError as exc:
             found += row_problems(exc, who)
         if "synthetic" in rec and not any(col == "synthetic" for _, col, _ in found):
-            synthetic_rows[_parse_binary(rec["synthetic"]) == 1].append(line)
+            synthetic_rows[parse_binary(rec["synthetic"]) == 1].append(line)
         problems += found
         if not found and "patient_id" in rec and "label" in rec:
-            cases.append(row.to_case({h: rec[h] for h in header.columns if not header.known(h)}))
+            cases.append(_to_case(row, {h: rec[h] for h in header.columns if not header.known(h)}))
     if synthetic_rows[True] and synthetic_rows[False]:
         problems.append(("manifest", "synthetic", (f"mixes 1 (lines {_lines(synthetic_rows[True])}) and 0 (lines "
                          f"{_lines(synthetic_rows[False])}): a cohort is either synthetic or real; do not mix "
