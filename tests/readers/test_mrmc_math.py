@@ -18,8 +18,8 @@ from spinedx.readers.mrmc import (
     empirical_auc,
     jackknife_auc,
     or_analysis,
-    standalone_vs_readers,
 )
+from spinedx.readers.standalone import standalone_vs_readers
 
 
 def study(seed: int, n_mod: int = 2, n_rdr: int = 3, n_pos: int = 5, n_neg: int = 7) -> tuple[np.ndarray, np.ndarray]:

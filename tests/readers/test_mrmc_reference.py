@@ -19,7 +19,8 @@ import pytest
 
 from spinedx.readers.analysis import analyze_reads
 from spinedx.readers.lrc import read_lrc
-from spinedx.readers.mrmc import ORResult, or_analysis, standalone_vs_readers
+from spinedx.readers.mrmc import ORResult, or_analysis
+from spinedx.readers.standalone import standalone_vs_readers
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,7 +12,8 @@ See docs/readers.md.
 from __future__ import annotations
 
 from spinedx.readers.analysis import ReaderStudyResult, analyze_reads, load_model_scores, load_reads, load_truth
-from spinedx.readers.mrmc import ORResult, StandaloneResult, or_analysis, standalone_vs_readers
+from spinedx.readers.mrmc import ORResult, or_analysis
+from spinedx.readers.standalone import StandaloneResult, standalone_vs_readers
 
 __all__ = [
     "ORResult",

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from spinedx.errors import SpinedxError
-from spinedx.readers.mrmc import ORResult, StandaloneResult, or_analysis, standalone_vs_readers
+from spinedx.readers.mrmc import ORResult, or_analysis
+from spinedx.readers.standalone import StandaloneResult, standalone_vs_readers
 
 __all__ = [
     "ReaderStudyResult",
