@@ -1,13 +1,16 @@
 """``spinedx index``: walk a DICOM tree, group files by patient, study and series, choose T1W/T2W per study.
 
-Headers only: every file is read with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, so pixel
-data is never touched and a study of thousands of files is indexed in seconds. Each chosen series is then checked
-as ``spinedx extract`` will read it (:func:`spinedx.io.check_dicom_series`: every file of its folder, the modality,
-localiser slices, one regular sagittal stack of at least 3 slices, ...; headers only), so a study the reader would
-refuse is reported as not usable, with the reader's reason, instead of found. Any layout works (a PACS export,
-a CD with a DICOMDIR, nested or flat folders): files are found by walking the tree, and a DICOMDIR, when
-present, is recognised and skipped (its records point to the same files). Files that are not DICOM (no
-``DICM`` marker at byte 128, PS3.10 7.1) are skipped quietly and counted.
+Headers only. Every file's grouping keys (patient, study, series) come from
+:func:`spinedx.io.fastheader.grouping_keys`, spinedx's one hand-made DICOM reader (kept because
+``benchmarks/header.py`` measures it at least 2x faster than pydicom on a tree with many series that are not
+chosen), or from ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)`` when that reader gives up; each
+series' attributes come from one pydicom header. Each chosen series is then checked as ``spinedx extract`` will read
+it (:func:`spinedx.io.check_dicom_series`: every file of its folder, the modality, localiser slices, one regular
+sagittal stack of at least 3 slices, ...; headers only, pydicom), so a study the reader would refuse is reported as
+not usable, with the reader's reason, instead of found. Any layout works (a PACS export, a CD with a DICOMDIR,
+nested or flat folders): files are found by walking the tree, and a DICOMDIR, when present, is recognised and
+skipped (its records point to the same files). Files that are not DICOM (no ``DICM`` marker at byte 128, PS3.10
+7.1) are skipped quietly and counted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from spinedx.errors import SpinedxError
 from spinedx.studyindex.draft import WrittenIndex, write_draft
 from spinedx.studyindex.header import TAGS, SeriesHeader
-from spinedx.studyindex.select import SelectionOptions, StudySelection, select_series
+from spinedx.studyindex.select import SelectionOptions, StudySelection, select_t1_t2_series
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10)
 # Tags read from every file: the grouping keys, what SeriesHeader needs, and the enhanced MR shared groups.
@@ -162,84 +165,6 @@ def _read_header(path: str) -> Any:
     return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
 
 
-# -- the grouping keys of a file without pydicom ---------------------------------------------------------------
-# pydicom spends about 1-3 ms per file on its general machinery; grouping needs four small elements near the
-# start of the dataset. This reader walks the elements of the first bytes (PS3.5 7.1) for the two common
-# little-endian encodings and gives up (None) on anything else (big endian, deflate, an undefined-length
-# sequence before the keys, a short buffer), in which case pydicom reads the file.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_IMPLICIT = "1.2.840.10008.1.2"
-_FAST_SYNTAXES_EXCLUDED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
-_KEYS = {0x00100020: "PatientID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-         0x00280008: "NumberOfFrames", 0x00080016: "SOPClassUID"}
-_LAST_KEY = 0x00280008
-_HEAD_BYTES = 16384  # headers are a few kB; longer ones fall back to pydicom
-
-
-def _fast_keys(path: str) -> dict[str, str] | None:
-    """PatientID, StudyInstanceUID, SeriesInstanceUID, NumberOfFrames, SOPClassUID as text, or None."""
-    import struct
-
-    try:
-        with open(path, "rb") as fh:
-            buf = fh.read(_HEAD_BYTES)
-    except OSError:
-        return None
-    if buf[128:132] != b"DICM":
-        return None
-    pos, n = 132, len(buf)
-    meta: dict[int, bytes] = {}
-    meta_end = None
-    while pos + 8 <= n:  # file meta: always explicit VR little endian (PS3.10 7.1)
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        if group != 0x0002:
-            break
-        vr = buf[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
-            length = struct.unpack_from("<I", buf, pos + 8)[0]
-            start = pos + 12
-        else:
-            length = struct.unpack_from("<H", buf, pos + 6)[0]
-            start = pos + 8
-        if elem == 0x0000:
-            meta_end = start + length + struct.unpack_from("<I", buf, start)[0]
-        meta[elem] = buf[start:start + length]
-        pos = start + length
-    if meta_end is not None and meta_end != pos:
-        return None
-    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
-    if not syntax or syntax in _FAST_SYNTAXES_EXCLUDED:
-        return None
-    implicit = syntax == _IMPLICIT
-    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
-    while True:
-        if pos + 8 > n:
-            return None
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        tag = (group << 16) | elem
-        if tag > _LAST_KEY:
-            return out
-        if implicit:
-            length = struct.unpack_from("<I", buf, pos + 4)[0]
-            start = pos + 8
-        else:
-            vr = buf[pos + 4:pos + 6]
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    return None
-                length = struct.unpack_from("<I", buf, pos + 8)[0]
-                start = pos + 12
-            else:
-                length = struct.unpack_from("<H", buf, pos + 6)[0]
-                start = pos + 8
-        if length == 0xFFFFFFFF or start + length > n:
-            return None  # an undefined-length sequence, or the element runs past the bytes read: ask pydicom
-        name = _KEYS.get(tag)
-        if name is not None:
-            out[name] = buf[start:start + length].rstrip(b"\x00 ").decode("latin-1").strip()
-        pos = start + length
-
-
 def index_tree(root: str | Path, options: SelectionOptions | None = None, *, progress: bool = True) -> TreeIndex:
     """Index a DICOM tree: group every file by patient, study and series, and choose T1W/T2W per study.
 
@@ -262,6 +187,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import spinedx.io  # noqa: F401 -- the reader's checks of the chosen series (check_chosen_series), likewise
+    from spinedx.io import fastheader
 
     t0 = time.perf_counter()
     files = _walk(root)
@@ -283,7 +209,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         for i, path in enumerate(files):
             if i % 64 == 0:
                 bar.update(task, completed=i)
-            keys = _fast_keys(path)
+            keys = fastheader.grouping_keys(path)
             ds = None
             if keys is None:
                 if not _is_dicom(path):
@@ -346,7 +272,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
                 case_key = f"{case_key}_{n}"
             used.add(case_key)
             studies.append(StudyEntry(case_key, pid, study_uid, series[0].study_date, series,
-                                      select_series(series, opts)))
+                                      select_t1_t2_series(series, opts)))
     studies.sort(key=lambda s: s.case_key)
     check_chosen_series(studies, opts)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
