@@ -17,7 +17,8 @@ from spinedx.cli import app
 from spinedx.cohort import load_manifest
 from spinedx.errors import ImageReadError, SpinedxError
 from spinedx.io import read_image
-from spinedx.studyindex import SelectionOptions, SeriesHeader, StudyEntry, TreeIndex, index_tree, select_series
+from spinedx.studyindex import SelectionOptions, SeriesHeader, StudyEntry, TreeIndex, index_tree
+from spinedx.studyindex import select_t1_t2_series as select_series
 from spinedx.studyindex import write_index as write_tree_index
 
 SAG = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)

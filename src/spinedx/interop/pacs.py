@@ -78,8 +78,8 @@ def predict_study(
         lesion_slices: T2 lesion slices on spinedx's canonical grid (as for ``spinedx predict``).
         box: lesion box ``x0,y0,x1,y1`` on that grid.
         out_dir: where ``prediction.json``, the PNG overlays and ``dicom/`` go.
-        t1_series: T1W SeriesInstanceUID (None: chosen by ``select_series``).
-        t2_series: T2W SeriesInstanceUID (None: chosen by ``select_series``).
+        t1_series: T1W SeriesInstanceUID (None: chosen by ``select_t1_t2_series``).
+        t2_series: T2W SeriesInstanceUID (None: chosen by ``select_t1_t2_series``).
         store: send the SR and the overlays back with STOW-RS.
         auth: credentials.
         timeout: connect/read timeout of each request (seconds).
@@ -117,6 +117,8 @@ def predict_study(
     if results is None:  # cannot happen for series fetched over DICOMweb; refuse rather than store nothing
         raise SpinedxError("the prediction wrote no DICOM results", where=str(out))
     # prediction.json names the temporary download folders; say where the images really came from.
+    # ("select_series" is the recorded value of an automatic choice, kept for readers of prediction.json; the
+    # function is spinedx.studyindex.select_t1_t2_series)
     source = {"url": redact_url(client.url), "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
               "t2_series_uid": fetched.t2_series_uid,
               "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
@@ -147,7 +149,7 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files: the draft
         manifest's t1/t2 columns stay empty and the series UIDs are filled in).
     """
-    from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_series
+    from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_t1_t2_series
 
     opts = options or SelectionOptions()
     client = DicomWebClient(url, auth=auth, timeout=timeout)
@@ -165,7 +167,7 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
             key, n = f"{key}_{n}", n + 1
         used.add(key)
         entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
-                                  select_series(headers, opts)))
+                                  select_t1_t2_series(headers, opts)))
     n_instances = sum(h.n_instances for e in entries for h in e.series)
     return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - t0, options=opts)

@@ -1,6 +1,6 @@
 """Indexing DICOM trees and choosing each study's sagittal T1W and T2W series (``spinedx index``).
 
-:func:`select_series` is a pure function over header attributes (:class:`SeriesHeader`, built from a pydicom
+:func:`select_t1_t2_series` is a pure function over header attributes (:class:`SeriesHeader`, built from a pydicom
 Dataset or from DICOM JSON as QIDO-RS/WADO-RS return it), so file trees and DICOMweb studies go through the
 same rules. Importing this package loads neither torch nor SimpleITK.
 """
@@ -13,13 +13,13 @@ from spinedx.studyindex.select import (
     SeriesVerdict,
     StudySelection,
     plane_of,
-    select_series,
+    select_t1_t2_series,
     weighting_from_description,
     weighting_from_timing,
 )
 
 __all__ = [
     "SelectionOptions", "SeriesHeader", "SeriesVerdict", "StudyEntry", "StudySelection", "TreeIndex", "WrittenIndex",
-    "allowed_modalities", "check_chosen_series", "index_tree", "modality_problem", "plane_of", "select_series",
+    "allowed_modalities", "check_chosen_series", "index_tree", "modality_problem", "plane_of", "select_t1_t2_series",
     "weighting_from_description", "weighting_from_timing", "write_draft", "write_index",
 ]
