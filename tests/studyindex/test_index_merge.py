@@ -165,7 +165,7 @@ def _server_index(studies: list[tuple[str, str]]) -> TreeIndex:
 
 
 def test_dicomweb_index_writer_merges_and_refuses_the_same_way(tmp_path):
-    from spinedx.interop.pacs import write_server_index
+    from spinedx.studyindex import write_index as write_server_index
 
     out = tmp_path / "server" / "cohort.csv"
     manifest, _ = write_server_index(_server_index([("P1", "1.2.3"), ("P2", "1.2.4")]), out)

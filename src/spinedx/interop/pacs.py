@@ -4,7 +4,8 @@
 QIDO-RS to find the series (T1W/T2W chosen as ``spinedx index`` does when their UIDs are not given), WADO-RS to
 fetch them into a temporary folder (removed afterwards: patient images are not left behind), the prediction,
 its DICOM results (:func:`spinedx.interop.write_dicom_results`) and, with ``store``, STOW-RS back into the study.
-:func:`index_server` lists a server's studies as ``spinedx index`` lists a folder.
+:func:`index_server` lists a server's studies as ``spinedx index`` lists a folder; its draft manifest and ``index.json``
+are written by the folder's writer, :func:`spinedx.studyindex.write_index`.
 
 The URL recorded (``prediction.json``, ``index.json``, the index's ``root``) is the service root without user-info
 (:func:`spinedx.common.redact_url`): credentials are used for the requests and never written.
@@ -18,13 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spinedx.common import redact_url
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
-
-if TYPE_CHECKING:
-    from spinedx.studyindex import WrittenIndex
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
 
@@ -146,8 +144,8 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         filters: QIDO-RS study filters (e.g. ``PatientID="P001"``).
 
     Returns:
-        A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files: the draft
-        manifest's t1/t2 columns stay empty and the series UIDs are filled in).
+        A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files:
+        :func:`spinedx.studyindex.write_index` writes rows that name the study and the chosen series).
     """
     from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_t1_t2_series
 
@@ -169,46 +167,5 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
                                   select_t1_t2_series(headers, opts)))
     n_instances = sum(h.n_instances for e in entries for h in e.series)
-    return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
+    return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,
                      seconds=time.perf_counter() - t0, options=opts)
-
-
-def write_server_index(index: Any, manifest_path: str | Path) -> WrittenIndex:
-    """Write the draft manifest of :func:`index_server` and ``index.json`` beside it.
-
-    The images stay on the server, so the manifest has no ``t1``/``t2`` paths; each row names the study and the
-    chosen series instead (``study_uid``, ``t1_series_uid``, ``t2_series_uid``, empty when ambiguous or missing,
-    never guessed), ready for ``spinedx predict --dicomweb URL --study UID``. ``index.json`` says for every series
-    why it was chosen or not, as for a folder.
-
-    Returns:
-        What was written and merged; unpacks as ``(manifest, index_json)``.
-    """
-    from spinedx import __version__
-    from spinedx.cohort import CaseRecord
-    from spinedx.studyindex import write_draft
-
-    manifest_path = Path(manifest_path).expanduser()
-    synthetic = index.synthetic
-    cases = []
-    for st in index.studies:
-        sel = st.selection
-        extra = {"study_uid": st.study_uid, "t1_series_uid": sel.t1.series_uid if sel.t1 else "",
-                 "t2_series_uid": sel.t2.series_uid if sel.t2 else ""}
-        if synthetic:
-            extra["synthetic"] = "1"
-        cases.append(CaseRecord(patient_id=st.case_key, label=None, extra=extra))  # type: ignore[arg-type]
-    doc = {
-        "spinedx_version": __version__,
-        "dicomweb": redact_url(str(index.root)),
-        "manifest": str(manifest_path.resolve()),
-        "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
-                    "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},
-        "counts": {"instances": index.n_dicom, "studies": len(index.studies), "complete": len(index.complete),
-                   "ambiguous": len(index.ambiguous), "incomplete": len(index.incomplete)},
-        "seconds": round(index.seconds, 3),
-        "synthetic": synthetic,
-        "studies": [st.to_dict() for st in index.studies],
-    }
-    # merged into an existing manifest (every row kept), or refused when --out is not one (spinedx.studyindex.draft)
-    return write_draft(index, cases, doc, manifest_path)

@@ -5,9 +5,9 @@ Dataset or from DICOM JSON as QIDO-RS/WADO-RS return it), so file trees and DICO
 same rules. Importing this package loads neither torch nor SimpleITK.
 """
 
-from spinedx.studyindex.draft import WrittenIndex, write_draft
+from spinedx.studyindex.draft import WrittenIndex, write_draft, write_index
 from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem
-from spinedx.studyindex.scan import StudyEntry, TreeIndex, check_chosen_series, index_tree, write_index
+from spinedx.studyindex.scan import StudyEntry, TreeIndex, check_chosen_series, index_tree
 from spinedx.studyindex.select import (
     SelectionOptions,
     SeriesVerdict,

@@ -270,10 +270,10 @@ class SeriesHeader:
 
         The object is turned into a pydicom ``Dataset`` (``Dataset.from_json``) and read by :meth:`from_dataset`, so a
         file and its DICOM JSON give the same header by construction. Only the attributes read here are converted; an
-        element pydicom cannot convert (no ``vr``, a value that does not fit it) is treated as absent, as an
-        unreadable value in a file is. A QIDO-RS series result carries NumberOfSeriesRelatedInstances (0020,1209),
-        used when ``n_instances`` is None; instance metadata adds TE/TR/IOP. Absent attributes stay None, and
-        :func:`spinedx.studyindex.select_t1_t2_series` says so.
+        element without ``vr`` takes the data dictionary's, and one whose value does not fit its VR is treated as
+        absent, as an unreadable value in a file is. A QIDO-RS series result carries NumberOfSeriesRelatedInstances
+        (0020,1209), used when ``n_instances`` is None; instance metadata adds TE/TR/IOP. Absent attributes stay
+        None, and :func:`spinedx.studyindex.select_t1_t2_series` says so.
 
         Args:
             obj: the JSON object (already parsed; keys are 8-digit hex tags such as ``"0020000E"``).
@@ -295,17 +295,21 @@ class SeriesHeader:
 
 def dataset_from_json(obj: Mapping[str, Any]) -> Any:
     """The attributes of :data:`TAGS` (and the enhanced MR shared functional groups) of a DICOM JSON object as a
-    pydicom ``Dataset`` (``Dataset.from_json``, element by element: one that pydicom cannot convert is left out)."""
+    pydicom ``Dataset`` (``Dataset.from_json``, element by element: one that pydicom cannot convert is left out; a
+    missing ``vr`` is the data dictionary's). Keys may be upper- or lower-case hex."""
     from pydicom import Dataset
+    from pydicom.datadict import dictionary_VR
 
     ds = Dataset()
     for key, element in obj.items():
         tag = str(key).upper()
-        if tag not in _JSON_TAGS:
+        if tag not in _JSON_TAGS or not isinstance(element, Mapping):
             continue
+        if "vr" not in element:  # required by PS3.18 F.2.3 but left out by some servers: the dictionary's VR
+            element = {**element, "vr": dictionary_VR(tag)}
         try:
             ds.update(Dataset.from_json({tag: element}))
-        except Exception:  # noqa: BLE001 -- no vr, a value of the wrong type, ...: absent, as in a file
+        except Exception:  # noqa: BLE001 -- a value that does not fit its VR: absent, as an unreadable one in a file
             continue
     return ds
 

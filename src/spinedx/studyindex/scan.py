@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from spinedx.errors import SpinedxError
-from spinedx.studyindex.draft import WrittenIndex, write_draft
 from spinedx.studyindex.header import TAGS, SeriesHeader
 from spinedx.studyindex.select import SelectionOptions, StudySelection, select_t1_t2_series
 
@@ -75,10 +74,10 @@ class StudyEntry:
 
 @dataclass
 class TreeIndex:
-    """What :func:`index_tree` found.
+    """What :func:`index_tree` found in a folder, or :func:`spinedx.interop.pacs.index_server` on a DICOMweb server.
 
     Attributes:
-        root: the folder walked.
+        root: the folder walked (a ``Path``), or the server's DICOMweb URL without user-info (a ``str``).
         studies: one entry per study, ordered by case key.
         n_files: files looked at.
         n_dicom: DICOM files read (DICOMDIR excluded).
@@ -89,7 +88,7 @@ class TreeIndex:
         skipped_examples: a few skipped files with the reason (for the report).
     """
 
-    root: Path
+    root: Path | str
     studies: list[StudyEntry]
     n_files: int = 0
     n_dicom: int = 0
@@ -98,6 +97,11 @@ class TreeIndex:
     seconds: float = 0.0
     options: SelectionOptions = field(default_factory=SelectionOptions)
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def dicomweb(self) -> str | None:
+        """The server's URL when this indexes a DICOMweb server (its series have no files), None for a folder."""
+        return None if isinstance(self.root, Path) else str(self.root)
 
     @property
     def ambiguous(self) -> list[StudyEntry]:
@@ -305,48 +309,3 @@ def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) ->
             st.selection.reject(role, exc.one_line())
         if last_use[folder.resolve()] == i:
             scans.pop(folder.resolve(), None)
-
-
-def write_index(index: TreeIndex, manifest_path: str | Path) -> WrittenIndex:
-    """Write the draft manifest (one row per study; label, slices and box empty) and ``index.json`` beside it.
-
-    Studies whose T1W or T2W is ambiguous, missing or not usable get a row with that column empty (never a guess);
-    ``index.json`` says for every series why it was chosen or not. A synthetic tree's manifest carries the
-    ``synthetic`` column (value 1). Over an existing manifest the new studies are merged in and every existing row
-    is kept as it was; a file at ``manifest_path`` that is not a spinedx manifest is refused
-    (:func:`spinedx.studyindex.draft.write_draft`).
-
-    Args:
-        index: from :func:`index_tree`.
-        manifest_path: the CSV to write (``index.json`` goes in the same folder).
-
-    Returns:
-        What was written and merged; unpacks as ``(manifest, index_json)``.
-    """
-    from spinedx import __version__
-    from spinedx.cohort import CaseRecord
-
-    manifest_path = Path(manifest_path).expanduser()
-    synthetic = index.synthetic
-    cases = []
-    for st in index.studies:
-        sel = st.selection
-        cases.append(CaseRecord(
-            patient_id=st.case_key, label=None,  # type: ignore[arg-type]  # unknown until annotated
-            t1=st.series_folder("t1"), t2=st.series_folder("t2"),
-            t1_series_uid=sel.t1.series_uid if sel.t1 else None, t2_series_uid=sel.t2.series_uid if sel.t2 else None,
-            synthetic=synthetic,
-        ))
-    doc = {
-        "spinedx_version": __version__,
-        "root": str(index.root),
-        "manifest": str(manifest_path.resolve()),
-        "options": index.options.to_dict(),
-        "counts": {"files": index.n_files, "dicom": index.n_dicom, "skipped_not_dicom": index.n_skipped,
-                   "dicomdir": index.n_dicomdir, **index.counts()},
-        "seconds": round(index.seconds, 3),
-        "synthetic": synthetic,
-        "skipped_examples": [{"file": f, "reason": r} for f, r in index.skipped_examples],
-        "studies": [st.to_dict() for st in index.studies],
-    }
-    return write_draft(index, cases, doc, manifest_path)
