@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def make_clinical_tree(dicom_root: Path, out: Path, n_patients: int) -> int:
     return n
 
 
-def time_index(root: Path, fast: bool) -> tuple[float, object]:
+def time_index(root: Path, fast: bool) -> tuple[float, Any]:
     """Seconds of one ``index_tree`` of ``root`` with the fast key reader or pydicom alone, and the index."""
     from spinedx.io import fastheader
     from spinedx.studyindex import index_tree
@@ -138,29 +139,30 @@ def per_file(files: list[str], repeat: int) -> tuple[float, float]:
 
 
 def compare(name: str, root: Path, repeat: int) -> float:
-    """Index ``root`` with both paths, alternating; print files/s of each and the median ratio."""
+    """Index ``root`` with both paths, alternating; check that they agree; print files/s of each and the ratio."""
     time_index(root, True)  # untimed: OS file cache, imports, lazy initialisation
     time_index(root, False)
     fast_s, slow_s, ratios = [], [], []
-    idx = None
+    got: dict[bool, Any] = {}
     for r in range(repeat):
         order = (True, False) if r % 2 == 0 else (False, True)
-        got = {}
+        seconds = {}
         for fast in order:
-            got[fast], idx = time_index(root, fast)
-        fast_s.append(got[True])
-        slow_s.append(got[False])
-        ratios.append(got[False] / got[True])
-    assert idx is not None
-    n_files = idx.n_files  # type: ignore[attr-defined]
-    chosen = sum(len(s.files) for st in idx.studies for s in (st.selection.t1, st.selection.t2)  # type: ignore[attr-defined]
-                 if s is not None)
+            seconds[fast], got[fast] = time_index(root, fast)
+        fast_s.append(seconds[True])
+        slow_s.append(seconds[False])
+        ratios.append(seconds[False] / seconds[True])
+    idx = got[True]
+    if [st.to_dict() for st in idx.studies] != [st.to_dict() for st in got[False].studies] or \
+            (idx.n_files, idx.n_dicom, idx.n_skipped) != (got[False].n_files, got[False].n_dicom, got[False].n_skipped):
+        raise SystemExit(f"{name}: the index with the fast key reader differs from the index with pydicom alone")
+    chosen = sum(len(s.files) for st in idx.studies for s in (st.selection.t1, st.selection.t2) if s is not None)
     f, s = float(np.median(fast_s)), float(np.median(slow_s))
     ratio = float(np.median(ratios))
-    print(f"{name}: {n_files} files, {chosen} in chosen series ({100 * chosen / max(n_files, 1):.0f} %), "
-          f"{len(idx.studies)} studies")  # type: ignore[attr-defined]
-    print(f"  index with the fast key reader: {f:.2f} s ({n_files / f:.0f} files/s, median of {repeat})")
-    print(f"  index with pydicom alone:       {s:.2f} s ({n_files / s:.0f} files/s, median of {repeat})")
+    print(f"{name}: {idx.n_files} files, {chosen} in chosen series ({100 * chosen / max(idx.n_files, 1):.0f} %), "
+          f"{len(idx.studies)} studies; the same index from both paths")
+    print(f"  index with the fast key reader: {f:.2f} s ({idx.n_files / f:.0f} files/s, median of {repeat})")
+    print(f"  index with pydicom alone:       {s:.2f} s ({idx.n_files / s:.0f} files/s, median of {repeat})")
     print(f"  ratio pydicom/fast: {ratio:.2f} (median of {', '.join(f'{x:.2f}' for x in ratios)})")
     return ratio
 
