@@ -54,3 +54,14 @@ def test_decode_gives_pixel_array_and_lets_go_of_the_bytes(tmp_path):
     assert arr.dtype == ref.dtype
     np.testing.assert_array_equal(arr, ref)
     assert "PixelData" not in ds  # the bytes read for decoding are not kept in the dataset (memory of long series)
+
+
+def test_an_image_without_samples_per_pixel_is_read_as_one_sample(tmp_path):
+    """pydicom's decoder needs SamplesPerPixel; spinedx read such files as one sample per pixel and still does."""
+    files = write_series(tmp_path / "s", _values())
+    ref = read_image(tmp_path / "s", expect_sagittal=False).array
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.SamplesPerPixel
+        ds.save_as(f)
+    np.testing.assert_array_equal(read_image(tmp_path / "s", expect_sagittal=False).array, ref)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spinedx.studyindex import SeriesHeader
+from spinedx.studyindex import SeriesHeader, case_keys
 
 
 def test_dicom_json_is_read_by_pydicom_element_by_element() -> None:
@@ -32,6 +32,49 @@ def test_library_modules_never_print() -> None:
             "spinedx.interop.cli_support; print('typer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False"]
+
+
+def test_case_keys_do_not_depend_on_the_order_of_the_studies() -> None:
+    studies = [("P1", "20240202", "1.2.2"), ("P 2", "", "1.3"), ("P1", "20240101", "1.2.1"), ("", "", "1.4"),
+               ("P1", "", "1.2.9"), ("P_2", "", "1.5")]
+    keys = case_keys(studies)
+    assert keys == ["P1_20240202", "P_2", "P1_20240101", "UNKNOWN", "P1_1", "P_2_1"]
+    assert case_keys(studies[::-1]) == keys[::-1]
+
+
+def test_a_server_index_names_studies_as_a_folder_index_does(monkeypatch) -> None:
+    """A patient with two studies: P1_<date> for each, from a folder and from a DICOMweb server alike (the server's
+    index once named them P1 and P1_<date>)."""
+    from spinedx.interop import pacs
+    from spinedx.interop.dicomweb import StudyInfo
+
+    sag = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    studies = [StudyInfo("1.2.1", "P1", "", "20240101", "", ("MR",), 2, 26),
+               StudyInfo("1.2.2", "P1", "", "20240202", "", ("MR",), 2, 26),
+               StudyInfo("1.3.1", "P2", "", "20240303", "", ("MR",), 2, 26)]
+
+    class FakeClient:
+        url = "http://127.0.0.1:9/dicom-web"
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def list_studies(self, **filters: object) -> list[StudyInfo]:
+            return list(reversed(studies))
+
+        def series_headers(self, study_uid: str) -> list[SeriesHeader]:
+            return [SeriesHeader(f"{study_uid}.1", 3, "SAG T1 SE", "MR", sag, 15.0, 400.0, n_instances=13,
+                                 n_frames=13, study_uid=study_uid),
+                    SeriesHeader(f"{study_uid}.2", 4, "SAG T2 FSE", "MR", sag, 90.0, 3200.0, n_instances=13,
+                                 n_frames=13, study_uid=study_uid)]
+
+    monkeypatch.setattr(pacs, "DicomWebClient", FakeClient)
+    idx = pacs.index_server(FakeClient.url)
+    assert [(st.case_key, st.study_uid) for st in idx.studies] == \
+        [("P1_20240101", "1.2.1"), ("P1_20240202", "1.2.2"), ("P2", "1.3.1")]
+    assert [st.case_key for st in idx.studies] == sorted(case_keys([(s.patient_id, s.study_date, s.study_uid)
+                                                                    for s in studies]))
+    assert idx.dicomweb == FakeClient.url and all(st.selection.status == "ok" for st in idx.studies)
 
 
 @pytest.mark.slow

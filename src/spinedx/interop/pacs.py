@@ -13,7 +13,6 @@ The URL recorded (``prediction.json``, ``index.json``, the index's ``root``) is 
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,8 +22,6 @@ from typing import Any
 
 from spinedx.common import redact_url
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
-
-_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
 
 
 @dataclass
@@ -148,22 +145,16 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         :func:`spinedx.studyindex.write_index` writes rows that name the study and the chosen series).
     """
     from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_t1_t2_series
+    from spinedx.studyindex.scan import case_keys
 
     opts = options or SelectionOptions()
     client = DicomWebClient(url, auth=auth, timeout=timeout)
     t0 = time.perf_counter()
     studies = client.list_studies(**filters)
+    keys = case_keys([(st.patient_id, st.study_date, st.study_uid) for st in studies])  # as for a folder
     entries: list[StudyEntry] = []
-    used: set[str] = set()
-    for st in sorted(studies, key=lambda s: (s.patient_id, s.study_date, s.study_uid)):
+    for key, st in sorted(zip(keys, studies, strict=True), key=lambda it: it[0]):
         headers = client.series_headers(st.study_uid)
-        key = _SAFE_KEY.sub("_", st.patient_id).strip("_") or "UNKNOWN"
-        if key in used:
-            key = f"{key}_{st.study_date or len(used)}"
-        n = 2
-        while key in used:
-            key, n = f"{key}_{n}", n + 1
-        used.add(key)
         entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
                                   select_t1_t2_series(headers, opts)))
     n_instances = sum(h.n_instances for e in entries for h in e.series)

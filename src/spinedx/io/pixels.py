@@ -81,12 +81,16 @@ def decode(path: Path, ds: Any, where: str | None, excess: list[tuple[str, int, 
     ts = str(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or "")
     if ts in UNCOMPRESSED_SYNTAXES:
         _check_length(path, ds, where, excess)
+    # pydicom would return whole excess frames as more frames (allow_excess_frames) and warn itself: spinedx reads
+    # the described frames and warns once per series (its caller). An image without SamplesPerPixel is read as one
+    # sample per pixel, as the reader's header checks take it (spinedx.io.dicom); pydicom would refuse it.
+    options: dict[str, Any] = {"allow_excess_frames": False}
+    if "SamplesPerPixel" not in ds:
+        options["samples_per_pixel"] = 1
     try:
-        # pydicom would return whole excess frames as more frames (allow_excess_frames) and warn itself: spinedx
-        # reads the described frames and warns once per series (its caller).
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"The pixel data is \d+ bytes long")
-            arr = pixel_array(ds, allow_excess_frames=False)
+            arr = pixel_array(ds, **options)
     except Exception as exc:  # noqa: BLE001 -- missing decoder plugin, corrupt stream, invalid pixel description
         ts_name = UID(ts).name if ts else "(none)"
         text = " ".join(str(exc).split())

@@ -7,7 +7,7 @@ same rules. Importing this package loads neither torch nor SimpleITK.
 
 from spinedx.studyindex.draft import WrittenIndex, write_draft, write_index
 from spinedx.studyindex.header import SeriesHeader, allowed_modalities, modality_problem
-from spinedx.studyindex.scan import StudyEntry, TreeIndex, check_chosen_series, index_tree
+from spinedx.studyindex.scan import StudyEntry, TreeIndex, case_keys, check_chosen_series, index_tree
 from spinedx.studyindex.select import (
     SelectionOptions,
     SeriesVerdict,
@@ -20,6 +20,6 @@ from spinedx.studyindex.select import (
 
 __all__ = [
     "SelectionOptions", "SeriesHeader", "SeriesVerdict", "StudyEntry", "StudySelection", "TreeIndex", "WrittenIndex",
-    "allowed_modalities", "check_chosen_series", "index_tree", "modality_problem", "plane_of", "select_t1_t2_series",
-    "weighting_from_description", "weighting_from_timing", "write_draft", "write_index",
+    "allowed_modalities", "case_keys", "check_chosen_series", "index_tree", "modality_problem", "plane_of",
+    "select_t1_t2_series", "weighting_from_description", "weighting_from_timing", "write_draft", "write_index",
 ]

@@ -262,25 +262,39 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         raise SpinedxError(f"no DICOM image file found ({len(files)} file(s) looked at, {n_skipped} not DICOM); "
                            "check the folder", where=str(root))
 
-    by_patient: dict[str, list[tuple[str, list[SeriesHeader]]]] = defaultdict(list)
-    for (pid, study_uid), series in studies_raw.items():
-        by_patient[pid].append((study_uid, series))
-    studies: list[StudyEntry] = []
-    used: set[str] = set()
-    for pid in sorted(by_patient):
-        items = sorted(by_patient[pid], key=lambda it: (it[1][0].study_date, it[0]))
-        base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
-        for n, (study_uid, series) in enumerate(items, start=1):
-            case_key = base if len(items) == 1 else f"{base}_{series[0].study_date or n}"
-            while case_key in used:
-                case_key = f"{case_key}_{n}"
-            used.add(case_key)
-            studies.append(StudyEntry(case_key, pid, study_uid, series[0].study_date, series,
-                                      select_t1_t2_series(series, opts)))
+    raw = list(studies_raw.items())
+    keys = case_keys([(pid, series[0].study_date, study_uid) for (pid, study_uid), series in raw])
+    studies = [StudyEntry(key, pid, study_uid, series[0].study_date, series, select_t1_t2_series(series, opts))
+               for key, ((pid, study_uid), series) in zip(keys, raw, strict=True)]
     studies.sort(key=lambda s: s.case_key)
     check_chosen_series(studies, opts)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
                      n_dicomdir=n_dicomdir, seconds=time.perf_counter() - t0, options=opts, skipped_examples=skipped)
+
+
+def case_keys(studies: list[tuple[str, str, str]]) -> list[str]:
+    """The manifest's ``patient_id`` for each study ``(PatientID, StudyDate, StudyInstanceUID)``, in the given order.
+
+    The PatientID made URL-safe (``UNKNOWN`` when empty); a patient with several studies gets ``KEY_<StudyDate>``
+    (``KEY_<n>`` without a date, n counting the patient's studies by date and UID) for each; a key already taken gets
+    ``_<n>`` appended until it is free. A folder's index and a DICOMweb server's name a study alike, whatever order
+    the studies come in.
+    """
+    by_patient: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for i, (pid, date, uid) in enumerate(studies):
+        by_patient[pid].append((date, uid, i))
+    out = [""] * len(studies)
+    used: set[str] = set()
+    for pid in sorted(by_patient):
+        items = sorted(by_patient[pid])
+        base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
+        for n, (date, _, i) in enumerate(items, start=1):
+            key = base if len(items) == 1 else f"{base}_{date or n}"
+            while key in used:
+                key = f"{key}_{n}"
+            used.add(key)
+            out[i] = key
+    return out
 
 
 def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) -> None:
