@@ -263,9 +263,9 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
                            "check the folder", where=str(root))
 
     raw = list(studies_raw.items())
-    keys = case_keys([(pid, series[0].study_date, study_uid) for (pid, study_uid), series in raw])
-    studies = [StudyEntry(key, pid, study_uid, series[0].study_date, series, select_t1_t2_series(series, opts))
-               for key, ((pid, study_uid), series) in zip(keys, raw, strict=True)]
+    names = case_keys([(pid, series[0].study_date, study_uid) for (pid, study_uid), series in raw])
+    studies = [StudyEntry(name, pid, study_uid, series[0].study_date, series, select_t1_t2_series(series, opts))
+               for name, ((pid, study_uid), series) in zip(names, raw, strict=True)]
     studies.sort(key=lambda s: s.case_key)
     check_chosen_series(studies, opts)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
