@@ -23,9 +23,10 @@ import pytest
 from spinedx.common import redact_url
 from spinedx.interop import dciodvfy, read_sr
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient, DicomWebError, split_credentials
-from spinedx.interop.pacs import index_server, predict_study, write_server_index
+from spinedx.interop.pacs import index_server, predict_study
 from spinedx.io import read_image
 from spinedx.studyindex import index_tree
+from spinedx.studyindex import write_index as write_server_index
 
 from .orthanc import free_port, orthanc_server
 

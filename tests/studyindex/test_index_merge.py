@@ -17,7 +17,8 @@ from spinedx.cli import app
 from spinedx.cohort import load_manifest
 from spinedx.errors import ImageReadError, SpinedxError
 from spinedx.io import read_image
-from spinedx.studyindex import SelectionOptions, SeriesHeader, StudyEntry, TreeIndex, index_tree, select_series
+from spinedx.studyindex import SelectionOptions, SeriesHeader, StudyEntry, TreeIndex, index_tree
+from spinedx.studyindex import select_t1_t2_series as select_series
 from spinedx.studyindex import write_index as write_tree_index
 
 SAG = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -164,7 +165,7 @@ def _server_index(studies: list[tuple[str, str]]) -> TreeIndex:
 
 
 def test_dicomweb_index_writer_merges_and_refuses_the_same_way(tmp_path):
-    from spinedx.interop.pacs import write_server_index
+    from spinedx.studyindex import write_index as write_server_index
 
     out = tmp_path / "server" / "cohort.csv"
     manifest, _ = write_server_index(_server_index([("P1", "1.2.3"), ("P2", "1.2.4")]), out)

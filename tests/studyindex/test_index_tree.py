@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from spinedx.cli import app
 from spinedx.cohort import load_manifest
+from spinedx.io.fastheader import grouping_keys as _fast_keys
 from spinedx.studyindex import index_tree, write_index
-from spinedx.studyindex.scan import SYNTH_MANUFACTURER, _fast_keys
+from spinedx.studyindex.scan import SYNTH_MANUFACTURER
 
 
 def copy_series(src: Path, dst: Path, n: int | None = None, **tags) -> str:

@@ -9,7 +9,8 @@ from dataclasses import replace
 import pydicom
 import pytest
 
-from spinedx.studyindex import SelectionOptions, SeriesHeader, plane_of, select_series, weighting_from_timing
+from spinedx.studyindex import SelectionOptions, SeriesHeader, plane_of, weighting_from_timing
+from spinedx.studyindex import select_t1_t2_series as select_series
 
 SAG = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 AX = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

@@ -29,7 +29,7 @@ def index(
         help="Accept series of this image modality besides MR (e.g. CT); repeatable."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Index a DICOM tree: one manifest row per study with its T1W/T2W series (headers only, no pixel data).
+    """Index a DICOM tree or a DICOMweb server: one manifest row per study with its T1W/T2W series (headers only).
 
     Over an existing manifest (--out) the new studies are added and every existing row is kept as it is; any other
     file at --out is refused.
@@ -42,18 +42,23 @@ def index(
     if (root is None) == (dicomweb is None):
         fail("give either a DICOM folder (ROOT) or --dicomweb URL")
     if dicomweb is not None:
-        from spinedx.interop.cli_support import index_dicomweb
+        from spinedx.interop.dicomweb import DicomWebAuth
+        from spinedx.interop.pacs import index_server
 
-        index_dicomweb(dicomweb, out, opts)
-        return
-    assert root is not None  # one of the two, checked above
-    idx = index_tree(root, opts, progress=not quiet)
-    written = write_index(idx, out)
+        idx = index_server(dicomweb, opts, auth=DicomWebAuth.from_env(None))
+    else:
+        assert root is not None  # one of the two, checked above
+        idx = index_tree(root, opts, progress=not quiet)
+    written = write_index(idx, out)  # merged into an existing manifest, never replacing it
     n_series = sum(len(s.series) for s in idx.studies)
-    rate = idx.n_files / idx.seconds if idx.seconds > 0 else 0.0
-    typer.echo(f"indexed {idx.n_files} files in {idx.seconds:.1f} s ({rate:.0f} files/s): {idx.n_dicom} DICOM, "
-               f"{idx.n_skipped} skipped (not DICOM){f', {idx.n_dicomdir} DICOMDIR' if idx.n_dicomdir else ''}; "
-               f"{len(idx.studies)} studies, {n_series} series")
+    if idx.dicomweb is not None:
+        typer.echo(f"indexed {idx.dicomweb} in {idx.seconds:.1f} s: {len(idx.studies)} studies, {n_series} series, "
+                   f"{idx.n_dicom} instances (headers only)")  # the URL without user-info (index_server)
+    else:
+        rate = idx.n_files / idx.seconds if idx.seconds > 0 else 0.0
+        typer.echo(f"indexed {idx.n_files} files in {idx.seconds:.1f} s ({rate:.0f} files/s): {idx.n_dicom} DICOM, "
+                   f"{idx.n_skipped} skipped (not DICOM){f', {idx.n_dicomdir} DICOMDIR' if idx.n_dicomdir else ''}; "
+                   f"{len(idx.studies)} studies, {n_series} series")
     echo_statuses(idx)
     if idx.synthetic:
         typer.echo("synthetic cohort, simulated readers (spinedx synth DICOM)")

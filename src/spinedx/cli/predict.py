@@ -55,8 +55,10 @@ def predict(
             fail("--allow-modality is not available with --dicomweb (the server's series are chosen as MR); "
                  "retrieve the series and give --t1/--t2")
             return
-        res = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
-                               t2_series=t2_series_uid, store=store, register=register, engine=engine)
+        res, lines = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
+                                      t2_series=t2_series_uid, store=store, register=register, engine=engine)
+        for line in lines:
+            typer.echo(line)
     elif t1 is None or t2 is None or study is not None or store:
         fail("give --t1 and --t2 (files or folders), or --dicomweb URL --study UID [--store]")
         return

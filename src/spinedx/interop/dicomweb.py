@@ -16,7 +16,7 @@ Credentials (HTTP basic or a bearer token) come from one place, in this order:
 A URL is never shown, logged or written with its user-info (:func:`spinedx.common.redact_url`): the requests go to
 the URL without it, so not even a library's debug log can show the password.
 
-T1W/T2W series are chosen with :func:`spinedx.studyindex.select_series`, the rule of ``spinedx index``, applied
+T1W/T2W series are chosen with :func:`spinedx.studyindex.select_t1_t2_series`, the rule of ``spinedx index``, applied
 to each series' DICOM JSON metadata (the first instance of the series, from WADO-RS).
 """
 
@@ -120,7 +120,7 @@ class FetchedStudy:
         t2: folder holding the T2W series' files.
         t1_series_uid: the T1W series.
         t2_series_uid: the T2W series.
-        selection: the ``select_series`` verdicts when the series were chosen automatically (else None).
+        selection: the ``select_t1_t2_series`` verdicts when the series were chosen automatically (else None).
     """
 
     study_uid: str
@@ -364,10 +364,10 @@ class DicomWebClient:
         return headers
 
     def select(self, study_uid: str, options: Any = None) -> Any:
-        """``select_series`` over the study's series (the rule of ``spinedx index``)."""
-        from spinedx.studyindex import select_series
+        """``select_t1_t2_series`` over the study's series (the rule of ``spinedx index``)."""
+        from spinedx.studyindex import select_t1_t2_series
 
-        return select_series(self.series_headers(study_uid), options)
+        return select_t1_t2_series(self.series_headers(study_uid), options)
 
     # -- WADO-RS -------------------------------------------------------------------------------------------
     def retrieve_series(self, study_uid: str, series_uid: str, folder: str | Path) -> list[Path]:
@@ -418,7 +418,7 @@ class DicomWebClient:
                              t2_series: str | None = None, options: Any = None) -> FetchedStudy:
         """Fetch a study's T1W and T2W series into ``folder/t1`` and ``folder/t2``.
 
-        Series not given are chosen with ``select_series`` (as ``spinedx index``); an ambiguous or missing
+        Series not given are chosen with ``select_t1_t2_series`` (as ``spinedx index``); an ambiguous or missing
         role is an error that lists the candidates, never a guess.
         """
         selection = None

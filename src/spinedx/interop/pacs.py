@@ -4,7 +4,8 @@
 QIDO-RS to find the series (T1W/T2W chosen as ``spinedx index`` does when their UIDs are not given), WADO-RS to
 fetch them into a temporary folder (removed afterwards: patient images are not left behind), the prediction,
 its DICOM results (:func:`spinedx.interop.write_dicom_results`) and, with ``store``, STOW-RS back into the study.
-:func:`index_server` lists a server's studies as ``spinedx index`` lists a folder.
+:func:`index_server` lists a server's studies as ``spinedx index`` lists a folder; its draft manifest and ``index.json``
+are written by the folder's writer, :func:`spinedx.studyindex.write_index`.
 
 The URL recorded (``prediction.json``, ``index.json``, the index's ``root``) is the service root without user-info
 (:func:`spinedx.common.redact_url`): credentials are used for the requests and never written.
@@ -12,21 +13,15 @@ The URL recorded (``prediction.json``, ``index.json``, the index's ``root``) is 
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spinedx.common import redact_url
 from spinedx.interop.dicomweb import DicomWebAuth, DicomWebClient
-
-if TYPE_CHECKING:
-    from spinedx.studyindex import WrittenIndex
-
-_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")  # as spinedx index makes case keys from PatientIDs
 
 
 @dataclass
@@ -78,8 +73,8 @@ def predict_study(
         lesion_slices: T2 lesion slices on spinedx's canonical grid (as for ``spinedx predict``).
         box: lesion box ``x0,y0,x1,y1`` on that grid.
         out_dir: where ``prediction.json``, the PNG overlays and ``dicom/`` go.
-        t1_series: T1W SeriesInstanceUID (None: chosen by ``select_series``).
-        t2_series: T2W SeriesInstanceUID (None: chosen by ``select_series``).
+        t1_series: T1W SeriesInstanceUID (None: chosen by ``select_t1_t2_series``).
+        t2_series: T2W SeriesInstanceUID (None: chosen by ``select_t1_t2_series``).
         store: send the SR and the overlays back with STOW-RS.
         auth: credentials.
         timeout: connect/read timeout of each request (seconds).
@@ -117,6 +112,8 @@ def predict_study(
     if results is None:  # cannot happen for series fetched over DICOMweb; refuse rather than store nothing
         raise SpinedxError("the prediction wrote no DICOM results", where=str(out))
     # prediction.json names the temporary download folders; say where the images really came from.
+    # ("select_series" is the recorded value of an automatic choice, kept for readers of prediction.json; the
+    # function is spinedx.studyindex.select_t1_t2_series)
     source = {"url": redact_url(client.url), "study_uid": study_uid, "t1_series_uid": fetched.t1_series_uid,
               "t2_series_uid": fetched.t2_series_uid,
               "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
@@ -144,69 +141,22 @@ def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = N
         filters: QIDO-RS study filters (e.g. ``PatientID="P001"``).
 
     Returns:
-        A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files: the draft
-        manifest's t1/t2 columns stay empty and the series UIDs are filled in).
+        A :class:`spinedx.studyindex.TreeIndex` whose ``root`` is the URL (series have no files:
+        :func:`spinedx.studyindex.write_index` writes rows that name the study and the chosen series).
     """
-    from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_series
+    from spinedx.studyindex import SelectionOptions, StudyEntry, TreeIndex, select_t1_t2_series
+    from spinedx.studyindex.scan import case_keys
 
     opts = options or SelectionOptions()
     client = DicomWebClient(url, auth=auth, timeout=timeout)
     t0 = time.perf_counter()
     studies = client.list_studies(**filters)
+    keys = case_keys([(st.patient_id, st.study_date, st.study_uid) for st in studies])  # as for a folder
     entries: list[StudyEntry] = []
-    used: set[str] = set()
-    for st in sorted(studies, key=lambda s: (s.patient_id, s.study_date, s.study_uid)):
+    for key, st in sorted(zip(keys, studies, strict=True), key=lambda it: it[0]):
         headers = client.series_headers(st.study_uid)
-        key = _SAFE_KEY.sub("_", st.patient_id).strip("_") or "UNKNOWN"
-        if key in used:
-            key = f"{key}_{st.study_date or len(used)}"
-        n = 2
-        while key in used:
-            key, n = f"{key}_{n}", n + 1
-        used.add(key)
         entries.append(StudyEntry(key, st.patient_id, st.study_uid, st.study_date, headers,
-                                  select_series(headers, opts)))
+                                  select_t1_t2_series(headers, opts)))
     n_instances = sum(h.n_instances for e in entries for h in e.series)
-    return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,  # type: ignore[arg-type]
+    return TreeIndex(redact_url(client.url), entries, n_files=n_instances, n_dicom=n_instances,
                      seconds=time.perf_counter() - t0, options=opts)
-
-
-def write_server_index(index: Any, manifest_path: str | Path) -> WrittenIndex:
-    """Write the draft manifest of :func:`index_server` and ``index.json`` beside it.
-
-    The images stay on the server, so the manifest has no ``t1``/``t2`` paths; each row names the study and the
-    chosen series instead (``study_uid``, ``t1_series_uid``, ``t2_series_uid``, empty when ambiguous or missing,
-    never guessed), ready for ``spinedx predict --dicomweb URL --study UID``. ``index.json`` says for every series
-    why it was chosen or not, as for a folder.
-
-    Returns:
-        What was written and merged; unpacks as ``(manifest, index_json)``.
-    """
-    from spinedx import __version__
-    from spinedx.cohort import CaseRecord
-    from spinedx.studyindex import write_draft
-
-    manifest_path = Path(manifest_path).expanduser()
-    synthetic = index.synthetic
-    cases = []
-    for st in index.studies:
-        sel = st.selection
-        extra = {"study_uid": st.study_uid, "t1_series_uid": sel.t1.series_uid if sel.t1 else "",
-                 "t2_series_uid": sel.t2.series_uid if sel.t2 else ""}
-        if synthetic:
-            extra["synthetic"] = "1"
-        cases.append(CaseRecord(patient_id=st.case_key, label=None, extra=extra))  # type: ignore[arg-type]
-    doc = {
-        "spinedx_version": __version__,
-        "dicomweb": redact_url(str(index.root)),
-        "manifest": str(manifest_path.resolve()),
-        "options": {"allow_fat_suppressed": index.options.allow_fat_suppressed,
-                    "allow_contrast": index.options.allow_contrast, "allow_derived": index.options.allow_derived},
-        "counts": {"instances": index.n_dicom, "studies": len(index.studies), "complete": len(index.complete),
-                   "ambiguous": len(index.ambiguous), "incomplete": len(index.incomplete)},
-        "seconds": round(index.seconds, 3),
-        "synthetic": synthetic,
-        "studies": [st.to_dict() for st in index.studies],
-    }
-    # merged into an existing manifest (every row kept), or refused when --out is not one (spinedx.studyindex.draft)
-    return write_draft(index, cases, doc, manifest_path)

@@ -53,11 +53,9 @@ import numpy as np
 
 from spinedx.errors import ImageReadError
 from spinedx.io.discovery import (
-    Header,
     ImageReadWarning,
     SeriesInfo,
     dcmread,
-    derived,
     frame_orientation,
     frame_position,
     frame_rescale,
@@ -68,7 +66,7 @@ from spinedx.io.discovery import (
     n_frames,
     no_pixels_message,
     scan,
-    select_series,
+    select_series_to_read,
     where_of,
 )
 from spinedx.io.geometry import SAGITTAL_MIN, Slice2D, check_geometry, orientation_name, stack_slices, to_canonical
@@ -136,7 +134,7 @@ def _slices_of(path: Path, ds: Any, where: str | None, excess: list[tuple[str, i
             f"PhotometricInterpretation (0028,0004) is '{photometric or '(missing)'}'; spinedx reads grayscale "
             "MONOCHROME1/MONOCHROME2 images only: export the series as grayscale", where=where_of(path, where))
     frames = n_frames(ds)
-    image_type = _value(label0, where, "ImageType", lambda: derived(ds, "ImageType", joined))
+    image_type = _value(label0, where, "ImageType", lambda: joined(ds.get("ImageType")))
     rows = _value(label0, where, "Rows", lambda: int(ds.Rows))
     cols = _value(label0, where, "Columns", lambda: int(ds.Columns))
     if rows < 1 or cols < 1:
@@ -404,14 +402,13 @@ def _stack(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, fo
            allow_modality: tuple[str, ...], expect_sagittal: bool) -> _Stack:
     """Select the series and make every check its headers allow: modality, image, localiser, photometric and
     rescale agreement, one regular stack, enough slices, the plane. The reader and ``spinedx index`` share it."""
-    uid = select_series(groups, series_uid, folder, where)
+    uid = select_series_to_read(groups, series_uid, folder, where)
     items = groups[uid]
     notes = _check_modality(items, folder, where, allow_modality)
     slices: list[Slice2D] = []
-    cache: dict[tuple[Any, ...], Any] = {}
     excess: list[tuple[str, int, int]] = []
     for path, ds in items:
-        slices.extend(_slices_of(path, Header(ds, cache), where, excess))
+        slices.extend(_slices_of(path, ds, where, excess))
     _check_series(slices, folder, where)
     slices, affine, geo = stack_slices(slices, folder, where)
     check_geometry(len(slices), affine, expect_sagittal=expect_sagittal, where=where_of(folder, where))

@@ -1,19 +1,17 @@
 """Finding DICOM series: scanning folders, reading headers once, grouping by series, listing series.
 
-A folder is searched recursively; every file that may be DICOM is parsed once by pydicom with its large
-elements (PixelData) left in the file (see :data:`DEFER_BYTES`), and the datasets are grouped by
-SeriesInstanceUID (0020,000E). :class:`Header` wraps a dataset so that elements repeated in every file
-of a series are converted once per series; the per-frame accessors below read the image plane
-attributes of classic and enhanced multi-frame files (DICOM PS3.3 C.7.6.2, C.7.6.16).
+A folder is searched recursively; every file that may be DICOM is parsed once by pydicom
+(``pydicom.dcmread`` with its large elements, PixelData, left in the file: see :data:`DEFER_BYTES`), and the
+datasets are grouped by SeriesInstanceUID (0020,000E). Values are read through pydicom's own conversions
+(``Dataset.get``); the per-frame accessors below read the image plane attributes of classic and enhanced
+multi-frame files (DICOM PS3.3 C.7.6.2, C.7.6.16).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,9 @@ from spinedx.io.geometry import ds_decimals, normal_of, orientation_name
 _SKIP_NAMES = {"DICOMDIR", "LOCKFILE", "VERSION", "Thumbs.db"}
 _SKIP_SUFFIXES = {".txt", ".md", ".json", ".csv", ".xml", ".html", ".pdf", ".jpg", ".png", ".nii", ".gz", ".zip"}
 
-# Elements longer than this (in practice PixelData) are not loaded by the first read of a file: their
-# offset is kept and spinedx.io.pixels reads them straight into an array when the sorted slice is stacked.
-# Holding every file's pixel bytes until the series is sorted, and then reading them back cold, costs
-# more than the second open; pydicom itself reads a deferred element on first access (PixelData of
-# compressed syntaxes, for instance).
+# Elements longer than this (in practice PixelData) are not loaded by the first read of a file (pydicom's
+# ``defer_size``): pydicom reads such an element from the file on first access, when spinedx.io.pixels decodes the
+# sorted slice, so a series' pixel bytes are never all held at once and a header-only check reads none of them.
 DEFER_BYTES = 64 * 1024
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -157,123 +153,6 @@ def _truncated_element(ds: Any, path: Path) -> tuple[int, int, int] | None:
     return (int(last.tag), have, int(last.length)) if have < last.length else None
 
 
-# Small elements that usually hold the same bytes in every file of a series (IPP, which differs, is not
-# here), and the functional group sequences, looked up for every classic file only to find them absent.
-_REPEATED_TAGS = {
-    "SeriesInstanceUID": 0x0020000E, "ImageType": 0x00080008, "ImageOrientationPatient": 0x00200037,
-    "PixelSpacing": 0x00280030, "RescaleSlope": 0x00281053, "RescaleIntercept": 0x00281052,
-    "NumberOfFrames": 0x00280008, "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
-    "Rows": 0x00280010, "Columns": 0x00280011, "BitsAllocated": 0x00280100, "BitsStored": 0x00280101,
-    "PixelRepresentation": 0x00280103, "SharedFunctionalGroupsSequence": 0x52009229,
-    "PerFrameFunctionalGroupsSequence": 0x52009230,
-}
-# VRs whose conversion depends only on the bytes (not on the Specific Character Set); None = implicit VR.
-_PLAIN_VRS = frozenset({None, "US", "SS", "UL", "SL", "IS", "DS", "CS", "UI"})
-# Tags for ``in`` tests: a keyword costs a dictionary look-up inside pydicom on every test.
-_CONTAINS_TAGS = {"PixelData": 0x7FE00010, "FloatPixelData": 0x7FE00008, "DoubleFloatPixelData": 0x7FE00009,
-                  "Rows": 0x00280010, "Columns": 0x00280011}
-MISSING = object()
-_PLAIN_DS = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a subset of PS3.5 6.2 DS, fullmatch after strip
-
-
-class Header:
-    """A dataset whose repeated elements are converted once per series, not once per file.
-
-    pydicom converts an element's raw bytes to a value on first access, and that conversion costs
-    more than reading the file. The elements in ``_REPEATED_TAGS`` are nearly always byte-identical
-    across a series' files, so their converted values are shared through ``cache`` (keyed by tag,
-    VR, byte order and bytes: the same input gives the same value). Everything else, and any
-    element pydicom has already converted, goes to the dataset unchanged.
-    """
-
-    __slots__ = ("_cache", "ds")
-
-    def __init__(self, ds: Any, cache: dict[tuple[Any, ...], Any]) -> None:
-        self.ds = ds
-        self._cache = cache
-
-    def _key(self, keyword: str) -> tuple[Any, ...] | None:
-        """The cache key of a repeated element still in its raw form, ``()`` when absent, else None."""
-        tag = _REPEATED_TAGS.get(keyword)
-        if tag is None:
-            return None
-        raw = self.ds.get_item(tag)
-        if raw is None:
-            return ()
-        if not raw.is_raw or raw.VR not in _PLAIN_VRS:
-            return None  # already converted, or a VR whose text decoding depends on the dataset
-        return (tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, raw.value)
-
-    def get(self, keyword: str, default: Any = None) -> Any:
-        key = self._key(keyword)
-        if not key:
-            return default if key == () else self.ds.get(keyword, default)
-        value = self._cache.get(key, MISSING)
-        if value is MISSING:
-            value = self._cache[key] = self.ds.get(keyword, MISSING)
-        return default if value is MISSING else value
-
-    def derive(self, keyword: str, fn: Callable[[Any], Any]) -> Any:
-        """``fn(self.get(keyword))``, computed once per distinct raw value (``fn`` must be pure)."""
-        key = self._key(keyword)
-        if not key:
-            return fn(None if key == () else self.ds.get(keyword))
-        key = ("derived", fn, *key)
-        value = self._cache.get(key, MISSING)
-        if value is MISSING:
-            value = self._cache[key] = fn(self.get(keyword))
-        return value
-
-    def pixel_source(self) -> Any:
-        """The PixelData bytes, or its raw element when the value was left in the file (see ``DEFER_BYTES``).
-
-        Raw bytes are what pydicom's OB/OW conversion returns, so its conversion machinery is skipped.
-        """
-        raw = self.ds.get_item(0x7FE00010, keep_deferred=True)
-        if raw is not None and raw.is_raw and raw.VR in (None, "OB", "OW"):
-            if isinstance(raw.value, bytes):
-                return raw.value
-            if raw.value is None and raw.length != 0xFFFFFFFF:
-                return raw
-        return self.ds.get("PixelData")
-
-    def position(self) -> Any:
-        """ImagePositionPatient as ``(floats, decimals)`` parsed from its raw bytes; ``MISSING`` to ask pydicom.
-
-        Only plain decimal strings (which pydicom converts with ``float`` and accepts without a warning)
-        are parsed here; anything else goes through pydicom, so its values, warnings and errors stay.
-        """
-        raw = self.ds.get_item(0x00200032)
-        if raw is None or not raw.is_raw or raw.VR not in (None, "DS") or not isinstance(raw.value, bytes):
-            return MISSING
-        from pydicom import config
-
-        if config.use_DS_numpy or config.use_DS_decimal:
-            return MISSING
-        items = raw.value.decode("iso8859").strip().rstrip(" \x00").split("\\")
-        if len(items) < 2 or not all(len(x) <= 16 and _PLAIN_DS.fullmatch(x) for x in items):
-            return MISSING
-        return np.asarray([float(x) for x in items], dtype=np.float64), [ds_decimals(x) for x in items]
-
-    def scratch(self, nbytes: int) -> np.ndarray:
-        """A byte buffer shared by the series' slices: a slice's pixels are copied out before the next read."""
-        key = ("scratch", nbytes)
-        buf = self._cache.get(key)
-        if buf is None:
-            buf = self._cache[key] = np.empty(nbytes, dtype=np.uint8)
-        return buf
-
-    def __contains__(self, name: str) -> bool:
-        return _CONTAINS_TAGS.get(name, name) in self.ds
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _REPEATED_TAGS:
-            value = self.get(name, MISSING)
-            if value is not MISSING:
-                return value
-        return getattr(self.ds, name)
-
-
 def scan(folder: Path, where: str | None, *, header_only: bool) -> dict[str, list[tuple[Path, Any]]]:
     """Read every file of ``folder`` and group the datasets by SeriesInstanceUID."""
     problem = link_problem(folder)
@@ -288,11 +167,10 @@ def scan(folder: Path, where: str | None, *, header_only: bool) -> dict[str, lis
         raise ImageReadError("folder holds no DICOM files; check the path in the manifest",
                              where=where_of(folder, where))
     groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
-    cache: dict[tuple[Any, ...], Any] = {}
     for f in files:
         ds = dcmread(f, where, header_only=header_only)
         try:
-            uid = str(Header(ds, cache).get("SeriesInstanceUID", "") or "")
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
         except Exception:  # noqa: BLE001 -- a corrupt value: treated as absent, refused below
             uid = ""
         if not uid:
@@ -361,9 +239,10 @@ def list_dicom_series(folder: str | Path, *, where: str | None = None) -> list[S
     return sorted(infos, key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.uid))
 
 
-def select_series(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, folder: Path,
-                  where: str | None) -> str:
-    """The UID to read: ``series_uid`` when given, else the folder's only image series."""
+def select_series_to_read(groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, folder: Path,
+                          where: str | None) -> str:
+    """The UID of the series the reader reads from a folder's groups: ``series_uid`` when given, else the folder's only
+    image series (several image series and no ``series_uid`` are refused, listing them)."""
     if series_uid is not None:
         if series_uid in groups:
             return series_uid
@@ -404,17 +283,10 @@ def _fg(ds: Any, frame: int, seq: str, attr: str) -> Any:
     return None
 
 
-def derived(ds: Any, keyword: str, fn: Callable[[Any], Any]) -> Any:
-    """``fn(ds.get(keyword))``, computed once per series for the repeated elements of a :class:`Header`."""
-    return ds.derive(keyword, fn) if isinstance(ds, Header) else fn(ds.get(keyword))
-
-
 def _floats(v: Any) -> np.ndarray | None:
     if v is None:
         return None
-    arr = np.asarray([float(x) for x in v], dtype=np.float64)
-    arr.flags.writeable = False  # shared by the slices of a series
-    return arr
+    return np.asarray([float(x) for x in v], dtype=np.float64)
 
 
 def _spacing(v: Any) -> tuple[float, float] | None:
@@ -434,7 +306,7 @@ def joined(v: Any) -> str:
 
 def frame_orientation(ds: Any, frame: int) -> np.ndarray | None:
     """ImageOrientationPatient of a frame (classic, else from the functional groups)."""
-    arr = derived(ds, "ImageOrientationPatient", _floats)
+    arr = _floats(ds.get("ImageOrientationPatient"))
     if arr is None:
         arr = _floats(_fg(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient"))
     return arr
@@ -444,10 +316,6 @@ def frame_position(ds: Any, frame: int) -> tuple[np.ndarray, list[int | None]] |
     """ImagePositionPatient of a frame and the decimals written in each value."""
     v = _fg(ds, frame, "PlanePositionSequence", "ImagePositionPatient") if n_frames(ds) > 1 else None
     if v is None:
-        if isinstance(ds, Header):
-            pos = ds.position()
-            if pos is not MISSING:
-                return pos
         v = ds.get("ImagePositionPatient")
     if v is None:
         v = _fg(ds, frame, "PlanePositionSequence", "ImagePositionPatient")
@@ -460,7 +328,7 @@ def frame_position(ds: Any, frame: int) -> tuple[np.ndarray, list[int | None]] |
 
 def frame_spacing(ds: Any, frame: int) -> tuple[float, float] | None:
     """PixelSpacing (between rows, between columns) of a frame."""
-    sp = derived(ds, "PixelSpacing", _spacing)
+    sp = _spacing(ds.get("PixelSpacing"))
     if sp is None:
         sp = _spacing(_fg(ds, frame, "PixelMeasuresSequence", "PixelSpacing"))
     return sp

@@ -144,11 +144,11 @@ class LocalDatastore:
 
         The rows name the study and the chosen series (no paths); :meth:`image_source` retrieves the series.
         """
-        from spinedx.interop.pacs import index_server, write_server_index
-        from spinedx.studyindex import SelectionOptions
+        from spinedx.interop.pacs import index_server
+        from spinedx.studyindex import SelectionOptions, write_index
 
         idx = index_server(url, SelectionOptions(allow_modality=self.allow_modality), auth=self._dicomweb_auth)
-        self._add_studies(idx, "server", lambda idx: write_server_index(idx, self.manifest),
+        self._add_studies(idx, "server", lambda idx: write_index(idx, self.manifest),
                           lambda st: {"extra": {"study_uid": st.study_uid}})
 
     def _add_studies(self, idx: Any, source: str, write_new: Any, fields: Any) -> None:

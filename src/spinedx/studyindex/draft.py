@@ -1,7 +1,9 @@
 """Writing ``spinedx index``'s draft manifest and ``index.json`` without ever losing a user's work.
 
-Both forms of ``spinedx index`` (a folder, :func:`spinedx.studyindex.write_index`; a DICOMweb server,
-:func:`spinedx.interop.pacs.write_server_index`) end in :func:`write_draft`:
+:func:`write_index` is the one writer of both forms of ``spinedx index``: a folder
+(:func:`spinedx.studyindex.index_tree`) and a DICOMweb server (:func:`spinedx.interop.pacs.index_server`). It makes
+one manifest row and one ``index.json`` entry per study and hands them to :func:`write_draft`, which decides what
+happens at ``--out``:
 
 * **No manifest at ``--out``**: the draft is written (one row per study).
 * **A spinedx manifest at ``--out``** (a CSV with ``patient_id`` and ``label`` columns that
@@ -30,9 +32,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spinedx.errors import SpinedxError
+
+if TYPE_CHECKING:
+    from spinedx.studyindex.scan import TreeIndex
 
 _IDENTITY_UID_COLUMNS = ("t1_series_uid", "t2_series_uid")
 _IDENTITY_PATH_COLUMNS = ("t1", "t2")
@@ -74,6 +79,67 @@ class WrittenIndex:
         untouched = " (the file is unchanged)" if not self.manifest_changed else ""
         return (f"manifest merged: {self.kept} existing row(s) kept as they were ({self.found_again} of this index's "
                 f"studies among them), {len(self.added)} new study(ies) added{untouched}{renamed}")
+
+
+def write_index(index: TreeIndex, manifest_path: str | Path) -> WrittenIndex:
+    """Write the draft manifest (one row per study; label, slices and box empty) and ``index.json`` beside it.
+
+    Studies whose T1W or T2W is ambiguous, missing or not usable get a row with that column empty (never a guess);
+    ``index.json`` says for every series why it was chosen or not. The rows of a folder's index name the series'
+    folders (``t1``, ``t2``) and UIDs; the rows of a server's index (:attr:`TreeIndex.dicomweb`) name the study and
+    the chosen series (``study_uid``, ``t1_series_uid``, ``t2_series_uid``), ready for ``spinedx predict --dicomweb
+    URL --study UID``, since the images stay on the server. A synthetic cohort's manifest carries the ``synthetic``
+    column (value 1). Over an existing manifest the new studies are merged in and every existing row is kept as it
+    was; a file at ``manifest_path`` that is not a spinedx manifest is refused (:func:`write_draft`).
+
+    Args:
+        index: from :func:`spinedx.studyindex.index_tree` or :func:`spinedx.interop.pacs.index_server`.
+        manifest_path: the CSV to write (``index.json`` goes in the same folder).
+
+    Returns:
+        What was written and merged; unpacks as ``(manifest, index_json)``.
+    """
+    from spinedx import __version__
+    from spinedx.cohort import CaseRecord
+    from spinedx.common import redact_url
+
+    manifest_path = Path(manifest_path).expanduser()
+    synthetic = index.synthetic
+    server = index.dicomweb
+    cases = []
+    for st in index.studies:
+        sel = st.selection
+        t1_uid, t2_uid = (sel.t1.series_uid if sel.t1 else None), (sel.t2.series_uid if sel.t2 else None)
+        if server is None:
+            cases.append(CaseRecord(
+                patient_id=st.case_key, label=None,  # type: ignore[arg-type]  # unknown until annotated
+                t1=st.series_folder("t1"), t2=st.series_folder("t2"), t1_series_uid=t1_uid, t2_series_uid=t2_uid,
+                synthetic=synthetic,
+            ))
+        else:
+            extra = {"study_uid": st.study_uid, "t1_series_uid": t1_uid or "", "t2_series_uid": t2_uid or ""}
+            if synthetic:
+                extra["synthetic"] = "1"
+            cases.append(CaseRecord(patient_id=st.case_key, label=None, extra=extra))  # type: ignore[arg-type]
+    if server is None:
+        source: dict[str, Any] = {"root": str(index.root)}
+        counts: dict[str, Any] = {"files": index.n_files, "dicom": index.n_dicom,
+                                  "skipped_not_dicom": index.n_skipped, "dicomdir": index.n_dicomdir}
+    else:
+        source, counts = {"dicomweb": redact_url(server)}, {"instances": index.n_dicom}
+    doc: dict[str, Any] = {
+        "spinedx_version": __version__,
+        **source,
+        "manifest": str(manifest_path.resolve()),
+        "options": index.options.to_dict(),
+        "counts": {**counts, **index.counts()},
+        "seconds": round(index.seconds, 3),
+        "synthetic": synthetic,
+    }
+    if server is None:
+        doc["skipped_examples"] = [{"file": f, "reason": r} for f, r in index.skipped_examples]
+    doc["studies"] = [st.to_dict() for st in index.studies]
+    return write_draft(index, cases, doc, manifest_path)
 
 
 def write_draft(index: Any, cases: list[Any], doc: dict[str, Any], manifest_path: str | Path) -> WrittenIndex:

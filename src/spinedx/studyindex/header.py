@@ -1,8 +1,9 @@
 """One series described by the header attributes that decide whether it is the sagittal T1W or T2W series.
 
-:class:`SeriesHeader` is built from one header per series, either a pydicom ``Dataset`` (a file read with
-``stop_before_pixels=True``) or a DICOM JSON object (PS3.18 F.2, what QIDO-RS and WADO-RS ``/metadata``
-return). Nothing here imports numpy, torch or SimpleITK, so a DICOMweb client can use it cheaply.
+:class:`SeriesHeader` is built from one header per series by one code path, :meth:`SeriesHeader.from_dataset`: a
+pydicom ``Dataset`` (a file read with ``stop_before_pixels=True``), or a DICOM JSON object (PS3.18 F.2, what
+QIDO-RS and WADO-RS ``/metadata`` return) turned into one by pydicom's ``Dataset.from_json``. Nothing here imports
+torch or SimpleITK (pydicom only when a header is built), so a DICOMweb client can use it cheaply.
 
 Attributes (PS3.3 sections): SeriesInstanceUID, SeriesNumber, SeriesDescription, Modality (C.7.3.1);
 ImageOrientationPatient (C.7.6.2); ImageType (C.7.6.1); EchoTime, RepetitionTime, InversionTime,
@@ -44,6 +45,9 @@ TAGS: dict[str, str] = {
     "NumberOfSeriesRelatedInstances": "00201209",
     "SOPClassUID": "00080016",
 }
+#: The DICOM JSON keys :meth:`SeriesHeader.from_json` converts: these attributes and the enhanced MR shared
+#: functional groups (where TE/TR/IOP live in multi-frame objects, C.7.6.16).
+_JSON_TAGS = frozenset(TAGS.values()) | {"52009229"}
 # -- what counts as an MR image (one rule for spinedx index and the reader, spinedx.io) ----------------------------
 #: SOP classes of MR images (PS3.4 B.5): MR, Enhanced MR, Enhanced MR Color (refused later as colour), Legacy
 #: Converted Enhanced MR.
@@ -119,7 +123,7 @@ def modality_problem(modality: str | None, sop_class_uid: str | None = None,
                      allow: Iterable[str] = ()) -> str | None:
     """Why a series is not an MR image series spinedx may read, or None when it is (or is allowed).
 
-    The rule (shared by :func:`spinedx.studyindex.select_series` and :func:`spinedx.io.read_image`): Modality
+    The rule (shared by :func:`spinedx.studyindex.select_t1_t2_series` and :func:`spinedx.io.read_image`): Modality
     (0008,0060) ``MR`` is accepted; a non-image modality (:data:`NON_IMAGE_MODALITIES`) is refused as "not an image
     series"; any other modality (CT, US, OT, ...) as "not an MR image series" unless it is in ``allow``. Without a
     Modality a modality-specific SOP class stands for its modality (CT Image Storage for CT, MR Image Storage for
@@ -152,16 +156,6 @@ def sop_class_name(uid: str) -> str:
     except Exception:  # noqa: BLE001 -- an odd value is shown as written
         return uid
     return str(name) if name and name != uid else uid
-
-
-# Enhanced MR functional groups (C.7.6.16): where TE/TR/IOP live in multi-frame files.
-_SHARED_FG = "52009229"
-_PLANE_ORIENTATION_SEQ = "00209116"
-_MR_ECHO_SEQ = "00189114"
-_EFFECTIVE_ECHO_TIME = "00189082"
-_MR_TIMING_SEQ = "00189112"
-_MR_MODIFIER_SEQ = "00189115"
-_INVERSION_TIMES = "00189079"
 
 
 @dataclass(frozen=True)
@@ -274,62 +268,20 @@ class SeriesHeader:
     def from_json(cls, obj: Mapping[str, Any], *, n_instances: int | None = None) -> SeriesHeader:
         """Build from a DICOM JSON object (PS3.18 F.2): one QIDO-RS result or one WADO-RS metadata instance.
 
-        Keys are 8-digit hex tags (``"0020000E"``), values ``{"vr": ..., "Value": [...]}``. A QIDO-RS series
-        result carries NumberOfSeriesRelatedInstances (0020,1209), used when ``n_instances`` is None;
-        instance metadata adds TE/TR/IOP. Absent attributes stay None, and :func:`select_series` says so.
+        The object is turned into a pydicom ``Dataset`` (``Dataset.from_json``) and read by :meth:`from_dataset`, so a
+        file and its DICOM JSON give the same header by construction. Only the attributes read here are converted; an
+        element without ``vr`` takes the data dictionary's, and one whose value does not fit its VR is treated as
+        absent, as an unreadable value in a file is. A QIDO-RS series result carries NumberOfSeriesRelatedInstances
+        (0020,1209), used when ``n_instances`` is None; instance metadata adds TE/TR/IOP. Absent attributes stay
+        None, and :func:`spinedx.studyindex.select_t1_t2_series` says so.
 
         Args:
-            obj: the JSON object (already parsed).
+            obj: the JSON object (already parsed; keys are 8-digit hex tags such as ``"0020000E"``).
             n_instances: number of instances when the caller knows it.
         """
-        def values(name: str) -> list[Any]:
-            return _json_values(obj, TAGS[name])
-
-        def first(name: str) -> Any:
-            v = values(name)
-            return v[0] if v else None
-
-        shared = _json_first_item(obj, _SHARED_FG)
-        iop: Any = values("ImageOrientationPatient") or None
-        if iop is None and shared is not None:
-            iop = _json_values(_json_first_item(shared, _PLANE_ORIENTATION_SEQ) or {}, TAGS["ImageOrientationPatient"])
-        te = first("EchoTime")
-        if te is None and shared is not None:
-            vals = _json_values(_json_first_item(shared, _MR_ECHO_SEQ) or {}, _EFFECTIVE_ECHO_TIME)
-            te = vals[0] if vals else None
-        tr = first("RepetitionTime")
-        if tr is None and shared is not None:
-            vals = _json_values(_json_first_item(shared, _MR_TIMING_SEQ) or {}, TAGS["RepetitionTime"])
-            tr = vals[0] if vals else None
-        ti = first("InversionTime")
-        if ti is None and shared is not None:
-            vals = _json_values(_json_first_item(shared, _MR_MODIFIER_SEQ) or {}, _INVERSION_TIMES)
-            ti = vals[0] if vals else None
-        n = n_instances if n_instances is not None else _to_int(first("NumberOfSeriesRelatedInstances")) or 0
-        frames = _to_int(first("NumberOfFrames")) or 1
-        return cls(
-            series_uid=str(first("SeriesInstanceUID") or ""),
-            series_number=_to_int(first("SeriesNumber")),
-            description=_text(first("SeriesDescription")) or _text(first("ProtocolName")),
-            modality=_text(first("Modality")).upper(),
-            orientation=_floats(iop, 6),
-            echo_time=_to_float(te),
-            repetition_time=_to_float(tr),
-            inversion_time=_to_float(ti),
-            scanning_sequence=_codes(values("ScanningSequence")),
-            sequence_variant=_codes(values("SequenceVariant")),
-            scan_options=_codes(values("ScanOptions")),
-            image_type=_codes(values("ImageType")),
-            contrast_agent=_text(first("ContrastBolusAgent")),
-            n_instances=int(n),
-            n_frames=int(n * frames),
-            frame_of_reference_uid=str(first("FrameOfReferenceUID") or ""),
-            manufacturer=_text(first("Manufacturer")),
-            study_uid=str(first("StudyInstanceUID") or ""),
-            patient_id=_text(first("PatientID")),
-            study_date=_text(first("StudyDate")),
-            sop_class_uid=str(first("SOPClassUID") or ""),
-        )
+        ds = dataset_from_json(obj)
+        n = n_instances if n_instances is not None else _to_int(ds.get("NumberOfSeriesRelatedInstances", None)) or 0
+        return cls.from_dataset(ds, n_instances=n)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (used in ``index.json``)."""
@@ -341,12 +293,31 @@ class SeriesHeader:
         return d
 
 
-# -- value helpers (pydicom values and DICOM JSON values alike) --------------------------------------------
+def dataset_from_json(obj: Mapping[str, Any]) -> Any:
+    """The attributes of :data:`TAGS` (and the enhanced MR shared functional groups) of a DICOM JSON object as a
+    pydicom ``Dataset`` (``Dataset.from_json``, element by element: one that pydicom cannot convert is left out; a
+    missing ``vr`` is the data dictionary's). Keys may be upper- or lower-case hex."""
+    from pydicom import Dataset
+    from pydicom.datadict import dictionary_VR
+
+    ds = Dataset()
+    for key, element in obj.items():
+        tag = str(key).upper()
+        if tag not in _JSON_TAGS or not isinstance(element, Mapping):
+            continue
+        if "vr" not in element:  # required by PS3.18 F.2.3 but left out by some servers: the dictionary's VR
+            element = {**element, "vr": dictionary_VR(tag)}
+        try:
+            ds.update(Dataset.from_json({tag: element}))
+        except Exception:  # noqa: BLE001 -- a value that does not fit its VR: absent, as an unreadable one in a file
+            continue
+    return ds
+
+
+# -- value helpers (pydicom values) --------------------------------------------
 def _text(v: Any) -> str:
     if v is None:
         return ""
-    if isinstance(v, Mapping):  # a PN in DICOM JSON is {"Alphabetic": ...}; never needed here, but be safe
-        v = v.get("Alphabetic", "")
     if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
         v = "\\".join(str(x) for x in v)
     return str(v).strip()
@@ -405,16 +376,3 @@ def _first_item(seq: Any) -> Any:
 def _nested(item: Any, seq_name: str, attr: str) -> Any:
     inner = _first_item(item.get(seq_name, None))
     return None if inner is None else inner.get(attr, None)
-
-
-def _json_values(obj: Mapping[str, Any], tag: str) -> list[Any]:
-    el = obj.get(tag) or obj.get(tag.lower())
-    if not isinstance(el, Mapping):
-        return []
-    vals = el.get("Value")
-    return list(vals) if isinstance(vals, list) else []
-
-
-def _json_first_item(obj: Mapping[str, Any], tag: str) -> Mapping[str, Any] | None:
-    vals = _json_values(obj, tag)
-    return vals[0] if vals and isinstance(vals[0], Mapping) else None

@@ -1,13 +1,16 @@
 """``spinedx index``: walk a DICOM tree, group files by patient, study and series, choose T1W/T2W per study.
 
-Headers only: every file is read with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``, so pixel
-data is never touched and a study of thousands of files is indexed in seconds. Each chosen series is then checked
-as ``spinedx extract`` will read it (:func:`spinedx.io.check_dicom_series`: every file of its folder, the modality,
-localiser slices, one regular sagittal stack of at least 3 slices, ...; headers only), so a study the reader would
-refuse is reported as not usable, with the reader's reason, instead of found. Any layout works (a PACS export,
-a CD with a DICOMDIR, nested or flat folders): files are found by walking the tree, and a DICOMDIR, when
-present, is recognised and skipped (its records point to the same files). Files that are not DICOM (no
-``DICM`` marker at byte 128, PS3.10 7.1) are skipped quietly and counted.
+Headers only. Every file's grouping keys (patient, study, series) come from
+:func:`spinedx.io.fastheader.grouping_keys`, spinedx's one hand-made DICOM reader (kept because
+``benchmarks/header.py`` measures it at least 2x faster than pydicom on a tree with many series that are not
+chosen), or from ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)`` when that reader gives up; each
+series' attributes come from one pydicom header. Each chosen series is then checked as ``spinedx extract`` will read
+it (:func:`spinedx.io.check_dicom_series`: every file of its folder, the modality, localiser slices, one regular
+sagittal stack of at least 3 slices, ...; headers only, pydicom), so a study the reader would refuse is reported as
+not usable, with the reader's reason, instead of found. Any layout works (a PACS export, a CD with a DICOMDIR,
+nested or flat folders): files are found by walking the tree, and a DICOMDIR, when present, is recognised and
+skipped (its records point to the same files). Files that are not DICOM (no ``DICM`` marker at byte 128, PS3.10
+7.1) are skipped quietly and counted.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from spinedx.errors import SpinedxError
-from spinedx.studyindex.draft import WrittenIndex, write_draft
 from spinedx.studyindex.header import TAGS, SeriesHeader
-from spinedx.studyindex.select import SelectionOptions, StudySelection, select_series
+from spinedx.studyindex.select import SelectionOptions, StudySelection, select_t1_t2_series
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10)
 # Tags read from every file: the grouping keys, what SeriesHeader needs, and the enhanced MR shared groups.
@@ -72,10 +74,10 @@ class StudyEntry:
 
 @dataclass
 class TreeIndex:
-    """What :func:`index_tree` found.
+    """What :func:`index_tree` found in a folder, or :func:`spinedx.interop.pacs.index_server` on a DICOMweb server.
 
     Attributes:
-        root: the folder walked.
+        root: the folder walked (a ``Path``), or the server's DICOMweb URL without user-info (a ``str``).
         studies: one entry per study, ordered by case key.
         n_files: files looked at.
         n_dicom: DICOM files read (DICOMDIR excluded).
@@ -86,7 +88,7 @@ class TreeIndex:
         skipped_examples: a few skipped files with the reason (for the report).
     """
 
-    root: Path
+    root: Path | str
     studies: list[StudyEntry]
     n_files: int = 0
     n_dicom: int = 0
@@ -95,6 +97,11 @@ class TreeIndex:
     seconds: float = 0.0
     options: SelectionOptions = field(default_factory=SelectionOptions)
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def dicomweb(self) -> str | None:
+        """The server's URL when this indexes a DICOMweb server (its series have no files), None for a folder."""
+        return None if isinstance(self.root, Path) else str(self.root)
 
     @property
     def ambiguous(self) -> list[StudyEntry]:
@@ -162,84 +169,6 @@ def _read_header(path: str) -> Any:
     return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
 
 
-# -- the grouping keys of a file without pydicom ---------------------------------------------------------------
-# pydicom spends about 1-3 ms per file on its general machinery; grouping needs four small elements near the
-# start of the dataset. This reader walks the elements of the first bytes (PS3.5 7.1) for the two common
-# little-endian encodings and gives up (None) on anything else (big endian, deflate, an undefined-length
-# sequence before the keys, a short buffer), in which case pydicom reads the file.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_IMPLICIT = "1.2.840.10008.1.2"
-_FAST_SYNTAXES_EXCLUDED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
-_KEYS = {0x00100020: "PatientID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-         0x00280008: "NumberOfFrames", 0x00080016: "SOPClassUID"}
-_LAST_KEY = 0x00280008
-_HEAD_BYTES = 16384  # headers are a few kB; longer ones fall back to pydicom
-
-
-def _fast_keys(path: str) -> dict[str, str] | None:
-    """PatientID, StudyInstanceUID, SeriesInstanceUID, NumberOfFrames, SOPClassUID as text, or None."""
-    import struct
-
-    try:
-        with open(path, "rb") as fh:
-            buf = fh.read(_HEAD_BYTES)
-    except OSError:
-        return None
-    if buf[128:132] != b"DICM":
-        return None
-    pos, n = 132, len(buf)
-    meta: dict[int, bytes] = {}
-    meta_end = None
-    while pos + 8 <= n:  # file meta: always explicit VR little endian (PS3.10 7.1)
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        if group != 0x0002:
-            break
-        vr = buf[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
-            length = struct.unpack_from("<I", buf, pos + 8)[0]
-            start = pos + 12
-        else:
-            length = struct.unpack_from("<H", buf, pos + 6)[0]
-            start = pos + 8
-        if elem == 0x0000:
-            meta_end = start + length + struct.unpack_from("<I", buf, start)[0]
-        meta[elem] = buf[start:start + length]
-        pos = start + length
-    if meta_end is not None and meta_end != pos:
-        return None
-    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
-    if not syntax or syntax in _FAST_SYNTAXES_EXCLUDED:
-        return None
-    implicit = syntax == _IMPLICIT
-    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
-    while True:
-        if pos + 8 > n:
-            return None
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        tag = (group << 16) | elem
-        if tag > _LAST_KEY:
-            return out
-        if implicit:
-            length = struct.unpack_from("<I", buf, pos + 4)[0]
-            start = pos + 8
-        else:
-            vr = buf[pos + 4:pos + 6]
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    return None
-                length = struct.unpack_from("<I", buf, pos + 8)[0]
-                start = pos + 12
-            else:
-                length = struct.unpack_from("<H", buf, pos + 6)[0]
-                start = pos + 8
-        if length == 0xFFFFFFFF or start + length > n:
-            return None  # an undefined-length sequence, or the element runs past the bytes read: ask pydicom
-        name = _KEYS.get(tag)
-        if name is not None:
-            out[name] = buf[start:start + length].rstrip(b"\x00 ").decode("latin-1").strip()
-        pos = start + length
-
-
 def index_tree(root: str | Path, options: SelectionOptions | None = None, *, progress: bool = True) -> TreeIndex:
     """Index a DICOM tree: group every file by patient, study and series, and choose T1W/T2W per study.
 
@@ -262,6 +191,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import spinedx.io  # noqa: F401 -- the reader's checks of the chosen series (check_chosen_series), likewise
+    from spinedx.io import fastheader
 
     t0 = time.perf_counter()
     files = _walk(root)
@@ -283,7 +213,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         for i, path in enumerate(files):
             if i % 64 == 0:
                 bar.update(task, completed=i)
-            keys = _fast_keys(path)
+            keys = fastheader.grouping_keys(path)
             ds = None
             if keys is None:
                 if not _is_dicom(path):
@@ -332,25 +262,39 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
         raise SpinedxError(f"no DICOM image file found ({len(files)} file(s) looked at, {n_skipped} not DICOM); "
                            "check the folder", where=str(root))
 
-    by_patient: dict[str, list[tuple[str, list[SeriesHeader]]]] = defaultdict(list)
-    for (pid, study_uid), series in studies_raw.items():
-        by_patient[pid].append((study_uid, series))
-    studies: list[StudyEntry] = []
-    used: set[str] = set()
-    for pid in sorted(by_patient):
-        items = sorted(by_patient[pid], key=lambda it: (it[1][0].study_date, it[0]))
-        base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
-        for n, (study_uid, series) in enumerate(items, start=1):
-            case_key = base if len(items) == 1 else f"{base}_{series[0].study_date or n}"
-            while case_key in used:
-                case_key = f"{case_key}_{n}"
-            used.add(case_key)
-            studies.append(StudyEntry(case_key, pid, study_uid, series[0].study_date, series,
-                                      select_series(series, opts)))
+    raw = list(studies_raw.items())
+    names = case_keys([(pid, series[0].study_date, study_uid) for (pid, study_uid), series in raw])
+    studies = [StudyEntry(name, pid, study_uid, series[0].study_date, series, select_t1_t2_series(series, opts))
+               for name, ((pid, study_uid), series) in zip(names, raw, strict=True)]
     studies.sort(key=lambda s: s.case_key)
     check_chosen_series(studies, opts)
     return TreeIndex(root.resolve(), studies, n_files=len(files), n_dicom=n_dicom, n_skipped=n_skipped,
                      n_dicomdir=n_dicomdir, seconds=time.perf_counter() - t0, options=opts, skipped_examples=skipped)
+
+
+def case_keys(studies: list[tuple[str, str, str]]) -> list[str]:
+    """The manifest's ``patient_id`` for each study ``(PatientID, StudyDate, StudyInstanceUID)``, in the given order.
+
+    The PatientID made URL-safe (``UNKNOWN`` when empty); a patient with several studies gets ``KEY_<StudyDate>``
+    (``KEY_<n>`` without a date, n counting the patient's studies by date and UID) for each; a key already taken gets
+    ``_<n>`` appended until it is free. A folder's index and a DICOMweb server's name a study alike, whatever order
+    the studies come in.
+    """
+    by_patient: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for i, (pid, date, uid) in enumerate(studies):
+        by_patient[pid].append((date, uid, i))
+    out = [""] * len(studies)
+    used: set[str] = set()
+    for pid in sorted(by_patient):
+        items = sorted(by_patient[pid])
+        base = _SAFE_KEY.sub("_", pid).strip("_") or "UNKNOWN"
+        for n, (date, _, i) in enumerate(items, start=1):
+            key = base if len(items) == 1 else f"{base}_{date or n}"
+            while key in used:
+                key = f"{key}_{n}"
+            used.add(key)
+            out[i] = key
+    return out
 
 
 def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) -> None:
@@ -379,48 +323,3 @@ def check_chosen_series(studies: list[StudyEntry], options: SelectionOptions) ->
             st.selection.reject(role, exc.one_line())
         if last_use[folder.resolve()] == i:
             scans.pop(folder.resolve(), None)
-
-
-def write_index(index: TreeIndex, manifest_path: str | Path) -> WrittenIndex:
-    """Write the draft manifest (one row per study; label, slices and box empty) and ``index.json`` beside it.
-
-    Studies whose T1W or T2W is ambiguous, missing or not usable get a row with that column empty (never a guess);
-    ``index.json`` says for every series why it was chosen or not. A synthetic tree's manifest carries the
-    ``synthetic`` column (value 1). Over an existing manifest the new studies are merged in and every existing row
-    is kept as it was; a file at ``manifest_path`` that is not a spinedx manifest is refused
-    (:func:`spinedx.studyindex.draft.write_draft`).
-
-    Args:
-        index: from :func:`index_tree`.
-        manifest_path: the CSV to write (``index.json`` goes in the same folder).
-
-    Returns:
-        What was written and merged; unpacks as ``(manifest, index_json)``.
-    """
-    from spinedx import __version__
-    from spinedx.cohort import CaseRecord
-
-    manifest_path = Path(manifest_path).expanduser()
-    synthetic = index.synthetic
-    cases = []
-    for st in index.studies:
-        sel = st.selection
-        cases.append(CaseRecord(
-            patient_id=st.case_key, label=None,  # type: ignore[arg-type]  # unknown until annotated
-            t1=st.series_folder("t1"), t2=st.series_folder("t2"),
-            t1_series_uid=sel.t1.series_uid if sel.t1 else None, t2_series_uid=sel.t2.series_uid if sel.t2 else None,
-            synthetic=synthetic,
-        ))
-    doc = {
-        "spinedx_version": __version__,
-        "root": str(index.root),
-        "manifest": str(manifest_path.resolve()),
-        "options": index.options.to_dict(),
-        "counts": {"files": index.n_files, "dicom": index.n_dicom, "skipped_not_dicom": index.n_skipped,
-                   "dicomdir": index.n_dicomdir, **index.counts()},
-        "seconds": round(index.seconds, 3),
-        "synthetic": synthetic,
-        "skipped_examples": [{"file": f, "reason": r} for f, r in index.skipped_examples],
-        "studies": [st.to_dict() for st in index.studies],
-    }
-    return write_draft(index, cases, doc, manifest_path)

@@ -1,4 +1,4 @@
-"""Choosing a study's sagittal T1W and T2W series from their headers: :func:`select_series`.
+"""Choosing a study's sagittal T1W and T2W series from their headers: :func:`select_t1_t2_series`.
 
 The paper (Yeh et al. 2022, "MRI protocols") uses sagittal spin-echo T1W (TR/TE 400/15 ms) and fast spin-echo
 T2W (3200/90 ms) series, without fat suppression or contrast. A clinical spine study holds many more series:
@@ -66,7 +66,7 @@ _WEIGHT_DESC = {"T1": re.compile(r"(?<![a-z0-9])t1(?![0-9])", _I),
 
 @dataclass(frozen=True)
 class SelectionOptions:
-    """What :func:`select_series` may accept beyond the paper's series.
+    """What :func:`select_t1_t2_series` may accept beyond the paper's series.
 
     Attributes:
         allow_fat_suppressed: accept fat-suppressed series (STIR, FS) when nothing better exists.
@@ -363,7 +363,7 @@ def _judge(s: SeriesHeader, opts: SelectionOptions) -> SeriesVerdict:
     return v
 
 
-def select_series(series: list[SeriesHeader], options: SelectionOptions | None = None) -> StudySelection:
+def select_t1_t2_series(series: list[SeriesHeader], options: SelectionOptions | None = None) -> StudySelection:
     """Pick the sagittal T1W and T2W series of one study (rules in the module docstring).
 
     Args:
