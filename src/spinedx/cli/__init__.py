@@ -16,6 +16,7 @@ from spinedx.cli import index as _index  # noqa: F401,E402
 from spinedx.cli import weights as _weights  # noqa: F401,E402
 from spinedx.cli import serve as _serve  # noqa: F401,E402
 from spinedx.cli import export as _export  # noqa: F401,E402
+from spinedx.cli import readers as _readers  # noqa: F401,E402
 
 
 def main() -> None:
