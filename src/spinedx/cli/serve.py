@@ -29,15 +29,24 @@ def serve(
     user: str | None = typer.Option(
         None, "--user", help="DICOMweb basic-auth user (password in SPINEDX_DICOMWEB_PASSWORD; or a bearer token "
         "in SPINEDX_DICOMWEB_TOKEN)."),
+    study: Path | None = typer.Option(  # noqa: B008
+        None, "--study", help="Reader mode for a study folder (spinedx readers plan): readers sign in with their "
+        "token at /reader/; the annotation page and API are not served. Needs --cohort and --model."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
     from spinedx.serve import serve as run_server
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
-                             register=register, dicomweb=dicomweb, dicomweb_user=user)
+                             register=register, dicomweb=dicomweb, dicomweb_user=user, study=study)
 
     def ready(url: str) -> None:
+        if study is not None:
+            typer.echo(f"spinedx reader study: {url}reader/  (each reader signs in with their token file; the "
+                       "coordinator with tokens/coordinator.token)")
+            typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server (every submitted "
+                       "read is already on disk)")
+            return
         typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "
                                                      f"open {url}#token=TOKEN in the browser)" if token else ""))
         typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server")
