@@ -56,4 +56,5 @@ def serve(
     try:
         run_server(settings, on_ready=ready)
     except (KeyboardInterrupt, Terminated):
-        typer.echo("workstation stopped (saves are written when made; nothing is pending)")
+        typer.echo("reader study server stopped (every submitted read is on disk)" if study is not None else
+                   "workstation stopped (saves are written when made; nothing is pending)")

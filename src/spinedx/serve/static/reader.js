@@ -112,6 +112,7 @@ function showStep(doc) {
   $("own-unaided").textContent = own ? `Your unaided read of this case (locked): ${own.call}, confidence ${own.score}` : "";
   resetForm();
   show("reading");
+  fitCanvases();
   if (!sameCase || R.k >= st.t2.slices) { R.k = -1; setSlice(Math.floor(st.t2.slices / 2)); } else { refresh("t2"); refresh("t1"); }
   status(`case ${st.case_id}: ${st.modality} read`, "ok");
 }
@@ -399,6 +400,13 @@ document.addEventListener("keydown", (ev) => {
 });
 
 // ---- start ------------------------------------------------------------------------------------------------------
+function fitCanvases() {
+  // two square panes side by side in the viewer's width
+  const w = Math.max(260, Math.min(600, Math.floor(($("reading").clientWidth - 400) / 2)));
+  for (const id of ["t2", "t1"]) { const cv = $(id); if (cv.width !== w) { cv.width = w; cv.height = w; } }
+  drawAll();
+}
+
 function start() {
   attachPane("t2"); attachPane("t1");
   $("signin-form").addEventListener("submit", (ev) => {
@@ -420,6 +428,7 @@ function start() {
     R.scoreSet = true; $("score").value = $("score-range").value; $("score-range").classList.remove("unset"); checkForm();
   });
   // leaving the page (closing the tab, reloading) pauses the case being read: its clock stops until resumed
+  window.addEventListener("resize", () => { if (!$("reading").hidden) fitCanvases(); });
   window.addEventListener("pagehide", () => { if (R.step && R.me && R.me.role === "reader") pauseNow(true); });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved); else { show("signin"); status("sign in with your token"); }
