@@ -169,13 +169,23 @@ def test_features_are_asked_when_the_study_says_so(ws_cohort: Path, ws_run: Path
     with make_app(study.path, ws_cohort, ws_run, shared_state) as c:
         me = c.get("/reader/api/me", headers=h["alice"]).json()
         assert [f["name"] for f in me["features"]] == study.feature_names and len(me["features"]) == 15
-        c.get("/reader/api/next", headers=h["alice"])
+        case = c.get("/reader/api/next", headers=h["alice"]).json()["step"]["case_id"]
         r = c.post("/reader/api/reads", headers=h["alice"], json={"step": 1, "call": "benign", "score": 5})
         assert r.status_code == 422 and "15 imaging features" in r.json()["detail"]
         feats = dict.fromkeys(study.feature_names, 1)
         r = c.post("/reader/api/reads", headers=h["alice"],
                    json={"step": 1, "call": "benign", "score": 5, "features": feats})
         assert r.status_code == 200
+        # a correction of the call alone keeps the read's features; sent features are checked like a read's
+        fix = {"reader": "alice", "session": 1, "case_id": case, "modality": "unaided", "call": "malignant",
+               "score": 60, "reason": "slip"}
+        r = c.post("/reader/api/corrections", headers=h["coordinator"], json={**fix, "features": {"fluid_sign": 1}})
+        assert r.status_code == 422 and "not scored" in r.json()["detail"]
+        assert c.post("/reader/api/corrections", headers=h["coordinator"], json=fix).status_code == 200
+    store = ReadStore(study.store_path)
+    assert [(x.call, x.features, x.corrects) for x in store.reads()] == [("benign", feats, None),
+                                                                         ("malignant", feats, 1)]
+    store.close()
 
 
 def test_crossover_session_two_opens_after_the_washout(ws_cohort: Path, ws_run: Path, shared_state,

@@ -463,7 +463,7 @@ def correct(
     who: str = Depends(coordinator_only),  # noqa: B008
 ) -> dict[str, Any]:
     """Append a correction of a read (the reader reported a slip): the read stays, a new row with the corrected
-    call, score (and features) points at it with the reason."""
+    call, score (and features; without ``features`` the read's own are kept) points at it with the reason."""
     from spinedx.readers.store import check_features
 
     svc = _svc(request)
@@ -475,7 +475,9 @@ def correct(
     if target is None:
         raise HTTPException(404, "no such read (reader, session, case_id, modality)")
     try:
-        feats = check_features(svc.study, body.get("features"), where=str(body.get("reader")))
+        # features not sent: the read's own stand (a slip in the call or the confidence)
+        feats = (target.features if "features" not in body
+                 else check_features(svc.study, body.get("features"), where=str(body.get("reader"))))
         with svc.lock:
             new_id = svc.store.append_correction(target.read_id, call=body.get("call"), score=body.get("score"),
                                                  features=feats, reason=str(body.get("reason") or ""),
