@@ -1,4 +1,5 @@
-"""``spinedx readers``: reader studies (``analyze``: the multi-reader multi-case analysis of READS.csv)."""
+"""``spinedx readers``: reader studies (``plan`` a blinded study, ``export`` its reads, ``analyze`` them: the
+multi-reader multi-case analysis of READS.csv)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from spinedx.errors import SpinedxError
 
 readers_app = typer.Typer(
     name="readers",
-    help="Reader studies: the multi-reader multi-case (MRMC) analysis of readers' ratings (research use only).",
+    help="Reader studies: plan a blinded study (unaided and aided reads), export its reads, and the multi-reader "
+         "multi-case (MRMC) analysis of readers' ratings (research use only).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -76,3 +78,45 @@ def analyze(
     if json_out is not None:
         write_result_json(res, json_out)
         typer.echo(f"wrote {json_out}")
+
+
+@command("plan")
+def plan(
+    cohort: Path = typer.Argument(..., help="Cohort manifest: every case with T1, T2, lesion slices, box and label."),  # noqa: B008
+    readers: str = typer.Option(..., "--readers", help="Reader names, comma-separated, e.g. senior,r4,r1."),
+    design: str = typer.Option(..., "--design", help="sequential (unaided, call locked, then aided) or crossover "
+                               "(two sessions, half the cases aided in each, counterbalanced)."),
+    washout_days: int | None = typer.Option(None, "--washout-days", help="Crossover: days between a reader's two "
+                                            "sessions (default 28)."),
+    seed: int = typer.Option(..., "--seed", help="Seeds the case numbers, reading orders and halves."),
+    out: Path = typer.Option(..., "--out", help="Study folder to create (never overwritten)."),  # noqa: B008
+    features: bool = typer.Option(False, "--features/--no-features",
+                                  help="Also ask the 15 imaging features with every read."),
+) -> None:
+    """Plan a reader study: opaque case numbers, each reader's reading lists, one access token per reader."""
+    from spinedx.readers.plan import describe_plan, plan_study
+
+    study = plan_study(cohort, readers, design, seed, out, washout_days=washout_days, features=features)
+    for line in describe_plan(study):
+        typer.echo(line)
+
+
+@command("export")
+def export(
+    study: Path = typer.Argument(..., help="Study folder (spinedx readers plan)."),  # noqa: B008
+    out: Path = typer.Option(..., "--out", help="Folder for reads.csv and truth.csv."),  # noqa: B008
+    cohort: Path | None = typer.Option(None, "--cohort", help="The study's manifest, when it moved since "  # noqa: B008
+                                       "planning (same sha256)."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                          help="Export although planned reads are missing."),
+) -> None:
+    """Write the reads (latest corrections applied) and the truth for `spinedx readers analyze`."""
+    from spinedx.readers.reads import export_reads
+
+    res = export_reads(study, out, cohort=cohort, allow_incomplete=allow_incomplete)
+    typer.echo(f"reads: {res.reads_csv} ({res.n_reads} reads; {res.completeness.describe()}; "
+               f"{res.corrected} corrected)")
+    typer.echo(f"truth: {res.truth_csv} ({res.n_cases} cases, 1 = malignant)")
+    if res.completeness.read < res.completeness.planned:
+        typer.echo("warning: the study is incomplete (--allow-incomplete): the analysis sees only these reads",
+                   err=True)

@@ -32,6 +32,9 @@ def serve(
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
         None, "--allow-modality", metavar="MODALITY",
         help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
+    study: Path | None = typer.Option(  # noqa: B008
+        None, "--study", help="Reader mode for a study folder (spinedx readers plan): readers sign in with their "
+        "token at /reader/; the annotation page and API are not served. Needs --cohort and --model."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
@@ -40,9 +43,15 @@ def serve(
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
                              register=register, dicomweb=dicomweb, dicomweb_user=user,
-                             allow_modality=allow_modality_option(allow_modality))
+                             allow_modality=allow_modality_option(allow_modality), study=study)
 
     def ready(url: str) -> None:
+        if study is not None:
+            typer.echo(f"spinedx reader study: {url}reader/  (each reader signs in with their token file; the "
+                       "coordinator with tokens/coordinator.token)")
+            typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server (every submitted "
+                       "read is already on disk)")
+            return
         typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "
                                                      f"open {url}#token=TOKEN in the browser)" if token else ""))
         typer.echo("research use only, not for clinical decisions; Ctrl-C stops the server")
@@ -54,5 +63,6 @@ def serve(
     except (KeyboardInterrupt, Terminated) as exc:
         # like every command: one line, exit 130 (Ctrl-C) or 143 (SIGTERM); a save is written whole when it is made
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-        fail(f"{what}; the workstation stopped (every save was written when it was made; nothing is pending)",
-             interrupt_exit_code(exc))
+        fail(f"{what}; " + ("the reader study server stopped (every submitted read is on disk)" if study is not None
+                            else "the workstation stopped (every save was written when it was made; nothing is "
+                            "pending)"), interrupt_exit_code(exc))

@@ -80,6 +80,7 @@ def create_app(settings: ServeSettings, state: AppState | None = None) -> FastAP
     """
     state = state if state is not None else build_state(settings)
     app = FastAPI(title="spinedx workstation", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None if settings.study is not None else "/openapi.json",
                   description=f"Index, view, annotate and predict sagittal spine MRI cases ({RESEARCH_USE_ONLY}).")
     app.state.ws = state
     roots = _public_roots(settings, state)
@@ -93,12 +94,18 @@ def create_app(settings: ServeSettings, state: AppState | None = None) -> FastAP
     async def _not_found(request: Request, exc: Any) -> JSONResponse:
         return JSONResponse({"detail": "not found"}, status_code=404)
 
-    from spinedx.serve.routers import cases, health, images, page, predict
+    if settings.study is not None:
+        # reader mode: the reader page and API only; the annotation API and page (labels, features) are not mounted
+        from spinedx.serve.routers import reading
 
-    app.include_router(health.router)
-    app.include_router(cases.router)
-    app.include_router(images.router)
-    app.include_router(predict.router)
-    app.include_router(page.router)
+        reading.mount(app, settings, state)
+    else:
+        from spinedx.serve.routers import cases, health, images, page, predict
+
+        app.include_router(health.router)
+        app.include_router(cases.router)
+        app.include_router(images.router)
+        app.include_router(predict.router)
+        app.include_router(page.router)
     app.add_middleware(SecurityMiddleware, token=settings.token, max_body_bytes=settings.max_body_bytes)
     return app

@@ -57,6 +57,8 @@ class ServeSettings:
         dicomweb_user: basic-auth user of that server (password in ``SPINEDX_DICOMWEB_PASSWORD``; a bearer token
             in ``SPINEDX_DICOMWEB_TOKEN``).
         allow_modality: DICOM image modalities read (and indexed) besides MR (``--allow-modality CT``).
+        study: a reader study folder (``spinedx readers plan``): reader mode, where only the reader page and its
+            API (``/reader/...``, per-reader tokens) are served; the annotation page and ``/api`` are not.
     """
 
     cohort: Path | None = None
@@ -71,6 +73,7 @@ class ServeSettings:
     dicomweb: str | None = None
     dicomweb_user: str | None = None
     allow_modality: tuple[str, ...] = ()
+    study: Path | None = None
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.
@@ -79,7 +82,10 @@ class ServeSettings:
             SpinedxError: a non-loopback host without a token, a too-short or blank token, a port outside
                 0-65535, nothing to serve.
         """
-        if not is_loopback(self.host) and not self.token:
+        if self.study is not None:
+            self._check_study()
+        # reader mode serves only /reader/..., where every request needs a reader's or the coordinator's token
+        if not is_loopback(self.host) and not self.token and self.study is None:
             raise SpinedxError(
                 f"refusing to listen on {self.host} without --token: any machine on the network could read and "
                 "change the cohort. Bind 127.0.0.1 (the default) or give --token with a long random secret",
@@ -105,3 +111,11 @@ class ServeSettings:
         if self.model is not None and not (Path(self.model) / "config.yaml").is_file():
             raise SpinedxError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
                                where=str(self.model))
+
+    def _check_study(self) -> None:
+        if self.cohort is None or self.model is None:
+            raise SpinedxError("a reader study needs --cohort (the manifest it was planned on) and --model (the run "
+                               "whose answer the aided reads show)", where="--study")
+        if self.dicom_root is not None or self.dicomweb is not None:
+            raise SpinedxError("a reader study reads the cases of its manifest only: drop DICOM_ROOT/--dicomweb (they "
+                               "would add studies to the manifest)", where="--study")

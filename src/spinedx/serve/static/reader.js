@@ -1,0 +1,436 @@
+"use strict";
+// The reader page of a spinedx reader study: plain JavaScript, no build step, nothing loaded from elsewhere.
+// The token travels in the Authorization header only (never in a URL or a cookie) and is kept in this tab's
+// sessionStorage. The server sends the due case and nothing else; this page only shows what it is sent.
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "spinedx-reader-token";
+const R = {
+  token: null, me: null, doc: null, step: null, k: 0, t1k: 0, wl: { t2: null, t1: null }, zoom: 1, pan: [0, 0],
+  imgs: { t2: null, t1: null }, imgCache: new Map(), drag: null, scoreSet: false, busy: false, armed: null,
+};
+
+// ---- requests -------------------------------------------------------------------------------------------------
+async function api(path, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (R.token) headers.Authorization = "Bearer " + R.token;
+  const r = await fetch(path, Object.assign({}, opts, { headers }));
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    err.status = r.status;
+    throw err;
+  }
+  return r;
+}
+const post = (path, body) => api(path, body === undefined ? { method: "POST" } :
+  { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+function status(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + (cls || ""); }
+
+function show(view) {
+  for (const id of ["signin", "reading", "paused", "waiting", "done", "coordinator"]) $(id).hidden = id !== view;
+  const signedIn = view !== "signin";
+  $("signout").hidden = !signedIn;
+  $("pause").hidden = view !== "reading";
+}
+
+// ---- signing in -------------------------------------------------------------------------------------------------
+async function signIn(token) {
+  R.token = token;
+  try {
+    R.me = await (await api("/reader/api/me")).json();
+  } catch (e) {
+    R.token = null; sessionStorage.removeItem(TOKEN_KEY);
+    show("signin");
+    status(e.status === 401 ? "this token is not one of the study's tokens" : e.message, "error");
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  $("synthetic").hidden = !R.me.synthetic;
+  $("who").textContent = R.me.role === "coordinator" ? "coordinator" : "reader " + R.me.name;
+  if (R.me.role === "coordinator") { await loadProgress(); return; }
+  buildFeatures(R.me.features);
+  await loadNext();
+}
+
+function signOut() {
+  if (R.step && !$("reading").hidden) pauseNow(true);
+  sessionStorage.removeItem(TOKEN_KEY);
+  R.token = null; R.me = null; R.step = null; R.doc = null;
+  clearCase();
+  $("who").textContent = "";
+  show("signin");
+  status("signed out");
+}
+
+// ---- the reader's next step -------------------------------------------------------------------------------------
+function progressText(doc) {
+  const sess = doc.sessions > 1 ? `session ${doc.session} of ${doc.sessions}: ` : "";
+  return `${sess}${doc.done} of ${doc.total} reads done`;
+}
+
+async function loadNext() {
+  status("loading the next case ...");
+  let doc;
+  try { doc = await (await api("/reader/api/next")).json(); } catch (e) { status(e.message, "error"); return; }
+  R.doc = doc;
+  if (doc.status === "paused") { clearCase(); show("paused"); status(progressText(doc) + "; paused"); return; }
+  if (doc.status === "waiting") {
+    clearCase(); show("waiting");
+    $("waiting-text").textContent = `Session ${doc.session} opens on ${doc.available_at.replace("T", " ").replace("Z", " UTC")}` +
+      " (the washout between your two sessions). Sign in again then.";
+    status(progressText(doc)); return;
+  }
+  if (doc.status === "done") { clearCase(); show("done"); status(progressText(doc)); return; }
+  showStep(doc);
+}
+
+function clearCase() {
+  R.step = null; R.imgs = { t2: null, t1: null }; R.imgCache.clear();
+  renderAided(null);
+  $("own-unaided").hidden = true; $("own-unaided").textContent = "";
+  $("case-number").textContent = ""; $("modality").textContent = "";
+  drawAll();
+}
+
+function showStep(doc) {
+  const st = doc.step;
+  const sameCase = R.step && R.step.case_id === st.case_id;
+  if (!sameCase) { R.imgCache.clear(); R.imgs = { t2: null, t1: null }; R.zoom = 1; R.pan = [0, 0]; }
+  R.step = st;
+  if (!sameCase) R.wl = { t2: { c: st.t2.window.center, w: st.t2.window.width }, t1: { c: st.t1.window.center, w: st.t1.window.width } };
+  $("case-number").textContent = st.case_id;
+  $("modality").textContent = st.modality === "aided" ? "aided read: the model's answer is shown" : "unaided read";
+  $("modality").className = "modality " + st.modality;
+  $("progress").textContent = progressText(doc) + ` · step ${st.step}`;
+  renderAided(st.modality === "aided" ? st.aided : null);
+  const own = st.your_unaided_read;
+  $("own-unaided").hidden = !own;
+  $("own-unaided").textContent = own ? `Your unaided read of this case (locked): ${own.call}, confidence ${own.score}` : "";
+  resetForm();
+  show("reading");
+  fitCanvases();
+  if (!sameCase || R.k >= st.t2.slices) { R.k = -1; setSlice(Math.floor(st.t2.slices / 2)); } else { refresh("t2"); refresh("t1"); }
+  status(`case ${st.case_id}: ${st.modality} read`, "ok");
+}
+
+// The aided panel: the one place the model's answer is drawn (the server decides its content: aided_view).
+function renderAided(a) {
+  const box = $("aided");
+  box.replaceChildren();
+  box.hidden = !a;
+  if (!a) return;
+  const h = document.createElement("h2"); h.textContent = "The model's answer";
+  const small = document.createElement("small"); small.textContent = " (research use only, not for clinical decisions)";
+  h.append(small);
+  const p = document.createElement("p"); p.className = "prob";
+  p.append("p(malignant) = ");
+  const b = document.createElement("b"); b.dataset.testid = "aided-probability"; b.setAttribute("data-testid", "aided-probability");
+  b.textContent = a.probability.toFixed(3);
+  const c = document.createElement("span"); c.className = "call-" + a.call; c.textContent = ` → ${a.call}`;
+  p.append(b, c, ` (at the model's threshold ${a.threshold})`);
+  box.append(h, p);
+  if (a.explanation && a.overlays.length) {
+    const n = document.createElement("p"); n.className = "notes";
+    n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}; red raises the score.`;
+    box.append(n);
+  }
+  const seq = R.step ? R.step.step : null;
+  for (const o of a.overlays) {
+    api(o.url).then((r) => r.blob()).then((blob) => {
+      if (!R.step || R.step.step !== seq) return;
+      const img = document.createElement("img");
+      img.alt = `${a.explanation ? a.explanation.method : "heatmap"} on T1W and T2W, slice ${o.slice_index}`;
+      img.src = URL.createObjectURL(blob);
+      box.append(img);
+    }).catch((e) => status(e.message, "error"));
+  }
+}
+
+// ---- the read form ----------------------------------------------------------------------------------------------
+function buildFeatures(features) {
+  const box = $("features");
+  box.replaceChildren();
+  $("features-box").hidden = !features.length;
+  for (const f of features) {
+    const lab = document.createElement("label"); lab.title = f.description;
+    const span = document.createElement("span"); span.textContent = f.description;
+    const sel = document.createElement("select"); sel.id = "f-" + f.name; sel.dataset.feature = f.name;
+    for (const [v, t] of [["", "not scored"], ["0", "absent"], ["1", "present"]]) {
+      const o = document.createElement("option"); o.value = v; o.textContent = t; sel.append(o);
+    }
+    sel.addEventListener("change", checkForm);
+    lab.append(span, sel); box.append(lab);
+  }
+}
+
+function resetForm() {
+  for (const r of document.querySelectorAll("input[name=call]")) r.checked = false;
+  $("score").value = ""; $("score-range").value = "50"; R.scoreSet = false;
+  $("score-range").classList.add("unset");
+  for (const s of $("features").querySelectorAll("select")) s.value = "";
+  checkForm();
+}
+
+function formValue() {
+  const call = (document.querySelector("input[name=call]:checked") || {}).value || null;
+  const raw = $("score").value.trim();
+  const score = R.scoreSet && /^\d{1,3}$/.test(raw) ? Number(raw) : null;
+  const features = {};
+  let unscored = 0;
+  for (const s of $("features").querySelectorAll("select")) {
+    if (s.value === "") unscored++; else features[s.dataset.feature] = Number(s.value);
+  }
+  return { call, score: score !== null && score <= 100 ? score : null, features, unscored };
+}
+
+function checkForm() {
+  const v = formValue();
+  const missing = [];
+  if (!v.call) missing.push("your call");
+  if (v.score === null) missing.push("your confidence (0-100)");
+  if (v.unscored) missing.push(`${v.unscored} feature(s)`);
+  $("submit").disabled = !R.step || missing.length > 0 || R.busy;
+  let hint = missing.length ? "To submit, set " + missing.join(", ") + "." : "";
+  if (!missing.length && ((v.call === "benign" && v.score > 50) || (v.call === "malignant" && v.score < 50))) {
+    hint = `Note: you call it ${v.call} with a ${v.score}% probability of malignancy.`;
+  }
+  $("hint").textContent = hint;
+}
+
+async function submitRead() {
+  if (!R.step || R.busy) return;
+  const v = formValue();
+  if (!v.call || v.score === null || v.unscored) { checkForm(); return; }
+  const body = { step: R.step.step, call: v.call, score: v.score };
+  if (R.me.features.length) body.features = v.features;
+  R.busy = true; $("submit").disabled = true;
+  status("saving your read ...");
+  try {
+    await post("/reader/api/reads", body);
+    await loadNext(); // the aided step's model answer may take seconds the first time: the form stays locked
+    R.busy = false; checkForm();
+  } catch (e) {
+    R.busy = false; checkForm();
+    status("not saved: " + e.message, "error");
+  }
+}
+
+// ---- pause --------------------------------------------------------------------------------------------------------
+function pauseNow(leaving) {
+  if (!R.token) return Promise.resolve();
+  // keepalive: the request still goes out when the tab is being closed
+  return fetch("/reader/api/pause", { method: "POST", keepalive: !!leaving, headers: { Authorization: "Bearer " + R.token } });
+}
+
+async function pauseClicked() {
+  try { await pauseNow(false); } catch (e) { status(e.message, "error"); return; }
+  clearCase(); show("paused");
+  status("paused: the case is hidden and its clock stopped");
+}
+
+async function resumeClicked() {
+  try { await post("/reader/api/resume"); } catch (e) { status(e.message, "error"); return; }
+  await loadNext();
+}
+
+// ---- the coordinator ---------------------------------------------------------------------------------------------
+async function loadProgress() {
+  let p;
+  try { p = await (await api("/reader/api/progress")).json(); } catch (e) { status(e.message, "error"); return; }
+  show("coordinator");
+  $("study-line").textContent = `${p.design} design, ${p.n_cases} cases, readers ${p.readers.join(", ")}` +
+    (p.washout_days ? `, washout ${p.washout_days} days` : "") + ". Counts only: the reads of a session are shown once you close it.";
+  const box = $("sessions"); box.replaceChildren();
+  for (const s of p.sessions) {
+    const div = document.createElement("div"); div.className = "session"; div.dataset.session = s.session;
+    const h = document.createElement("h3");
+    h.textContent = `Session ${s.session}: ` + (s.closed ? `closed ${s.closed_at.replace("T", " ").replace("Z", " UTC")}` : "open");
+    const t = document.createElement("table"); t.dataset.testid = "progress-table"; t.setAttribute("data-testid", "progress-table");
+    const head = document.createElement("tr");
+    for (const c of ["reader", "read", "planned"]) { const th = document.createElement("th"); th.textContent = c; head.append(th); }
+    t.append(head);
+    for (const [name, c] of Object.entries(s.readers)) {
+      const tr = document.createElement("tr"); tr.dataset.reader = name;
+      for (const v of [name, String(c.read), String(c.planned)]) { const td = document.createElement("td"); td.textContent = v; tr.append(td); }
+      t.append(tr);
+    }
+    div.append(h, t);
+    if (!s.closed) {
+      const b = document.createElement("button"); b.type = "button"; b.className = "close";
+      b.setAttribute("data-testid", `close-session-${s.session}`);
+      b.textContent = R.armed === s.session ? `Confirm: close session ${s.session} (no more reads in it)` : `Close session ${s.session}`;
+      b.addEventListener("click", () => closeSession(s.session));
+      div.append(b);
+    } else {
+      await showReads(div, s.session);
+    }
+    box.append(div);
+  }
+  status("progress at " + new Date().toLocaleTimeString());
+}
+
+async function closeSession(n) {
+  if (R.armed !== n) { R.armed = n; await loadProgress(); return; } // a second click confirms
+  R.armed = null;
+  try { await post(`/reader/api/sessions/${n}/close`); } catch (e) { status(e.message, "error"); return; }
+  await loadProgress();
+}
+
+async function showReads(div, n) {
+  let reads;
+  try { reads = await (await api(`/reader/api/sessions/${n}/reads`)).json(); } catch (e) { status(e.message, "error"); return; }
+  const t = document.createElement("table"); t.className = "reads"; t.setAttribute("data-testid", `reads-${n}`);
+  const cols = ["reader", "step", "case_id", "modality", "call", "score", "seconds"];
+  const head = document.createElement("tr");
+  for (const c of cols) { const th = document.createElement("th"); th.textContent = c; head.append(th); }
+  t.append(head);
+  for (const r of reads) {
+    const tr = document.createElement("tr");
+    for (const c of cols) { const td = document.createElement("td"); td.textContent = r[c] === null ? "" : String(r[c]); tr.append(td); }
+    t.append(tr);
+  }
+  const p = document.createElement("p"); p.className = "notes";
+  p.textContent = `${reads.length} reads. Export them for the analysis with: spinedx readers export STUDY --out DIR`;
+  div.append(t, p);
+}
+
+// ---- the viewer (scroll, window/level, zoom, pan) ----------------------------------------------------------------
+async function getImage(which, k) {
+  const wl = R.wl[which];
+  const url = `/reader/api/cases/${encodeURIComponent(R.step.case_id)}/${which}/${k}.png?wc=${wl.c.toFixed(1)}&ww=${wl.w.toFixed(1)}`;
+  if (R.imgCache.has(url)) return R.imgCache.get(url);
+  const blob = await (await api(url)).blob();
+  const bmp = await createImageBitmap(blob);
+  R.imgCache.set(url, bmp);
+  if (R.imgCache.size > 96) R.imgCache.delete(R.imgCache.keys().next().value);
+  return bmp;
+}
+
+const loading = { t2: false, t1: false };
+const again = { t2: false, t1: false };
+async function refresh(which) {
+  if (!R.step) return;
+  if (loading[which]) { again[which] = true; return; }
+  loading[which] = true;
+  const step = R.step;
+  try {
+    const bmp = await getImage(which, which === "t2" ? R.k : R.t1k);
+    if (step === R.step) { R.imgs[which] = bmp; draw(which); }
+  } catch (e) { status(e.message, "error"); }
+  loading[which] = false;
+  if (again[which]) { again[which] = false; refresh(which); }
+}
+
+function geom(which) {
+  const d = R.step[which], cv = $(which);
+  const sx = d.spacing_mm.column, sy = d.spacing_mm.row;
+  const wmm = d.columns * sx, hmm = d.rows * sy;
+  const base = Math.min(cv.width / wmm, cv.height / hmm) * R.zoom;
+  return { ax: base * sx, ay: base * sy, ox: (cv.width - wmm * base) / 2 + R.pan[0], oy: (cv.height - hmm * base) / 2 + R.pan[1] };
+}
+
+function draw(which) {
+  const cv = $(which), ctx = cv.getContext("2d");
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, cv.width, cv.height);
+  $(which + "-info").textContent = ""; $(which + "-wl").textContent = "";
+  if (!R.step) return;
+  const d = R.step[which], g = geom(which), img = R.imgs[which];
+  if (img) { ctx.imageSmoothingEnabled = R.zoom < 2; ctx.drawImage(img, g.ox, g.oy, d.columns * g.ax, d.rows * g.ay); }
+  const k = which === "t2" ? R.k : R.t1k;
+  $(which + "-info").textContent = `slice ${k} of ${d.slices - 1}` + (which === "t1" ? " · follows T2W" : "");
+  $(which + "-wl").textContent = `W ${R.wl[which].w.toFixed(0)} / L ${R.wl[which].c.toFixed(0)} · zoom ${R.zoom.toFixed(2)}x`;
+}
+function drawAll() { draw("t2"); draw("t1"); }
+
+function setSlice(k) {
+  if (!R.step) return;
+  k = Math.max(0, Math.min(R.step.t2.slices - 1, k));
+  if (k === R.k && R.imgs.t2) return;
+  R.k = k; R.t1k = R.step.t1_slice_for_t2[k];
+  refresh("t2"); refresh("t1");
+}
+
+function setZoom(z) { R.zoom = Math.max(0.5, Math.min(8, z)); drawAll(); }
+
+function canvasXY(ev, cv) {
+  const r = cv.getBoundingClientRect();
+  return [(ev.clientX - r.left) * (cv.width / r.width), (ev.clientY - r.top) * (cv.height / r.height)];
+}
+
+function attachPane(which) {
+  const cv = $(which);
+  cv.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  cv.addEventListener("pointerdown", (ev) => {
+    if (!R.step) return;
+    cv.setPointerCapture(ev.pointerId);
+    const [cx, cy] = canvasXY(ev, cv);
+    if (ev.button === 1) R.drag = { mode: "pan", sx: cx, sy: cy, pan: R.pan.slice() };
+    else R.drag = { mode: "wl", which, sx: cx, sy: cy, wl: Object.assign({}, R.wl[which]) };
+  });
+  cv.addEventListener("pointermove", (ev) => {
+    if (!R.drag || !R.step) return;
+    const [cx, cy] = canvasXY(ev, cv), d = R.drag;
+    if (d.mode === "pan") { R.pan = [d.pan[0] + cx - d.sx, d.pan[1] + cy - d.sy]; drawAll(); return; }
+    const span = R.step[d.which].window.width;
+    R.wl[d.which] = { c: d.wl.c + (cy - d.sy) * span / 400, w: Math.max(1, d.wl.w + (cx - d.sx) * span / 400) };
+    refresh(d.which);
+  });
+  const end = () => { R.drag = null; };
+  cv.addEventListener("pointerup", end);
+  cv.addEventListener("pointercancel", end);
+  cv.addEventListener("wheel", (ev) => {
+    if (!R.step) return;
+    ev.preventDefault();
+    if (ev.ctrlKey) { setZoom(R.zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15)); return; }
+    setSlice(R.k + (ev.deltaY > 0 ? 1 : -1));
+  }, { passive: false });
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (!R.step || $("reading").hidden || ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName)) return;
+  if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") { setSlice(R.k - 1); ev.preventDefault(); }
+  else if (ev.key === "ArrowDown" || ev.key === "ArrowRight") { setSlice(R.k + 1); ev.preventDefault(); }
+  else if (ev.key === "+" || ev.key === "=") setZoom(R.zoom * 1.25);
+  else if (ev.key === "-") setZoom(R.zoom / 1.25);
+  else if (ev.key === "0") { R.zoom = 1; R.pan = [0, 0]; drawAll(); }
+});
+
+// ---- start ------------------------------------------------------------------------------------------------------
+function fitCanvases() {
+  // two square panes side by side in the viewer's width
+  const w = Math.max(260, Math.min(600, Math.floor(($("reading").clientWidth - 400) / 2)));
+  for (const id of ["t2", "t1"]) { const cv = $(id); if (cv.width !== w) { cv.width = w; cv.height = w; } }
+  drawAll();
+}
+
+function start() {
+  attachPane("t2"); attachPane("t1");
+  $("signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("token").value.trim();
+    if (t) signIn(t);
+  });
+  $("signout").addEventListener("click", signOut);
+  $("pause").addEventListener("click", pauseClicked);
+  $("resume").addEventListener("click", resumeClicked);
+  $("submit").addEventListener("click", submitRead);
+  for (const r of document.querySelectorAll("input[name=call]")) r.addEventListener("change", checkForm);
+  $("score").addEventListener("input", () => {
+    R.scoreSet = $("score").value.trim() !== "";
+    if (R.scoreSet) { $("score-range").value = $("score").value; $("score-range").classList.remove("unset"); }
+    checkForm();
+  });
+  $("score-range").addEventListener("input", () => {
+    R.scoreSet = true; $("score").value = $("score-range").value; $("score-range").classList.remove("unset"); checkForm();
+  });
+  // leaving the page (closing the tab, reloading) pauses the case being read: its clock stops until resumed
+  window.addEventListener("resize", () => { if (!$("reading").hidden) fitCanvases(); });
+  window.addEventListener("pagehide", () => { if (R.step && R.me && R.me.role === "reader") pauseNow(true); });
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved); else { show("signin"); status("sign in with your token"); }
+}
+start();
