@@ -152,6 +152,7 @@ def write_run_from(root: Path, pids: list[str], y: np.ndarray, prob: np.ndarray,
     """
     from spinedx.evaluation.aggregate import aggregate_patients
     from spinedx.evaluation.metrics import classification_report
+    from spinedx.provenance import sha256_file
 
     patches = write_patches(root / "patches", pids, y, seed=seed, manifest=manifest, synthetic=synthetic,
                             extract=extract)
@@ -176,7 +177,8 @@ def write_run_from(root: Path, pids: list[str], y: np.ndarray, prob: np.ndarray,
                               "seconds": [1.0]}).to_csv(tmp / "history.csv", index=False)
                 (tmp / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
                 slices[slices["fold"] == k].to_csv(tmp / "predictions.csv", index=False)
-                (tmp / "done.json").write_text(json.dumps({"fold": k, "best_epoch": 1, "notes": []}))
+                (tmp / "done.json").write_text(json.dumps({"fold": k, "best_epoch": 1, "notes": [],
+                                                           "model_sha256": sha256_file(tmp / "model.pt")}))
     patients = aggregate_patients(slices.sort_values(["patient_id", "slice_index"]), config.aggregation,
                                   config.threshold)
     rf.write_oof(slices, patients)

@@ -33,6 +33,11 @@ def predict(
     study: str | None = typer.Option(None, "--study", help="StudyInstanceUID on the --dicomweb server."),
     store: bool = typer.Option(False, "--store", help="Send the SR and the overlays back to the server (STOW-RS)."),
     engine: str = typer.Option("torch", "--engine", help="torch, or onnx (a bundle exported with --format onnx)."),
+    expect_digest: str | None = typer.Option(None, "--expect-digest", metavar="HEX",
+                                             help="Refuse the model unless it is the bundle with this digest (the "
+                                             "one spinedx export printed): pins the bundle a deployment validated."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder that is not an earlier "
+                                   "prediction (an earlier prediction is replaced without it)."),
 ) -> None:
     """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
 
@@ -46,6 +51,14 @@ def predict(
         if t1 is not None or t2 is not None or study is None:
             fail("with --dicomweb give --study UID (and optionally --t1-series/--t2-series), not --t1/--t2")
             return
+        if overwrite:
+            fail("--overwrite is for --t1/--t2 cases; with --dicomweb choose a new or empty --out folder (an earlier "
+                 "prediction is replaced)")
+            return
+        if expect_digest is not None:
+            from spinedx.interop.bundle import check_bundle_digest
+
+            check_bundle_digest(model, expect_digest)  # before anything is fetched from the server
         res = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
                                t2_series=t2_series_uid, store=store, register=register, engine=engine)
     elif t1 is None or t2 is None or study is not None or store:
@@ -54,12 +67,15 @@ def predict(
     else:
         res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
                            t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
-                           allow_missing_folds=allow_missing_folds, engine=engine)
+                           allow_missing_folds=allow_missing_folds, engine=engine, overwrite=overwrite,
+                           expect_digest=expect_digest)
     m = res.record["model"]
     if m["synthetic_note"]:
         typer.echo(f"note: the model was {m['synthetic_note']}")
     if m["missing_folds_note"]:
         typer.echo(f"WARNING: {m['missing_folds_note']}")
+    if m.get("bundle_digest"):
+        typer.echo(f"model bundle digest {m['bundle_digest']}" + (" (as expected)" if expect_digest else ""))
     spread = res.record["spread"]
     typer.echo(f"p(malignant) = {res.probability:.3f} (fold models {spread['min']:.3f}-{spread['max']:.3f}, "
                f"sd {spread['std']:.3f}) -> {res.call} at threshold {res.threshold:g}")

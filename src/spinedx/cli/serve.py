@@ -29,13 +29,16 @@ def serve(
     user: str | None = typer.Option(
         None, "--user", help="DICOMweb basic-auth user (password in SPINEDX_DICOMWEB_PASSWORD; or a bearer token "
         "in SPINEDX_DICOMWEB_TOKEN)."),
+    expect_digest: str | None = typer.Option(
+        None, "--expect-digest", metavar="HEX", help="Refuse to start unless --model is the bundle with this digest "
+        "(printed by spinedx export)."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
     from spinedx.serve import serve as run_server
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
-                             register=register, dicomweb=dicomweb, dicomweb_user=user)
+                             register=register, dicomweb=dicomweb, dicomweb_user=user, expect_digest=expect_digest)
 
     def ready(url: str) -> None:
         typer.echo(f"spinedx workstation: {url}" + ("  (send the token as 'Authorization: Bearer ...'; "

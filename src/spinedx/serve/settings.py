@@ -39,6 +39,8 @@ class ServeSettings:
             ``spinedx index --dicomweb``) and a case's two series are retrieved (WADO-RS) when first opened.
         dicomweb_user: basic-auth user of that server (password in ``SPINEDX_DICOMWEB_PASSWORD``; a bearer token
             in ``SPINEDX_DICOMWEB_TOKEN``).
+        expect_digest: the digest ``model`` must have (a bundle; ``spinedx export`` prints it), checked before the
+            server starts.
     """
 
     cohort: Path | None = None
@@ -52,6 +54,7 @@ class ServeSettings:
     register: bool | None = None
     dicomweb: str | None = None
     dicomweb_user: str | None = None
+    expect_digest: str | None = None
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.
@@ -83,3 +86,10 @@ class ServeSettings:
         if self.model is not None and not (Path(self.model) / "config.yaml").is_file():
             raise SpinedxError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
                                where=str(self.model))
+        if self.expect_digest is not None:
+            if self.model is None:
+                raise SpinedxError("--expect-digest pins the model bundle: give --model BUNDLE",
+                                   where="--expect-digest")
+            from spinedx.interop.bundle import check_bundle_digest
+
+            check_bundle_digest(self.model, self.expect_digest)
