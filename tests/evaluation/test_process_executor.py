@@ -4,6 +4,7 @@ test_ray_executor.py, test_the_same_bytes_however_the_folds_run)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,3 +190,27 @@ def test_an_interrupt_while_folds_are_written_leaves_no_temporary_folder(
     assert "Traceback" not in err
     assert list((out / "folds").iterdir()) == []  # no finished fold, and nothing a killed worker was writing
     assert not (out / "metrics.json").exists()
+
+
+def test_the_next_run_removes_what_a_killed_run_left(tmp_path: Path, reference: tuple[Path, Path]) -> None:
+    """A process killed outright (SIGKILL, power loss) cannot clean up: the next cv removes its temporary fold
+    folders, even when every fold is finished (no fold is written then); a live process's are kept."""
+    patches, local = reference
+    run = tmp_path / "run"
+    shutil.copytree(local, run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = run / "folds" / f".1.tmp-{dead.pid}-abc123"
+    left.mkdir()
+    (left / "model.pt").write_bytes(b"half a model")
+    alive_elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        busy = run / "folds" / f".0.tmp-{alive_elsewhere.pid}-0a0b0c"
+        busy.mkdir()
+        done: list[int] = []
+        run_cv(patches, run, executor_cv_config(), progress=False, on_fold_done=done.append)
+        assert done == [] and not left.exists() and busy.exists()
+    finally:
+        alive_elsewhere.kill()
+        alive_elsewhere.wait()
+    assert (run / "oof_slices.csv").read_bytes() == (local / "oof_slices.csv").read_bytes()
