@@ -32,31 +32,51 @@ def tiny_config(**kw: object) -> CVConfig:
     return CVConfig.from_profile("quick", **base)  # type: ignore[arg-type]
 
 
-#: ``spinedx cv`` options of the executor tests' tiny run (resnet18, one epoch, one thread): what
-#: :func:`executor_cv_config` makes, so the CLI and the Python API train the same folds.
+#: ``spinedx cv`` options of the executor tests' tiny run (resnet18, one epoch, the default thread count per
+#: fold): what :func:`executor_cv_config` makes, so the CLI and the Python API train the same folds.
 EXECUTOR_CV_OPTIONS = ["--folds", "3", "--backbone", "resnet18", "--pretrained", "none", "--profile", "quick",
                        "--epochs", "1", "--patience", "0", "--views-benign", "1", "--views-malignant", "1",
-                       "--threads", "1", "--compile", "off", "--quiet"]
+                       "--compile", "off", "--quiet"]
+
+#: torch threads of the test process while :func:`executor_reference` trains in it: not the folds' default (1),
+#: so a fold that ran with its process's count instead of the run's would give other bytes than a worker's.
+REFERENCE_PROCESS_THREADS = 2
 
 
 def executor_cv_config() -> CVConfig:
     """The configuration :data:`EXECUTOR_CV_OPTIONS` make."""
     return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=1, patience=0,
-                                 views_benign=1, views_malignant=1, threads=1, compile="off")
+                                 views_benign=1, views_malignant=1, compile="off")
 
 
 def executor_reference(root: Path) -> tuple[Path, Path]:
     """Patches of 18 patients under ``root`` and the one-process ``spinedx cv`` run of them (folds one after the
-    other, one thread): the bytes every executor must reproduce."""
+    other in this process, which runs :data:`REFERENCE_PROCESS_THREADS` torch threads): the bytes every executor
+    must reproduce. The process's thread count is checked to be back after the run."""
+    import torch
     from typer.testing import CliRunner
 
     from spinedx.cli import app
 
     pids = [f"P{i:03d}" for i in range(18)]
     patches = write_patches(root / "patches", pids, np.arange(18) % 2, size=32, seed=1)
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *EXECUTOR_CV_OPTIONS])
+    before = torch.get_num_threads()
+    torch.set_num_threads(REFERENCE_PROCESS_THREADS)
+    try:
+        res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(root / "local"), *EXECUTOR_CV_OPTIONS])
+        assert torch.get_num_threads() == REFERENCE_PROCESS_THREADS  # the folds' own count was undone
+    finally:
+        torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
     return patches, root / "local"
+
+
+def run_bytes(run: Path) -> dict[str, bytes]:
+    """The out-of-fold tables and every fold's ``predictions.csv`` of a run, by relative path: what must be
+    byte-identical however the folds ran."""
+    names = ["oof_slices.csv", "oof_patients.csv"] + sorted(
+        str(p.relative_to(run)) for p in run.glob("folds/*/predictions.csv"))
+    return {n: (run / n).read_bytes() for n in names}
 
 
 def write_patches(folder: Path, pids: list[str], y: np.ndarray, *, slices: tuple[int, ...] = (7, 8),
@@ -132,6 +152,7 @@ def write_run_from(root: Path, pids: list[str], y: np.ndarray, prob: np.ndarray,
     """
     from spinedx.evaluation.aggregate import aggregate_patients
     from spinedx.evaluation.metrics import classification_report
+    from spinedx.provenance import sha256_file
 
     patches = write_patches(root / "patches", pids, y, seed=seed, manifest=manifest, synthetic=synthetic,
                             extract=extract)
@@ -156,7 +177,8 @@ def write_run_from(root: Path, pids: list[str], y: np.ndarray, prob: np.ndarray,
                               "seconds": [1.0]}).to_csv(tmp / "history.csv", index=False)
                 (tmp / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
                 slices[slices["fold"] == k].to_csv(tmp / "predictions.csv", index=False)
-                (tmp / "done.json").write_text(json.dumps({"fold": k, "best_epoch": 1, "notes": []}))
+                (tmp / "done.json").write_text(json.dumps({"fold": k, "best_epoch": 1, "notes": [],
+                                                           "model_sha256": sha256_file(tmp / "model.pt")}))
     patients = aggregate_patients(slices.sort_values(["patient_id", "slice_index"]), config.aggregation,
                                   config.threshold)
     rf.write_oof(slices, patients)

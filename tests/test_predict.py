@@ -280,13 +280,31 @@ def test_predict_out_is_complete_or_untouched(tiny_run: Path, synthetic_pair: Pa
     _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "afile"), "afile", "not a folder")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "mine"), "not a spinedx prediction folder")
+    _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "mine"), "not an earlier spinedx prediction",
+               "no prediction.json of spinedx", "--overwrite")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     # An earlier prediction stays byte-identical when the new one is interrupted while writing.
     out = tmp_path / "pred"
     predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", "4;5", "27,35,63,65", out,
                  explain=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # Issue 18: an earlier prediction with a user's file in it was replaced whole (the file lost); refused now
+    (out / "reading.txt").write_text("my reading of this case")
+    _one_error(_predict_args(tiny_run, synthetic_pair, out), "not an earlier spinedx prediction (reading.txt)")
+    assert (out / "reading.txt").is_file()
+    (out / "reading.txt").unlink()
+    # a prediction.json of another program is not ours either; --overwrite replaces, but never a run folder
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "prediction.json").write_text('{"score": 3}')
+    _one_error(_predict_args(tiny_run, synthetic_pair, tmp_path / "other"), "no prediction.json of spinedx")
+    res = CliRunner().invoke(app, _predict_args(tiny_run, synthetic_pair, tmp_path / "other", "--overwrite"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "other" / "prediction.json").read_text())["research_use_only"]
+    run_copy = tmp_path / "run_copy"
+    shutil.copytree(tiny_run / "folds", run_copy / "folds")
+    shutil.copyfile(tiny_run / "config.yaml", run_copy / "config.yaml")
+    _one_error(_predict_args(tiny_run, synthetic_pair, run_copy, "--overwrite"), "a prediction never replaces it")
+    assert (run_copy / "config.yaml").is_file()
     import spinedx.explain as explain
 
     def interrupted(*a: object, **k: object) -> None:

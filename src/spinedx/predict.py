@@ -12,6 +12,7 @@ ensemble probability is the mean over the fold models, with their spread reporte
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,13 +99,40 @@ def extract_config_for(record: RunRecord, register: bool | None = None) -> tuple
     return cfg, source
 
 
-def _check_out_dir(out: Path) -> None:
-    """``out`` may be new, empty, or an earlier prediction (replaced whole); anything else is refused."""
+#: What ``write_prediction`` puts in an output folder (an earlier prediction holds nothing else).
+_OWN_ENTRY = re.compile(r"prediction\.json|explanation\.json|overlay_slice\d+\.png")
+
+
+def _not_ours(out: Path) -> list[str]:
+    """What in ``out`` :func:`write_prediction` did not write: entries other than a spinedx ``prediction.json``, its
+    ``explanation.json``, overlays and ``dicom/`` (empty: ``out`` is an earlier prediction, replaced whole)."""
+    try:
+        doc = json.loads((out / "prediction.json").read_text(encoding="utf-8"))
+        ours = (isinstance(doc, dict) and doc.get("research_use_only") == RESEARCH_USE_ONLY
+                and "patient_probability" in doc)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ours = False
+    if not ours:
+        return ["no prediction.json of spinedx"]
+    return sorted(p.name for p in out.iterdir()
+                  if not ((p.is_file() and _OWN_ENTRY.fullmatch(p.name)) or (p.is_dir() and p.name == "dicom")))
+
+
+def _check_out_dir(out: Path, overwrite: bool = False) -> None:
+    """``out`` may be new, empty, or an earlier prediction (replaced whole); anything else only with ``overwrite``,
+    and never a run folder or a model bundle."""
     if out.exists() and not out.is_dir():
         raise SpinedxError("exists and is not a folder; choose another --out", where=str(out))
-    if out.is_dir() and any(out.iterdir()) and not (out / "prediction.json").is_file():
-        raise SpinedxError("not empty and not a spinedx prediction folder (no prediction.json); choose a new or "
-                           "empty --out folder", where=str(out))
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / "config.yaml").is_file() or (out / "bundle.json").is_file():
+        raise SpinedxError("is a run folder or a model bundle: a prediction never replaces it; choose another --out",
+                           where=str(out))
+    foreign = _not_ours(out)
+    if foreign and not overwrite:
+        held = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise SpinedxError(f"not empty and not an earlier spinedx prediction ({held}); choose a new or empty --out "
+                           "folder, or pass --overwrite to replace it", where=str(out))
 
 
 def predict_case(
@@ -126,6 +154,8 @@ def predict_case(
     dicom: bool = True,
     ensemble: Ensemble | None = None,
     allow_modality: Sequence[str] = (),
+    overwrite: bool = False,
+    expect_digest: str | None = None,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it (``explain.DEFAULT_METHOD``).
 
@@ -140,7 +170,8 @@ def predict_case(
         lesion_slices: 0-based T2 lesion slices, e.g. ``"7;8"`` or ``(7, 8)``; one sample each.
         box: ``x0,y0,x1,y1`` half-open T2 pixel box (column, row), e.g. ``"120,80,190,150"``.
         out_dir: folder for ``prediction.json`` and the overlay PNGs, written whole or not at all (None: write
-            nothing); an existing folder must be empty or an earlier prediction, which is replaced.
+            nothing); an existing folder must be empty or an earlier prediction (nothing else in it), which is
+            replaced; anything else only with ``overwrite`` (never a run folder or a bundle).
         t1_series_uid: SeriesInstanceUID when the T1 folder holds several series.
         t2_series_uid: the same for T2.
         register: force the T2->T1 registration on/off; None: as the run's extraction.
@@ -159,7 +190,11 @@ def predict_case(
         allow_modality: DICOM image modalities read besides MR (``--allow-modality CT``); by default a series that
             is not MR is refused, naming its modality.
         dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and heatmap
-            Secondary Captures, :func:`spinedx.interop.write_dicom_results`) into ``out_dir/dicom``.
+            Secondary Captures, :func:`spinedx.interop.write_dicom_results`) into ``out_dir/dicom``; the SR names
+            the fingerprint of the model bytes that were loaded and ran.
+        overwrite: replace an ``out_dir`` that is not an earlier prediction.
+        expect_digest: the digest the model bundle must have (``spinedx export`` prints it); a run folder, or
+            another bundle, is refused.
 
     Returns:
         The prediction (see :class:`CasePrediction`).
@@ -190,15 +225,21 @@ def predict_case(
     if len(box_t) != 4:
         raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
     if out_dir is not None:
-        _check_out_dir(Path(out_dir))
+        _check_out_dir(Path(out_dir), overwrite)
 
     if run is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-            run = load_run(run_dir, allow_missing_folds=allow_missing_folds)
+            run = load_run(run_dir, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
     elif run.missing_folds and not allow_missing_folds:
         raise SpinedxError(f"fold(s) {', '.join(map(str, run.missing_folds))} have no model; pass "
                            "allow_missing_folds=True to use the others", where=str(run.run_dir))
+    elif expect_digest is not None:
+        from spinedx.interop.bundle import check_digest_text
+
+        if run.digest != check_digest_text(expect_digest):
+            raise SpinedxError(f"bundle digest {run.digest or 'none (not loaded from a bundle)'}, expected "
+                               f"{check_digest_text(expect_digest)} (--expect-digest)", where=str(run.run_dir))
     record = run.record
     config, config_source = extract_config_for(record, register)
     if tuple(run.channel_names) != tuple(CHANNEL_NAMES):
@@ -217,7 +258,7 @@ def predict_case(
     if engine == "onnx":
         from spinedx.interop.bundle import onnx_probabilities
 
-        probs = onnx_probabilities(run.run_dir, patches.x)
+        probs = onnx_probabilities(run.run_dir, patches.x, expect_digest=run.digest)
     elif engine == "torch" and ensemble is not None:
         if list(ensemble.folds) != list(run.folds):
             raise SpinedxError(f"the ensemble holds folds {ensemble.folds}, the run {list(run.folds)}",
@@ -294,6 +335,9 @@ def predict_case(
             "synthetic": record.synthetic,
             "synthetic_note": f"trained on a {SYNTHETIC_BANNER}" if record.synthetic else None,
             "patches_sha256": record.patches.sha256,
+            "fingerprint": run.fingerprint,
+            "bundle_digest": run.digest,
+            "integrity": run.notes or ["every fold model is the file recorded when it was made (sha256 checked)"],
             "run_git_commit": record.git_commit,
             "run_versions": record.versions,
         },
@@ -319,13 +363,13 @@ def predict_case(
     if out_dir is not None:
         write_prediction(result, patches.x, out_dir,
                          dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None,
-                         allow_modality=allow_modality)
+                         allow_modality=allow_modality, overwrite=overwrite)
     return result
 
 
 def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path, *,
                      dicom_inputs: tuple[Any, Any, str | None, str | None] | None = None,
-                     allow_modality: Sequence[str] = ()) -> Path:
+                     allow_modality: Sequence[str] = (), overwrite: bool = False) -> Path:
     """Write ``prediction.json``, one T1/T2 overlay PNG per slice and ``explanation.json`` (the method that made the
     maps) into ``out_dir``, atomically.
 
@@ -337,7 +381,7 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path,
     from spinedx.fsutil import atomic_dir
 
     out = Path(out_dir)
-    _check_out_dir(out)
+    _check_out_dir(out, overwrite)
     names: list[str] = []
     with atomic_dir(out) as tmp:
         for i, s in enumerate(result.slice_index):
@@ -357,8 +401,10 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path,
             from spinedx.interop import write_dicom_results_if_dicom
 
             t1, t2, uid1, uid2 = dicom_inputs
+            # the SR names the models that ran (the bytes loaded), not whatever the folder holds now
             dicom = write_dicom_results_if_dicom(result, t1, t2, tmp, t1_series_uid=uid1, t2_series_uid=uid2,
-                                                 allow_modality=allow_modality)
+                                                 allow_modality=allow_modality,
+                                                 model_hash=result.record["model"].get("fingerprint"))
             if dicom is not None:
                 result.record["dicom_results"] = dicom.summary()
         (tmp / "prediction.json").write_text(json.dumps(result.record, indent=2, allow_nan=False) + "\n")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from spinedx.common import json_clean
 from spinedx.errors import SpinedxError
-from spinedx.fsutil import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, remove_stale_tmp
+from spinedx.fsutil import TMP_MARK, atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from spinedx.patchset import PatchesInfo, PatchSet, load_patches, patches_file
 from spinedx.training.config import OPTIMISTIC_WARNING, RESUMABLE_KEYS, CVConfig
 
@@ -251,7 +251,10 @@ class RunRecord:
 
     def resume_problems(self, new: RunRecord) -> list[str]:
         """What differs between this (existing) record and ``new`` in ways a resumed run cannot mix."""
-        problems = new.config.differences(self.config, ignore=RESUMABLE_KEYS)
+        # A run written before the per-fold thread count was fixed (threads: null) had none to keep: it resumes with
+        # the new command's (the caller says so, spinedx.evaluation.cv warns).
+        legacy = ("threads",) if self.config.threads is None else ()
+        problems = new.config.differences(self.config, ignore=RESUMABLE_KEYS + legacy)
         if new.patches.sha256 != self.patches.sha256:
             problems.append(f"patches: {self.patches.path} (sha256 {self.patches.sha256[:12]}...) there, "
                             f"{new.patches.path} (sha256 {new.patches.sha256[:12]}...) now")
@@ -561,9 +564,16 @@ class RunFolder:
             raise RunFolderError("the fold is already finished; delete the folder to train it again",
                                  where=str(target))
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_tmp(target.parent)
+        # Only this fold's leftovers (a killed attempt at it): on a cluster the other folds' temporaries may belong
+        # to live workers of other nodes, whose process ids mean nothing here.
+        _remove_dead_tmp(target.parent, f".{int(fold)}{TMP_MARK}")
         with atomic_dir(target) as tmp:
             yield tmp
+
+    def remove_fold_temporaries(self, repeat: int | None = None) -> list[Path]:
+        """Remove the temporary fold folders (``folds/.k.tmp-PID-...``) of processes that no longer run on this
+        machine: what a killed or interrupted worker left. Returns what was removed."""
+        return _remove_dead_tmp(self.folds_dir(repeat), ".")
 
     def read_done(self, fold: int, repeat: int | None = None) -> dict[str, Any]:
         """``folds/<k>/done.json``."""
@@ -743,6 +753,35 @@ class RunFolder:
         for d in (self.folds_dir(), self.path / REPEATS):
             if d.is_dir():
                 shutil.rmtree(d)
+
+
+def _remove_dead_tmp(folder: Path, prefix: str) -> list[Path]:
+    """:func:`spinedx.fsutil.remove_stale_tmp` for the temporaries of ``folder`` whose names start with ``prefix``."""
+    import os
+    import shutil
+
+    removed: list[Path] = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not p.name.startswith(prefix) or TMP_MARK not in p.name:
+            continue
+        try:
+            pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # its process still runs: a fold being written
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def _read_table(path: Path, columns: Sequence[str], remedy: str) -> pd.DataFrame:

@@ -43,9 +43,12 @@ def _patches(path: Path, slice_level_ids: bool) -> Path:
 
 
 def _config() -> CVConfig:
+    # bf16 off: on a CPU with AVX512-BF16, oneDNN's bf16 convolutions on these 16x16 patches gave a non-finite output
+    # in about one process in four (the same fold, the same bytes in; seen on the code before issue 18 too), which
+    # failed this test at random; the check is about leakage, in fp32 it is deterministic.
     return CVConfig.from_profile("quick", folds=3, backbone="resnet18", pretrained="none", epochs=3, patience=0,
                                  views_benign=2, views_malignant=2, batch_size=16, threads=1, compile="off",
-                                 augment={"rotation_deg": 0.0, "translation": 0.0, "scale": (1.0, 1.0)})
+                                 bf16="off", augment={"rotation_deg": 0.0, "translation": 0.0, "scale": (1.0, 1.0)})
 
 
 @pytest.mark.slow

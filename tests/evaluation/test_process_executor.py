@@ -1,8 +1,10 @@
-"""``spinedx cv --jobs N``: worker processes give the bytes of one-thread folds; resume; errors; interrupts."""
+"""``spinedx cv --jobs N``: resume; errors; interrupts (the bytes every executor gives are compared in
+test_ray_executor.py, test_the_same_bytes_however_the_folds_run)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,18 +25,6 @@ from spinedx.evaluation.executors import run_folds_processes
 def reference(module_tmp: Path) -> tuple[Path, Path]:
     """Patches of 18 patients and the one-process run of them."""
     return executor_reference(module_tmp)
-
-
-@pytest.mark.slow
-def test_jobs_give_the_one_process_bytes(tmp_path: Path, reference: tuple[Path, Path]) -> None:
-    patches, local = reference
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "jobs"), *EXECUTOR_CV_OPTIONS,
-                                   "--jobs", "2"])
-    assert res.exit_code == 0, res.output
-    assert "patient level" in res.output
-    for name in ("oof_patients.csv", "oof_slices.csv"):
-        assert (tmp_path / "jobs" / name).read_bytes() == (local / name).read_bytes()
-    assert sorted(p.name for p in (tmp_path / "jobs" / "folds").iterdir()) == ["0", "1", "2"]
 
 
 class _Stop(Exception):
@@ -135,3 +125,92 @@ def _state(pid: int) -> str:
         return "zombie" if (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z" else "alive"
     except OSError:
         return "gone"
+
+
+#: ``python SCRIPT cv ...``: spinedx's command line, with every fold held while its folder is being written (after
+#: curves.png, in the temporary sibling) and a marker file per process in ``$SPINEDX_TEST_WRITING``. Spawned
+#: workers import this script as their ``__mp_main__``, so they are held too.
+_HELD_WRITER = '''
+import os
+import sys
+import time
+from pathlib import Path
+
+import spinedx.evaluation.cv as cv
+
+_real = cv._save_curves
+
+
+def _held(*args, **kwargs):
+    _real(*args, **kwargs)
+    (Path(os.environ["SPINEDX_TEST_WRITING"]) / str(os.getpid())).touch()
+    time.sleep(600)
+
+
+cv._save_curves = _held
+
+if __name__ == "__main__":
+    from spinedx.cli import main
+
+    main()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs, sig, code", [(1, signal.SIGINT, 130), (2, signal.SIGTERM, 143)])
+def test_an_interrupt_while_folds_are_written_leaves_no_temporary_folder(
+        tmp_path: Path, reference: tuple[Path, Path], jobs: int, sig: int, code: int) -> None:
+    """Issue 18: an interrupted ``cv --jobs 2`` left ``folds/.N.tmp-*`` folders (the killed workers were writing
+    them). Every fold is held while its temporary folder exists, then the command is interrupted."""
+    patches, _ = reference
+    script = tmp_path / "held_writer.py"
+    script.write_text(_HELD_WRITER)
+    writing = tmp_path / "writing"
+    writing.mkdir()
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+           "SPINEDX_TEST_WRITING": str(writing)}
+    proc = subprocess.Popen([sys.executable, str(script), "cv", str(patches), "--out", str(out),
+                             *EXECUTOR_CV_OPTIONS, "--jobs", str(jobs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(writing.iterdir())) < jobs:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        temporaries = [p.name for p in (out / "folds").iterdir()] if (out / "folds").is_dir() else []
+        assert len(temporaries) == jobs and all(".tmp-" in n for n in temporaries), temporaries
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert list((out / "folds").iterdir()) == []  # no finished fold, and nothing a killed worker was writing
+    assert not (out / "metrics.json").exists()
+
+
+def test_the_next_run_removes_what_a_killed_run_left(tmp_path: Path, reference: tuple[Path, Path]) -> None:
+    """A process killed outright (SIGKILL, power loss) cannot clean up: the next cv removes its temporary fold
+    folders, even when every fold is finished (no fold is written then); a live process's are kept."""
+    patches, local = reference
+    run = tmp_path / "run"
+    shutil.copytree(local, run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = run / "folds" / f".1.tmp-{dead.pid}-abc123"
+    left.mkdir()
+    (left / "model.pt").write_bytes(b"half a model")
+    alive_elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        busy = run / "folds" / f".0.tmp-{alive_elsewhere.pid}-0a0b0c"
+        busy.mkdir()
+        done: list[int] = []
+        run_cv(patches, run, executor_cv_config(), progress=False, on_fold_done=done.append)
+        assert done == [] and not left.exists() and busy.exists()
+    finally:
+        alive_elsewhere.kill()
+        alive_elsewhere.wait()
+    assert (run / "oof_slices.csv").read_bytes() == (local / "oof_slices.csv").read_bytes()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import ray
-from runhelpers import EXECUTOR_CV_OPTIONS, executor_cv_config, executor_reference
+import torch
+from runhelpers import EXECUTOR_CV_OPTIONS, REFERENCE_PROCESS_THREADS, executor_cv_config, executor_reference, run_bytes
 from typer.testing import CliRunner
 
 from spinedx.cli import app
@@ -40,14 +43,44 @@ class _Stop(Exception):
 
 
 @pytest.mark.slow
-def test_cli_ray_gives_the_local_bytes(tmp_path: Path, local_ray: None, reference: tuple[Path, Path]) -> None:
+def test_the_same_bytes_however_the_folds_run(tmp_path: Path, local_ray: None, reference: tuple[Path, Path]) -> None:
+    """Issue 18: ``--jobs 1`` (this process, two torch threads) and ``--executor ray`` (one thread per worker) gave
+    out-of-fold probabilities up to 1e-3 apart. The run's per-fold thread count (default 1) now holds everywhere:
+    this process (the reference, which runs :data:`REFERENCE_PROCESS_THREADS` threads), ``--jobs 2`` worker processes,
+    Ray tasks and a resume after a fold folder was deleted give the same bytes, fold predictions included."""
     patches, local = reference
-    res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / "ray"), *EXECUTOR_CV_OPTIONS,
-                                   "--executor", "ray", "--cpus-per-fold", "1"])
+    want = run_bytes(local)
+    assert len(want) == 5  # two out-of-fold tables and three folds' predictions
+
+    def threads_of(run: Path) -> list[int]:
+        return [json.loads((run / "folds" / str(k) / "done.json").read_text())["numerics"]["threads"]
+                for k in range(3)]
+
+    assert threads_of(local) == [1, 1, 1]
+    for name, extra in (("jobs", ["--jobs", "2"]), ("ray", ["--executor", "ray"])):
+        res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(tmp_path / name), *EXECUTOR_CV_OPTIONS,
+                                       *extra])
+        assert res.exit_code == 0, res.output
+        assert "patient level" in res.output
+        assert run_bytes(tmp_path / name) == want, name
+        assert threads_of(tmp_path / name) == [1, 1, 1]
+        shutil.rmtree(tmp_path / name)  # the fold models are tens of MB: keep the suite's disk use small
+    # a resume in this process (REFERENCE_PROCESS_THREADS threads) after fold 1's folder was deleted
+    resumed = tmp_path / "resumed"
+    shutil.copytree(local, resumed)
+    shutil.rmtree(resumed / "folds" / "1")
+    for name in ("oof_slices.csv", "oof_patients.csv", "metrics.json"):
+        (resumed / name).unlink()
+    before = torch.get_num_threads()
+    torch.set_num_threads(REFERENCE_PROCESS_THREADS)
+    try:
+        res = CliRunner().invoke(app, ["cv", str(patches), "--out", str(resumed), *EXECUTOR_CV_OPTIONS])
+        assert torch.get_num_threads() == REFERENCE_PROCESS_THREADS
+    finally:
+        torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
-    assert "patient level" in res.output
-    for name in ("oof_patients.csv", "oof_slices.csv"):
-        assert (tmp_path / "ray" / name).read_bytes() == (local / name).read_bytes()
+    assert run_bytes(resumed) == want
+    assert threads_of(resumed) == [1, 1, 1]
 
 
 @pytest.mark.slow

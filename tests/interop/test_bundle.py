@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spinedx.interop import model_fingerprint
 from spinedx.interop.bundle import BundleError, export_bundle, open_model, verify_bundle
@@ -68,12 +69,134 @@ def test_altered_bundle_is_refused(bundle: Path, tmp_path: Path, damage: str) ->
         open_model(b)
 
 
-def test_export_refuses_a_foreign_output_folder(tiny_run: Path, tmp_path: Path) -> None:
+def test_export_never_silently_replaces_a_users_folder(tiny_run: Path, tmp_path: Path) -> None:
+    """``--out`` may be new, empty or an earlier bundle that passes its checks (replaced whole); a foreign folder,
+    or a bundle a user added files to, only with --overwrite; a run folder never."""
+    from spinedx.errors import SpinedxError
+
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "data.csv").write_text("1")
-    with pytest.raises(Exception, match="not an \\(empty\\) folder or a bundle"):
+    with pytest.raises(SpinedxError, match=r"not empty and not a spinedx model bundle.*--overwrite"):
         export_bundle(tiny_run, tmp_path / "x")
     assert (tmp_path / "x" / "data.csv").read_text() == "1"
+    earlier = export_bundle(tiny_run, tmp_path / "earlier").path
+    (earlier / "notes.txt").write_text("my validation notes")  # Issue 18: replaced silently (it had bundle.json)
+    with pytest.raises(SpinedxError, match=r"holds a bundle that does not pass its checks.*notes\.txt.*--overwrite"):
+        export_bundle(tiny_run, earlier)
+    assert (earlier / "notes.txt").read_text() == "my validation notes"
+    (earlier / "notes.txt").unlink()
+    assert export_bundle(tiny_run, earlier).path == earlier  # an earlier bundle is replaced whole
+    shutil.rmtree(earlier)  # tens of MB: keep the suite's disk use small
+    assert export_bundle(tiny_run, tmp_path / "x", overwrite=True).path == tmp_path / "x"
+    assert not (tmp_path / "x" / "data.csv").exists()
+    shutil.rmtree(tmp_path / "x")
+    run = tmp_path / "other_run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(SpinedxError, match="a bundle never replaces a run"):
+        export_bundle(tiny_run, run, overwrite=True)
+    assert (run / "config.yaml").is_file()
+
+
+def _substitute_fold_model(b: Path, fold: int = 1, *, bundle_json: bool = False) -> None:
+    """What an attacker does: replace a fold model by a readable one with other weights and recompute SHA256SUMS
+    (and, with ``bundle_json``, the fingerprint and contents bundle.json records too)."""
+    from spinedx.interop.bundle import sha256_file, write_sums
+    from spinedx.models import load_fold_model, save_fold_model
+
+    path = b / "folds" / str(fold) / "model.pt"
+    model = load_fold_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    save_fold_model(model, path, fold, best_epoch=1)
+    if bundle_json:
+        doc = json.loads((b / "bundle.json").read_text())
+        doc["model"]["fingerprint"] = model_fingerprint(b)
+        doc["contents"][f"folds/{fold}/model.pt"] = sha256_file(path)
+        (b / "bundle.json").write_text(json.dumps(doc, indent=1))
+    write_sums(b)
+
+
+def test_a_substituted_model_with_recomputed_checksums_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    """Issue 18: a fold model altered and SHA256SUMS recomputed was accepted (bundle.json's record was never
+    compared with the models); the SR then named a model hash that was not the one that ran."""
+    b = export_bundle(tiny_run, tmp_path / "b").path  # torch only: the fold models are what matters here
+    _substitute_fold_model(b)
+    with pytest.raises(BundleError, match=r"folds/1/model\.pt: sha256 [0-9a-f]{64} \(as SHA256SUMS now says\) is not "
+                                          r"the [0-9a-f]{64} bundle\.json recorded at export"):
+        open_model(b)
+    shutil.rmtree(b)  # tens of MB: keep the suite's disk use small
+    # a bundle exported before bundle.json recorded every file: its models' fingerprint is compared
+    old = export_bundle(tiny_run, tmp_path / "old").path
+    doc = json.loads((old / "bundle.json").read_text())
+    del doc["contents"], doc["contents_rule"]
+    (old / "bundle.json").write_text(json.dumps(doc, indent=1))
+    from spinedx.interop.bundle import write_sums
+
+    write_sums(old)
+    assert open_model(old).fingerprint == doc["model"]["fingerprint"]
+    _substitute_fold_model(old)
+    with pytest.raises(BundleError, match=r"folds: the fold models' fingerprint [0-9a-f]{64} is not the "
+                                          + doc["model"]["fingerprint"]):
+        open_model(old)
+
+
+def test_the_digest_pins_the_whole_bundle(bundle: Path, tiny_run: Path, tmp_path: Path) -> None:
+    """Whoever can rewrite bundle.json as well passes every check inside the bundle; --expect-digest (the sha256 of
+    SHA256SUMS, printed by export) refuses it, naming both digests (predict, serve and the API)."""
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from spinedx.cli import app
+    from spinedx.errors import SpinedxError
+    from spinedx.serve.settings import ServeSettings
+
+    b = export_bundle(tiny_run, tmp_path / "b").path
+    digest = hashlib.sha256((b / "SHA256SUMS").read_bytes()).hexdigest()
+    assert verify_bundle(b).digest == digest
+    assert open_model(b, expect_digest=digest.upper()).digest == digest
+    _substitute_fold_model(b, bundle_json=True)
+    forged = open_model(b)  # what checksums cannot catch (docs/interop.md, threat model)
+    assert forged.digest != digest
+    with pytest.raises(BundleError, match=f"bundle digest {forged.digest}, expected {digest}"):
+        open_model(b, expect_digest=digest)
+    res = CliRunner().invoke(app, ["predict", "--model", str(b), "--t1", "t1", "--t2", "t2", "--lesion-slices", "5",
+                                   "--box", "1,1,9,9", "--out", str(tmp_path / "pred"), "--expect-digest", digest])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert forged.digest in lines[0] and digest in lines[0] and "--expect-digest" in lines[0]
+    assert not (tmp_path / "pred").exists()
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text("patient_id\n")
+    with pytest.raises(BundleError, match=f"bundle digest {forged.digest}, expected {digest}"):
+        ServeSettings(cohort=cohort, model=b, expect_digest=digest).check()
+    ServeSettings(cohort=cohort, model=bundle, expect_digest=verify_bundle(bundle).digest).check()
+    with pytest.raises(SpinedxError, match="64 hex digits"):
+        open_model(bundle, expect_digest=digest[:16])
+    with pytest.raises(SpinedxError, match="this is a run folder"):
+        open_model(tiny_run, expect_digest=digest)
+    with pytest.raises(SpinedxError, match="give --model BUNDLE"):
+        ServeSettings(cohort=cohort, expect_digest=digest).check()
+
+
+@pytest.mark.slow
+def test_the_sr_names_the_models_that_ran(tiny_run: Path, case: dict, tmp_path: Path) -> None:
+    """A server keeps the models it loaded; the SR named the hash of whatever the folder held at prediction time
+    (re-read from disk), not of the models that ran."""
+    from spinedx.interop import read_sr
+    from spinedx.models import load_run
+    from spinedx.predict import predict_case
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    loaded = load_run(run)
+    assert loaded.fingerprint == model_fingerprint(tiny_run)
+    _substitute_fold_model(run)  # the file changes under the running server
+    res = predict_case(run, case["t1"], case["t2"], case["slices"], case["box"], tmp_path / "pred", explain=False,
+                       run=loaded)
+    assert res.record["model"]["fingerprint"] == loaded.fingerprint
+    assert read_sr(tmp_path / "pred" / "dicom" / "sr.dcm").model_hash == loaded.fingerprint != model_fingerprint(run)
 
 
 @pytest.mark.parametrize("stray", ["1.bak", "7"])
@@ -137,12 +260,16 @@ def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_pa
     assert "2 resnet18 fold models" in res.output and "research use only" in res.output
     assert "cross-validated patient AUC" in res.output and "95% CI" in res.output
     assert verify_bundle(tmp_path / "b").onnx is None
+    digest = verify_bundle(tmp_path / "b").digest
+    assert f"bundle digest {digest} (sha256 of SHA256SUMS): pin it with predict/serve --expect-digest" in res.output
     out = tmp_path / "pred"  # the module's bundle has the ONNX graph (its export is checked in test_bundle_layout)
+    pinned = verify_bundle(bundle).digest
     res = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--t1", str(case["t1"]), "--t2",
                                    str(case["t2"]), "--lesion-slices", ";".join(map(str, case["slices"])),
-                                   "--box", ",".join(map(str, case["box"])), "--out", str(out), "--engine", "onnx"])
+                                   "--box", ",".join(map(str, case["box"])), "--out", str(out), "--engine", "onnx",
+                                   "--expect-digest", pinned])
     assert res.exit_code == 0, res.output
-    assert "(TID 1500 SR)" in res.output
+    assert "(TID 1500 SR)" in res.output and f"model bundle digest {pinned} (as expected)" in res.output
     doc = json.loads((out / "prediction.json").read_text())
     s = read_sr(out / "dicom" / "sr.dcm")
     assert s.probability == doc["patient_probability"] and "ONNX Runtime" in " ".join(s.algorithm["parameters"])

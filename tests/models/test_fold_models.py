@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from runhelpers import write_run
 
 from spinedx.errors import SpinedxError, WeightsError
+from spinedx.interop import model_fingerprint
 from spinedx.models import build_model, load_fold_model, load_run, predict_patches, save_fold_model
 
 
@@ -58,7 +60,10 @@ def test_missing_extra_and_damaged_fold_models(tmp_path: Path) -> None:
     with pytest.raises(SpinedxError, match=r"unexpected entry '1.bak'"):
         load_run(run, allow_missing_folds=True)
     shutil.rmtree(run / "folds" / "1.bak")
-    shutil.copytree(run / "folds" / "0", run / "folds" / "1")  # fold 0's model where fold 1's belongs
+    shutil.copytree(run / "folds" / "0", run / "folds" / "1")  # fold 0's folder where fold 1's belongs
+    with pytest.raises(SpinedxError, match=r"folds/1/done.json: not the done record of fold 1"):
+        load_run(run)
+    _forget_model_sha256(run, 1, fold=1)  # a run trained before the models' sha256 were recorded
     with pytest.raises(WeightsError, match=r"folds/1/model.pt: holds fold 0, not fold 1"):
         load_run(run)
     (run / "folds" / "1" / "model.pt").write_bytes(b"PK\x03\x04 not a model")
@@ -68,3 +73,75 @@ def test_missing_extra_and_damaged_fold_models(tmp_path: Path) -> None:
     save_fold_model(model, run / "folds" / "1" / "model.pt", 1)
     with pytest.raises(WeightsError, match="holds a resnet34 model, the run's backbone is resnet18"):
         load_run(run)
+
+
+def _forget_model_sha256(run: Path, k: int, fold: int | None = None) -> None:
+    """Make fold ``k``'s done.json what spinedx wrote before it recorded the model's sha256."""
+    done = json.loads((run / "folds" / str(k) / "done.json").read_text())
+    done.pop("model_sha256", None)
+    if fold is not None:
+        done["fold"] = fold
+    (run / "folds" / str(k) / "done.json").write_text(json.dumps(done))
+
+
+def _other_weights(path: Path, fold: int) -> None:
+    """Replace a fold model by a readable one with other weights (what a substitution looks like)."""
+    model = load_fold_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    save_fold_model(model, path, fold, best_epoch=1)
+
+
+def test_a_fold_model_is_the_one_trained(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: a run's fold model is compared with the sha256 its done.json recorded at training time; a
+    substituted model is refused naming the file (it was loaded, and a prediction's SR named its hash); a run
+    trained before the sha256 was recorded loads with a warning."""
+    run = write_run(tmp_path, n_patients=12, n_folds=2)
+    loaded = load_run(run)
+    recorded = {k: json.loads((run / "folds" / str(k) / "done.json").read_text())["model_sha256"] for k in (0, 1)}
+    assert loaded.model_sha256 == recorded and loaded.notes == []
+    assert loaded.fingerprint == model_fingerprint(run)
+    before = (run / "folds" / "1" / "model.pt").read_bytes()
+    _other_weights(run / "folds" / "1" / "model.pt", 1)
+    with pytest.raises(WeightsError, match=r"folds/1/model.pt: this file's sha256 is [0-9a-f]{64}, "
+                                           r"folds/1/done.json \(model_sha256.*says " + recorded[1]):
+        load_run(run)
+    from spinedx.interop.bundle import export_bundle
+
+    with pytest.raises(WeightsError, match="folds/1/model.pt"):
+        export_bundle(run, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+    # a truncated file is said to be damaged (not merely "other bytes"), the torch message whole
+    (run / "folds" / "1" / "model.pt").write_bytes(before[: len(before) // 2])
+    with pytest.raises(WeightsError) as info:
+        load_run(run)
+    assert "folds/1/model.pt: not a readable spinedx fold model: the file is damaged, truncated" in str(info.value)
+    assert "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory); " \
+           "delete the folder" in str(info.value)
+    # trained before spinedx recorded the sha256: loaded, with a warning that says so
+    (run / "folds" / "1" / "model.pt").write_bytes(before)
+    _forget_model_sha256(run, 1)
+    with caplog.at_level("WARNING", logger="spinedx.models.run"):
+        old = load_run(run)
+    assert old.folds == [0, 1] and len(old.notes) == 1 and "fold(s) 1 of" in old.notes[0]
+    assert any("record no model sha256" in r.getMessage() for r in caplog.records)
+
+
+def test_a_truncated_model_message_is_whole(tmp_path: Path) -> None:
+    """Issue 18 (minor): the message was cut at 200 characters, mid-sentence."""
+    model, _ = build_model("resnet18", pretrained="none")
+    path = tmp_path / "model.pt"
+    save_fold_model(model, path, 0)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(WeightsError) as info:
+        load_fold_model(path)
+    message = str(info.value)
+    assert message.endswith("failed finding central directory); rerun spinedx cv"), message
+    torch.save({"backbone": "resnet18", "state_dict": {}, "where": tmp_path}, path)  # a pickled Python object
+    with pytest.raises(WeightsError) as info:
+        load_fold_model(path)
+    message = str(info.value)
+    assert "spinedx loads weights only, never code (Unsupported global: GLOBAL pathlib.PosixPath was not an " \
+           "allowed global by default); rerun spinedx cv" in message, message
+    assert "\x1b" not in message and "weights_only" not in message  # no terminal escapes, no advice to load it unsafely

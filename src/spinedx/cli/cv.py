@@ -42,7 +42,9 @@ def cv(
                                    "(cpu affine8, paper and quick none)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads of each fold, whichever executor runs it "
+                                       "(default 1). It changes the last digits of the results, so the run records "
+                                       "it and a resume must use the same."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     compile: str = typer.Option("auto", help="torch.compile the training step: auto (paper profile only), on, off."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; one log line per epoch."),
@@ -51,12 +53,13 @@ def cv(
     executor: str = typer.Option("local", help="local (folds on this machine) or ray (each fold a Ray "
                                  "task; pip install 'spinedx[ray]')."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="local executor: folds trained at once in worker "
-                             "processes, one torch thread each unless --threads (2 on a 2-core CPU is fastest)."),
+                             "processes, each with --threads threads (2 jobs of 1 thread on a 2-core CPU is "
+                             "fastest); the same bytes as --jobs 1."),
     address: str | None = typer.Option(None, help="Ray cluster: auto (the cluster of this node) or ray://host:10001; "
                                        "default: a local Ray instance sized to this machine."),
     gpus_per_fold: float = typer.Option(0.0, help="GPUs per fold task with --executor ray (0.5: two folds per GPU)."),
-    cpus_per_fold: float | None = typer.Option(None, help="CPUs per fold task with --executor ray (default 1, or 2 "
-                                               "on machines with more than 2 cores and no GPU per fold)."),
+    cpus_per_fold: float | None = typer.Option(None, help="CPUs reserved per fold task with --executor ray "
+                                               "(default: --threads, the fold's thread count)."),
 ) -> None:
     """Cross-validate the paper's model by patient and write the run folder (metrics, models, curves).
 

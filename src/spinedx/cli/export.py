@@ -16,13 +16,15 @@ def export(
     fmt: str = typer.Option("torch", "--format", help="torch (state dicts), or onnx (also model.onnx, checked "
                             "against torch)."),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default spinedx-<backbone>-<fingerprint>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder that is not an earlier bundle "
+                                   "(never a run folder; an earlier bundle is replaced without it)."),
 ) -> None:
     """Export a run as a model bundle, accepted wherever a run is (predict, serve, the API). Research use only."""
     from spinedx.interop.bundle import SUMS, export_bundle
 
     if fmt not in ("torch", "onnx"):
         fail(f"--format must be torch or onnx, got {fmt!r}")
-    info = export_bundle(run, out, onnx=fmt == "onnx", name=name)
+    info = export_bundle(run, out, onnx=fmt == "onnx", name=name, overwrite=overwrite)
     doc = info.doc
     perf = doc.get("performance") or {}
     typer.echo(f"bundle {doc['name']}: {len(doc['model']['folds'])} {doc['model']['backbone']} fold models, "
@@ -43,4 +45,5 @@ def export(
     if doc.get("synthetic"):
         typer.echo("synthetic cohort, simulated readers: the models were trained on synthetic images")
     typer.echo(f"written: {info.path.resolve()} ({len(info.files)} files, checksums in {SUMS})")
+    typer.echo(f"bundle digest {info.digest} (sha256 of {SUMS}): pin it with predict/serve --expect-digest")
     typer.echo("research use only, not for clinical decisions")

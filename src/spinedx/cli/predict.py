@@ -36,6 +36,11 @@ def predict(
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
         None, "--allow-modality", metavar="MODALITY",
         help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
+    expect_digest: str | None = typer.Option(None, "--expect-digest", metavar="HEX",
+                                             help="Refuse the model unless it is the bundle with this digest (the "
+                                             "one spinedx export printed): pins the bundle a deployment validated."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder that is not an earlier "
+                                   "prediction (an earlier prediction is replaced without it)."),
 ) -> None:
     """Probability of a malignant fracture for one case (ensemble of the run's fold models). Research use only.
 
@@ -55,6 +60,14 @@ def predict(
             fail("--allow-modality is not available with --dicomweb (the server's series are chosen as MR); "
                  "retrieve the series and give --t1/--t2")
             return
+        if overwrite:
+            fail("--overwrite is for --t1/--t2 cases; with --dicomweb choose a new or empty --out folder (an earlier "
+                 "prediction is replaced)")
+            return
+        if expect_digest is not None:
+            from spinedx.interop.bundle import check_bundle_digest
+
+            check_bundle_digest(model, expect_digest)  # before anything is fetched from the server
         res, lines = predict_dicomweb(model, dicomweb, study, lesion_slices, box, out, t1_series=t1_series_uid,
                                       t2_series=t2_series_uid, store=store, register=register, engine=engine)
         for line in lines:
@@ -65,7 +78,8 @@ def predict(
     else:
         res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
                            t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
-                           allow_missing_folds=allow_missing_folds, engine=engine, allow_modality=allow)
+                           allow_missing_folds=allow_missing_folds, engine=engine, allow_modality=allow,
+                           overwrite=overwrite, expect_digest=expect_digest)
     for line in (res.record.get("pair_check") or {}).get("warnings", []):  # e.g. pixel data longer than described
         typer.echo("warning: " + " ".join(str(line).split()), err=True)
     m = res.record["model"]
@@ -73,6 +87,8 @@ def predict(
         typer.echo(f"note: the model was {m['synthetic_note']}")
     if m["missing_folds_note"]:
         typer.echo(f"WARNING: {m['missing_folds_note']}")
+    if m.get("bundle_digest"):
+        typer.echo(f"model bundle digest {m['bundle_digest']}" + (" (as expected)" if expect_digest else ""))
     spread = res.record["spread"]
     typer.echo(f"p(malignant) = {res.probability:.3f} (fold models {spread['min']:.3f}-{spread['max']:.3f}, "
                f"sd {spread['std']:.3f}) -> {res.call} at threshold {res.threshold:g}")

@@ -35,6 +35,9 @@ def serve(
     study: Path | None = typer.Option(  # noqa: B008
         None, "--study", help="Reader mode for a study folder (spinedx readers plan): readers sign in with their "
         "token at /reader/; the annotation page and API are not served. Needs --cohort and --model."),
+    expect_digest: str | None = typer.Option(
+        None, "--expect-digest", metavar="HEX", help="Refuse to start unless --model is the bundle with this digest "
+        "(printed by spinedx export)."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
     from spinedx.serve import ServeSettings
@@ -43,7 +46,8 @@ def serve(
 
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
                              register=register, dicomweb=dicomweb, dicomweb_user=user,
-                             allow_modality=allow_modality_option(allow_modality), study=study)
+                             allow_modality=allow_modality_option(allow_modality), study=study,
+                             expect_digest=expect_digest)
 
     def ready(url: str) -> None:
         if study is not None:

@@ -86,17 +86,19 @@ def _save_curves(history: pd.DataFrame, path: Path, title: str, kept_epoch: int,
 
 
 def _resolve_runtime(config: CVConfig) -> dict[str, Any]:
-    """Device, bf16 and compile for this process; ``--threads`` sets torch's thread count (the user asked)."""
+    """Device, bf16 and compile for this process, and the folds' thread count.
+
+    The process's own torch thread count is left alone: each fold sets the configured count for itself
+    (:func:`spinedx.training.engine.fold_numerics`) and restores the caller's after.
+    """
     import torch
 
     from spinedx.training.engine import resolve_device, use_bf16
 
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
     device = resolve_device(config.device)
     compile_on = config.compile == "on" or (config.compile == "auto" and config.profile == "paper")
     return {"device": device, "bf16": use_bf16(config.bf16, device), "compile": compile_on,
-            "threads": torch.get_num_threads()}
+            "threads": config.threads if config.threads is not None else torch.get_num_threads()}
 
 
 def _builder(config: CVConfig) -> Callable[[], torch.nn.Module]:
@@ -172,7 +174,8 @@ def train_fold(
 
     from spinedx.models.run import predict_patches, save_fold_model
     from spinedx.models.tta import TTAViews
-    from spinedx.training.engine import fold_seed, initial_state, recalibrate_batchnorm
+    from spinedx.provenance import sha256_file
+    from spinedx.training.engine import fold_numerics, fold_seed, initial_state, numerics_record, recalibrate_batchnorm
 
     repeat = repeat or None  # repeat 0 is the run folder itself
     rf = RunFolder(run_dir)
@@ -190,26 +193,30 @@ def train_fold(
     es_mask = val_mask if config.optimistic else np.isin(pid, split.inner_val)
     train_mask = ~val_mask & ~es_mask
     seed_k = fold_seed(repeat_seed(config.seed, repeat), fold)
-    trainer.reset(initial_state(_builder(config), seed_k))
-    torch.manual_seed(seed_k)
     t0 = time.perf_counter()
     n_views = int(np.where(patches.label[train_mask] == 1, config.views_malignant, config.views_benign).sum())
     if progress is not None:
         progress.fold_start(fold, config.epochs, n_views // config.batch_size + 1)
-    fit = trainer.fit(
-        patches.x[train_mask], patches.label[train_mask], patches.x[es_mask], patches.label[es_mask],
-        seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
-        views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
-        betas=config.betas, weight_decay=config.weight_decay, augment=config.augment,
-        lr_schedule=config.lr_schedule, restore_best=config.restores_best_epoch,
-        on_batch=progress.batch if progress is not None else None,
-        on_epoch=progress.epoch if progress is not None else None,
-    )
-    model = cast("SpineNet", trainer.model)
-    if config.recalibrate_bn:
-        recalibrate_batchnorm(model, patches.x[train_mask])
     tta = TTAViews.from_config(config)  # the run's test-time views (the cpu profile's affine8)
-    prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16, views=tta)[0]
+    # The fold's computation depends on the configuration alone, whichever executor runs it: the configured
+    # intra-op threads and fixed backend flags for training *and* the out-of-fold prediction (restored after).
+    with fold_numerics(config.threads):
+        trainer.reset(initial_state(_builder(config), seed_k))
+        torch.manual_seed(seed_k)
+        fit = trainer.fit(
+            patches.x[train_mask], patches.label[train_mask], patches.x[es_mask], patches.label[es_mask],
+            seed=seed_k, epochs=config.epochs, patience=config.patience, views_benign=config.views_benign,
+            views_malignant=config.views_malignant, batch_size=config.batch_size, lr=config.lr,
+            betas=config.betas, weight_decay=config.weight_decay, augment=config.augment,
+            lr_schedule=config.lr_schedule, restore_best=config.restores_best_epoch,
+            on_batch=progress.batch if progress is not None else None,
+            on_epoch=progress.epoch if progress is not None else None,
+        )
+        model = cast("SpineNet", trainer.model)
+        if config.recalibrate_bn:
+            recalibrate_batchnorm(model, patches.x[train_mask])
+        prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16, views=tta)[0]
+        numerics = numerics_record(trainer.device, trainer.bf16, fit.compiled)
     preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
                           "label": patches.label[val_mask], "probability": prob})
     hist = pd.DataFrame(fit.history)
@@ -220,7 +227,7 @@ def train_fold(
         "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled,
         "batchnorm_recalibrated": bool(config.recalibrate_bn),
         "test_time_views": tta.n_views, "seed": seed_k, "notes": fit.notes,
-        "patches_sha256": patches.sha256,
+        "patches_sha256": patches.sha256, "numerics": numerics,
     })
     with rf.fold_writer(fold, repeat) as tmp:
         hist.to_csv(tmp / "history.csv", index=False)
@@ -235,6 +242,8 @@ def train_fold(
                         best_val_loss=float(fit.best_val_loss), seed=seed_k, early_stop_on=config.early_stop_on,
                         patch_size=patches.patch_size)
         preds.to_csv(tmp / "predictions.csv", index=False)
+        # the model's fingerprint, recorded when it was made: every reader compares the file with it
+        done["model_sha256"] = sha256_file(tmp / "model.pt")
         (tmp / "done.json").write_text(json.dumps(done, indent=1, allow_nan=False) + "\n")
     if progress is not None:
         progress.fold_done(fold, fit.best_epoch, fit.best_val_loss)
@@ -292,6 +301,11 @@ def _prepare(rf: RunFolder, record: RunRecord, labels: dict[str, int], overwrite
         old = rf.read_record()
         finished = rf.scan_folds(old.config.folds).complete
         problems = old.resume_problems(record)
+        if old.config.threads is None and finished and not problems:
+            log.warning("%s was written before the per-fold thread count was recorded (threads: null): its finished "
+                        "folds used their process's own count; the folds trained now use %s thread(s), so the "
+                        "out-of-fold probabilities may differ in the last digits from one uninterrupted run",
+                        rf.config_path, config.threads)
     if rf.splits_path().exists():
         if not rf.is_run():
             problems.append("splits.json without config.yaml")
@@ -372,6 +386,9 @@ def run_cv(
         raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
     if not isinstance(jobs, int) or jobs < 1:
         raise SpinedxError(f"--jobs must be a whole number >= 1 (got {jobs})", where="--jobs")
+    if config.threads is None:  # only runs written before the thread count was fixed have none
+        raise SpinedxError("threads must be a whole number >= 1 (each fold's torch thread count; it shapes the "
+                           "results, so every run records it)", where="--threads")
     if executor == "ray":
         from spinedx.evaluation.executors import RayOptions, ray_available
 
@@ -406,6 +423,8 @@ def run_cv(
     splits = _prepare(rf, record, labels, overwrite)
     all_splits: list[tuple[int | None, Splits]] = [(None, splits)]
     all_splits += [(r, s) for r, s in enumerate(_prepare_repeats(rf, config, labels, repeats), start=1)]
+    for r, _ in all_splits:  # fold folders a killed earlier run (SIGKILL, power loss) was writing
+        rf.remove_fold_temporaries(r)
     todo = [(r, s.fold) for r, sp in all_splits for s in sp.splits
             if s.fold not in rf.scan_folds(config.folds, r).complete]
     if executor == "ray":
@@ -478,8 +497,14 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
                              "folder", where=str(rf.folds_dir(repeat)))
     frames = [rf.read_fold_predictions(s.fold, splits, repeat) for s in splits.splits]
     notes: list[str] = []
+    numerics: dict[int, Any] = {}
     for s in splits.splits:
-        notes.extend(n for n in rf.read_done(s.fold, repeat).get("notes", []) if n not in notes)
+        done = rf.read_done(s.fold, repeat)
+        notes.extend(n for n in done.get("notes", []) if n not in notes)
+        numerics[s.fold] = done.get("numerics")
+    note = _numerics_note(numerics)
+    if note:
+        notes.append(note)
     slices = pd.concat(frames, ignore_index=True).sort_values(["patient_id", "slice_index"], kind="stable")
     slices = slices.reset_index(drop=True)
     patients = aggregate_patients(slices, config.aggregation, config.threshold)
@@ -516,6 +541,21 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, seed)
     rf.write_metrics(metrics, repeat)
     return json_clean(metrics)
+
+
+def _numerics_note(numerics: dict[int, Any]) -> str | None:
+    """A note when the folds were computed under different numerics (``done.json`` ``numerics``: device, threads,
+    bf16, compile, CPU kernels), e.g. a Ray cluster of unlike nodes or a run resumed on another machine: each fold's
+    probabilities are valid, but they are not the bytes one setting gives. None when they agree (or none records)."""
+    known = {k: v for k, v in numerics.items() if isinstance(v, dict)}
+    if len({json.dumps(v, sort_keys=True) for v in known.values()}) <= 1:
+        return None
+    values = list(known.values())
+    keys = sorted({key for v in values for key in v if len({json.dumps(w.get(key)) for w in values}) > 1})
+    per_fold = "; ".join(f"fold {k}: " + ", ".join(f"{key} {v.get(key)}" for key in keys)
+                         for k, v in sorted(known.items()))
+    return (f"the folds were computed under different numerics ({per_fold}): each fold's probabilities are valid, "
+            "but a rerun in one setting gives other last digits")
 
 
 #: Metrics whose spread across repeats is reported (patient level).

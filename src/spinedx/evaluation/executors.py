@@ -10,18 +10,20 @@ task with the requested resources (``num_cpus``, ``num_gpus``; fractional GPUs l
 folds share one device), results are collected as tasks finish, and the driver writes the
 out-of-fold tables afterwards, exactly as the local executor does.
 
-* Same results: a fold's seeds derive from ``(seed, fold)`` only, so a fold trained by a Ray
-  worker is the fold the local executor trains, given the same device type and the same number
-  of CPU threads (``--threads``; float sums depend on how work is split between threads).
+* Same results: a fold's seeds derive from ``(seed, fold)`` only, and every executor trains and predicts
+  it with the run's configured intra-op thread count (``CVConfig.threads``, default 1; float sums depend
+  on how work is split between threads) and fixed backend flags
+  (:func:`spinedx.training.engine.fold_numerics`), so a fold trained by a Ray worker or a worker
+  process is byte for byte the fold this process trains, given the same device type.
 * Resume across executors: a fold folder exists only once its fold finished, whoever trained it.
 * A worker that dies (killed, out of memory, node lost) makes Ray run the task again
   (``max_retries``); the dead attempt leaves at most a temporary folder, never a half-written
   fold. An error raised by the fold itself (bad input) is not retried: it stops the run.
 
 On one machine, ``spinedx cv --jobs N`` trains N folds at once in spawned worker processes
-(:func:`run_folds_processes`), each with one torch thread unless ``--threads`` says otherwise. On 2 cores
-two one-thread folds side by side beat one fold on two threads: on 64 x 64 patches most operators are too small
-for two threads to share. A fold trained by a worker is the fold ``--threads 1`` trains here.
+(:func:`run_folds_processes`), each fold with the run's thread count (default 1). On 2 cores two one-thread folds
+side by side beat one fold on two threads: on 64 x 64 patches most operators are too small for two threads to
+share. A fold trained by a worker is the fold this process trains with the same configuration.
 
 On a cluster every node needs the same spinedx environment and must see the run folder and
 the patches at the same path (a shared filesystem).
@@ -52,9 +54,8 @@ class RayOptions:
         address: ``None`` starts a local Ray instance sized to this machine (and stops it at the
             end); ``auto`` joins the cluster this node belongs to; ``ray://host:10001`` connects
             to a remote cluster's Ray client server.
-        cpus_per_fold: CPUs reserved per fold task (also its torch thread count unless the run
-            sets ``threads``); None: 1 when the fold has a GPU, else 1 as well on a machine of
-            up to 2 cores and 2 beyond (oneDNN gains little from more threads on 64x64 patches).
+        cpus_per_fold: CPUs reserved per fold task; None: the run's per-fold thread count
+            (``CVConfig.threads``, which is what the fold uses whatever is reserved).
         gpus_per_fold: GPUs per fold task; 0.5 puts two folds on one GPU, 0.25 four.
         max_retries: Times a task whose worker died is run again.
     """
@@ -74,10 +75,14 @@ class RayOptions:
         if self.max_retries < 0:
             raise SpinedxError("max_retries must be >= 0", where="max_retries")
 
-    def resolved_cpus(self) -> float:
-        """CPUs per fold task (see :attr:`cpus_per_fold`)."""
+    def resolved_cpus(self, threads: int | None = None) -> float:
+        """CPUs per fold task (see :attr:`cpus_per_fold`): the given count, else ``threads`` (the run's per-fold
+        thread count), else (a run written before that was recorded) 1 when the fold has a GPU or the machine up
+        to 2 cores, 2 beyond."""
         if self.cpus_per_fold is not None:
             return float(self.cpus_per_fold)
+        if threads is not None:
+            return float(threads)
         return 1.0 if self.gpus_per_fold > 0 or (os.cpu_count() or 1) <= 2 else 2.0
 
 
@@ -91,7 +96,8 @@ def ray_available() -> bool:
 
 
 def _fold_task(run_dir: str, fold: int, repeat: int | None, threads: int) -> dict[str, Any]:
-    """Body of one Ray task: train one fold in this worker with ``threads`` CPU threads."""
+    """Body of one Ray task: train one fold in this worker (``threads``: the worker's own torch thread count; the
+    fold itself runs with the run's, :func:`spinedx.training.engine.fold_numerics`)."""
     import torch
 
     from spinedx.evaluation.cv import train_fold
@@ -101,7 +107,8 @@ def _fold_task(run_dir: str, fold: int, repeat: int | None, threads: int) -> dic
 
 
 def _process_init(threads: int) -> None:
-    """A fold worker: ``threads`` torch threads, Ctrl-C left to the parent (which stops the pool)."""
+    """A fold worker: ``threads`` torch threads outside the folds (each fold sets the run's own), Ctrl-C left to the
+    parent (which stops the pool)."""
     import signal
 
     import torch
@@ -131,16 +138,16 @@ def run_folds_processes(
 ) -> dict[tuple[int | None, int], dict[str, Any]]:
     """Train ``(repeat, fold)`` tasks of a prepared run folder in ``jobs`` worker processes on this machine.
 
-    Each worker is a fresh (spawned) interpreter with ``threads`` torch threads (default 1) that calls
-    :func:`spinedx.evaluation.cv.train_fold`; fold folders are written atomically by the worker, so an
-    interrupted run leaves only finished folds (and temporaries the next run removes). Ctrl-C or SIGTERM
-    stops the pool and kills the workers before the exception goes on.
+    Each worker is a fresh (spawned) interpreter that calls :func:`spinedx.evaluation.cv.train_fold` (which trains
+    with the run's per-fold thread count); fold folders are written atomically by the worker. Ctrl-C or SIGTERM
+    stops the pool, kills the workers and removes the temporary fold folders they were writing before the exception
+    goes on, so an interrupted run leaves only finished folds.
 
     Args:
         run_dir: A run folder prepared by :func:`spinedx.evaluation.cv.run_cv`.
         tasks: ``(repeat, fold)`` pairs to train (repeat None: the run itself).
         jobs: Worker processes (folds at once).
-        threads: torch threads per worker (default 1).
+        threads: torch threads of each worker outside its folds (default 1; the folds use the run's count).
         on_fold_done: Called in the parent with ``(repeat, fold, done record)`` as each fold finishes.
 
     Returns:
@@ -177,9 +184,29 @@ def run_folds_processes(
                     on_fold_done(r, k, done)
     except BaseException:
         stop_pool(pool)
+        # A worker killed while it wrote its fold folder leaves the temporary sibling behind: the workers are gone
+        # now, so remove those before the interrupt goes on (nothing a rerun would have to clean).
+        _remove_fold_temporaries(run_dir, {r for r, _ in tasks})
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _remove_fold_temporaries(run_dir: str | Path, repeats: set[int | None], wait: float = 0.0) -> None:
+    """Remove the temporary fold folders that dead workers of this machine left in ``run_dir`` (waiting up to
+    ``wait`` seconds for workers that are still being stopped)."""
+    from spinedx.runfolder import RunFolder
+
+    rf = RunFolder(run_dir)
+    deadline = time.monotonic() + wait
+    while True:
+        for r in repeats:
+            rf.remove_fold_temporaries(r)
+        left = [p for r in repeats if rf.folds_dir(r).is_dir() for p in rf.folds_dir(r).iterdir()
+                if p.name.startswith(".") and ".tmp-" in p.name]
+        if not left or time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
 
 
 def _start(options: RayOptions) -> bool:
@@ -235,8 +262,8 @@ def run_folds_ray(
         repeat: Repetition of a repeated cross-validation, if any (for every fold of ``folds``).
         tasks: ``(repeat, fold)`` pairs to train instead of ``folds`` of one ``repeat`` (the folds of every
             repeat of ``spinedx cv --repeats N`` scheduled together); the result is then keyed by those pairs.
-        threads: torch threads per task (default: the CPUs per fold, at least 1); the run's
-            ``--threads`` when set, so results match the local executor's.
+        threads: the run's per-fold thread count (``CVConfig.threads``): the default CPUs per fold; the
+            fold itself always runs with the run's count, so results match the local executor's.
         on_fold_done: Called in the driver with ``(fold, done record)`` as each fold finishes.
 
     Returns:
@@ -253,7 +280,7 @@ def run_folds_ray(
     import ray
     from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
 
-    cpus = options.resolved_cpus()
+    cpus = options.resolved_cpus(threads)
     n_threads = int(threads or max(1, int(cpus)))
     started = _start(options)
     pairs = [(r or None, int(k)) for r, k in tasks] if tasks is not None else [(repeat, int(k)) for k in folds]
@@ -292,4 +319,6 @@ def run_folds_ray(
             ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
+            if refs:  # this machine's workers were cancelled: remove the fold folders they were writing
+                _remove_fold_temporaries(run_dir, {r for r, _ in pairs}, wait=5.0)
     return results

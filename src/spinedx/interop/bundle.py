@@ -18,6 +18,13 @@ about the training patients::
 
 :func:`open_model` returns the same object for a run folder and a bundle, after checking every checksum of a
 bundle: a changed, missing or extra file is refused before anything is loaded.
+
+Integrity (threat model in docs/interop.md): ``SHA256SUMS`` catches corruption (a truncated copy, a flipped bit).
+``bundle.json`` also records the sha256 of every other file (``contents``) at export, and loading compares the files
+with it, so a model replaced with ``SHA256SUMS`` recomputed is refused, naming the file; the models are built from
+the very bytes checked. Whoever can rewrite ``bundle.json`` too can substitute a whole bundle: the **digest** (the
+sha256 of ``SHA256SUMS``, which lists every file's sha256, so one hash pins every byte) printed by ``spinedx export``
+and checked by ``predict``/``serve --expect-digest`` catches that.
 """
 
 from __future__ import annotations
@@ -60,11 +67,14 @@ class BundleInfo:
         path: the folder.
         doc: ``bundle.json``.
         files: relative path -> sha256 of every checked file.
+        digest: the bundle's digest: sha256 of its ``SHA256SUMS`` (which lists every other file's sha256), so one
+            hash pins every byte of the bundle; ``spinedx export`` prints it, ``--expect-digest`` checks it.
     """
 
     path: Path
     doc: dict[str, Any]
     files: dict[str, str]
+    digest: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -106,22 +116,53 @@ def write_sums(folder: str | Path) -> Path:
     return path
 
 
-def verify_bundle(path: str | Path) -> BundleInfo:
-    """Check a bundle against its ``SHA256SUMS`` and read ``bundle.json``.
+def check_digest_text(text: str) -> str:
+    """A digest as given on the command line (``--expect-digest``), normalised to 64 lower-case hex digits.
 
     Raises:
-        BundleError: not a bundle, a file missing, altered or not listed, or a bundle format this spinedx does not
-            read; the message names the file.
+        BundleError: anything else (a prefix is refused too: pinning needs the whole digest).
+    """
+    value = str(text).strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise BundleError(f"{text!r} is not a bundle digest: give the 64 hex digits spinedx export printed",
+                          where="--expect-digest")
+    return value
+
+
+def verify_bundle(path: str | Path, *, expect_digest: str | None = None) -> BundleInfo:
+    """Check a bundle against its ``SHA256SUMS`` and against what ``bundle.json`` recorded at export, and read it.
+
+    Args:
+        path: the bundle folder.
+        expect_digest: the digest the bundle must have (:attr:`BundleInfo.digest`; a deployment pins the bundle it
+            validated); checked first.
+
+    Raises:
+        BundleError: not a bundle, another digest than ``expect_digest`` (both named), a file missing, altered or not
+            listed, a file whose sha256 differs from the one ``bundle.json`` recorded at export (``SHA256SUMS``
+            rewritten to match it), or a bundle format this spinedx does not read; the message names the file.
     """
     folder = Path(path)
     sums = folder / SUMS
+    if expect_digest is not None:
+        expect_digest = check_digest_text(expect_digest)
     if not (folder / BUNDLE_JSON).is_file():
         raise BundleError("not a spinedx model bundle (no bundle.json); pass a bundle written by spinedx export or "
                           "a run folder", where=str(folder))
     if not sums.is_file():
         raise BundleError(f"{SUMS} missing: the bundle cannot be checked; export it again", where=str(folder))
+    sums_bytes = sums.read_bytes()  # the digest and the checks below use these very bytes
+    bundle_digest = hashlib.sha256(sums_bytes).hexdigest()
+    if expect_digest is not None and bundle_digest != expect_digest:
+        raise BundleError(f"bundle digest {bundle_digest}, expected {expect_digest} (--expect-digest): this is not "
+                          "the bundle that was validated; do not use it, get the validated bundle again",
+                          where=str(folder))
+    try:
+        sums_text = sums_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{SUMS} is not text; export the bundle again", where=str(sums)) from None
     listed: dict[str, str] = {}
-    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(sums_text.splitlines(), start=1):
         digest, sep, rel = line.partition("  ")
         if not sep or len(digest) != 64 or not rel or rel.startswith("/") or ".." in Path(rel).parts:
             raise BundleError(f"{SUMS} line {n} is not '<sha256>  <relative path>'; export the bundle again",
@@ -136,19 +177,50 @@ def verify_bundle(path: str | Path) -> BundleInfo:
     if extra:
         raise BundleError(f"file(s) not in {SUMS}: {', '.join(extra)}; a bundle is used as exported: remove them "
                           "or export again", where=str(folder))
-    for rel, digest in listed.items():
-        if sha256_file(folder / rel) != digest:
+    for rel, want in listed.items():
+        if rel != BUNDLE_JSON and sha256_file(folder / rel) != want:
             raise BundleError(f"checksum mismatch: the file was changed after export; copy the whole bundle again "
-                              f"or export it again (expected sha256 {digest[:16]}...)", where=str(folder / rel))
+                              f"or export it again (expected sha256 {want[:16]}...)", where=str(folder / rel))
+    doc_bytes = (folder / BUNDLE_JSON).read_bytes()  # parsed from the bytes checked
+    if BUNDLE_JSON not in listed or hashlib.sha256(doc_bytes).hexdigest() != listed[BUNDLE_JSON]:
+        raise BundleError("checksum mismatch: the file was changed after export; copy the whole bundle again or "
+                          "export it again", where=str(folder / BUNDLE_JSON))
     try:
-        doc = json.loads((folder / BUNDLE_JSON).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"bundle.json is not valid JSON ({exc.msg})", where=str(folder / BUNDLE_JSON)) from None
+        doc = json.loads(doc_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle.json is not valid JSON ({getattr(exc, 'msg', exc)})",
+                          where=str(folder / BUNDLE_JSON)) from None
     fmt = doc.get("bundle_format") if isinstance(doc, dict) else None
     if fmt != BUNDLE_FORMAT:
         raise BundleError(f"bundle format {fmt!r}, this spinedx ({__version__}) reads format {BUNDLE_FORMAT}; use the "
                           "spinedx version that exported it", where=str(folder / BUNDLE_JSON))
-    return BundleInfo(folder, doc, listed)
+    _check_contents(folder, doc, listed)
+    return BundleInfo(folder, doc, listed, bundle_digest)
+
+
+def _check_contents(folder: Path, doc: dict[str, Any], listed: dict[str, str]) -> None:
+    """Compare ``SHA256SUMS`` with the sha256 ``bundle.json`` recorded of every other file at export (``contents``):
+    whoever replaces a model and recomputes ``SHA256SUMS`` is caught here. Bundles exported before ``contents``
+    existed are checked on their models' fingerprint when loaded (:func:`load_bundle`)."""
+    contents = doc.get("contents")
+    if contents is None:
+        return
+    remedy = "do not use this bundle: get it again from its source, or export it again from the run"
+    if not isinstance(contents, dict) or not all(isinstance(v, str) for v in contents.values()):
+        raise BundleError(f"bundle.json contents is not a map of file -> sha256; {remedy}", where=str(folder))
+    for rel, digest in sorted(listed.items()):
+        if rel == BUNDLE_JSON:
+            continue
+        if rel not in contents:
+            raise BundleError(f"not recorded in bundle.json at export (the file was added and {SUMS} rewritten); "
+                              f"{remedy}", where=str(folder / rel))
+        if contents[rel] != digest:
+            raise BundleError(f"sha256 {digest} (as {SUMS} now says) is not the {contents[rel]} bundle.json recorded "
+                              f"at export: the file was replaced and {SUMS} rewritten to match; {remedy}",
+                              where=str(folder / rel))
+    gone = sorted(set(contents) - set(listed))
+    if gone:
+        raise BundleError(f"bundle.json records {', '.join(gone)}, which the bundle lacks; {remedy}", where=str(folder))
 
 
 def _fold_paths(run_dir: Path) -> dict[int, Path]:
@@ -165,44 +237,83 @@ def _versions() -> dict[str, str]:
     return {k: str(v) for k, v in package_versions().items()}
 
 
-def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, name: str | None = None) -> BundleInfo:
+def check_output(out: str | Path, run_dir: str | Path | None = None, *, overwrite: bool = False) -> None:
+    """Refuse an ``--out`` that is not new, empty, or an earlier complete bundle (replaced whole), unless
+    ``overwrite``; a run folder (or the run being exported) is never replaced.
+
+    Raises:
+        SpinedxError: naming the folder and what to do.
+    """
+    out = Path(out)
+    if run_dir is not None and out.exists() and out.resolve() == Path(run_dir).resolve():
+        raise SpinedxError("the bundle cannot replace its run folder; choose another --out", where=str(out))
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SpinedxError("exists and is not a folder; choose another --out", where=str(out))
+    if not any(out.iterdir()):
+        return
+    if (out / "config.yaml").is_file() and (out / "folds").is_dir() and not is_bundle(out):
+        raise SpinedxError("is a spinedx cv run folder: a bundle never replaces a run; choose another --out",
+                           where=str(out))
+    if overwrite:
+        return
+    if not is_bundle(out):
+        raise SpinedxError("not empty and not a spinedx model bundle (no bundle.json); choose a new or empty --out "
+                           "folder, or pass --overwrite to replace it", where=str(out))
+    try:
+        verify_bundle(out)
+    except BundleError as exc:
+        raise SpinedxError(f"holds a bundle that does not pass its checks ({exc.message}), so it is not spinedx "
+                           "export's own complete output; choose another --out, or pass --overwrite to replace it",
+                           where=str(out)) from None
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, name: str | None = None,
+                  overwrite: bool = False) -> BundleInfo:
     """Write a run's fold models as a bundle (layout in the module docstring), whole or not at all.
+
+    Every fold model is checked against the sha256 its ``done.json`` recorded at training time, and the bytes
+    checked are the bytes written.
 
     Args:
         run_dir: a finished ``spinedx cv`` run folder.
-        out: the bundle folder to create (an existing one is replaced only if it is a bundle).
+        out: the bundle folder to create: new, empty, or an earlier bundle that passes its checks (replaced whole);
+            anything else only with ``overwrite`` (never a run folder).
         onnx: also export the ensemble to ONNX (``model.onnx``); checked against the torch models before writing.
         name: the bundle's name (default ``spinedx-<backbone>-<fingerprint[:12]>``).
+        overwrite: replace a folder that is not an earlier bundle.
 
     Returns:
-        The written bundle, checked (:func:`verify_bundle`).
+        The written bundle, checked (:func:`verify_bundle`); its :attr:`BundleInfo.digest` pins it.
 
     Raises:
-        SpinedxError: not a finished run, an output path that is not a bundle, an ONNX graph that disagrees with
-            the torch models.
+        SpinedxError: not a finished run, a fold model that is not the one trained, an output path that may not be
+            replaced, an ONNX graph that disagrees with the torch models.
     """
     from spinedx.fsutil import atomic_dir
     from spinedx.interop.content import fingerprint_lines
     from spinedx.interop.runfacts import run_facts
+    from spinedx.models.run import check_run_models
+    from spinedx.runfolder import RunFolder
 
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_bundle(out))):
-        raise SpinedxError("exists and is not an (empty) folder or a bundle; choose another --out", where=str(out))
-    if out.resolve() == run_dir.resolve():
-        raise SpinedxError("the bundle cannot replace its run folder; choose another --out", where=str(out))
+    check_output(out, run_dir, overwrite=overwrite)
     facts = run_facts(run_dir)
     folds = _fold_paths(run_dir)
-    fingerprint = fingerprint_lines((k, sha256_file(p)) for k, p in folds.items())
+    data, digests, _ = check_run_models(RunFolder(run_dir), folds)
+    fingerprint = fingerprint_lines(digests.items())
     with atomic_dir(out) as tmp:
         shutil.copyfile(facts.config_path, tmp / "config.yaml")
-        for k, p in folds.items():
+        for k in folds:
             (tmp / "folds" / str(k)).mkdir(parents=True)
-            shutil.copyfile(p, tmp / "folds" / str(k) / "model.pt")
+            (tmp / "folds" / str(k) / "model.pt").write_bytes(data.pop(k))
         if facts.metrics_path is not None:
             shutil.copyfile(facts.metrics_path, tmp / "metrics.json")
         onnx_check = None
         if onnx:
             onnx_check = _export_checked_onnx(tmp, facts.patch_size, len(facts.channel_names), facts.tta)
+        contents = {rel: sha256_file(tmp / rel) for rel in _files(tmp)}
         doc = {
             "bundle_format": BUNDLE_FORMAT,
             "name": name or f"spinedx-{facts.backbone}-{fingerprint[:12]}",
@@ -238,6 +349,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
             "optimistic": facts.optimistic,
             "training": {"run_dir": str(run_dir.resolve()), "git_commit": facts.git_commit,
                          "versions": facts.versions},
+            "contents": contents,
+            "contents_rule": "sha256 of every other file at export (all but bundle.json and SHA256SUMS); loading "
+                             "compares the files with it, whatever SHA256SUMS says",
         }
         (tmp / BUNDLE_JSON).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         write_sums(tmp)
@@ -269,42 +383,72 @@ def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int, views: 
 ONNX_TOLERANCE = 1e-4
 
 
-def load_bundle(path: str | Path, device: Any = "cpu") -> Any:
+def _checked_bytes(info: BundleInfo, rel: str) -> bytes:
+    """A bundle file's bytes, read once and compared with the sha256 the checks of ``info`` accepted (the file may
+    not change between the check and its use)."""
+    from spinedx.models.run import read_checked
+
+    return read_checked(info.path / rel, info.files[rel], f"{SUMS} and bundle.json (checked when the bundle was "
+                        "opened)")[0]
+
+
+def load_bundle(path: str | Path, device: Any = "cpu", *, expect_digest: str | None = None) -> Any:
     """A checked bundle's fold models as :class:`spinedx.models.RunModels` (the object ``load_run`` returns).
 
-    The record is the run's own ``config.yaml`` read by the run folder's strict reader, and each model is
-    checked against it (fold number, backbone, channels) as ``load_run`` checks a run's models.
+    The bundle is checked first (:func:`verify_bundle`: ``SHA256SUMS``, what ``bundle.json`` recorded at export,
+    ``expect_digest``); the record is the run's own ``config.yaml`` read by the run folder's strict reader, each
+    model is built from the bytes checked and compared with the record (fold number, backbone, channels) as
+    ``load_run`` checks a run's models, and the models' fingerprint must be the one ``bundle.json`` records.
 
     Raises:
-        BundleError: the bundle fails its checks (:func:`verify_bundle`) or lacks a fold model of the run.
+        BundleError: the bundle fails its checks, is not the ``expect_digest`` one, lacks a fold model of the run, or
+            holds models whose fingerprint is not the recorded one.
     """
     import yaml
 
+    from spinedx.interop.content import fingerprint_lines
     from spinedx.models.run import RunModels, load_fold_model
     from spinedx.runfolder import RunRecord
 
-    info = verify_bundle(path)
+    recorded = f"{SUMS} and bundle.json (checked when the bundle was opened)"
+
+    info = verify_bundle(path, expect_digest=expect_digest)
     folder = info.path
-    record = RunRecord.from_dict(yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")),
+    record = RunRecord.from_dict(yaml.safe_load(_checked_bytes(info, "config.yaml").decode("utf-8")),
                                  folder / "config.yaml")
     folds = [int(k) for k in info.doc["model"]["folds"]]
     missing = [k for k in range(record.config.folds) if k not in folds]
     if missing:
         raise BundleError(f"fold(s) {', '.join(map(str, missing))} of the run have no model in the bundle; export "
                           "it from the finished run", where=str(folder))
-    models = [load_fold_model(folder / "folds" / str(k) / "model.pt", device, fold=k, backbone=record.config.backbone)
-              for k in folds]
-    return RunModels(folder, record, models, folds, [])
+    models = []
+    digests: dict[int, str] = {}
+    for k in folds:
+        rel = f"folds/{k}/model.pt"
+        if rel not in info.files:
+            raise BundleError(f"bundle.json lists fold {k}, the bundle has no {rel}; export it again",
+                              where=str(folder))
+        models.append(load_fold_model(folder / rel, device, fold=k, backbone=record.config.backbone,
+                                      sha256=info.files[rel], recorded=recorded))
+        digests[k] = info.files[rel]
+    fingerprint = fingerprint_lines(digests.items())
+    if fingerprint != info.fingerprint:
+        raise BundleError(f"the fold models' fingerprint {fingerprint} is not the {info.fingerprint} bundle.json "
+                          f"records: a model was replaced and {SUMS} rewritten to match; do not use this bundle, "
+                          "export it again from the run", where=str(folder / "folds"))
+    return RunModels(folder, record, models, folds, [], digests, info.digest, [])
 
 
-def open_model(path: str | Path, device: Any = "cpu", *, allow_missing_folds: bool = False) -> Any:
+def open_model(path: str | Path, device: Any = "cpu", *, allow_missing_folds: bool = False,
+               expect_digest: str | None = None) -> Any:
     """The fold models of a run folder or a bundle, as the same typed object (:class:`spinedx.models.RunModels`).
 
-    A bundle is checked against its ``SHA256SUMS`` first (:func:`verify_bundle`): a changed, missing or extra
-    file is refused before anything is loaded.
+    A bundle is checked against its ``SHA256SUMS`` and ``bundle.json`` first (:func:`verify_bundle`): a changed,
+    missing or extra file is refused before anything is loaded; a run's fold models are checked against their
+    ``done.json``.
 
     Raises:
-        BundleError: a bundle that fails its checks.
+        BundleError: a bundle that fails its checks, or is not the ``expect_digest`` one.
         SpinedxError: not a run folder or a bundle.
     """
     import warnings
@@ -313,21 +457,45 @@ def open_model(path: str | Path, device: Any = "cpu", *, allow_missing_folds: bo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-        return load_run(path, device, allow_missing_folds=allow_missing_folds)  # load_run hands bundles to load_bundle
+        # load_run hands bundles to load_bundle
+        return load_run(path, device, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
 
 
-def onnx_probabilities(model_dir: str | Path, x: Any) -> Any:
-    """Per-fold probabilities ``(n_models, N)`` of patches ``x`` from a bundle's ``model.onnx`` (ONNX Runtime).
+def check_bundle_digest(path: str | Path, expect_digest: str) -> BundleInfo:
+    """Refuse ``path`` unless it is a bundle that passes its checks and has the digest ``expect_digest`` (what a
+    server checks before it starts; ``load_run(..., expect_digest=)`` does the same while loading).
 
     Raises:
-        BundleError: not a bundle, or a bundle exported without ``--format onnx``.
+        BundleError: not a bundle (a run folder has no digest), another digest (both named), or a failed check.
+    """
+    check_digest_text(expect_digest)
+    if not is_bundle(path):
+        raise BundleError("--expect-digest pins a model bundle, and this is not one (a run folder has no digest): "
+                          "export it (spinedx export RUN --out BUNDLE) and pin the digest export prints",
+                          where=str(path))
+    return verify_bundle(path, expect_digest=expect_digest)
+
+
+def onnx_probabilities(model_dir: str | Path, x: Any, *, expect_digest: str | None = None) -> Any:
+    """Per-fold probabilities ``(n_models, N)`` of patches ``x`` from a bundle's ``model.onnx`` (ONNX Runtime).
+
+    Args:
+        model_dir: the bundle.
+        x: patches ``(N, C, P, P)``.
+        expect_digest: the digest the bundle must have (the one its fold models were loaded from).
+
+    Raises:
+        BundleError: not a bundle, a bundle exported without ``--format onnx``, or one that fails its checks.
     """
     from spinedx.interop.onnxexport import OnnxEnsemble
 
     if not is_bundle(model_dir):
         raise BundleError("the ONNX engine needs a model bundle exported with --format onnx (spinedx export RUN --out "
                           "BUNDLE --format onnx), not a run folder", where=str(model_dir))
-    info = verify_bundle(model_dir)
+    info = verify_bundle(model_dir, expect_digest=expect_digest)
     if info.onnx is None:
         raise BundleError("this bundle has no model.onnx; export it again with --format onnx", where=str(model_dir))
-    return OnnxEnsemble(info.onnx).predict(x)
+    rel = info.onnx.relative_to(info.path).as_posix()
+    if rel not in info.files:
+        raise BundleError(f"bundle.json names {rel}, the bundle has none; export it again", where=str(model_dir))
+    return OnnxEnsemble(info.onnx, data=_checked_bytes(info, rel)).predict(x)

@@ -67,11 +67,12 @@ class OnnxEnsemble:
     """An exported ensemble loaded in ONNX Runtime (CPU).
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file (named in messages).
         threads: intra-op threads (None: ONNX Runtime's default).
+        data: the file's bytes, already read and checked; None reads ``path``.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, data: bytes | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -81,7 +82,8 @@ class OnnxEnsemble:
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data if data is not None else str(path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 -- ONNX Runtime raises its own exception types
             raise SpinedxError(f"not a loadable ONNX model ({type(exc).__name__}: {exc})", where=str(path)) from None
         self.path = Path(path)

@@ -8,6 +8,10 @@ pickled code. ``spinedx predict`` and the report use :func:`load_run` and
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +30,10 @@ from spinedx.models.tta import TTAViews
 from spinedx.runfolder import RunFolder, RunRecord
 from spinedx.training.config import CVConfig
 
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 def save_fold_model(model: SpineNet, path: str | Path, fold: int, **meta: Any) -> None:
     """Write a fold model as a weights-only dict (``state_dict``, ``backbone``, ``channel_names``, ``fold``, ...)."""
@@ -36,25 +44,71 @@ def save_fold_model(model: SpineNet, path: str | Path, fold: int, **meta: Any) -
         torch.save(payload, tmp)
 
 
+def _first_sentence(text: str) -> str:
+    """The first sentence of an exception's message, whole (torch's messages run to paragraphs of advice; a message
+    cut at a character count reads as a bug): up to the first ``.``, ``!`` or ``?`` that ends a sentence, else the
+    whole first line, terminal escapes removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))  # torch emphasises words with terminal escapes
+    line = next((" ".join(ln.split()) for ln in text.splitlines() if ln.strip()), "")
+    m = re.match(r"(.+?[.!?])(?=\s+[A-Z(\[`]|$)", line)
+    return (m.group(1) if m else line).rstrip(".")
+
+
+def _redo(path: Path) -> str:
+    return (f"delete the folder {path.parent} and rerun spinedx cv in the run folder to train that fold again"
+            if path.parent.parent.name == "folds" else "rerun spinedx cv")
+
+
+def read_checked(path: str | Path, sha256: str | None = None, recorded: str = "") -> tuple[bytes, str]:
+    """The bytes of a file and their sha256, compared with ``sha256`` (what a record says the file must be).
+
+    Reading the bytes once and loading from them (not from the path again) means the bytes checked are the bytes
+    used, whatever happens to the file meanwhile.
+
+    Raises:
+        WeightsError: the digest differs from ``sha256``; the message names the file, both digests and ``recorded``
+            (where the expected digest comes from).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise WeightsError(f"this file's sha256 is {digest}, {recorded or 'its record'} says {sha256}: it was changed "
+                           f"or replaced after it was made, so it is not the model that was validated; "
+                           f"{_redo(path)}", where=str(path))
+    return data, digest
+
+
 def load_fold_model(path: str | Path, device: torch.device | str = "cpu", *, fold: int | None = None,
-                    backbone: str | None = None) -> SpineNet:
+                    backbone: str | None = None, sha256: str | None = None, recorded: str = "") -> SpineNet:
     """Load one ``model.pt`` (weights only) into a fresh network, in eval mode.
+
+    The file is read once; the network is built from those bytes, after their sha256 is compared with ``sha256``
+    (a damaged file is reported as damaged, a readable one with other bytes as changed or replaced).
 
     Args:
         path: the file.
         device: where to put the model.
         fold: when given, the fold the file must say it belongs to.
         backbone: when given, the backbone the file must hold.
+        sha256: when given, the sha256 the file must have (recorded when it was made).
+        recorded: where ``sha256`` was recorded, for the message.
 
     Raises:
-        WeightsError: not a spinedx fold model (damaged, truncated, another program's file), or not the fold or
-            backbone expected; the message names the file and says how to retrain it.
+        WeightsError: not a spinedx fold model (damaged, truncated, another program's file), not the bytes
+            recorded, or not the fold or backbone expected; the message names the file and says how to retrain it.
     """
-    path = Path(path)
-    redo = (f"delete the folder {path.parent} and rerun spinedx cv in the run folder to train that fold again"
-            if path.parent.parent.name == "folds" else "rerun spinedx cv")
+    return _load_fold_model(Path(path), device, fold, backbone, sha256, recorded)[0]
+
+
+def _load_fold_model(path: Path, device: torch.device | str, fold: int | None, backbone: str | None,
+                     sha256: str | None, recorded: str) -> tuple[SpineNet, str]:
+    """:func:`load_fold_model` and the sha256 of the bytes the model was built from."""
+    redo = _redo(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or not isinstance(payload.get("backbone"), str):
             raise ValueError("no backbone name in the file")
         with warnings.catch_warnings():
@@ -64,9 +118,19 @@ def load_fold_model(path: str | Path, device: torch.device | str = "cpu", *, fol
     except WeightsError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file; all mean the same
-        why = " ".join(str(exc).split())[:200]
-        raise WeightsError(f"not a readable spinedx fold model ({type(exc).__name__}: {why}); {redo}",
-                           where=str(path)) from None
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's advice (load it unsafely) is not ours to give
+            why = _first_sentence(text.split("WeightsUnpickler error:", 1)[1])
+            what = ("it holds Python objects besides tensors and plain values, and spinedx loads weights only, "
+                    f"never code ({why})")
+        else:
+            what = f"the file is damaged, truncated or not a torch checkpoint ({type(exc).__name__}: " \
+                   f"{_first_sentence(text)})"
+        raise WeightsError(f"not a readable spinedx fold model: {what}; {redo}", where=str(path)) from None
+    if sha256 is not None and digest != sha256:
+        raise WeightsError(f"this file's sha256 is {digest}, {recorded or 'its record'} says {sha256}: it was changed "
+                           "or replaced after it was made, so it is not the model that was validated; " + redo,
+                           where=str(path))
     if fold is not None and payload.get("fold") != fold:
         raise WeightsError(f"holds fold {payload.get('fold')!r}, not fold {fold}; {redo}", where=str(path))
     if backbone is not None and payload["backbone"] != backbone:
@@ -77,7 +141,7 @@ def load_fold_model(path: str | Path, device: torch.device | str = "cpu", *, fol
         raise WeightsError(f"expects channels {list(names)}, spinedx makes {list(CHANNEL_NAMES)}; {redo}",
                            where=str(path))
     model.channel_names = names
-    return model.to(device).eval()
+    return model.to(device).eval(), digest
 
 
 @dataclass
@@ -91,6 +155,9 @@ class RunModels:
         models: Fold models in fold order, eval mode.
         folds: Fold numbers of ``models``.
         missing_folds: Folds of the run without a model (only when loaded with ``allow_missing_folds``).
+        model_sha256: sha256 of each loaded ``model.pt`` (the bytes the models were built from), by fold.
+        digest: the bundle's digest (:attr:`spinedx.interop.bundle.BundleInfo.digest`) when loaded from a bundle.
+        notes: what could not be checked (a run trained before fold models' sha256 were recorded).
     """
 
     run_dir: Path
@@ -98,6 +165,17 @@ class RunModels:
     models: list[SpineNet]
     folds: list[int]
     missing_folds: list[int] = field(default_factory=list)
+    model_sha256: dict[int, str] = field(default_factory=dict)
+    digest: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """sha256 fingerprint of the loaded models' bytes (:func:`spinedx.interop.model_fingerprint`'s rule), the
+        hash a DICOM result names; None when the models were not loaded from files."""
+        from spinedx.interop.content import fingerprint_lines
+
+        return fingerprint_lines(self.model_sha256.items()) if self.model_sha256 else None
 
     @property
     def config(self) -> CVConfig:
@@ -140,29 +218,102 @@ class RunModels:
         return TTAViews.from_config(self.record.config)
 
 
+def recorded_model_sha256(rf: RunFolder, fold: int) -> str | None:
+    """The sha256 of fold ``fold``'s ``model.pt`` recorded in its ``done.json`` when it was trained (None for folds
+    trained before spinedx recorded it).
+
+    Raises:
+        RunFolderError: a ``done.json`` whose ``model_sha256`` is not a sha256 (changed by hand).
+    """
+    from spinedx.runfolder import RunFolderError
+
+    value = rf.read_done(fold).get("model_sha256")
+    if value is not None and not (isinstance(value, str) and _SHA256.fullmatch(value)):
+        raise RunFolderError(f"model_sha256 {value!r} is not a sha256; delete {rf.fold_dir(fold)} and rerun spinedx cv",
+                             where=str(rf.fold_dir(fold) / "done.json"))
+    return value
+
+
+#: Where a run fold's expected sha256 comes from (in messages).
+_DONE_RECORD = "folds/{k}/done.json (model_sha256, recorded when the fold was trained)"
+
+
+def _unchecked_note(rf: RunFolder, unchecked: list[int]) -> list[str]:
+    """The warning for folds that record no model sha256 (logged; also returned for the caller's record)."""
+    if not unchecked:
+        return []
+    note = (f"fold(s) {', '.join(map(str, unchecked))} of {rf.path} record no model sha256 (trained before spinedx "
+            "recorded it), so their model.pt cannot be checked against training; retrain them to have it checked")
+    log.warning("warning: %s", note)
+    return [note]
+
+
+def check_run_models(rf: RunFolder, paths: dict[int, Path]) -> tuple[dict[int, bytes], dict[int, str], list[str]]:
+    """Each fold model's bytes, checked against the sha256 its ``done.json`` recorded at training time (what
+    ``spinedx export`` copies).
+
+    Returns:
+        The bytes and their sha256 by fold, and a note when some folds record none (trained before spinedx recorded
+        it: taken unchecked, with a warning).
+
+    Raises:
+        WeightsError: a model file whose bytes are not those recorded (naming the file and both digests).
+    """
+    data: dict[int, bytes] = {}
+    digests: dict[int, str] = {}
+    unchecked: list[int] = []
+    for k, p in paths.items():
+        expected = recorded_model_sha256(rf, k)
+        if expected is None:
+            unchecked.append(k)
+        data[k], digests[k] = read_checked(p, expected, _DONE_RECORD.format(k=k))
+    return data, digests, _unchecked_note(rf, unchecked)
+
+
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
-             allow_missing_folds: bool = False) -> RunModels:
+             allow_missing_folds: bool = False, expect_digest: str | None = None) -> RunModels:
     """Load a ``spinedx cv`` run folder (or a model bundle): its record and ``folds/<k>/model.pt`` for every fold.
+
+    Every fold model is compared with the sha256 recorded when it was made (a run fold's ``done.json``, a bundle's
+    ``bundle.json``) and the models are built from the very bytes checked.
 
     Args:
         run_dir: The run folder.
         device: Where to put the models.
         allow_missing_folds: Use the finished folds when some have no model (the caller must record
             :attr:`RunModels.missing_folds`); by default a run with a missing fold model is refused.
+        expect_digest: The digest the bundle must have (``spinedx export`` prints it; a deployment pins the bundle it
+            validated); only bundles have one.
 
     Raises:
         SpinedxError: not a run folder, a damaged ``config.yaml``, missing fold models (unless allowed),
-            unexpected entries in ``folds/`` (``1.bak``), or a damaged ``model.pt``.
+            unexpected entries in ``folds/`` (``1.bak``), a damaged ``model.pt``, a model file that is not the one
+            recorded, or a bundle whose digest is not ``expect_digest``.
     """
-    from spinedx.interop.bundle import is_bundle, load_bundle
+    from spinedx.interop.bundle import check_digest_text, is_bundle, load_bundle
 
     if is_bundle(run_dir):  # a model bundle (spinedx export) is accepted wherever a run is, after its checksums
-        return load_bundle(run_dir, device)
+        return load_bundle(run_dir, device, expect_digest=expect_digest)
+    if expect_digest is not None:
+        check_digest_text(expect_digest)
+        raise WeightsError("--expect-digest pins a model bundle, and this is a run folder (it has no digest): export "
+                           "it (spinedx export RUN --out BUNDLE), validate the bundle and pin the digest export prints",
+                           where=str(run_dir))
     rf = RunFolder(run_dir)
     record = rf.read_record()
     found = rf.fold_models(allow_missing=allow_missing_folds)
-    models = [load_fold_model(p, device, fold=k, backbone=record.config.backbone) for k, p in found.paths.items()]
-    return RunModels(rf.path, record, models, list(found.paths), list(found.missing))
+    models = []
+    digests: dict[int, str] = {}
+    unchecked: list[int] = []
+    for k, p in found.paths.items():
+        expected = recorded_model_sha256(rf, k)
+        if expected is None:
+            unchecked.append(k)
+        model, digests[k] = _load_fold_model(p, device, k, record.config.backbone, expected,
+                                             _DONE_RECORD.format(k=k))
+        models.append(model)
+    return RunModels(rf.path, record, models, list(found.paths), list(found.missing), digests, None,
+                     _unchecked_note(rf, unchecked))
 
 
 def _fast_cpu_bf16() -> bool:

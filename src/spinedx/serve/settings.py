@@ -59,6 +59,8 @@ class ServeSettings:
         allow_modality: DICOM image modalities read (and indexed) besides MR (``--allow-modality CT``).
         study: a reader study folder (``spinedx readers plan``): reader mode, where only the reader page and its
             API (``/reader/...``, per-reader tokens) are served; the annotation page and ``/api`` are not.
+        expect_digest: the digest ``model`` must have (a bundle; ``spinedx export`` prints it), checked before the
+            server starts.
     """
 
     cohort: Path | None = None
@@ -74,6 +76,7 @@ class ServeSettings:
     dicomweb_user: str | None = None
     allow_modality: tuple[str, ...] = ()
     study: Path | None = None
+    expect_digest: str | None = None
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.
@@ -111,6 +114,13 @@ class ServeSettings:
         if self.model is not None and not (Path(self.model) / "config.yaml").is_file():
             raise SpinedxError("not a spinedx cv run folder (config.yaml missing); run spinedx cv first",
                                where=str(self.model))
+        if self.expect_digest is not None:
+            if self.model is None:
+                raise SpinedxError("--expect-digest pins the model bundle: give --model BUNDLE",
+                                   where="--expect-digest")
+            from spinedx.interop.bundle import check_bundle_digest
+
+            check_bundle_digest(self.model, self.expect_digest)
 
     def _check_study(self) -> None:
         if self.cohort is None or self.model is None:

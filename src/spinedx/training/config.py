@@ -97,7 +97,14 @@ class CVConfig:
         threshold: Malignant when the patient probability is >= threshold (paper: 0.5).
         aggregation: Patient probability from slice probabilities: ``max`` (paper) or ``mean``.
         augment: Affine ranges (rotation, translation, scale).
-        threads: torch CPU threads (None: torch's default).
+        threads: torch intra-op CPU threads of each fold (default 1). Every executor (this process, ``--jobs N``
+            worker processes, Ray tasks, a resume) sets it for the fold's training and out-of-fold prediction and
+            restores its own setting after, so one fold's computation is fixed by the configuration alone: floating-
+            point sums are split between threads, so another count gives other last bits. It therefore shapes
+            results (recorded, and a resume must use the same). None only in runs written before it was fixed
+            (``threads: null`` in their ``config.yaml``): their folds used their process's own count (torch's
+            default in this process, 1 in a ``--jobs`` worker, the CPUs per fold on Ray), which is what such a
+            configuration still does.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         bf16: ``auto`` (where the device supports it), ``on`` or ``off``.
         channels_last: Use the channels-last memory format (faster convolutions on CPU and GPU).
@@ -127,7 +134,7 @@ class CVConfig:
     threshold: float = 0.5
     aggregation: str = "max"
     augment: AffineRanges = field(default_factory=AffineRanges)
-    threads: int | None = None
+    threads: int | None = 1
     device: str = "auto"
     bf16: str = "auto"
     channels_last: bool = True
@@ -189,6 +196,9 @@ class CVConfig:
             problems.append(f"threshold must be in [0, 1] (got {self.threshold})")
         if self.aggregation not in AGGREGATIONS:
             problems.append(f"aggregation must be max or mean (got {self.aggregation!r})")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            problems.append(f"threads must be a whole number >= 1 (got {self.threads!r})")
         if self.bf16 not in ("auto", "on", "off") or self.compile not in ("auto", "on", "off"):
             problems.append("bf16 and compile must be auto, on or off")
         if problems:
@@ -265,8 +275,11 @@ class CVConfig:
         return [f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in mine if k not in ignore and mine[k] != theirs[k]]
 
 
-#: Keys that may change between a run and its resume without changing results.
-RESUMABLE_KEYS = ("threads", "compile")
+#: Keys that may change between a run and its resume without changing results: none. ``threads`` (the per-fold
+#: intra-op thread count: how float sums are split) and ``compile`` (fused kernels round differently) both change the
+#: last bits of a fold's results, so a resume must use the run's values (a run written before ``threads`` was fixed,
+#: ``threads: null``, resumes with any count: :meth:`spinedx.runfolder.RunRecord.resume_problems`).
+RESUMABLE_KEYS: tuple[str, ...] = ()
 
 # Value kinds of the fields in config.yaml (checked by CVConfig.from_record).
 _FIELD_TYPES: dict[str, str] = {

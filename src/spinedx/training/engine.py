@@ -17,9 +17,10 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,70 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+#: Environment variables read once at start-up that change which CPU kernels run (so the last bits of a result):
+#: recorded with each fold, since no process can change them afterwards.
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
+                "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE")
+
+
+def _backend_flags() -> list[tuple[Any, str, Any]]:
+    """``(module, attribute, fixed value)`` of every process-wide torch flag that changes a fold's floating point.
+
+    cuDNN's autotuner (``benchmark``) may pick another algorithm per process, ``deterministic`` rules out the
+    atomic-add ones, TF32 rounds fp32 inputs to 10 mantissa bits; oneDNN must stay on (its kernels are the ones
+    every executor uses) and in IEEE fp32 (``fp32_precision`` ``bf16``/``tf32`` would down-convert).
+    """
+    b = torch.backends
+    flags: list[tuple[Any, str, Any]] = [(b.cudnn, "benchmark", False), (b.cudnn, "deterministic", True),
+                                         (b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False),
+                                         (b.mkldnn, "enabled", True)]
+    if getattr(b.mkldnn, "fp32_precision", "none") not in ("none", "ieee"):
+        flags.append((b.mkldnn, "fp32_precision", "ieee"))
+    return flags
+
+
+@contextlib.contextmanager
+def fold_numerics(threads: int | None) -> Iterator[None]:
+    """Fix what decides a fold's floating-point results besides its data and seeds; restore the process's own after.
+
+    torch's intra-op thread count (``threads``: float sums are split between threads, so another count gives other
+    last bits), the cuDNN/TF32/oneDNN flags of :func:`_backend_flags` and fp32 matmul precision ``highest``. Every
+    executor trains and predicts a fold inside this block, so ``spinedx cv --jobs 1`` (this process), ``--jobs N``
+    (worker processes), Ray and a resume compute the same bytes; the caller's settings come back when it ends.
+
+    Args:
+        threads: the fold's intra-op threads (``CVConfig.threads``); None (runs written before it was recorded):
+            the process's own count, as such runs had.
+    """
+    saved_threads = torch.get_num_threads()
+    saved_matmul = torch.get_float32_matmul_precision()
+    flags = _backend_flags()
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in flags]
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        for mod, name, value in flags:
+            setattr(mod, name, value)
+        torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        for mod, name, value in reversed(saved):
+            setattr(mod, name, value)
+        torch.set_float32_matmul_precision(saved_matmul)
+        torch.set_num_threads(saved_threads)
+
+
+def numerics_record(device: torch.device, bf16: bool, compiled: bool) -> dict[str, Any]:
+    """What decided a fold's floating point, as trained (inside :func:`fold_numerics`), for its ``done.json``.
+
+    Folds whose records differ were computed differently (another thread count, device, kernel set); their
+    probabilities are valid but are not the bytes one setting gives (``finish_run`` says so in the notes).
+    """
+    return {"device": device.type, "threads": torch.get_num_threads(), "bf16": bool(bf16), "compiled": bool(compiled),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 
 
 @dataclass
