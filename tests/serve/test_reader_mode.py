@@ -19,6 +19,10 @@ from spinedx.serve.routers.reading import model_identity
 pytestmark = pytest.mark.slow  # the fold models load once per module (seconds), each aided answer is a prediction
 
 
+#: cases of the serve tests' cohort (tests/serve/conftest.py); a sequential study reads each twice
+N_CASES = 8
+
+
 @pytest.fixture(scope="module")
 def shared_state(ws_cohort: Path, ws_run: Path):
     """One workstation state (manifest, volume cache, the run's fold models) shared by this module's apps."""
@@ -102,7 +106,8 @@ def test_a_reader_reaches_only_the_due_case(seq, ws_cohort: Path, ws_run: Path, 
         assert c.post("/reader/api/pause", headers=h["alice"]).json()["status"] == "paused"
         assert c.get(f"/reader/api/cases/{a['case_id']}/t2/2.png", headers=h["alice"]).status_code == 404
         paused = c.get("/reader/api/next", headers=h["alice"]).json()
-        assert paused == {"status": "paused", "session": 1, "sessions": 1, "done": 0, "total": 12, "step": {"step": 1}}
+        assert paused == {"status": "paused", "session": 1, "sessions": 1, "done": 0, "total": 2 * N_CASES,
+                          "step": {"step": 1}}
         r = c.post("/reader/api/reads", headers=h["alice"], json={"step": 1, "call": "benign", "score": 10})
         assert r.status_code == 409 and "resume" in r.json()["detail"]
         c.post("/reader/api/resume", headers=h["alice"])
@@ -137,7 +142,7 @@ def test_the_coordinator_sees_counts_until_the_session_is_closed(seq, ws_cohort:
         p = c.get("/reader/api/progress", headers=h["coordinator"])
         body = p.text
         assert p.json()["sessions"] == [{"session": 1, "closed": False, "closed_at": None, "readers": {
-            "alice": {"planned": 12, "read": 0}, "bob": {"planned": 12, "read": 1}}}]
+            "alice": {"planned": 2 * N_CASES, "read": 0}, "bob": {"planned": 2 * N_CASES, "read": 1}}}]
         assert "83" not in body and "malignant" not in body and st["case_id"] not in body
         r = c.get("/reader/api/sessions/1/reads", headers=h["coordinator"])
         assert r.status_code == 403 and "83" not in r.text
@@ -197,7 +202,7 @@ def test_crossover_session_two_opens_after_the_washout(ws_cohort: Path, ws_run: 
         svc = c.app.state.reading
         svc.clock = lambda: now[0]
         # alice's first session, read through the store (the API's own path is tested above)
-        for _ in range(6):
+        for _ in range(N_CASES):  # session 1 of a crossover: every case once
             st = mark_shown(svc.study, svc.store, "alice", now[0])
             now[0] += 20
             submit(svc.study, svc.store, "alice", step=st.step.step, call="benign", score=30, features=None,
@@ -208,7 +213,7 @@ def test_crossover_session_two_opens_after_the_washout(ws_cohort: Path, ws_run: 
         st = c.get("/reader/api/next", headers=h["alice"]).json()
         assert st["status"] == "reading" and st["session"] == 2 and st["done"] == 0 and st["step"]["step"] == 1
         p = c.get("/reader/api/progress", headers=h["coordinator"]).json()
-        assert [s["readers"]["alice"]["read"] for s in p["sessions"]] == [6, 0]
+        assert [s["readers"]["alice"]["read"] for s in p["sessions"]] == [N_CASES, 0]
         assert p["washout_days"] == 28
 
 
