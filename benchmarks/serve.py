@@ -94,6 +94,10 @@ def main() -> None:
     t0 = time.perf_counter()
     app = create_app(ServeSettings(cohort=tmp / "cohort" / "cohort.csv", model=run))
     print(f"server start (manifest + {args.folds} x {args.backbone} loaded once): {time.perf_counter() - t0:.2f} s")
+    predictor = app.state.ws.predictor
+    predictor.wait_ready()
+    print(f"ONNX Runtime engine ready {time.perf_counter() - t0:.2f} s after the start began (built in a background "
+          f"thread; the torch engine answers until then): {predictor.describe()['engine']}")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)

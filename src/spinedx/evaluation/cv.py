@@ -172,7 +172,8 @@ def train_fold(
     import pandas as pd
     import torch
 
-    from spinedx.models.run import predict_patches, save_fold_model
+    from spinedx.inference import TorchEngine
+    from spinedx.models.run import save_fold_model
     from spinedx.models.tta import TTAViews
     from spinedx.provenance import sha256_file
     from spinedx.training.engine import fold_numerics, fold_seed, initial_state, numerics_record, recalibrate_batchnorm
@@ -215,7 +216,10 @@ def train_fold(
         model = cast("SpineNet", trainer.model)
         if config.recalibrate_bn:
             recalibrate_batchnorm(model, patches.x[train_mask])
-        prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16, views=tta)[0]
+        # out of fold: the engine, fp32 precision and views predict, the workstation and the bundle use (whatever
+        # precision training used), so the reported performance is the deployed model's
+        oof_engine = TorchEngine([model], folds=[fold], views=tta)
+        prob = oof_engine.predict(patches.x[val_mask])[0]
         numerics = numerics_record(trainer.device, trainer.bf16, fit.compiled)
     preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
                           "label": patches.label[val_mask], "probability": prob})
@@ -227,7 +231,7 @@ def train_fold(
         "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled,
         "batchnorm_recalibrated": bool(config.recalibrate_bn),
         "test_time_views": tta.n_views, "seed": seed_k, "notes": fit.notes,
-        "patches_sha256": patches.sha256, "numerics": numerics,
+        "patches_sha256": patches.sha256, "numerics": numerics, "inference": oof_engine.record(),
     })
     with rf.fold_writer(fold, repeat) as tmp:
         hist.to_csv(tmp / "history.csv", index=False)

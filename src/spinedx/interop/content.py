@@ -129,9 +129,11 @@ def model_fingerprint(run_dir: str | Path, folds: Any = None) -> str:
 
 
 def fingerprint_lines(items: Any) -> str:
-    """sha256 of ``"<fold> <sha256>\\n"`` lines in fold order (see :func:`model_fingerprint`)."""
-    text = "".join(f"{fold} {digest}\n" for fold, digest in sorted(items))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of ``"<fold> <sha256>\\n"`` lines in fold order (the rule lives with the fold models:
+    :func:`spinedx.models.run.fingerprint_lines`)."""
+    from spinedx.models.run import fingerprint_lines as rule
+
+    return rule(items)
 
 
 def _sha256_file(path: Path) -> str:
