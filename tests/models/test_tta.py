@@ -20,7 +20,7 @@ from spinedx.evaluation.cv import run_cv
 from spinedx.inference import TorchEngine, export_bundle, load_model, make_engine
 from spinedx.interop.bundle import load_bundle
 from spinedx.models import load_fold_model, load_run
-from spinedx.models.tta import TTAViews
+from spinedx.models.tta import TTAViews, expand_views
 from spinedx.runfolder import RunFolder, load_patches
 from spinedx.training.augment import apply_affine
 from spinedx.training.config import AffineRanges, CVConfig
@@ -56,19 +56,15 @@ def test_affine8_views_lie_inside_the_training_ranges() -> None:
     assert doc["n_views"] == 9 and len(doc["views"]) == 8 and json.loads(json.dumps(doc)) == doc
 
 
-def test_expand_puts_the_patches_first_and_reduce_takes_the_mean() -> None:
+def test_expand_views_puts_the_patches_first() -> None:
     views = TTAViews.make("affine8")
-    x = _patches(3)
-    big = views.expand(x)
-    assert big.shape == (27, 6, 64, 64)
-    np.testing.assert_array_equal(big[:3], x)  # the patch itself, not a resampled copy
-    p = np.arange(2 * 27, dtype=np.float32).reshape(2, 27)
-    want = p.reshape(2, 9, 3).mean(axis=1)
-    np.testing.assert_allclose(views.reduce(p), want, rtol=1e-6)
-    with pytest.raises(ValueError, match="9 views"):
-        views.reduce(np.zeros((2, 10), np.float32))
-    none = TTAViews.make("none")
-    assert none.expand(x) is not None and none.expand(x).shape == x.shape
+    x = torch.from_numpy(_patches(3))
+    big = expand_views(x, views.grids(6, 64))
+    assert tuple(big.shape) == (27, 6, 64, 64)
+    np.testing.assert_array_equal(big[:3].numpy(), x.numpy())  # the patch itself, not a resampled copy
+    for v, p in enumerate(views.param_tensor(), start=1):  # then each view, as the training augmentation makes it
+        np.testing.assert_allclose(big[3 * v:3 * v + 3].numpy(), apply_affine(x, p.expand(3, 4)).numpy(), atol=1e-5)
+    assert tuple(expand_views(x, TTAViews.make("none").grids(6, 64)).shape) == (3, 6, 64, 64)
 
 
 def test_a_runs_probability_is_the_mean_over_its_views(tta_run: Path) -> None:
