@@ -8,12 +8,15 @@ object it is given and returns the metrics; this module turns both into text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from spinedx.common import SYNTHETIC_BANNER
 from spinedx.common import format_metric as fmt
 from spinedx.evaluation.progress import LogProgress, fold_done_line, fold_name
 from spinedx.training.config import OPTIMISTIC_WARNING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["RichProgress", "baseline_lines", "progress_for", "repeat_lines", "summary_lines"]
 
@@ -22,7 +25,7 @@ class RichProgress:
     """Rich progress bars: the folds, and the batches of the current epoch with the running loss; one console line
     per skipped and finished fold."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -33,7 +36,7 @@ class RichProgress:
         )
 
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn())
+                           TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         self._folds = self._p.add_task("folds", total=None)
         self._batches = self._p.add_task("epoch", total=1, visible=False)
         self._name = ""
