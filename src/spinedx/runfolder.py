@@ -168,7 +168,8 @@ class RunFolder:
         return self.path / REPEATS_DOC
 
     def baselines_dir(self, repeat: int | None = None) -> Path:
-        """``baselines/`` (of a repeat): the baselines fitted on the run's folds (:mod:`spinedx.baselines.inrun`)."""
+        """``baselines/`` (of a repeat): the baselines fitted on the run's folds
+        (:mod:`spinedx.evaluation.runbaselines`)."""
         return self._base(repeat) / BASELINES
 
     @property
