@@ -24,6 +24,7 @@ import torch
 from spinedx.common import CHANNEL_NAMES
 from spinedx.errors import WeightsError
 from spinedx.fsutil import atomic_path
+from spinedx.interop.content import fingerprint_lines
 from spinedx.models.net import SpineNet, build_model
 from spinedx.models.tta import TTAViews
 from spinedx.runfolder import RunFolder, RunRecord
@@ -322,13 +323,6 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
         models.append(model)
     return RunModels(rf.path, record, models, list(found.paths), list(found.missing), digests, None,
                      _unchecked_note(rf, unchecked), oof_inference(rf, list(found.paths), record))
-
-
-def fingerprint_lines(items: Any) -> str:
-    """The fold models' fingerprint: sha256 of ``"<fold> <sha256 of model.pt>\\n"`` lines in fold order (the same
-    weights give the same fingerprint in a run folder and in a bundle exported from it)."""
-    text = "".join(f"{fold} {digest}\n" for fold, digest in sorted(items))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 #: The precision every inference engine computes in (:mod:`spinedx.inference`), and the out-of-fold probabilities
