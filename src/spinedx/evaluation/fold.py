@@ -145,7 +145,8 @@ def train_fold(
     import pandas as pd
     import torch
 
-    from spinedx.models.run import predict_patches, save_fold_model
+    from spinedx.inference import TorchEngine
+    from spinedx.models.run import save_fold_model
     from spinedx.models.tta import TTAViews
     from spinedx.training.engine import fold_numerics, fold_seed, initial_state, numerics_record, recalibrate_batchnorm
 
@@ -188,7 +189,10 @@ def train_fold(
         if config.recalibrate_bn:
             recalibrate_batchnorm(model, patches.x[train_mask])
         # the out-of-fold prediction: the fold's validation patches, with the run's test-time views
-        prob = predict_patches([model], patches.x[val_mask], bf16=trainer.bf16, views=tta)[0]
+        # out of fold: the engine, fp32 precision and views predict, the workstation and the bundle use (whatever
+        # precision training used), so the reported performance is the deployed model's
+        oof_engine = TorchEngine([model], folds=[fold], views=tta)
+        prob = oof_engine.predict(patches.x[val_mask])[0]
         numerics = numerics_record(trainer.device, trainer.bf16, fit.compiled)
     preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
                           "label": patches.label[val_mask], "probability": prob})
@@ -200,7 +204,7 @@ def train_fold(
         "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled,
         "batchnorm_recalibrated": bool(config.recalibrate_bn),
         "test_time_views": tta.n_views, "seed": seed_k, "notes": fit.notes,
-        "patches_sha256": patches.sha256, "numerics": numerics,
+        "patches_sha256": patches.sha256, "numerics": numerics, "inference": oof_engine.record(),
     }
     kept = (f"best epoch {fit.best_epoch}" if config.restores_best_epoch
             else f"last epoch {fit.best_epoch} kept (no early stopping)")

@@ -129,7 +129,9 @@ def model_fingerprint(run_dir: str | Path, folds: Any = None) -> str:
 
 
 def fingerprint_lines(items: Any) -> str:
-    """sha256 of ``"<fold> <sha256>\\n"`` lines in fold order (see :func:`model_fingerprint`)."""
+    """The fold models' fingerprint: sha256 of ``"<fold> <sha256 of model.pt>\\n"`` lines in fold order (the same
+    weights give the same fingerprint in a run folder and in a bundle exported from it;
+    see :func:`model_fingerprint`)."""
     text = "".join(f"{fold} {digest}\n" for fold, digest in sorted(items))
     return hashlib.sha256(text.encode()).hexdigest()
 
