@@ -167,7 +167,7 @@ def build_parametric_map(
         pixel_measures=measures,
         plane_orientation=orientation,
         plane_positions=positions,
-        series_description=f"spinedx {method.label} heatmap map (research use only)"[:64],
+        series_description=f"spinedx {method.label} heatmap over T2 (research use only)"[:64],
     )
     for kw in ("SpecificCharacterSet", "IssuerOfPatientID", "PatientIdentityRemoved", "DeidentificationMethod"):
         if kw in identity:
