@@ -68,6 +68,13 @@ class DicomResults:
         """Every file written (SR first, then the Parametric Map, then the Secondary Captures)."""
         return [self.sr, *([self.pmap] if self.pmap is not None else []), *self.overlays]
 
+    def describe(self) -> str:
+        """One line for the console: what was written, into which study."""
+        heat = "" if self.pmap is None else f" + heatmap Parametric Map {self.pmap}"
+        note = f" (no Parametric Map: {self.pmap_note})" if self.pmap_note else ""
+        return (f"{self.sr} (TID 1500 SR){heat} + {len(self.overlays)} overlay Secondary Capture(s){note}, "
+                f"study {self.study_instance_uid}")
+
     def summary(self) -> dict[str, Any]:
         """What ``prediction.json`` records about them (paths relative to the prediction folder)."""
         base = self.folder.name
