@@ -113,6 +113,5 @@ def predict(
     if expl:
         typer.echo(f"heatmaps: {expl['caption']}, {expl['aggregation']}")
     if res.dicom is not None:
-        typer.echo(f"DICOM: {res.dicom.sr} (TID 1500 SR) + {len(res.dicom.overlays)} overlay Secondary Capture(s), "
-                   f"study {res.dicom.study_instance_uid}")
+        typer.echo(f"DICOM: {res.dicom.describe()}")
     typer.echo("research use only, not for clinical decisions")

@@ -38,8 +38,19 @@ def serve(
     expect_digest: str | None = typer.Option(
         None, "--expect-digest", metavar="HEX", help="Refuse to start unless --model is the bundle with this digest "
         "(printed by spinedx export)."),
+    store: bool = typer.Option(
+        True, "--store/--no-store", help="With --dicomweb: store each prediction's SR, heatmap map and overlays "
+        "into its study (STOW-RS); --no-store keeps them local."),
+    purge_cache: bool = typer.Option(
+        False, "--purge-cache", help="Remove the series retrieved from the DICOMweb server (<cohort>.dicomweb/) "
+        "and exit."),
 ) -> None:
     """Start the workstation: a local web page to view T2W/T1W, draw the lesion box, annotate and predict."""
+    if purge_cache:
+        from spinedx.interop.publish import purge_workstation_cache
+
+        typer.echo(purge_workstation_cache(cohort if cohort is not None else Path("cohort.csv")))
+        return
     from spinedx.serve import ServeSettings
     from spinedx.serve import serve as run_server
     from spinedx.studyindex.header import allow_modality_option
@@ -47,7 +58,7 @@ def serve(
     settings = ServeSettings(cohort=cohort, dicom_root=dicom_root, model=model, host=host, port=port, token=token,
                              register=register, dicomweb=dicomweb, dicomweb_user=user,
                              allow_modality=allow_modality_option(allow_modality), study=study,
-                             expect_digest=expect_digest)
+                             expect_digest=expect_digest, store=store)
 
     def ready(url: str) -> None:
         if study is not None:

@@ -61,6 +61,8 @@ class ServeSettings:
             API (``/reader/...``, per-reader tokens) are served; the annotation page and ``/api`` are not.
         expect_digest: the digest ``model`` must have (a bundle; ``spinedx export`` prints it), checked before the
             server starts.
+        store: browsing ``dicomweb``, store each prediction's DICOM results into its study (STOW-RS;
+            :func:`spinedx.interop.publish.store_workstation_prediction`); False keeps them local (``--no-store``).
     """
 
     cohort: Path | None = None
@@ -77,6 +79,7 @@ class ServeSettings:
     allow_modality: tuple[str, ...] = ()
     study: Path | None = None
     expect_digest: str | None = None
+    store: bool = True
 
     def check(self) -> None:
         """Refuse unsafe or unusable settings before anything listens.

@@ -48,6 +48,9 @@ def _predict(patient_id: str, state: AppState, explain: bool) -> dict[str, Any]:
     # 404 when missing or outside the served roots; a DICOMweb case's series are its local copies
     sources = {which: state.store.image_source(patient_id, which)[0] for which in ("t1", "t2")}
     case = replace(case, t1=sources["t1"], t2=sources["t2"])
+    from spinedx.interop.publish import store_workstation_prediction
+
     with atomic_dir(state.store.prediction_dir(patient_id)) as tmp:
         res = state.predictor.predict(case, tmp, explain=explain)
+        store_workstation_prediction(state, patient_id, tmp, res)  # supersedes the case's last SR; STOW-RS
     return prediction_view(patient_id, res.record)
