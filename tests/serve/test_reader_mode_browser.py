@@ -261,6 +261,10 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
             wait_step(page, aided.step)
             assert visible_step(page) == (aided.case_id, "aided") and aided.case_id == unaided.case_id
             wait_js(page, "document.querySelectorAll('#aided img').length === 3", 120)
+            # the heatmaps' colour bar and what the colours mean (the workstation's words, viewer.js)
+            aided_text = page.get_by_test_id("aided-panel").inner_text()
+            assert "scaled to 0-1 for this case" in aided_text and "raises the score" not in aided_text
+            assert page.locator("#aided [data-testid=colorbar]").is_visible()
             p = probability_of(aided.case_id)
             assert page.get_by_test_id("aided-probability").inner_text() == f"{p:.3f}"
             own_text = page.get_by_test_id("own-unaided").inner_text()

@@ -423,21 +423,18 @@ async function showPrediction(p) {
   $("overlay-method").textContent = shown ? `Heatmaps: ${ex.caption} of the malignant output, ${ex.aggregation || "mean of the fold models"}.` : "";
   $("heat-legend").hidden = !shown;
   // What the colours mean depends on the method (docs/explanations.md): say it, never more.
-  $("heat-caption").textContent = !shown ? "" : (ex.method || "").startsWith("occlusion")
-    ? "Colour: how much hiding that region of the patch lowers the malignant score, scaled to 0-1 for this case " +
-      "(1: this case's largest drop). Not a probability, and not a map of the lesion."
-    : "Colour: where the model's evidence for 'malignant' lies in this patch (its activations weighted by their " +
-      "gradients), each fold model's map scaled to 0-1 for this case and then averaged: 1 is this case's strongest " +
-      "evidence, not a fixed amount; near 0 the overlay is transparent. It is not a measure of how much a region " +
-      "changes the score, not a probability, and not a map of the lesion.";
+  $("heat-caption").textContent = shown ? heatLegend(ex.method) : "";
   for (const s of p.slices) {
     if (!s.overlay) continue;
     try {
       const blob = await (await api(s.overlay)).blob();
+      const fig = document.createElement("figure"), cap = document.createElement("figcaption");
+      // the overlay images are spinedx predict's, whose titles count slices from 0
+      cap.textContent = `T2 slice ${s.slice_index + 1} (its image's title counts from 0: slice ${s.slice_index})`;
       const img = document.createElement("img");
       img.alt = `${label} on T1W and T2W, slice ${s.slice_index + 1}`;
       img.src = URL.createObjectURL(blob);
-      ov.append(img);
+      fig.append(cap, img); ov.append(fig);
     } catch (e) { status(e.message, "error"); }
   }
 }

@@ -132,17 +132,24 @@ function renderAided(a) {
   box.append(h, p);
   if (a.explanation && a.overlays.length) {
     const n = document.createElement("p"); n.className = "notes";
-    n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}; red raises the score.`;
-    box.append(n);
+    n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}.`;
+    const legend = document.createElement("p"); legend.className = "notes"; legend.setAttribute("data-testid", "heat-caption");
+    legend.textContent = heatLegend(a.explanation.method);
+    box.append(n, colorBar(), legend);
   }
   const seq = R.step ? R.step.step : null;
-  for (const o of a.overlays) {
+  for (const o of [...a.overlays].sort((x, y) => x.slice_index - y.slice_index)) {
+    // each figure in the slices' order, its image filled in when it arrives
+    const fig = document.createElement("figure"), cap = document.createElement("figcaption");
+    // the overlay images are spinedx predict's, whose titles count slices from 0
+    cap.textContent = `T2 slice ${o.slice_index + 1} (its image's title counts from 0: slice ${o.slice_index})`;
+    fig.append(cap); box.append(fig);
     api(o.url).then((r) => r.blob()).then((blob) => {
       if (!R.step || R.step.step !== seq) return;
       const img = document.createElement("img");
-      img.alt = `${a.explanation ? a.explanation.method : "heatmap"} on T1W and T2W, slice ${o.slice_index}`;
+      img.alt = `${a.explanation ? a.explanation.method : "heatmap"} on T1W and T2W, slice ${o.slice_index + 1}`;
       img.src = URL.createObjectURL(blob);
-      box.append(img);
+      fig.append(img);
     }).catch((e) => status(e.message, "error"));
   }
 }

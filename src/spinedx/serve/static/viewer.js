@@ -358,6 +358,29 @@ function presetHelp(name) {
            T2: "fluid: the 5th-99.9th percentile of the foreground, fluid below saturation" }[name] || "";
 }
 
+// What the heatmap colours mean, for the method that made them (docs/explanations.md): said once, for both pages.
+// `method` is the method's name or label (e.g. "layercam-layer3", "LayerCAM layer3", "occlusion").
+function heatLegend(method) {
+  if (/^occlusion/i.test(method || "")) {
+    return "Colour: how much hiding that region of the patch lowers the malignant score, scaled to 0-1 for this case " +
+      "(1: this case's largest drop). Not a probability, and not a map of the lesion.";
+  }
+  return "Colour: where the model's evidence for 'malignant' lies in this patch (its activations weighted by their " +
+    "gradients), each fold model's map scaled to 0-1 for this case and then averaged: 1 is this case's strongest " +
+    "evidence, not a fixed amount; near 0 the overlay is transparent. It is not a measure of how much a region " +
+    "changes the score, not a probability, and not a map of the lesion.";
+}
+
+// The colour bar of the overlays (matplotlib's "jet", 0 to 1) with its ticks, as elements.
+function colorBar() {
+  const box = document.createElement("div"); box.className = "heat-legend";
+  const bar = document.createElement("div"); bar.className = "colorbar"; bar.setAttribute("data-testid", "colorbar");
+  const ticks = document.createElement("div"); ticks.className = "ticks";
+  for (const t of ["0", "0.5", "1"]) { const s = document.createElement("span"); s.textContent = t; ticks.append(s); }
+  box.append(bar, ticks);
+  return box;
+}
+
 // Box size in pixels and millimetres (from the pixel spacing), e.g. "71 x 71 px = 49.7 x 49.7 mm".
 function boxSize(box, spacing) {
   const w = box[2] - box[0], h = box[3] - box[1];
