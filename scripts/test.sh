@@ -22,4 +22,5 @@ fi
 .venv/bin/python -m pip install -q -e '.[test,ray]'
 .venv/bin/python -m ruff check src tests benchmarks
 .venv/bin/python -m mypy
+.venv/bin/lint-imports  # the import layers ([tool.importlinter] in pyproject.toml, docs/architecture.md)
 exec .venv/bin/python -m pytest "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,26 @@ def test_format_metric_with_and_without_interval() -> None:
     assert format_metric({"auc": 0.8123, "auc_low": 0.7, "auc_high": 0.9051}, "auc") == "auc 0.812 [0.700, 0.905]"
     assert format_metric({"auc": 0.8123}, "auc") == "auc 0.812"
     assert format_metric({}, "ppv") == "ppv n/a"
+
+
+def test_a_closed_output_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """`spinedx ... | head -1`: the reader goes away; the command stops quietly (exit 1, Python's convention for
+    SIGPIPE), with no `error: Broken pipe` line and no traceback (found by the integrity probe)."""
+    script = tmp_path / "spam.py"
+    script.write_text(
+        "import typer\n"
+        "from spinedx.cli._app import command\n"
+        "app = typer.Typer()\n"
+        "@command('spam', target=app)\n"
+        "def spam() -> None:\n"
+        "    for i in range(200000):\n"
+        "        typer.echo(f'line {i}')\n"
+        "@app.command('other')\n"
+        "def other() -> None:\n"
+        "    pass\n"
+        "app()\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = f"'{sys.executable}' '{script}' spam | head -1; echo \"rc=${{PIPESTATUS[0]}}\""
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    assert res.stdout.splitlines() == ["line 0", "rc=1"], res.stdout
+    assert "error" not in res.stderr and "Traceback" not in res.stderr, res.stderr

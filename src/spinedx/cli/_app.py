@@ -7,7 +7,11 @@ inside the command, keeping ``spinedx --help`` instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +60,13 @@ def command(*args: Any, target: typer.Typer | None = None, interrupted: str | No
                 what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
                 fail(f"{what}; " + (interrupted or "finished outputs are kept, unfinished ones were removed: rerun "
                                     "the same command to resume"), interrupt_exit_code(exc))
+            except BrokenPipeError:
+                # the reader of our output went away (`spinedx ... | head -1`): nothing to tell it, no error line;
+                # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again (Python docs,
+                # "Note on SIGPIPE")
+                with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1) from None
             except OSError as exc:
                 fail(describe_os_error(exc))
 
