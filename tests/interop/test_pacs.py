@@ -444,10 +444,12 @@ def test_credentials_from_url_environment_and_netrc_are_never_shown(
     assert "authentication failed: the server needs credentials and none were given" in out
     # the workstation on the server, the URL with user-info: series retrieved, the URL shown without it
     texts = []
-    with TestClient(create_app(ServeSettings(cohort=out_dir / "ws" / "cohort.csv", dicomweb=secret_url))) as client:
+    with TestClient(create_app(ServeSettings(cohort=out_dir / "ws" / "cohort.csv", dicomweb=secret_url)),
+                    base_url="http://127.0.0.1:8765") as client:  # the workstation answers to its own host name
         health = client.get("/api/health")
         assert health.json()["dicomweb"] == auth_pacs.dicomweb
-        r = client.get(f"/api/cases/{case['patient_id']}")
+        key = next(c["case"] for c in client.get("/api/cases").json() if c["patient_id"] == case["patient_id"])
+        r = client.get(f"/api/cases/{key}")
         assert r.status_code == 200, r.text
         texts += [health.text, r.text, client.get("/api/cases").text]
     n_files = sum(1 for which in ("t1", "t2") for _ in case[which].iterdir())

@@ -16,6 +16,8 @@ from spinedx.cli import app as cli
 from spinedx.cohort import load_manifest
 from spinedx.explain import DEFAULT_METHOD, method_caption
 
+from .conftest import BASE_URL, key_of
+
 
 @pytest.mark.slow
 def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_path: Path) -> None:
@@ -23,12 +25,13 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
 
     rec = load_manifest(manifest, draft=True).cases[0]
     app = create_app(settings_for(manifest, model=ws_run))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=BASE_URL) as client:
         assert app.state.ws.predictor.wait_ready(600)  # the ONNX Runtime engine is built in the background
+        key = key_of(client, rec.patient_id)
         model = client.get("/api/health").json()["model"]
         assert model["folds"] == [0, 1] and model["engine"] == "onnxruntime (fp32)"  # the warm engine
         assert model["oof_inference_note"] is None  # the run's out-of-fold probabilities: the same engine, fp32
-        r = client.post(f"/api/cases/{rec.patient_id}/predict")
+        r = client.post(f"/api/cases/{key}/predict")
         assert r.status_code == 200, r.text
         got = r.json()
         stored_dir = manifest.with_name(manifest.stem + ".predictions") / rec.patient_id
@@ -37,7 +40,7 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
         assert stored["inference"] == {"engine": "onnxruntime", "precision": "fp32", "views": 9}
         assert all(s["overlay"] is None for s in got["slices"])  # the fast answer: no heatmaps yet
         assert got["explanation"] is None
-        r = client.post(f"/api/cases/{rec.patient_id}/explain")
+        r = client.post(f"/api/cases/{key}/explain")
         assert r.status_code == 200, r.text
         explained = r.json()
         # the overlays are the default explanation method's (one place decides: spinedx.explain.DEFAULT_METHOD)
@@ -48,13 +51,13 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
         got = explained
         cases = {c["patient_id"]: c for c in client.get("/api/cases").json()}
         assert cases[rec.patient_id]["predicted"] is True
-        assert client.get(f"/api/cases/{rec.patient_id}").json()["prediction"]["probability"] == got["probability"]
+        assert client.get(f"/api/cases/{key}").json()["prediction"]["probability"] == got["probability"]
         overlay = client.get(got["slices"][0]["overlay"])
         assert overlay.status_code == 200 and overlay.content[:8] == b"\x89PNG\r\n\x1a\n"
-        assert client.get(f"/api/cases/{rec.patient_id}/prediction/..%2Fcohort.csv").status_code == 404
+        assert client.get(f"/api/cases/{key}/prediction/..%2Fcohort.csv").status_code == 404
         # a new annotation makes the stored prediction stale
         new_box = [rec.box[0] + 2, rec.box[1], rec.box[2] + 2, rec.box[3]]
-        assert client.put(f"/api/cases/{rec.patient_id}/annotation", json={"box": new_box}).status_code == 200
+        assert client.put(f"/api/cases/{key}/annotation", json={"box": new_box}).status_code == 200
         assert {c["patient_id"]: c for c in client.get("/api/cases").json()}[rec.patient_id]["predicted"] is False
 
     out = tmp_path / "cli_pred"
@@ -79,12 +82,13 @@ def test_saved_manifest_feeds_extract_with_the_same_patches(manifest: Path, sett
     from spinedx.serve import create_app
 
     original = load_manifest(manifest, draft=True)
-    with TestClient(create_app(settings_for(manifest))) as client:
+    with TestClient(create_app(settings_for(manifest)), base_url=BASE_URL) as client:
         for c in original.cases[:2]:  # clear, then annotate again through the API as the page does
-            assert client.put(f"/api/cases/{c.patient_id}/annotation",
+            key = key_of(client, c.patient_id)
+            assert client.put(f"/api/cases/{key}/annotation",
                               json={"lesion_slices": None, "box": None, "label": None}).status_code == 200
             body = {"label": c.label, "lesion_slices": list(c.lesion_slices), "box": list(c.box)}
-            assert client.put(f"/api/cases/{c.patient_id}/annotation", json=body).status_code == 200
+            assert client.put(f"/api/cases/{key}/annotation", json=body).status_code == 200
     outs = []
     for name, path in (("api", manifest), ("orig", original.path)):
         out = tmp_path / name
