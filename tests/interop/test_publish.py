@@ -19,6 +19,9 @@ from spinedx.interop.sr import SRReference
 from .orthanc import orthanc_server
 from .resultcontent import make_content
 
+#: the workstation answers to its own host name only (its Host allow-list) and names cases by key
+BASE_URL = "http://127.0.0.1:8765"
+
 
 def _sr(case: dict, out: Path, **kw: object) -> tuple[Path, SRReference]:
     res = write_dicom_results(None, case["t1"], case["t2"], out, content=make_content(case["slices"], case["box"],
@@ -136,24 +139,25 @@ def test_the_workstation_stores_each_prediction_superseding_the_last(tiny_run: P
     with orthanc_server() as pacs:
         pacs.upload(sorted((synth_study / "dicom" / case["patient_id"]).rglob("*.dcm")))
         study = str(pydicom.dcmread(next(case["t2"].iterdir()), stop_before_pixels=True).StudyInstanceUID)
-        key = case["patient_id"]
+        pid = case["patient_id"]
         body = {"lesion_slices": list(case["slices"]), "box": list(case["box"])}
         settings = ServeSettings(cohort=tmp_path / "server.csv", dicomweb=pacs.dicomweb, model=tiny_run)
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), base_url=BASE_URL) as client:
+            key = {c["patient_id"]: c["case"] for c in client.get("/api/cases").json()}[pid]  # opaque key
             assert client.put(f"/api/cases/{key}/annotation", json=body).status_code == 200
             r = client.post(f"/api/cases/{key}/predict")  # the page's quick answer: kept locally
             assert r.status_code == 200, r.text
             assert set(_series_of(pacs, study)) == {"MR"}
-            doc = json.loads((tmp_path / "server.predictions" / key / "prediction.json").read_text())
+            doc = json.loads((tmp_path / "server.predictions" / pid / "prediction.json").read_text())
             assert doc["dicom_results"]["stored"] is None and "kept locally" in doc["dicom_results"]["not_stored"]
             assert client.post(f"/api/cases/{key}/explain").status_code == 200
-            doc1 = json.loads((tmp_path / "server.predictions" / key / "prediction.json").read_text())
+            doc1 = json.loads((tmp_path / "server.predictions" / pid / "prediction.json").read_text())
             first = doc1["dicom_results"]["stored"]["sr"]
             series = _series_of(pacs, study)
             assert len(series["SR"]) == 1 and len(series["OT"]) == 2 and len(series["MR"]) == 2  # OT: map, overlays
             assert doc1["dicom_results"]["supersedes"] is None
             assert client.post(f"/api/cases/{key}/explain").status_code == 200
-            doc2 = json.loads((tmp_path / "server.predictions" / key / "prediction.json").read_text())
+            doc2 = json.loads((tmp_path / "server.predictions" / pid / "prediction.json").read_text())
             assert doc2["dicom_results"]["supersedes"] == first
             assert len(_series_of(pacs, study)["SR"]) == 2
             second = doc2["dicom_results"]["stored"]["sr"]
@@ -162,11 +166,11 @@ def test_the_workstation_stores_each_prediction_superseding_the_last(tiny_run: P
             assert read_sr(got[0]).predecessors == [first["sop_instance_uid"]]
         # --no-store: the results stay local, still naming the SR they would supersede
         local = ServeSettings(cohort=tmp_path / "server.csv", dicomweb=pacs.dicomweb, model=tiny_run, store=False)
-        with TestClient(create_app(local)) as client:
+        with TestClient(create_app(local), base_url=BASE_URL) as client:
             assert client.post(f"/api/cases/{key}/explain").status_code == 200
-            doc3 = json.loads((tmp_path / "server.predictions" / key / "prediction.json").read_text())
+            doc3 = json.loads((tmp_path / "server.predictions" / pid / "prediction.json").read_text())
             assert doc3["dicom_results"]["stored"] is None and doc3["dicom_results"]["not_stored"] == \
                 "spinedx serve --no-store"
             assert len(_series_of(pacs, study)["SR"]) == 2
-            sr = tmp_path / "server.predictions" / key / "dicom" / "sr.dcm"
+            sr = tmp_path / "server.predictions" / pid / "dicom" / "sr.dcm"
             assert read_sr(sr).predecessors == [doc2["dicom_results"]["sr_sop_instance_uid"]]

@@ -237,7 +237,7 @@ def aided_view(svc: ReadingService, case_id: str) -> dict[str, Any]:
     rec = svc.aided_record(case_id)
     ex = rec.get("explanation") or {}
     return {
-        "probability": round(float(rec["patient_probability"]), 4), "call": rec["call"],
+        "probability": float(rec["patient_probability"]), "call": rec["call"],
         "threshold": rec["threshold"],
         "overlays": [{"slice_index": s["slice_index"],
                       "url": f"/reader/api/cases/{case_id}/overlay/{int(s['slice_index'])}.png"}
