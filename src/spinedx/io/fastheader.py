@@ -51,6 +51,26 @@ def grouping_keys(path: str) -> dict[str, str] | None:
         return None
     if buf[128:132] != b"DICM":
         return None
+    file_meta = _read_file_meta(buf)
+    if file_meta is None:
+        return None
+    meta, pos = file_meta
+    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+    if not syntax or syntax in _EXCLUDED_SYNTAXES:
+        return None
+    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
+    return _read_dataset_keys(buf, pos, syntax == _IMPLICIT, out)
+
+
+def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
+    """The file meta group's element values by element number, and the offset of the dataset after it.
+
+    Args:
+        buf: the file's first bytes, ``DICM`` at byte 128.
+
+    Returns:
+        ``(values, offset)``, or None when the group length (0002,0000) does not end where the group does.
+    """
     pos, n = 132, len(buf)
     meta: dict[int, bytes] = {}
     meta_end = None
@@ -71,11 +91,23 @@ def grouping_keys(path: str) -> dict[str, str] | None:
         pos = start + length
     if meta_end is not None and meta_end != pos:
         return None
-    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
-    if not syntax or syntax in _EXCLUDED_SYNTAXES:
-        return None
-    implicit = syntax == _IMPLICIT
-    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
+    return meta, pos
+
+
+def _read_dataset_keys(buf: bytes, pos: int, implicit: bool, out: dict[str, str]) -> dict[str, str] | None:
+    """Walk the dataset's elements from ``pos`` up to the last key, adding the keys found to ``out``.
+
+    Args:
+        buf: the file's first bytes.
+        pos: the offset of the dataset's first element (just after the file meta group).
+        implicit: True for implicit VR little endian, False for explicit VR little endian.
+        out: the keys found so far (SOPClassUID from the file meta); filled in place.
+
+    Returns:
+        ``out`` once an element past the last key is reached, or None when the walk cannot go on in ``buf``
+        (an undefined length, or an element running past the bytes read).
+    """
+    n = len(buf)
     while True:
         if pos + 8 > n:
             return None
