@@ -69,7 +69,8 @@ def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
         buf: the file's first bytes, ``DICM`` at byte 128.
 
     Returns:
-        ``(values, offset)``, or None when the group length (0002,0000) does not end where the group does.
+        ``(values, offset)``, or None when an element runs past ``buf`` or the group length (0002,0000) does not
+        end where the group does.
     """
     pos, n = 132, len(buf)
     meta: dict[int, bytes] = {}
@@ -80,11 +81,15 @@ def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
             break
         vr = buf[pos + 4:pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > n:
+                return None
             length = struct.unpack_from("<I", buf, pos + 8)[0]
             start = pos + 12
         else:
             length = struct.unpack_from("<H", buf, pos + 6)[0]
             start = pos + 8
+        if start + length > n:
+            return None  # a file cut short inside its file meta: ask pydicom (which refuses it, with a reason)
         if elem == 0x0000:
             meta_end = start + length + struct.unpack_from("<I", buf, start)[0]
         meta[elem] = buf[start:start + length]
