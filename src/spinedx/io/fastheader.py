@@ -51,6 +51,27 @@ def grouping_keys(path: str) -> dict[str, str] | None:
         return None
     if buf[128:132] != b"DICM":
         return None
+    file_meta = _read_file_meta(buf)
+    if file_meta is None:
+        return None
+    meta, pos = file_meta
+    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+    if not syntax or syntax in _EXCLUDED_SYNTAXES:
+        return None
+    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
+    return _read_dataset_keys(buf, pos, syntax == _IMPLICIT, out)
+
+
+def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
+    """The file meta group's element values by element number, and the offset of the dataset after it.
+
+    Args:
+        buf: the file's first bytes, ``DICM`` at byte 128.
+
+    Returns:
+        ``(values, offset)``, or None when an element runs past ``buf`` or the group length (0002,0000) does not
+        end where the group does.
+    """
     pos, n = 132, len(buf)
     meta: dict[int, bytes] = {}
     meta_end = None
@@ -60,22 +81,38 @@ def grouping_keys(path: str) -> dict[str, str] | None:
             break
         vr = buf[pos + 4:pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > n:
+                return None
             length = struct.unpack_from("<I", buf, pos + 8)[0]
             start = pos + 12
         else:
             length = struct.unpack_from("<H", buf, pos + 6)[0]
             start = pos + 8
+        if start + length > n:
+            return None  # a file cut short inside its file meta: ask pydicom (which refuses it, with a reason)
         if elem == 0x0000:
             meta_end = start + length + struct.unpack_from("<I", buf, start)[0]
         meta[elem] = buf[start:start + length]
         pos = start + length
     if meta_end is not None and meta_end != pos:
         return None
-    syntax = meta.get(0x0010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
-    if not syntax or syntax in _EXCLUDED_SYNTAXES:
-        return None
-    implicit = syntax == _IMPLICIT
-    out: dict[str, str] = {"SOPClassUID": meta.get(0x0002, b"").rstrip(b"\x00 ").decode("ascii", "replace")}
+    return meta, pos
+
+
+def _read_dataset_keys(buf: bytes, pos: int, implicit: bool, out: dict[str, str]) -> dict[str, str] | None:
+    """Walk the dataset's elements from ``pos`` up to the last key, adding the keys found to ``out``.
+
+    Args:
+        buf: the file's first bytes.
+        pos: the offset of the dataset's first element (just after the file meta group).
+        implicit: True for implicit VR little endian, False for explicit VR little endian.
+        out: the keys found so far (SOPClassUID from the file meta); filled in place.
+
+    Returns:
+        ``out`` once an element past the last key is reached, or None when the walk cannot go on in ``buf``
+        (an undefined length, or an element running past the bytes read).
+    """
+    n = len(buf)
     while True:
         if pos + 8 > n:
             return None

@@ -54,6 +54,23 @@ def read_lrc(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     where = str(path)
     lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()]
+    modalities, direction = _header(lines, where=where)
+    readers, blocks = _reader_blocks(lines, len(modalities), where=where)
+    n_neg, n_pos = len(blocks[0][0]), len(blocks[0][1])
+    for name, (neg, pos) in zip(readers, blocks, strict=True):
+        if (len(neg), len(pos)) != (n_neg, n_pos):
+            raise SpinedxError(f"reader {name} has {len(neg)} negative and {len(pos)} positive cases, the first reader "
+                               f"{n_neg} and {n_pos}", where=where)
+    if len(set(readers)) != len(readers):
+        raise SpinedxError(f"a reader name appears twice: {readers}", where=where)
+    reads = _long_form(readers, blocks, modalities, direction)
+    truth = pd.DataFrame({"case_id": [str(k + 1) for k in range(n_neg + n_pos)],
+                          "truth": [0] * n_neg + [1] * n_pos})
+    return reads, truth
+
+
+def _header(lines: list[str], *, where: str) -> tuple[list[str], list[str]]:
+    """The modality names (line 3) and their ``L``/``S`` directions (line 4), checked against each other."""
     if len(lines) < 5:
         raise SpinedxError("too short for an .lrc file (title, reader, modalities, L/S, ratings)", where=where)
     modalities = re.findall(r'"([^"]*)"', lines[2])
@@ -63,38 +80,43 @@ def read_lrc(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(direction) != len(modalities) or any(d.upper() not in ("L", "LARGE", "S", "SMALL") for d in direction):
         raise SpinedxError(f"line 4: expected one L or S per modality ({len(modalities)}), got {lines[3]!r}",
                            where=where)
-    n_mod = len(modalities)
+    return modalities, direction
+
+
+def _reader_blocks(lines: list[str], n_mod: int, *, where: str
+                   ) -> tuple[list[str], list[tuple[list[list[float]], list[list[float]]]]]:
+    """Every reader's name and ``(negative rows, positive rows)``, from line 5 to the final ``#``."""
     readers: list[str] = [lines[1]]
     blocks: list[tuple[list[list[float]], list[list[float]]]] = []
     i = 4
     while True:
-        groups: list[list[list[float]]] = []
-        for _ in range(2):
-            rows = []
-            while i < len(lines) and lines[i] != "*":
-                if lines[i] == "#":
-                    raise SpinedxError(f"line {i + 1}: '#' before the '*' that closes reader {readers[-1]}'s cases",
-                                       where=where)
-                rows.append(_ratings(lines[i], n_mod, where=where, lineno=i + 1))
-                i += 1
-            if i >= len(lines):
-                raise SpinedxError(f"ends inside reader {readers[-1]}'s ratings (a '*' line is missing)", where=where)
-            groups.append(rows)
-            i += 1
-        blocks.append((groups[0], groups[1]))
+        neg, i = _case_group(lines, i, n_mod, reader=readers[-1], where=where)
+        pos, i = _case_group(lines, i, n_mod, reader=readers[-1], where=where)
+        blocks.append((neg, pos))
         if i >= len(lines):
             raise SpinedxError("ends without the final '#' line", where=where)
         if lines[i] == "#":
-            break
+            return readers, blocks
         readers.append(lines[i])
         i += 1
-    n_neg, n_pos = len(blocks[0][0]), len(blocks[0][1])
-    for name, (neg, pos) in zip(readers, blocks, strict=True):
-        if (len(neg), len(pos)) != (n_neg, n_pos):
-            raise SpinedxError(f"reader {name} has {len(neg)} negative and {len(pos)} positive cases, the first reader "
-                               f"{n_neg} and {n_pos}", where=where)
-    if len(set(readers)) != len(readers):
-        raise SpinedxError(f"a reader name appears twice: {readers}", where=where)
+
+
+def _case_group(lines: list[str], i: int, n_mod: int, *, reader: str, where: str) -> tuple[list[list[float]], int]:
+    """One reader's rating rows from line index ``i`` up to the closing ``*``, and the index just after that ``*``."""
+    rows = []
+    while i < len(lines) and lines[i] != "*":
+        if lines[i] == "#":
+            raise SpinedxError(f"line {i + 1}: '#' before the '*' that closes reader {reader}'s cases", where=where)
+        rows.append(_ratings(lines[i], n_mod, where=where, lineno=i + 1))
+        i += 1
+    if i >= len(lines):
+        raise SpinedxError(f"ends inside reader {reader}'s ratings (a '*' line is missing)", where=where)
+    return rows, i + 1
+
+
+def _long_form(readers: list[str], blocks: list[tuple[list[list[float]], list[list[float]]]],
+               modalities: list[str], direction: list[str]) -> pd.DataFrame:
+    """The reads table (``case_id, reader, modality, score``), ``SMALL`` modalities' ratings turned round."""
     top = max(v for neg, pos in blocks for row in (*neg, *pos) for v in row)
     records = []
     for name, (neg, pos) in zip(readers, blocks, strict=True):
@@ -102,7 +124,4 @@ def read_lrc(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             for m, mod in enumerate(modalities):
                 v = row[m] if direction[m].upper() in ("L", "LARGE") else top + 1 - row[m]
                 records.append((str(k + 1), name, mod, v))
-    reads = pd.DataFrame(records, columns=["case_id", "reader", "modality", "score"])
-    truth = pd.DataFrame({"case_id": [str(k + 1) for k in range(n_neg + n_pos)],
-                          "truth": [0] * n_neg + [1] * n_pos})
-    return reads, truth
+    return pd.DataFrame(records, columns=["case_id", "reader", "modality", "score"])

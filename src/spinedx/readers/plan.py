@@ -441,10 +441,16 @@ def load_study(path: str | Path) -> Study:
         StudyError: no such folder, a missing or damaged ``study.json``, reading lists that do not read every case
             once unaided and once aided per reader, a store of another study.
     """
-    from spinedx.readers.store import store_study_id
-
     path = Path(os.path.abspath(Path(path).expanduser()))
     f = path / STUDY_FILE
+    doc = _read_study_doc(path, f)
+    _check_study_doc(f, doc)
+    _check_store(path, doc)
+    return Study(path, doc)
+
+
+def _read_study_doc(path: Path, f: Path) -> dict[str, Any]:
+    """The parsed ``study.json`` of the study folder ``path``, refused unless it is a spinedx study of this format."""
     if not path.is_dir():
         raise StudyError("no such study folder; make one with spinedx readers plan", where=str(path))
     if not f.is_file():
@@ -458,6 +464,11 @@ def load_study(path: str | Path) -> Study:
         raise _bad(f, "not a spinedx reader study")
     if doc.get("format") != FORMAT:
         raise StudyError(f"study format {doc.get('format')!r}; this spinedx reads format {FORMAT}", where=str(f))
+    return doc
+
+
+def _check_study_doc(f: Path, doc: dict[str, Any]) -> None:
+    """Refuse a ``study.json`` with missing fields, an unknown design, bad case numbers or a missing token hash."""
     need = ("study_id", "design", "readers", "seed", "washout_days", "features", "feature_names", "cohort", "cases",
             "sessions", "tokens")
     missing = [k for k in need if k not in doc]
@@ -465,7 +476,6 @@ def load_study(path: str | Path) -> Study:
         raise _bad(f, f"missing {', '.join(missing)}")
     if doc["design"] not in DESIGNS:
         raise _bad(f, f"unknown design {doc['design']!r}")
-    n_sessions = 1 if doc["design"] == "sequential" else 2
     case_ids = [c.get("case_id") for c in doc["cases"]]
     if len(set(case_ids)) != len(case_ids) or len(case_ids) < 2:
         raise _bad(f, "the case numbers are repeated or fewer than 2")
@@ -473,16 +483,28 @@ def load_study(path: str | Path) -> Study:
     for r in [*doc["readers"], COORDINATOR]:
         if r not in principals:
             raise _bad(f, f"no token hash for {r!r}")
+    n_sessions = 1 if doc["design"] == "sequential" else 2
     for r in doc["readers"]:
-        lists = doc["sessions"].get(r)
-        if not isinstance(lists, list) or len(lists) != n_sessions:
-            raise _bad(f, f"reader {r!r} has no reading list for each of the {n_sessions} session(s)")
-        seen = sorted((st["case_id"], st["modality"]) for lst in lists for st in lst)
-        if seen != sorted((c, m) for c in case_ids for m in MODALITIES):
-            raise _bad(f, f"reader {r!r}'s lists do not read every case once unaided and once aided")
-        for lst in lists:
-            if [st["step"] for st in lst] != list(range(1, len(lst) + 1)):
-                raise _bad(f, f"reader {r!r}'s steps are not numbered 1..n")
+        _check_reading_lists(f, r, doc["sessions"].get(r), case_ids, n_sessions)
+
+
+def _check_reading_lists(f: Path, reader: str, lists: Any, case_ids: list[Any], n_sessions: int) -> None:
+    """Refuse a reader's reading lists unless there is one per session, together reading every case once unaided
+    and once aided, each numbered 1..n."""
+    if not isinstance(lists, list) or len(lists) != n_sessions:
+        raise _bad(f, f"reader {reader!r} has no reading list for each of the {n_sessions} session(s)")
+    seen = sorted((st["case_id"], st["modality"]) for lst in lists for st in lst)
+    if seen != sorted((c, m) for c in case_ids for m in MODALITIES):
+        raise _bad(f, f"reader {reader!r}'s lists do not read every case once unaided and once aided")
+    for lst in lists:
+        if [st["step"] for st in lst] != list(range(1, len(lst) + 1)):
+            raise _bad(f, f"reader {reader!r}'s steps are not numbered 1..n")
+
+
+def _check_store(path: Path, doc: dict[str, Any]) -> None:
+    """Refuse a study whose reads store is missing or belongs to another study."""
+    from spinedx.readers.store import store_study_id
+
     store = path / STORE_FILE
     if not store.is_file():
         raise StudyError(f"{STORE_FILE} is missing: the study's reads are gone; restore it from a backup",
@@ -491,7 +513,6 @@ def load_study(path: str | Path) -> Study:
     if sid != doc["study_id"]:
         raise StudyError(f"{STORE_FILE} belongs to another study ({sid}, this one is {doc['study_id']}); put the "
                          "study's own store back", where=str(store))
-    return Study(path, doc)
 
 
 def describe_plan(study: Study) -> list[str]:

@@ -174,6 +174,28 @@ class SecurityMiddleware:
                              "change anything here; use the workstation's own page")
         return None
 
+    def _request_user(self, headers: dict[str, str], path: str) -> str | None:
+        """The request's user: the name of its bearer token where ``/api/`` needs one (None: no token of ours),
+        else the local user."""
+        if self.users and path.startswith("/api/"):
+            return self._user(headers.get("authorization", ""))
+        return LOCAL_USER
+
+    def _limited(self, receive: Any) -> Any:
+        """``receive`` that raises :class:`_TooLarge` once the request body streamed so far passes the limit."""
+        seen = 0
+
+        async def receive_limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge
+            return message
+
+        return receive_limited
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -203,33 +225,19 @@ class SecurityMiddleware:
             if refused is not None:
                 await refuse(*refused)
                 return
-            user = LOCAL_USER
-            if self.users and path.startswith("/api/"):
-                found = self._user(headers.get("authorization", ""))
-                if found is None:
-                    await refuse(401, "a bearer token is required (Authorization: Bearer TOKEN; sign in on the page)",
-                                 ((b"www-authenticate", b"Bearer"),))
-                    return
-                user = found
+            user = self._request_user(headers, path)
+            if user is None:
+                await refuse(401, "a bearer token is required (Authorization: Bearer TOKEN; sign in on the page)",
+                             ((b"www-authenticate", b"Bearer"),))
+                return
             # the user travels in the request's state (request.state.user), a copy per request
             scope = {**scope, "state": {**(scope.get("state") or {}), "user": user}}
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 await refuse(413, f"request body over {self.max_body} bytes")
                 return
-            seen = 0
-
-            async def receive_limited() -> dict[str, Any]:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.max_body:
-                        raise _TooLarge
-                return message
-
             try:
-                await self.app(scope, receive_limited, send_wrapped)
+                await self.app(scope, self._limited(receive), send_wrapped)
             except _TooLarge:
                 if status_box["status"] == 0:
                     await refuse(413, f"request body over {self.max_body} bytes")

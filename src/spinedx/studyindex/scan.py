@@ -169,6 +169,33 @@ def _read_header(path: str) -> Any:
     return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
 
 
+def _pydicom_keys(path: str) -> tuple[dict[str, str], Any, str]:
+    """The grouping keys of a file read by pydicom (the fast reader gave up on it).
+
+    Returns:
+        ``(keys, header, "")``, or ``({}, None, reason)`` when the file is to be skipped: not DICOM, or unreadable.
+    """
+    if not _is_dicom(path):
+        return {}, None, "not DICOM (no DICM marker)"
+    try:
+        ds = _read_header(path)
+    except Exception as exc:  # noqa: BLE001 -- a corrupt file is skipped and counted, not fatal
+        return {}, None, f"unreadable ({type(exc).__name__})"
+    meta_sop = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+    keys = {k: str(ds.get(k, "") or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                                    "NumberOfFrames")}
+    keys["SOPClassUID"] = str(ds.get("SOPClassUID", "") or meta_sop or "")
+    return keys, ds, ""
+
+
+def _n_frames(value: str | None) -> int:
+    """A file's NumberOfFrames as a count: 1 when absent, empty or not a number."""
+    try:
+        return int(float(value or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def index_tree(root: str | Path, options: SelectionOptions | None = None, *, progress: bool = True) -> TreeIndex:
     """Index a DICOM tree: group every file by patient, study and series, and choose T1W/T2W per study.
 
@@ -215,19 +242,11 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
                 bar.update(task, completed=i)
             keys = fastheader.grouping_keys(path)
             ds = None
-            if keys is None:
-                if not _is_dicom(path):
-                    skip(path, "not DICOM (no DICM marker)")
+            if keys is None:  # the fast reader gave up on this file: pydicom reads it
+                keys, ds, why = _pydicom_keys(path)
+                if why:
+                    skip(path, why)
                     continue
-                try:
-                    ds = _read_header(path)
-                except Exception as exc:  # noqa: BLE001 -- a corrupt file is skipped and counted, not fatal
-                    skip(path, f"unreadable ({type(exc).__name__})")
-                    continue
-                meta_sop = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
-                keys = {k: str(ds.get(k, "") or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
-                                                                "NumberOfFrames")}
-                keys["SOPClassUID"] = str(ds.get("SOPClassUID", "") or meta_sop or "")
             if keys.get("SOPClassUID") == _DICOMDIR_SOP or os.path.basename(path) == "DICOMDIR":
                 n_dicomdir += 1
                 continue
@@ -238,11 +257,7 @@ def index_tree(root: str | Path, options: SelectionOptions | None = None, *, pro
             n_dicom += 1
             key = (keys.get("PatientID", ""), keys.get("StudyInstanceUID", ""), series_uid)
             series_files[key].append(path)
-            try:
-                frames = int(float(keys.get("NumberOfFrames") or 1))
-            except (TypeError, ValueError):
-                frames = 1
-            series_frames[key] += frames
+            series_frames[key] += _n_frames(keys.get("NumberOfFrames"))
             if key not in first_ds:
                 try:  # the series' attributes come from one full header (pydicom)
                     first_ds[key] = ds if ds is not None else _read_header(path)

@@ -279,44 +279,82 @@ def _is_derived(s: SeriesHeader) -> str | None:
     return None
 
 
+class _Judgement:
+    """A series' verdict being written: its reasons in order, and whether any of them refuses the series."""
+
+    def __init__(self, s: SeriesHeader) -> None:
+        self.v = SeriesVerdict(s.series_uid, s.series_number, s.description)
+        self.refused = False
+
+    def note(self, msg: str) -> None:
+        """A reason that does not refuse the series."""
+        self.v.reasons.append(msg)
+
+    def refuse(self, msg: str) -> None:
+        """A reason that refuses the series."""
+        self.refused = True
+        self.v.reasons.append(msg)
+
+
 def _judge(s: SeriesHeader, opts: SelectionOptions) -> SeriesVerdict:
-    v = SeriesVerdict(s.series_uid, s.series_number, s.description)
-    refused = False
+    j = _Judgement(s)
+    _judge_modality(s, opts, j)
+    _judge_images(s, j)
+    j.v.plane = _judge_plane(s, j)
+    demote = _judge_demotions(s, opts, j)
+    weighting, evidence = _judge_weighting(s, j)
+    j.v.weighting = weighting
+    if weighting not in ("T1", "T2") and not j.refused:
+        j.refuse(f"{weighting} weighting, neither T1W nor T2W")
+    if weighting in ("T1", "T2"):
+        j.v.role = weighting.lower()
+    if not j.refused:
+        j.v.rank = (evidence, -demote)
+    return j.v
 
-    def refuse(msg: str) -> None:
-        nonlocal refused
-        refused = True
-        v.reasons.append(msg)
 
+def _judge_modality(s: SeriesHeader, opts: SelectionOptions, j: _Judgement) -> None:
+    """Refuse a modality or SOP class the options do not accept; note one accepted beyond MR, or none given."""
     problem = modality_problem(s.modality, s.sop_class_uid, opts.allow_modality)
     modality = s.modality or sop_class_modality(s.sop_class_uid)
     if problem:
-        refuse(problem + ("" if problem.startswith("not an image") else f" (--allow-modality {modality} accepts it)"))
+        j.refuse(problem + ("" if problem.startswith("not an image") else f" (--allow-modality {modality} accepts it)"))
     elif modality and modality != "MR":
-        v.reasons.append(f"Modality {modality}: accepted (--allow-modality {modality})")
+        j.note(f"Modality {modality}: accepted (--allow-modality {modality})")
     elif not modality:
-        v.reasons.append("no Modality; treated as MR")
+        j.note("no Modality; treated as MR")
+
+
+def _judge_images(s: SeriesHeader, j: _Judgement) -> None:
+    """Refuse a localiser, and a series with too few images for a lesion slice and its neighbours."""
     if "LOCALIZER" in s.image_type:
-        refuse("localiser (ImageType LOCALIZER)")
+        j.refuse("localiser (ImageType LOCALIZER)")
     elif _LOCALISER.search(s.description):
-        refuse(f"localiser (description '{s.description}')")
+        j.refuse(f"localiser (description '{s.description}')")
     n_images = s.n_frames or s.n_instances
     if n_images < MIN_IMAGES:
-        refuse(f"{n_images} image(s); at least {MIN_IMAGES} are needed (a lesion slice and its two neighbours)")
+        j.refuse(f"{n_images} image(s); at least {MIN_IMAGES} are needed (a lesion slice and its two neighbours)")
 
+
+def _judge_plane(s: SeriesHeader, j: _Judgement) -> str:
+    """The series' plane (from ImageOrientationPatient, else from the description); refuse any but sagittal."""
     plane = plane_of(s.orientation)
     if plane is None:
         from_desc = [p for p, rx in _PLANE_DESC.items() if rx.search(s.description)]
         if len(from_desc) == 1:
             plane = from_desc[0]
-            v.reasons.append(f"plane {plane} from the description (no ImageOrientationPatient)")
+            j.note(f"plane {plane} from the description (no ImageOrientationPatient)")
         else:
             plane = "unknown"
-    v.plane = plane
     if plane != "sagittal":
-        refuse(f"{plane} plane, not sagittal" if plane != "unknown" else "plane unknown (no ImageOrientationPatient "
-               "and no SAG/AX/COR in the description)")
+        j.refuse(f"{plane} plane, not sagittal" if plane != "unknown" else "plane unknown (no ImageOrientationPatient "
+                 "and no SAG/AX/COR in the description)")
+    return plane
 
+
+def _judge_demotions(s: SeriesHeader, opts: SelectionOptions, j: _Judgement) -> int:
+    """Refuse a derived, fat-suppressed or contrast-enhanced series unless its option accepts it; the number of
+    such accepted properties (each ranks the series lower)."""
     demote = 0
     for check, allowed, what in ((_is_derived, opts.allow_derived, "allow_derived"),
                                  (_is_fat_suppressed, opts.allow_fat_suppressed, "allow_fat_suppressed"),
@@ -326,41 +364,33 @@ def _judge(s: SeriesHeader, opts: SelectionOptions) -> SeriesVerdict:
             continue
         if allowed:
             demote += 1
-            v.reasons.append(f"{msg}: accepted ({what}), ranked below unsuppressed original series")
+            j.note(f"{msg}: accepted ({what}), ranked below unsuppressed original series")
         else:
-            refuse(f"{msg}: refused (the paper's series are unenhanced, without fat suppression; "
-                   f"{what} accepts it)")
+            j.refuse(f"{msg}: refused (the paper's series are unenhanced, without fat suppression; "
+                     f"{what} accepts it)")
+    return demote
 
+
+def _judge_weighting(s: SeriesHeader, j: _Judgement) -> tuple[str, int]:
+    """The weighting from TE/TR and the description, and how many of the two support it (0 when refused)."""
     timing = weighting_from_timing(s)
     desc = weighting_from_description(s.description)
-    evidence = 0
     if timing is not None and timing != "unknown":
-        weighting = timing
         te_tr = f"TE {s.echo_time:g} ms, TR {s.repetition_time:g} ms"
         if desc is not None and desc != timing:
-            refuse(f"{te_tr} say {timing}W but the description '{s.description}' says {desc}W; check the series")
-        else:
-            evidence = 2 if desc == timing else 1
-            if desc is None:
-                v.reasons.append(f"{timing}W from {te_tr} (description names no weighting)")
-    elif timing == "unknown":
-        weighting = desc or "unknown"
-        refuse(f"TE {s.echo_time:g} ms, TR {s.repetition_time:g} ms are neither T1W nor T2W")
-    else:
-        weighting = desc or "unknown"
-        if desc in ("T1", "T2"):
-            evidence = 1
-            v.reasons.append(f"{desc}W from the description only (no EchoTime/RepetitionTime)")
-        else:
-            refuse("weighting unknown: no EchoTime/RepetitionTime and no T1/T2 in the description")
-    v.weighting = weighting
-    if weighting not in ("T1", "T2") and not refused:
-        refuse(f"{weighting} weighting, neither T1W nor T2W")
-    if weighting in ("T1", "T2"):
-        v.role = weighting.lower()
-    if not refused:
-        v.rank = (evidence, -demote)
-    return v
+            j.refuse(f"{te_tr} say {timing}W but the description '{s.description}' says {desc}W; check the series")
+            return timing, 0
+        if desc is None:
+            j.note(f"{timing}W from {te_tr} (description names no weighting)")
+        return timing, 2 if desc == timing else 1
+    if timing == "unknown":
+        j.refuse(f"TE {s.echo_time:g} ms, TR {s.repetition_time:g} ms are neither T1W nor T2W")
+        return desc or "unknown", 0
+    if desc in ("T1", "T2"):
+        j.note(f"{desc}W from the description only (no EchoTime/RepetitionTime)")
+        return desc, 1
+    j.refuse("weighting unknown: no EchoTime/RepetitionTime and no T1/T2 in the description")
+    return desc or "unknown", 0
 
 
 def select_t1_t2_series(series: list[SeriesHeader], options: SelectionOptions | None = None) -> StudySelection:
