@@ -163,6 +163,7 @@ def test_lrc_small_ratings_are_turned_round(tmp_path: Path) -> None:
     ('t\nA\n"m1" "m2"\nL L\n1 5\n*\n4 2\n*\nB\n1 5\n2 2\n*\n4 2\n*\n#\n', "reader B has 2 negative"),
     ('t\nA\n"m1" "m2"\nL\n1 5\n*\n4 2\n*\n#\n', "line 4"),
     ('t\nA\n"m1" "m2"\nL L\n1 x\n*\n4 2\n*\n#\n', "line 5"),
+    ('t\nA\n"m1" "m2"\nL L\n*\n*\n#\n', "0 negative and 0 positive"),  # was max() of nothing: a traceback
 ])
 def test_lrc_malformed_files_are_refused(tmp_path: Path, text: str, match: str) -> None:
     (tmp_path / "x.lrc").write_text(text)

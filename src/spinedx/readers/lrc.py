@@ -63,6 +63,9 @@ def read_lrc(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                                f"{n_neg} and {n_pos}", where=where)
     if len(set(readers)) != len(readers):
         raise SpinedxError(f"a reader name appears twice: {readers}", where=where)
+    if n_neg == 0 or n_pos == 0:
+        raise SpinedxError(f"{n_neg} negative and {n_pos} positive cases per reader: an ROC analysis needs both",
+                           where=where)
     reads = _long_form(readers, blocks, modalities, direction)
     truth = pd.DataFrame({"case_id": [str(k + 1) for k in range(n_neg + n_pos)],
                           "truth": [0] * n_neg + [1] * n_pos})
