@@ -12,6 +12,7 @@ from spinedx.readers.modelref import model_identity
 from spinedx.readers.plan import Study, plan_study
 from spinedx.readers.reads import truth_frame
 from spinedx.readers.store import ReadStore
+from spinedx.synth.study import sample_study_table
 
 #: Per reader: the noise of the unaided latent score (the last reader is the least experienced).
 READER_NOISE = {"senior": 0.4, "r4": 0.9, "r1": 1.8}
@@ -87,3 +88,13 @@ def read_study(study: Study, *, run: Path | None = None, skip: set[tuple[str, st
     finally:
         store.close()
     return out
+
+
+def synthetic_cohort(folder: Path, n: int = 30, malignant: int = 10, seed: int = 7) -> Path:
+    """The truth table of a synthetic cohort (no images) as spinedx synth writes it: manifest + synth.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    df = sample_study_table(n, malignant, seed)
+    df.insert(2, "synthetic", 1)
+    df.to_csv(folder / "cohort.csv", index=False)
+    (folder / "synth.json").write_text(json.dumps({"config": {"seed": seed, "n_patients": n}, "synthetic": True}))
+    return folder / "cohort.csv"
