@@ -146,6 +146,18 @@ def test_simulated_study_in_stats_and_report_says_simulated(tmp_path: Path) -> N
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "csv.json").read_text())["rrrc"] == doc["rrrc"]
 
+    # the simulation draws no random number: the other statistics are those made without it
+    res = CliRunner().invoke(app, ["stats", str(cohort), "--run", str(run), "--bootstrap", "100", "--out",
+                                   str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    for f in ("table2_performance.csv", "mcnemar.csv", "table1_features.csv", "error_analysis.csv",
+              "feature_logistic.json"):
+        assert (stats / f).read_bytes() == (tmp_path / "plain" / f).read_bytes(), f
+    with_study, plain = (json.loads((d / "stats.json").read_text()) for d in (stats, tmp_path / "plain"))
+    for key in ("inputs", "files", "provenance", "reader_study"):
+        with_study.pop(key, None), plain.pop(key, None)
+    assert with_study == plain
+
     build_report(run, cohort, gallery_per_group=0, bootstrap_resamples=100, progress=False)
     sec = _section((run / "report.html").read_text())
     assert "<h2>Reader study (SIMULATED readers)</h2>" in sec and 'id="banner-readerstudy"' in sec
