@@ -215,6 +215,7 @@ def run_demo(
     from spinedx.report import build_report
     from spinedx.runfolder import RunFolder
     from spinedx.synth import generate_cohort
+    from spinedx.synth.aided import simulate_reader_study
     from spinedx.training.config import CVConfig
 
     say = log or (lambda _msg: None)
@@ -287,7 +288,7 @@ def run_demo(
     def do_stats() -> None:
         # the simulated readers read again, aided by the model: the report's reader-study section (SIMULATED);
         # it draws no random numbers, so the other statistics are those of a demo without it
-        reader_study = simulated_for_stats(manifest, run_dir)
+        reader_study = simulated_for_stats(manifest, run_dir, simulate_reader_study)
         run_study(manifest, run_dir / "stats", run_dir=run_dir, bootstrap_resamples=bootstrap_resamples, seed=seed,
                   reader_study=reader_study)
 

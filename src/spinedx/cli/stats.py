@@ -83,8 +83,9 @@ def stats(
         reader_study = study_for_stats(cohort, run, study)
     elif simulated_study and run is not None:
         from spinedx.readers.study_analysis import simulated_for_stats
+        from spinedx.synth.aided import simulate_reader_study
 
-        reader_study = simulated_for_stats(cohort, run)
+        reader_study = simulated_for_stats(cohort, run, simulate_reader_study)
     with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
         res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap, overwrite=overwrite,
                         reader_study=reader_study)

@@ -11,7 +11,9 @@ Three entries, one result (:class:`StudyAnalysis`):
   reader's unaided -> aided move over that model's out-of-fold ROC curve.
 * :func:`simulated_for_stats` (``spinedx stats ... --simulated-study``, the main job): the synthetic cohort's
   simulated readers read unaided and then aided by the run's out-of-fold probabilities
-  (:mod:`spinedx.synth.aided`); labelled simulated in every output.
+  (:mod:`spinedx.synth.aided`); labelled simulated in every output. The caller passes the simulation
+  (``simulate=spinedx.synth.aided.simulate_reader_study``): readers and synth are sibling layers that do not
+  import each other (pyproject ``[tool.importlinter]``), so the CLI and the main job, above both, join them.
 
 The error analysis is the paper's analysis of its first-year resident (R1): which cases the reader got wrong
 unaided (false positives among benign cases, false negatives among malignant ones), the imaging features behind
@@ -22,9 +24,10 @@ those errors (:func:`spinedx.evaluation.tables.error_analysis`, features from th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -222,9 +225,7 @@ class StudyAnalysis:
         s = self.study
         head = []
         if self.simulated:
-            from spinedx.synth.aided import SIMULATION_NOTE
-
-            head.append(SIMULATION_NOTE)
+            head.append(str((self.simulation or {}).get("note") or "SIMULATED reader study"))
         else:
             head.append(f"study: {s['path']} ({s['design']} design, readers {', '.join(s['readers'])}; "
                         f"{s['completeness']})")
@@ -507,20 +508,37 @@ def study_for_stats(cohort_csv: str | Path, run_dir: str | Path, study_dir: str 
     return StudyAnalysis(res, _describe(study, done), False, model_doc, [], cases, errors, reads, truth, scores)
 
 
-def simulated_for_stats(cohort_csv: str | Path, run_dir: str | Path, *, alpha: float = 0.05) -> StudyAnalysis:
+class SimulatedTables(Protocol):
+    """What a simulation of a reader study gives (:class:`spinedx.synth.aided.SimulatedStudy`)."""
+
+    reads: pd.DataFrame
+    truth: pd.DataFrame
+    model: pd.DataFrame
+    left_out: list[str]
+    info: dict[str, Any]
+
+
+def simulated_for_stats(cohort_csv: str | Path, run_dir: str | Path,
+                        simulate: Callable[[Path, Mapping[str, float]], SimulatedTables], *,
+                        alpha: float = 0.05) -> StudyAnalysis:
     """The synthetic cohort's simulated readers, unaided and aided by the run's out-of-fold probabilities.
 
-    Raises:
-        SpinedxError: see :func:`spinedx.synth.aided.simulate_reader_study`; a run that is not synthetic.
-    """
-    from spinedx.synth.aided import simulate_reader_study
+    Args:
+        cohort_csv: the synthetic cohort's manifest (the run's cohort).
+        run_dir: the run whose out-of-fold probabilities the simulated readers see.
+        simulate: the simulation, :func:`spinedx.synth.aided.simulate_reader_study` (passed in because readers
+            does not import synth: they are sibling layers).
+        alpha: 1 - confidence level of every interval.
 
+    Raises:
+        SpinedxError: what ``simulate`` refuses; a run that is not synthetic.
+    """
     cohort_csv, run = Path(cohort_csv), Path(run_dir)
     oof, record = _oof(run)
     if not record.synthetic:
         raise SpinedxError("the run was not trained on a synthetic cohort: a simulated reader study is for the "
                            "synthetic cohort's simulated readers only", where=str(run))
-    sim = simulate_reader_study(cohort_csv, dict(zip(oof["patient_id"].astype(str),
+    sim = simulate(cohort_csv, dict(zip(oof["patient_id"].astype(str),
                                                      oof["probability"].astype(float), strict=True)))
     readers = list(dict.fromkeys(sim.reads["reader"]))
     patient_of = {c: c for c in sim.truth["case_id"]}
