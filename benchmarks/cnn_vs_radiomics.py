@@ -77,8 +77,8 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
     import torch
 
     from spinedx.evaluation.splits import make_splits, patient_labels
+    from spinedx.inference import TorchEngine
     from spinedx.models.net import build_model
-    from spinedx.models.run import predict_patches
     from spinedx.models.tta import TTAViews
     from spinedx.runfolder import load_patches
     from spinedx.training.config import PROFILES, CVConfig
@@ -132,8 +132,8 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
                          rows: list[dict[str, float]] = rows, trainer: Trainer = trainer,
                          per_epoch: np.ndarray = per_epoch) -> None:
                 m = trainer.model
-                pv = predict_patches([m], x[es], bf16=False)[0]
-                po = predict_patches([m], x[val], bf16=False)[0]
+                pv = TorchEngine([m]).predict(x[es])[0]
+                po = TorchEngine([m]).predict(x[val])[0]
                 per_epoch[int(row["epoch"]) - 1:, val] = po  # an early stop repeats its last epoch
                 m.train()
                 rows.append({**row, "inner_auc": _auc(*_patient_max(pid[es], y[es], pv)),
@@ -147,7 +147,7 @@ def run(patches_dir: str, variants: list[str], folds_used: list[int], seed: int,
             if cfg.recalibrate_bn:  # as spinedx cv: precise BatchNorm statistics of the training patches
                 recalibrate_batchnorm(trainer.model, x[tr])
             # as spinedx cv: the run's test-time views (affine8 in the cpu profile)
-            oof[val] = predict_patches([trainer.model], x[val], bf16=False, views=TTAViews.from_config(cfg))[0]
+            oof[val] = TorchEngine([trainer.model], views=TTAViews.from_config(cfg)).predict(x[val])[0]
             per_fold[k] = _auc(*_patient_max(pid[val], y[val], oof[val]))
             curves.append({"fold": k, "best_epoch": fit.best_epoch, "rows": rows})
             out["variants"][name] = {"config": cfg.to_dict(), "per_fold": per_fold, "curves": curves,

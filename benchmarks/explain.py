@@ -2,7 +2,7 @@
 
 Builds 10 randomly initialised fold models of the paper's network (weights do not change the cost)
 and times :func:`spinedx.explain.explain` on a (3, 6, 64, 64) case for every method, next to the
-prediction itself (:func:`spinedx.models.predict_patches`, the baseline measured in the same run):
+prediction itself (the torch engine, :class:`spinedx.inference.TorchEngine`, the baseline measured in the same run):
 the ratio says how much an explanation adds to ``spinedx predict``. The Grad-CAM of spinedx before
 this module (a deep copy of each model, then ``pytorch-grad-cam``) is timed as well. CAM methods are
 repeated and interleaved; occlusion (one forward pass per window position) is timed
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from spinedx.explain import DEFAULT_METHOD, METHODS, explain
-from spinedx.models import build_model, predict_patches
+from spinedx.inference import TorchEngine
+from spinedx.models import build_model
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -75,7 +76,8 @@ def main() -> None:
     case = np.random.default_rng(0).normal(size=(3, 6, 64, 64)).astype(np.float32)
 
     cams = [m for m in METHODS if METHODS[m].kind != "occlusion"]
-    jobs: dict[str, Callable[[], object]] = {"predict_patches (baseline)": lambda: predict_patches(models, case)}
+    engine = TorchEngine(models)
+    jobs: dict[str, Callable[[], object]] = {"prediction (baseline)": lambda: engine.predict(case)}
     if hasattr(models[0].backbone, "layer4"):
         jobs["earlier gradcam (copy+pgc)"] = lambda: legacy_gradcam(models, case)
     jobs.update({m: (lambda m=m: explain(models, case, m)) for m in cams})
@@ -89,7 +91,7 @@ def main() -> None:
     for m in occ:
         times[m] = [_time(lambda m=m: explain(models, case, m)) for _ in range(args.occlusion_repeats)]
 
-    base = statistics.median(times["predict_patches (baseline)"])
+    base = statistics.median(times["prediction (baseline)"])
     print(f"{args.models} x {args.backbone}, one case of 3 slices (64x64), threads {torch.get_num_threads()}; "
           f"median of {args.repeats} (occlusion: {args.occlusion_repeats})")
     for name, ts in times.items():

@@ -3,10 +3,10 @@
 All variants run in the same process, interleaved round by round, so load from other processes
 on a shared machine hits them alike; the ratio is what counts. The project step is what
 ``spinedx cv`` runs per batch: gather the batch on the device, random affine augmentation
-(:class:`spinedx.training.augment.BatchAffine`), bf16 autocast (where the device has fast bf16)
-+ channels-last forward/backward and fused Adam (:class:`spinedx.training.engine.Trainer`),
-optionally ``torch.compile``d. The baseline is a plain torchvision-style loop on a ready-made
-fp32 batch (no augmentation), with the same model, loss and Adam settings.
+(:class:`spinedx.training.augment.BatchAffine`), bf16 autocast as ``bf16: auto`` resolves it
+(:func:`spinedx.training.engine.use_bf16`: CUDA only) + channels-last forward/backward and fused
+Adam (:class:`spinedx.training.engine.Trainer`), optionally ``torch.compile``d. The baseline is a plain
+torchvision-style loop on a ready-made fp32 batch (no augmentation), with the same model, loss and Adam settings.
 
 ``--explore`` adds the variants tried while looking for more speed (contiguous layout instead of
 channels-last, foreach instead of fused Adam, no augmentation, bf16 forced on). ``--fold-processes
@@ -38,7 +38,7 @@ from torch import nn
 
 from spinedx.models import build_model
 from spinedx.training.augment import AffineRanges, BatchAffine
-from spinedx.training.engine import Trainer, bf16_supported, resolve_device
+from spinedx.training.engine import Trainer, bf16_supported, resolve_device, use_bf16
 
 
 def _model(backbone: str) -> nn.Module:
@@ -65,7 +65,7 @@ def _baseline(backbone: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], N
 def _project(backbone: str, xt: torch.Tensor, yt: torch.Tensor, device: torch.device, compile: bool, bs: int, *,
              bf16: bool | None = None, channels_last: bool = True, adam: str = "fused",
              augment: bool = True) -> Callable[[], None]:
-    trainer = Trainer(_model(backbone), device, bf16=bf16_supported(device) if bf16 is None else bf16,
+    trainer = Trainer(_model(backbone), device, bf16=use_bf16("auto", device) if bf16 is None else bf16,
                       channels_last=channels_last, compile=compile)
     opt = trainer.make_optimizer(1e-4, (0.5, 0.999), 1e-4)
     if adam == "foreach":
@@ -171,7 +171,8 @@ def main() -> None:
     device = resolve_device(args.device)
     bs = args.batch_size
     xt, yt = _data(device)
-    project_name = "project eager (bf16 where fast + channels_last + fused Adam + device augmentation)"
+    project_name = (f"project eager ({'bf16' if use_bf16('auto', device) else 'fp32'} as bf16: auto resolves + "
+                    "channels_last + fused Adam + device augmentation)")
     variants = {"eager fp32 (baseline)": _baseline(args.backbone, xt[:bs].clone(), yt[:bs].clone()),
                 project_name: _project(args.backbone, xt, yt, device, False, bs)}
     if args.explore:
@@ -179,8 +180,9 @@ def main() -> None:
                                                                  channels_last=False)
         variants["project, foreach Adam"] = _project(args.backbone, xt, yt, device, False, bs, adam="foreach")
         variants["project, no augmentation"] = _project(args.backbone, xt, yt, device, False, bs, augment=False)
-        if not bf16_supported(device):
-            variants["project, bf16 autocast forced on (no fast bf16 here)"] = _project(
+        if not use_bf16("auto", device):
+            what = "fast bf16 here" if bf16_supported(device) else "no fast bf16 here"
+            variants[f"project, bf16 autocast forced on ({what})"] = _project(
                 args.backbone, xt, yt, device, False, bs, bf16=True)
     if args.compile:
         variants["project compiled"] = _project(args.backbone, xt, yt, device, True, bs)

@@ -2,7 +2,7 @@
 
 Runs, in a scratch folder (default /tmp/spinedx_reader_shots):
 
-    spinedx synth cohort --patients 8 --malignant 3 --seed 7
+    spinedx synth cohort --patients 8 --malignant 4 --seed 7
     spinedx extract cohort/cohort.csv --out patches            # a demo model for the aided reads only:
     spinedx cv patches --out run --profile quick --folds 2 --backbone resnet18 --pretrained none --epochs 2 \
         --tta affine8
@@ -56,7 +56,7 @@ def main() -> None:
     work.mkdir(parents=True)
     os.environ["PYTHONPATH"] = str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
 
-    run("synth", "cohort", "--patients", "8", "--malignant", "3", "--seed", "7", cwd=work)
+    run("synth", "cohort", "--patients", "8", "--malignant", "4", "--seed", "7", cwd=work)
     run("extract", "cohort/cohort.csv", "--out", "patches", cwd=work)
     run("cv", "patches", "--out", "run", "--profile", "quick", "--folds", "2", "--backbone", "resnet18",
         "--pretrained", "none", "--epochs", "2", "--tta", "affine8", "--quiet", cwd=work)
@@ -105,7 +105,7 @@ def shoot(url: str, tokens: dict[str, str], out: Path) -> None:
         page.screenshot(path=str(out / "readers-1-signin.png"))
         page.get_by_test_id("token").fill(tokens["r1"])
         page.get_by_test_id("signin-button").click()
-        poll(page, "R.step !== null && R.imgs.t2 !== null && R.imgs.t1 !== null")
+        poll(page, "R.step !== null && R.viewer.ready()")
         page.locator("#t2").hover()
         for _ in range(2):
             page.mouse.wheel(0, 120)

@@ -9,9 +9,15 @@ Runs, in a scratch folder (default /tmp/spinedx_ws_shots):
     spinedx index cohort/dicom --out cohort/workstation.csv    # the draft manifest a user starts from
     spinedx serve --cohort cohort/workstation.csv --model run --port <free>
 
-and drives Debian's Chromium (Playwright, headless) through one case: open it, drag the box on T2W, set the
-slices and label, save, predict. The box and slices are the synthetic truth of the case (what a reader would
-draw). The demo model is trained for seconds on 8 patients: its probabilities mean nothing.
+and drives Debian's Chromium (Playwright, headless, a 1366 x 768 window) through one case: open it, drag the box
+on T2W, set the slices and label, save (Ctrl+S), predict (Ctrl+Enter). The box and slices are the synthetic truth
+of the case (what a reader would draw). The demo model is trained for seconds on 8 patients: its probabilities
+mean nothing. Then the index-then-serve trap:
+
+    spinedx index cohort/dicom --out site/cohort.csv           # a manifest in another folder than the tree
+    spinedx serve --cohort site/cohort.csv --port <free>       # served without that tree
+
+and the page with its cases flagged, one of them opened.
 
 Usage: python docs/make_workstation_screenshots.py [--work DIR] [--out docs/img]
 """
@@ -86,19 +92,43 @@ def main() -> None:
                                "--model", "run", "--port", str(port)], cwd=work)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("spinedx serve did not start") from None
-                time.sleep(0.3)
+        wait_for(url, server)
         shoot(url, case, out)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    run("index", "cohort/dicom", "--out", "site/cohort.csv", "-q", cwd=work)
+    port = free_port()
+    print(f"$ spinedx serve --cohort site/cohort.csv --port {port}", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--cohort", "site/cohort.csv",
+                               "--port", str(port)], cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, server)
+        shoot_trap(url, case, out)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for(url: str, server: subprocess.Popen) -> None:
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/health", timeout=2).read()
+            return
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError("spinedx serve did not start") from None
+            time.sleep(0.3)
+
+
+def pixel_at(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of T2 image point (x, y) at the page's zoom (pixel centres at .5)."""
+    cb = page.get_by_test_id("t2-view").bounding_box()
+    g = page.evaluate("S.viewer.geom('t2')")
+    w = page.evaluate("t2.width")
+    return cb["x"] + (g["ox"] + x * g["ax"]) * cb["width"] / w, cb["y"] + (g["oy"] + y * g["ay"]) * cb["height"] / w
 
 
 def shoot(url: str, case, out: Path) -> None:
@@ -109,46 +139,70 @@ def shoot(url: str, case, out: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                                     args=["--no-sandbox"], headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
         page.goto(url + "/")
         page.get_by_test_id("case-list").locator(f"[data-case='{case.patient_id}']").click()
-        poll(page, "document.getElementById('status').textContent.includes('open')")
+        poll(page, "document.getElementById('status').textContent.includes('open') && S.viewer.ready()")
         k = case.lesion_slices[len(case.lesion_slices) // 2]
         page.locator("body").click(position={"x": 5, "y": 5})
-        while page.evaluate("S.k") != k:
-            page.keyboard.press("ArrowDown" if page.evaluate("S.k") < k else "ArrowUp")
+        while page.evaluate("S.viewer.k") != k:
+            page.keyboard.press("ArrowDown" if page.evaluate("S.viewer.k") < k else "ArrowUp")
+        poll(page, "S.viewer.ready()")
         top(page)
         page.screenshot(path=str(out / "workstation-1-open.png"))
 
-        cb = page.get_by_test_id("t2-view").bounding_box()
-        doc = page.evaluate("S.caseDoc.t2")
-        scale = cb["width"] / max(doc["columns"], doc["rows"])
+        # the truth's box, dragged from its first pixel to its last (pixel centres)
         x0, y0, x1, y1 = case.box
-        page.mouse.move(cb["x"] + (x0 + 0.5) * scale, cb["y"] + (y0 + 0.5) * scale)
+        page.mouse.move(*pixel_at(page, x0 + 0.5, y0 + 0.5))
         page.mouse.down()
-        page.mouse.move(cb["x"] + (x1 - 0.5) * scale, cb["y"] + (y1 - 0.5) * scale, steps=8)
+        page.mouse.move(*pixel_at(page, x1 - 0.5, y1 - 0.5), steps=8)
         page.mouse.up()
-        poll(page, "S.t1Box !== null && S.t1Reg !== null")
+        poll(page, "S.t1Drawn !== null && S.t1Reg !== null")
         top(page)
         page.screenshot(path=str(out / "workstation-2-box.png"))
 
         page.get_by_test_id("label").select_option(case.label)
         for name, value in list(case.features.items())[:6]:
             page.locator(f"#f-{name}").select_option(str(value))
-        page.get_by_test_id("save").click()
+        page.get_by_test_id("t2-view").hover()
+        page.keyboard.press("3")  # the T2 (fluid) window preset on the T2W pane
+        page.keyboard.press("Control+s")
         poll(page, "document.getElementById('status').textContent.startsWith('saved')")
         top(page)
         page.screenshot(path=str(out / "workstation-3-saved.png"))
 
-        page.get_by_test_id("predict").click()
+        page.keyboard.press("Control+Enter")
+        poll(page, "!document.getElementById('predict-progress').hidden")
+        top(page)
+        page.screenshot(path=str(out / "workstation-4-predicting.png"))
         # the page names the run's explanation method (spinedx.explain.DEFAULT_METHOD) in its status line
         label = METHODS[DEFAULT_METHOD].label
         poll(page, f"document.getElementById('status').textContent.includes('with {label} overlays')", timeout=300)
+        page.set_viewport_size({"width": 1366, "height": 1000})
+        time.sleep(0.5)
         top(page)
-        page.screenshot(path=str(out / "workstation-4-predict.png"), full_page=True)
+        page.screenshot(path=str(out / "workstation-5-predict.png"), full_page=True)
         browser.close()
-    for name in ("1-open", "2-box", "3-saved", "4-predict"):
+    for name in ("1-open", "2-box", "3-saved", "4-predicting", "5-predict"):
         print(f"wrote {out / f'workstation-{name}.png'}")
+
+
+def shoot_trap(url: str, case, out: Path) -> None:
+    """The manifest served without the tree it was indexed from: every case flagged, one opened."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox"], headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 768}, device_scale_factor=1)
+        page.goto(url + "/")
+        poll(page, "document.querySelectorAll('[data-testid=case-problem]').length > 0")
+        page.get_by_test_id("case-list").locator(f"[data-case='{case.patient_id}']").click()
+        poll(page, "!document.getElementById('alert').hidden")
+        top(page)
+        page.screenshot(path=str(out / "workstation-6-no-images.png"))
+        browser.close()
+    print(f"wrote {out / 'workstation-6-no-images.png'}")
 
 
 if __name__ == "__main__":

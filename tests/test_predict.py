@@ -126,29 +126,64 @@ def test_predict_api_without_output_or_heatmaps(tiny_run: Path, synthetic_pair: 
     assert 0.0 <= res.probability <= 1.0
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_predict_with_a_warm_ensemble_equals_the_loop(tiny_run: Path, synthetic_pair: Path, backend: str) -> None:
-    """The workstation's batched ensemble gives the per-model loop's probabilities (1e-4) and says it was used."""
-    from spinedx.models import Ensemble, load_run
-
-    run = load_run(tiny_run)
-    args = (tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5, 6), (27, 35, 63, 65))
-    loop = predict_case(*args, explain=False, run=run)
-    ens = Ensemble.from_models(run.models, folds=run.folds, backend=backend)
-    fast = predict_case(*args, explain=False, run=run, ensemble=ens)
-    assert fast.slice_probability.shape == loop.slice_probability.shape == (2, 3)
-    assert np.abs(fast.slice_probability - loop.slice_probability).max() < 1e-4
-    assert fast.probability == pytest.approx(loop.probability, abs=1e-4) and fast.call == loop.call
-    assert loop.record["engine"] == "torch" and fast.record["engine"] == f"ensemble ({backend}, fp32)"
-    other = Ensemble.from_models(run.models[:1], folds=run.folds[:1], backend="torch")
-    with pytest.raises(SpinedxError, match="ensemble holds folds"):
-        predict_case(*args, explain=False, run=run, ensemble=other)
-    assert loop.record["test_time_augmentation"]["name"] == "none"  # this run predicts the patch alone
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_predict_with_a_warm_engine_equals_a_fresh_one(tiny_run: Path, synthetic_pair: Path, engine: str) -> None:
+    """The workstation's warm engine gives spinedx predict's probabilities (1e-5) and says which engine ran."""
+    from spinedx.inference import TorchEngine, load_model, make_engine
     from spinedx.models.tta import TTAViews
 
-    augmented = Ensemble.from_models(run.models, folds=run.folds, backend=backend, views=TTAViews.make("affine8"))
+    run = load_model(tiny_run)
+    args = (tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5, 6), (27, 35, 63, 65))
+    fresh = predict_case(*args, explain=False, engine=engine)
+    warm_engine = make_engine(run, engine)
+    warm = predict_case(*args, explain=False, run=run, engine=warm_engine)
+    assert warm.slice_probability.shape == fresh.slice_probability.shape == (2, 3)
+    assert np.abs(warm.slice_probability - fresh.slice_probability).max() < 1e-5
+    assert warm.probability == pytest.approx(fresh.probability, abs=1e-5) and warm.call == fresh.call
+    name = {"torch": "torch", "onnx": "onnxruntime"}[engine]
+    assert fresh.record["engine"] == warm.record["engine"] == name
+    assert warm.record["inference"] == {"engine": name, "precision": "fp32", "views": 1}
+    one = predict_case(*args, explain=False, run=run, engine=warm_engine, folds=[1])  # a warm engine's rows
+    np.testing.assert_allclose(one.slice_probability, warm.slice_probability[1:], atol=0)
+    other = TorchEngine(run.models[:1], folds=run.folds[:1])
+    with pytest.raises(SpinedxError, match="engine holds folds"):
+        predict_case(*args, explain=False, run=run, engine=other)
+    assert fresh.record["test_time_augmentation"]["name"] == "none"  # this run predicts the patch alone
+    augmented = TorchEngine(run.models, folds=run.folds, views=TTAViews.make("affine8"))
     with pytest.raises(SpinedxError, match="test-time views 'affine8', the run over 'none'"):
-        predict_case(*args, explain=False, run=run, ensemble=augmented)
+        predict_case(*args, explain=False, run=run, engine=augmented)
+
+
+@pytest.mark.slow
+def test_predict_one_fold_model(tiny_run: Path, synthetic_pair: Path, tmp_path: Path) -> None:
+    """--fold K answers with fold model K alone (what reproduces a cohort patient's out-of-fold probability); the
+    record, the fingerprint and the console say so; a fold the run lacks is refused by name."""
+    from spinedx.interop import model_fingerprint
+
+    out = tmp_path / "pred"
+    base = ["predict", "--model", str(tiny_run), "--t1", str(synthetic_pair / "t1.nii.gz"), "--t2",
+            str(synthetic_pair / "t2.nii.gz"), "--lesion-slices", "4;5", "--box", "27,35,63,65"]
+    res = CliRunner().invoke(app, [*base, "--out", str(out), "--fold", "1"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "prediction.json").read_text())
+    assert doc["model"]["folds"] == [1] and list(doc["spread"]["per_fold"]) == ["1"]
+    assert doc["model"]["fingerprint"] == model_fingerprint(tiny_run, [1])
+    assert "fold model(s) 1 only (--fold)" in doc["model"]["fold_selection_note"]
+    both = predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5),
+                        (27, 35, 63, 65), explain=False)
+    assert doc["patient_probability"] == pytest.approx(both.per_model[1], abs=1e-6)
+    assert f"p(malignant) = {doc['patient_probability']:.3f} (fold model 1 alone; torch engine, fp32)" in res.output
+    assert "note: answered by fold model(s) 1 only (--fold)" in res.output
+    # this run's folds record no inference precision, but they trained (so predicted out of fold) in fp32
+    oof = doc["model"]["oof_inference"]
+    assert oof["precision"] == "fp32" and oof["recorded"] is False and oof["note"] is None
+    assert "bf16" not in res.output
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p2"), "--fold", "2"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0] == "error: --fold: fold(s) 2 not in this model: it has fold(s) 0, 1"
+    assert not (tmp_path / "p2").exists()
 
 
 @pytest.mark.parametrize("args, message", [

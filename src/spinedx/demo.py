@@ -25,13 +25,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spinedx import RESEARCH_USE_ONLY
 from spinedx.common import SYNTHETIC_BANNER
 from spinedx.errors import SpinedxError
 from spinedx.fsutil import atomic_write_text
 from spinedx.synth.seeds import EVALUATION_SEED
+
+if TYPE_CHECKING:
+    from spinedx.evaluation.progress import CVProgress
 
 #: The paper's cohort: 190 patients, 50 malignant.
 PAPER_PATIENTS = 190
@@ -179,6 +182,7 @@ def run_demo(
     gallery_per_group: int = 2,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    cv_progress: CVProgress | None = None,
 ) -> DemoResult:
     """Run synth -> extract -> cv -> stats -> report, skipping stages whose outputs are complete.
 
@@ -197,6 +201,8 @@ def run_demo(
         bootstrap_resamples: bootstrap resamples of the statistics' AUC intervals.
         gallery_per_group: cases per gallery group in the report.
         progress: show progress bars.
+        cv_progress: where the cross-validation reports its progress (``spinedx demo`` passes its bars,
+            :class:`spinedx.cli.cvview.RichProgress`); None: log lines.
         log: where stage messages go (None: silent).
 
     Returns:
@@ -283,7 +289,7 @@ def run_demo(
     stage("extract", (patches_dir / "patches.npz").is_file() and (patches_dir / "extract.json").is_file(),
           do_extract, f"6-channel lesion patches -> {patches_dir}")
     stage("cv", (run_dir / "metrics.json").is_file() and (run_dir / "oof_patients.csv").is_file(),
-          lambda: run_cv(patches_dir, run_dir, cv_config, progress=progress, jobs=_cv_jobs(workers)),
+          lambda: run_cv(patches_dir, run_dir, cv_config, progress=cv_progress, jobs=_cv_jobs(workers)),
           f"{cv_config.folds}-fold cross-validation ({profile} profile, {cv_config.backbone}) -> {run_dir}")
     def do_stats() -> None:
         # the simulated readers read again, aided by the model: the report's reader-study section (SIMULATED);

@@ -124,7 +124,8 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a file system that cannot is skipped."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -168,7 +169,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         _remove(tmp)
         raise
@@ -240,7 +241,7 @@ def atomic_dir(path: str | Path, *, keep: tuple[str, ...] = ()) -> Iterator[Path
                     with contextlib.suppress(OSError):
                         os.replace(tmp / name, path / name)
                 raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         if not placed:
             _remove(tmp)

@@ -1,40 +1,33 @@
-"""``patches.npz`` (from ``spinedx extract``): loading it with every check a model's input needs, and what a run
-records about the patches it was trained on (:class:`PatchesInfo`, kept in the run's ``config.yaml``).
+"""The patches folder (from ``spinedx extract``): its one writer and its one reader.
 
-Only the standard library is imported at module level (numpy inside the functions).
+* :func:`write_patches` writes ``patches.npz`` and ``extract.json`` together (temporary siblings, renamed with
+  interrupts held back), so the folder holds the old pair or the new one, never a mix; ``extract`` calls it.
+* :func:`load_patches` loads ``patches.npz`` with every check a model's input needs (and its ``extract.json``).
+* :class:`PatchesInfo` is what a run records about the patches it was trained on (the run's ``config.yaml``).
+
+Only the standard library and light spinedx modules are imported at module level (numpy inside the functions).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spinedx.common import CHANNEL_NAMES
 from spinedx.errors import SpinedxError
+from spinedx.records import is_int, read_json, strict_keys
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["PatchSet", "PatchesInfo", "load_patches", "patches_file"]
+__all__ = ["EXTRACT_JSON", "PATCHES_NPZ", "PatchSet", "PatchesInfo", "load_patches", "patches_file", "write_patches"]
 
-
-class _RecordError(SpinedxError):
-    """A recorded ``patches`` section that is not what this spinedx writes."""
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _read_json(path: Path, what: str, remedy: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SpinedxError(f"not a text file ({exc.reason}); {remedy}", where=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise SpinedxError(f"not valid JSON (line {exc.lineno}: {exc.msg}); {remedy}", where=str(path)) from None
+#: The two files of a patches folder.
+PATCHES_NPZ = "patches.npz"
+EXTRACT_JSON = "extract.json"
 
 
 @dataclass(frozen=True)
@@ -72,17 +65,16 @@ class PatchesInfo:
                 "manifest": None if self.manifest is None else dict(self.manifest)}
 
     @classmethod
-    def from_record(cls, data: Any, where: Path | str, remedy: str) -> PatchesInfo:
-        """Strict reader of :meth:`to_dict`'s output."""
-        from spinedx.runfolder import _keys
-
-        d = _keys(data, ["path", "sha256", "n_patients", "n_slices", "patch_size", "channel_names", "extract",
-                         "synthetic", "manifest"], "patches", where, remedy)
+    def from_record(cls, data: Any, where: Path | str, remedy: str, *,
+                    error: type[SpinedxError] = SpinedxError) -> PatchesInfo:
+        """Strict reader of :meth:`to_dict`'s output (``error``: the class raised, the record owner's)."""
+        d = strict_keys(data, ["path", "sha256", "n_patients", "n_slices", "patch_size", "channel_names", "extract",
+                               "synthetic", "manifest"], "patches", where, remedy, error=error)
         bad = [k for k, ok in (
             ("path", isinstance(d["path"], str)),
             ("sha256", isinstance(d["sha256"], str) and len(d["sha256"]) == 64),
-            ("n_patients", _is_int(d["n_patients"])), ("n_slices", _is_int(d["n_slices"])),
-            ("patch_size", _is_int(d["patch_size"])),
+            ("n_patients", is_int(d["n_patients"])), ("n_slices", is_int(d["n_slices"])),
+            ("patch_size", is_int(d["patch_size"])),
             ("channel_names", isinstance(d["channel_names"], list) and all(isinstance(c, str)
                                                                             for c in d["channel_names"])),
             ("extract", d["extract"] is None or isinstance(d["extract"], dict)),
@@ -91,7 +83,7 @@ class PatchesInfo:
                                                    and set(d["manifest"]) == {"path", "sha256"})),
         ) if not ok]
         if bad:
-            raise _RecordError(f"patches: bad value of {', '.join(bad)}; {remedy}", where=str(where))
+            raise error(f"patches: bad value of {', '.join(bad)}; {remedy}", where=str(where))
         return cls(d["path"], d["sha256"], d["n_patients"], d["n_slices"], d["patch_size"],
                    tuple(d["channel_names"]), d["extract"], d["synthetic"], d["manifest"])
 
@@ -143,7 +135,7 @@ class PatchSet:
 def patches_file(path: str | Path) -> Path:
     """``patches.npz`` of a folder, or the file itself."""
     p = Path(path)
-    return p / "patches.npz" if p.is_dir() else p
+    return p / PATCHES_NPZ if p.is_dir() else p
 
 
 def load_patches(path: str | Path) -> PatchSet:
@@ -214,10 +206,10 @@ def load_patches(path: str | Path) -> PatchSet:
 
 
 def _read_extract_json(p: PatchSet) -> dict[str, Any] | None:
-    path = p.path.parent / "extract.json"
+    path = p.path.parent / EXTRACT_JSON
     if not path.is_file():
         return None
-    doc = _read_json(path, "extract.json", "rerun spinedx extract")
+    doc = read_json(path, EXTRACT_JSON, "rerun spinedx extract")
     if not isinstance(doc, dict):
         raise SpinedxError("expected a JSON object; rerun spinedx extract", where=str(path))
     recorded = doc.get("patches_sha256")
@@ -235,3 +227,38 @@ def _read_extract_json(p: PatchSet) -> dict[str, Any] | None:
     if "synthetic" in doc and bool(doc["synthetic"]) != p.synthetic:
         raise SpinedxError("its 'synthetic' flag disagrees with patches.npz; rerun spinedx extract", where=str(path))
     return doc
+
+
+def write_patches(folder: str | Path, arrays: Mapping[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write a patches folder: ``patches.npz`` (``arrays``, plain arrays only, so it loads with
+    ``allow_pickle=False``) and ``extract.json`` (``doc``, its ``patches_sha256`` set here to the new file's).
+
+    Both go into temporary siblings and are renamed with interrupts held back (``extract.json`` first, then
+    ``patches.npz``, then a held Ctrl-C or SIGTERM is delivered), so the folder holds the earlier pair or this one,
+    never a mix. An OS error (no space, file too large) names the final file and leaves no temporary file behind.
+
+    Returns:
+        The paths of ``patches.npz`` and ``extract.json``.
+    """
+    import numpy as np
+
+    from spinedx.fsutil import DeferredSignals, atomic_path
+    from spinedx.provenance import sha256_file
+
+    folder = Path(folder)
+    npz, js = folder / PATCHES_NPZ, folder / EXTRACT_JSON
+    target = npz
+    try:
+        with DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
+            with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
+            doc["patches_sha256"] = sha256_file(tmp_npz)
+            target = js
+            with atomic_path(js) as tmp_js:
+                tmp_js.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+                hold.arm()  # exits: extract.json renamed, then patches.npz, then interrupts delivered
+    except OSError as exc:
+        if exc.filename is None or Path(str(exc.filename)).name.startswith("."):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+        raise
+    return npz, js

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from spinedx.common import SYNTHETIC_BANNER, aggregate, call, json_clean
 from spinedx.errors import PreprocessError, SpinedxError
 
 if TYPE_CHECKING:
-    from spinedx.models.ensemble import Ensemble
+    from spinedx.inference import Engine
     from spinedx.models.run import RunModels
     from spinedx.preprocess import ExtractConfig
     from spinedx.runfolder import RunRecord
@@ -150,12 +149,12 @@ def predict_case(
     explain: bool = True,
     allow_missing_folds: bool = False,
     run: RunModels | None = None,
-    engine: str = "torch",
+    engine: str | Engine = "torch",
     dicom: bool = True,
-    ensemble: Ensemble | None = None,
     allow_modality: Sequence[str] = (),
     overwrite: bool = False,
     expect_digest: str | None = None,
+    folds: Sequence[int] | None = None,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it (``explain.DEFAULT_METHOD``).
 
@@ -180,13 +179,12 @@ def predict_case(
             and overlays; ``prediction.json`` and ``explanation.json`` name the method.
         allow_missing_folds: answer from the finished folds when some fold models are missing (recorded in
             ``prediction.json``); by default such a run is refused.
-        run: the run's fold models already loaded with :func:`spinedx.models.load_run` (a server keeps them
+        run: the run's fold models already loaded with :func:`spinedx.inference.load_model` (a server keeps them
             warm); None loads them from ``run_dir``.
-        engine: ``torch`` (the fold models) or ``onnx`` (a bundle's ``model.onnx`` in ONNX Runtime; the heatmaps still
-            come from the fold models).
-        ensemble: the same fold models prepared once as one batched call (:class:`spinedx.models.Ensemble`, made
-            from ``run``'s models; a server keeps it warm); used for the probabilities with ``engine="torch"``.
-            It agrees with the per-model loop to float rounding (1e-4 checked).
+        engine: the inference engine (:mod:`spinedx.inference`, fp32 either way): ``torch`` (the fold models),
+            ``onnx`` (ONNX Runtime: a bundle's ``model.onnx``, or the same graph exported from the run's models), or
+            an engine already made for ``run`` (:func:`spinedx.inference.make_engine`; a server keeps one warm). The
+            heatmaps come from the torch fold models whatever the engine.
         allow_modality: DICOM image modalities read besides MR (``--allow-modality CT``); by default a series that
             is not MR is refused, naming its modality.
         dicom: with DICOM inputs and ``out_dir``, also write the DICOM results (TID 1500 SR and heatmap
@@ -195,6 +193,8 @@ def predict_case(
         overwrite: replace an ``out_dir`` that is not an earlier prediction.
         expect_digest: the digest the model bundle must have (``spinedx export`` prints it); a run folder, or
             another bundle, is refused.
+        folds: answer with these fold models only (``--fold K``): a cohort patient predicted with the fold model
+            that held it out reproduces its out-of-fold probability (``oof_patients.csv``) to float rounding.
 
     Returns:
         The prediction (see :class:`CasePrediction`).
@@ -206,7 +206,8 @@ def predict_case(
     """
     from spinedx.cohort import CaseRecord, parse_box, parse_slices
     from spinedx.common import CHANNEL_NAMES
-    from spinedx.models import load_run, predict_patches
+    from spinedx.inference import engine_rows, load_model, make_engine
+    from spinedx.inference.loading import ENGINES
     from spinedx.preprocess import extract_case
     from spinedx.provenance import provenance
 
@@ -224,13 +225,13 @@ def predict_case(
     box_t = tuple(int(v) for v in box)
     if len(box_t) != 4:
         raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
+    if isinstance(engine, str) and engine not in ENGINES:
+        raise SpinedxError(f"engine must be torch or onnx, got {engine!r}", where="--engine")
     if out_dir is not None:
         _check_out_dir(Path(out_dir), overwrite)
 
     if run is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-            run = load_run(run_dir, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
+        run = load_model(run_dir, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
     elif run.missing_folds and not allow_missing_folds:
         raise SpinedxError(f"fold(s) {', '.join(map(str, run.missing_folds))} have no model; pass "
                            "allow_missing_folds=True to use the others", where=str(run.run_dir))
@@ -240,6 +241,9 @@ def predict_case(
         if run.digest != check_digest_text(expect_digest):
             raise SpinedxError(f"bundle digest {run.digest or 'none (not loaded from a bundle)'}, expected "
                                f"{check_digest_text(expect_digest)} (--expect-digest)", where=str(run.run_dir))
+    all_folds = list(run.folds)
+    if folds is not None:
+        run = run.select(folds)  # the models, sha256 and fingerprint of the chosen folds only
     record = run.record
     config, config_source = extract_config_for(record, register)
     if tuple(run.channel_names) != tuple(CHANNEL_NAMES):
@@ -255,23 +259,14 @@ def predict_case(
         raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
                            f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
 
-    if engine == "onnx":
-        from spinedx.interop.bundle import onnx_probabilities
-
-        probs = onnx_probabilities(run.run_dir, patches.x, expect_digest=run.digest)
-    elif engine == "torch" and ensemble is not None:
-        if list(ensemble.folds) != list(run.folds):
-            raise SpinedxError(f"the ensemble holds folds {ensemble.folds}, the run {list(run.folds)}",
-                               where=str(run.run_dir))
-        if ensemble.views != run.tta:
-            raise SpinedxError(f"the ensemble averages over test-time views {ensemble.views.name!r}, the run over "
-                               f"{run.tta.name!r}; prepare it with Ensemble.load or views=run.tta",
-                               where=str(run.run_dir))
-        probs = ensemble.predict(patches.x)  # (n_models, n_slices), fp32, one batched call
-    elif engine == "torch":
-        probs = predict_patches(run, patches.x, bf16=False)  # (n_models, n_slices); fp32: one case, exact values
+    if isinstance(engine, str):
+        eng = make_engine(run, engine)
     else:
-        raise SpinedxError(f"engine must be torch or onnx, got {engine!r}", where="--engine")
+        eng = engine_rows(engine, run.folds)
+        if eng.views != run.tta:
+            raise SpinedxError(f"the engine averages over test-time views {eng.views.name!r}, the run over "
+                               f"{run.tta.name!r}; make it with spinedx.inference.make_engine", where=str(run.run_dir))
+    probs = eng.predict(patches.x)  # (n_models, n_slices), fp32
     per_model = aggregate(probs, run.aggregation, axis=1)
     prob = float(per_model.mean())
     threshold = run.threshold
@@ -299,8 +294,8 @@ def predict_case(
         "threshold": threshold,
         "aggregation": (f"{run.aggregation} over the lesion slices per fold model, then the mean over the "
                         f"{n_models} fold models"),
-        "engine": ("onnxruntime" if engine == "onnx" else
-                   f"ensemble ({ensemble.backend}, {ensemble.precision})" if ensemble is not None else "torch"),
+        "engine": eng.name,
+        "inference": eng.record(),
         "test_time_augmentation": run.tta.to_dict(),
         "spread": {
             "n_models": n_models,
@@ -323,6 +318,10 @@ def predict_case(
             "backbone": run.backbone,
             "folds": list(run.folds),
             "folds_in_run": record.config.folds,
+            "fold_selection_note": (f"answered by fold model(s) {', '.join(map(str, run.folds))} only (--fold), not "
+                                    f"the ensemble of fold models {', '.join(map(str, all_folds))}: for a cohort "
+                                    "patient, the model that held it out reproduces its out-of-fold probability"
+                                    if folds is not None else None),
             "missing_folds": list(run.missing_folds),
             "missing_folds_note": (f"answered from {n_models} of {record.config.folds} fold models: fold(s) "
                                    f"{', '.join(map(str, run.missing_folds))} have no model (--allow-missing-folds)"
@@ -337,6 +336,7 @@ def predict_case(
             "patches_sha256": record.patches.sha256,
             "fingerprint": run.fingerprint,
             "bundle_digest": run.digest,
+            "oof_inference": run.oof_inference,
             "integrity": run.notes or ["every fold model is the file recorded when it was made (sha256 checked)"],
             "run_git_commit": record.git_commit,
             "run_versions": record.versions,

@@ -31,33 +31,30 @@ siblings of folds being written, or a desktop's ``.DS_Store``) are ignored; anyt
 ``7`` in a 2-fold run) is refused, naming it, because a reader cannot tell whether it holds a model that
 should count.
 
-Only the standard library and :mod:`spinedx.errors`/:mod:`spinedx.fsutil`/:mod:`spinedx.common` are
+The typed records of ``config.yaml`` and ``splits.json`` (:class:`RunRecord`, :class:`Splits`) live in
+:mod:`spinedx.runrecord` and are importable from here. Only the standard library and light spinedx modules are
 imported at module level; numpy, pandas and yaml are imported where needed, torch never.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spinedx.common import json_clean
-from spinedx.errors import SpinedxError
-from spinedx.fsutil import TMP_MARK, atomic_dir, atomic_path, atomic_write_json, atomic_write_text
+from spinedx.fsutil import TMP_MARK, atomic_dir, atomic_path, atomic_write_text
 from spinedx.patchset import PatchesInfo, PatchSet, load_patches, patches_file
-from spinedx.training.config import OPTIMISTIC_WARNING, RESUMABLE_KEYS, CVConfig
+from spinedx.records import is_int, is_num, read_json, read_table, strict_keys, write_json
+from spinedx.runrecord import FORMAT, FoldSplit, RunFolderError, RunRecord, Splits, WeightsRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FORMAT", "FoldModels", "FoldScan", "FoldSplit", "PatchSet", "PatchesInfo", "RunFolder", "RunFolderError",
            "RunRecord", "Splits", "WeightsRecord", "load_patches", "open_run", "patches_file"]
-
-#: Version of the run-folder layout written by this spinedx.
-FORMAT = 1
 
 CONFIG = "config.yaml"
 SPLITS = "splits.json"
@@ -82,275 +79,8 @@ PATIENT_COLUMNS = ("patient_id", "fold", "label", "probability", "prediction")
 _RERUN = "rerun spinedx cv with the same options in this folder (finished folds are kept) to rewrite it"
 
 
-class RunFolderError(SpinedxError):
-    """A run folder, or one of its files, is missing, damaged, or inconsistent."""
-
-
-# ------------------------------------------------------------------------------------------------
-# small strict readers
-
-
-def _keys(data: Any, expected: Sequence[str], what: str, where: Path | str, remedy: str) -> dict[str, Any]:
-    """``data`` as a dict with exactly the ``expected`` keys, else a :class:`RunFolderError`."""
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{what} must be a mapping, found {type(data).__name__}; {remedy}", where=str(where))
-    missing = [k for k in expected if k not in data]
-    unknown = sorted(str(k) for k in data if k not in expected)
-    if missing or unknown:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                ([f"unknown {', '.join(unknown)}"] if unknown else [])
-        raise RunFolderError(f"{what}: {'; '.join(parts)} (not what this spinedx version writes); {remedy}",
-                             where=str(where))
-    return data
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _read_json(path: Path, what: str, remedy: str) -> Any:
-    if not path.is_file():
-        raise RunFolderError(f"{what} missing; {remedy}", where=str(path))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RunFolderError(f"not a text file ({exc.reason}); {remedy}", where=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"not valid JSON (line {exc.lineno}: {exc.msg}); {remedy}", where=str(path)) from None
-
-
-# ------------------------------------------------------------------------------------------------
-# what a run was trained on
-
-
-@dataclass(frozen=True)
-class WeightsRecord:
-    """Where the models' initial weights came from (:class:`spinedx.models.WeightsInfo` as recorded)."""
-
-    source: str
-    path: str | None
-    sha256: str | None
-    message: str
-
-    @property
-    def pretrained(self) -> bool:
-        """True when ImageNet weights initialised the models."""
-        return self.source.startswith("imagenet")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types for YAML."""
-        return {"source": self.source, "path": self.path, "sha256": self.sha256, "message": self.message}
-
-    @classmethod
-    def from_record(cls, data: Any, where: Path | str, remedy: str) -> WeightsRecord:
-        """Strict reader of :meth:`to_dict`'s output."""
-        d = _keys(data, ["source", "path", "sha256", "message"], "weights", where, remedy)
-        if not (isinstance(d["source"], str) and isinstance(d["message"], str)
-                and all(d[k] is None or isinstance(d[k], str) for k in ("path", "sha256"))):
-            raise RunFolderError(f"weights: bad values; {remedy}", where=str(where))
-        return cls(d["source"], d["path"], d["sha256"], d["message"])
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """Everything ``config.yaml`` says about a run.
-
-    Attributes:
-        config: the resolved configuration.
-        patches: what the run was trained on.
-        weights: the initial weights.
-        device: the device of the (last) training session: type, name, threads, bf16, compile, channels_last.
-        channel_names: input channel order of the models.
-        provenance: versions, git commit, creation time.
-    """
-
-    config: CVConfig
-    patches: PatchesInfo
-    weights: WeightsRecord
-    device: dict[str, Any]
-    channel_names: tuple[str, ...]
-    provenance: dict[str, Any]
-
-    KEYS = ("format", "config", "optimistic", "warning", "patches", "weights", "device", "channel_names",
-            "provenance")
-
-    @property
-    def optimistic(self) -> bool:
-        """True when early stopping used the outer validation folds (the paper literally)."""
-        return self.config.optimistic
-
-    @property
-    def warning(self) -> str | None:
-        """The optimistic-results warning, when it applies."""
-        return OPTIMISTIC_WARNING if self.optimistic else None
-
-    @property
-    def synthetic(self) -> bool:
-        """True when the run was trained on a synthetic cohort."""
-        return self.patches.synthetic
-
-    @property
-    def threshold(self) -> float:
-        """Decision threshold on the patient probability."""
-        return self.config.threshold
-
-    @property
-    def aggregation(self) -> str:
-        """``max`` or ``mean`` over a patient's slices."""
-        return self.config.aggregation
-
-    @property
-    def git_commit(self) -> str | None:
-        """Git commit of the spinedx that trained the run."""
-        value = self.provenance.get("git_commit")
-        return None if value is None else str(value)
-
-    @property
-    def versions(self) -> dict[str, Any]:
-        """Package versions of the training session."""
-        value = self.provenance.get("versions")
-        return dict(value) if isinstance(value, dict) else {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``config.yaml`` document."""
-        return json_clean({
-            "format": FORMAT, "config": self.config.to_dict(), "optimistic": self.optimistic,
-            "warning": self.warning, "patches": self.patches.to_dict(), "weights": self.weights.to_dict(),
-            "device": dict(self.device), "channel_names": list(self.channel_names),
-            "provenance": dict(self.provenance),
-        })
-
-    @classmethod
-    def from_dict(cls, data: Any, where: Path | str) -> RunRecord:
-        """Strict reader of :meth:`to_dict`'s output (a parsed ``config.yaml``)."""
-        remedy = "the file was not written by this spinedx version's spinedx cv: rerun spinedx cv into a new folder"
-        if not isinstance(data, dict):
-            raise RunFolderError(f"expected a mapping, found {type(data).__name__}; {remedy}", where=str(where))
-        if "format" not in data:
-            raise RunFolderError("no 'format': written by an older spinedx; rerun spinedx cv into a new folder "
-                                 "(or use the spinedx version that made it)", where=str(where))
-        if data["format"] != FORMAT:
-            raise RunFolderError(f"run-folder format {data['format']!r} is not this spinedx's ({FORMAT}); use the "
-                                 "spinedx version that made it", where=str(where))
-        d = _keys(data, cls.KEYS, "config.yaml", where, remedy)
-        config = CVConfig.from_record(d["config"], str(where))
-        if d["optimistic"] is not config.optimistic or d["warning"] != (OPTIMISTIC_WARNING if config.optimistic
-                                                                        else None):
-            raise RunFolderError(f"optimistic/warning disagree with config.early_stop_on; {remedy}", where=str(where))
-        if not (isinstance(d["device"], dict) and isinstance(d["provenance"], dict)
-                and isinstance(d["channel_names"], list)):
-            raise RunFolderError(f"device, provenance and channel_names must be a mapping, a mapping and a list; "
-                                 f"{remedy}", where=str(where))
-        return cls(config, PatchesInfo.from_record(d["patches"], where, remedy),
-                   WeightsRecord.from_record(d["weights"], where, remedy), dict(d["device"]),
-                   tuple(str(c) for c in d["channel_names"]), dict(d["provenance"]))
-
-    def resume_problems(self, new: RunRecord) -> list[str]:
-        """What differs between this (existing) record and ``new`` in ways a resumed run cannot mix."""
-        # A run written before the per-fold thread count was fixed (threads: null) had none to keep: it resumes with
-        # the new command's (the caller says so, spinedx.evaluation.cv warns).
-        legacy = ("threads",) if self.config.threads is None else ()
-        problems = new.config.differences(self.config, ignore=RESUMABLE_KEYS + legacy)
-        if new.patches.sha256 != self.patches.sha256:
-            problems.append(f"patches: {self.patches.path} (sha256 {self.patches.sha256[:12]}...) there, "
-                            f"{new.patches.path} (sha256 {new.patches.sha256[:12]}...) now")
-        if new.weights.sha256 != self.weights.sha256 or new.weights.pretrained != self.weights.pretrained:
-            problems.append(f"initial weights: {self.weights.source} there, {new.weights.source} now")
-        return problems
-
-
-# ------------------------------------------------------------------------------------------------
-# splits
-
-
-@dataclass(frozen=True)
-class FoldSplit:
-    """One outer fold: its validation patients and the inner validation patients for early stopping."""
-
-    fold: int
-    val: tuple[str, ...]
-    inner_val: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Splits:
-    """``splits.json``: folds by patient (see :func:`spinedx.evaluation.splits.make_splits`)."""
-
-    folds: int
-    seed: int
-    inner_val_fraction: float
-    splits: tuple[FoldSplit, ...]
-    fold_of: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def patients(self) -> list[str]:
-        """Every patient of the run, sorted."""
-        return sorted(self.fold_of)
-
-    @property
-    def validation_sets(self) -> list[list[str]]:
-        """The validation patients of each fold, in fold order."""
-        return [list(s.val) for s in self.splits]
-
-    def split(self, fold: int) -> FoldSplit:
-        """The split of fold ``fold``."""
-        return self.splits[fold]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``splits.json`` document."""
-        return {"folds": self.folds, "seed": self.seed, "inner_val_fraction": self.inner_val_fraction,
-                "n_patients": len(self.fold_of), "fold_of": dict(sorted(self.fold_of.items())),
-                "splits": [{"fold": s.fold, "val": list(s.val), "inner_val": list(s.inner_val)}
-                           for s in self.splits]}
-
-    @classmethod
-    def from_dict(cls, data: Any, where: Path | str) -> Splits:
-        """Strict reader: the layout of :meth:`to_dict`, every patient validated exactly once."""
-        remedy = "the file was changed by hand or by another program; rerun spinedx cv into a new folder"
-        d = _keys(data, ["folds", "seed", "inner_val_fraction", "n_patients", "fold_of", "splits"], "splits.json",
-                  where, remedy)
-        if not (_is_int(d["folds"]) and _is_int(d["seed"]) and _is_num(d["inner_val_fraction"])
-                and _is_int(d["n_patients"]) and isinstance(d["fold_of"], dict) and isinstance(d["splits"], list)):
-            raise RunFolderError(f"bad value types; {remedy}", where=str(where))
-        if len(d["splits"]) != d["folds"]:
-            raise RunFolderError(f"{len(d['splits'])} splits for {d['folds']} folds; {remedy}", where=str(where))
-        splits = []
-        seen: dict[str, int] = {}
-        for k, entry in enumerate(d["splits"]):
-            e = _keys(entry, ["fold", "val", "inner_val"], f"splits[{k}]", where, remedy)
-            if e["fold"] != k or not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
-                                         for v in (e["val"], e["inner_val"])):
-                raise RunFolderError(f"splits[{k}] must be fold {k} with lists of patient ids; {remedy}",
-                                     where=str(where))
-            for p in e["val"]:
-                if p in seen:
-                    raise RunFolderError(f"patient {p} is in the validation folds {seen[p]} and {k}; {remedy}",
-                                         where=str(where))
-                seen[p] = k
-            if set(e["inner_val"]) & set(e["val"]):
-                raise RunFolderError(f"fold {k}: inner validation patients are also validation patients; {remedy}",
-                                     where=str(where))
-            splits.append(FoldSplit(k, tuple(e["val"]), tuple(e["inner_val"])))
-        fold_of = {str(p): v for p, v in d["fold_of"].items()}
-        if fold_of != seen or d["n_patients"] != len(seen):
-            raise RunFolderError(f"fold_of/n_patients disagree with the splits; {remedy}", where=str(where))
-        return cls(d["folds"], d["seed"], float(d["inner_val_fraction"]), tuple(splits), fold_of)
-
-    def problems_with(self, config: CVConfig, patients: Sequence[str] | None = None) -> list[str]:
-        """How these splits disagree with ``config`` (folds, seed, inner split) and with ``patients``."""
-        out = [f"{name}: {mine!r} in splits.json, {theirs!r} now" for name, mine, theirs in (
-            ("folds", self.folds, config.folds), ("seed", self.seed, config.seed),
-            ("inner_val_fraction", self.inner_val_fraction, config.inner_val_fraction)) if mine != theirs]
-        if patients is not None and set(patients) != set(self.fold_of):
-            extra, gone = sorted(set(patients) - set(self.fold_of)), sorted(set(self.fold_of) - set(patients))
-            out.append("patients differ from the patches (" + ", ".join(
-                ([f"{len(extra)} new, e.g. {extra[0]}"] if extra else [])
-                + ([f"{len(gone)} gone, e.g. {gone[0]}"] if gone else [])) + ")")
-        return out
+    return read_json(path, what, remedy, error=RunFolderError)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -438,7 +168,8 @@ class RunFolder:
         return self.path / REPEATS_DOC
 
     def baselines_dir(self, repeat: int | None = None) -> Path:
-        """``baselines/`` (of a repeat): the baselines fitted on the run's folds (:mod:`spinedx.baselines.inrun`)."""
+        """``baselines/`` (of a repeat): the baselines fitted on the run's folds
+        (:mod:`spinedx.evaluation.runbaselines`)."""
         return self._base(repeat) / BASELINES
 
     @property
@@ -516,7 +247,7 @@ class RunFolder:
         """Write ``splits.json`` atomically (a dict is checked through :meth:`Splits.from_dict` first)."""
         path = self.splits_path(repeat)
         s = splits if isinstance(splits, Splits) else Splits.from_dict(dict(splits), path)
-        atomic_write_json(path, s.to_dict())
+        write_json(path, s.to_dict())
         return s
 
     # -- folds ------------------------------------------------------------------------------------
@@ -569,6 +300,43 @@ class RunFolder:
         _remove_dead_tmp(target.parent, f".{int(fold)}{TMP_MARK}")
         with atomic_dir(target) as tmp:
             yield tmp
+
+    def write_fold(self, fold: int, repeat: int | None = None, *, history: pd.DataFrame, curves_png: bytes,
+                   save_model: Callable[[Path], None], predictions: pd.DataFrame,
+                   done: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the folder of a finished fold, complete or not at all (:meth:`fold_writer`).
+
+        In this order: ``history.csv``, ``curves.png`` (the figure's PNG bytes), ``model.pt`` (written by
+        ``save_model``, the model file's own writer, :func:`spinedx.models.run.save_fold_model`), ``predictions.csv``
+        (columns :data:`SLICE_COLUMNS`), then ``done.json``: ``done`` plus ``model_sha256``, the model's fingerprint
+        recorded when it was made, which every reader compares the file with.
+
+        Args:
+            fold: the fold.
+            repeat: the repeat (None: the run itself).
+            history: one row per epoch (the trainer's history).
+            curves_png: the loss curves, a PNG file's bytes.
+            save_model: writes the fold model to the path it is given.
+            predictions: the fold's out-of-fold slice probabilities.
+            done: the fold's record (``done.json`` without ``model_sha256``).
+
+        Returns:
+            The ``done.json`` record as written.
+
+        Raises:
+            RunFolderError: the fold is already finished.
+        """
+        from spinedx.provenance import sha256_file
+
+        with self.fold_writer(fold, repeat) as tmp:
+            history.to_csv(tmp / "history.csv", index=False)
+            (tmp / "curves.png").write_bytes(curves_png)
+            save_model(tmp / "model.pt")
+            predictions[list(SLICE_COLUMNS)].to_csv(tmp / "predictions.csv", index=False)
+            record = json_clean(dict(done))
+            record["model_sha256"] = sha256_file(tmp / "model.pt")
+            write_json(tmp / "done.json", record)
+        return record
 
     def remove_fold_temporaries(self, repeat: int | None = None) -> list[Path]:
         """Remove the temporary fold folders (``folds/.k.tmp-PID-...``) of processes that no longer run on this
@@ -672,7 +440,7 @@ class RunFolder:
 
     def write_metrics(self, metrics: Mapping[str, Any], repeat: int | None = None) -> None:
         """Write ``metrics.json`` (of a repeat) atomically (NaN as null)."""
-        atomic_write_json(self._base(repeat) / METRICS, json_clean(dict(metrics)))
+        write_json(self._base(repeat) / METRICS, dict(metrics))
 
     def read_metrics(self, repeat: int | None = None) -> dict[str, Any]:
         """``metrics.json`` (of a repeat; strict about the patient-level figures the report and the demo show)."""
@@ -683,10 +451,10 @@ class RunFolder:
         doc = _read_json(path, "metrics.json", _RERUN)
         if not isinstance(doc, dict):
             raise RunFolderError(f"expected a JSON object; {_RERUN}", where=str(path))
-        need = {"n": _is_int, "tp": _is_int, "tn": _is_int, "fp": _is_int, "fn": _is_int,
-                "auc": lambda v: v is None or _is_num(v), "auc_low": lambda v: v is None or _is_num(v),
-                "auc_high": lambda v: v is None or _is_num(v), "threshold": _is_num, "aggregation": lambda v:
-                isinstance(v, str), "folds": _is_int, "slice": lambda v: isinstance(v, dict),
+        need = {"n": is_int, "tp": is_int, "tn": is_int, "fp": is_int, "fn": is_int,
+                "auc": lambda v: v is None or is_num(v), "auc_low": lambda v: v is None or is_num(v),
+                "auc_high": lambda v: v is None or is_num(v), "threshold": is_num, "aggregation": lambda v:
+                isinstance(v, str), "folds": is_int, "slice": lambda v: isinstance(v, dict),
                 "per_fold": lambda v: isinstance(v, list)}
         bad = [k for k, ok in need.items() if k not in doc or not ok(doc[k])]
         if bad:
@@ -704,7 +472,7 @@ class RunFolder:
         with atomic_dir(target) as tmp:
             for name, df in tables.items():
                 df[list(PATIENT_COLUMNS)].to_csv(tmp / f"{name}_patients.csv", index=False)
-            (tmp / BASELINES_DOC).write_text(json.dumps(json_clean(dict(doc)), indent=1, allow_nan=False) + "\n")
+            write_json(tmp / BASELINES_DOC, dict(doc))
 
     def read_baselines(self, repeat: int | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]] | None:
         """``baselines/`` as (document, tables by name), or None when absent (strict about what is there)."""
@@ -730,16 +498,16 @@ class RunFolder:
         if not path.is_file():
             return None
         remedy = "rerun spinedx cv into a new folder"
-        doc = _keys(_read_json(path, "repeats.json", remedy), ("format", "repeats", "seeds"), "repeats.json", path,
-                    remedy)
+        doc = strict_keys(_read_json(path, "repeats.json", remedy), ("format", "repeats", "seeds"), "repeats.json",
+                          path, remedy, error=RunFolderError)
         n, seeds = doc["repeats"], doc["seeds"]
-        if not _is_int(n) or n < 2 or not isinstance(seeds, list) or len(seeds) != n or not all(map(_is_int, seeds)):
+        if not is_int(n) or n < 2 or not isinstance(seeds, list) or len(seeds) != n or not all(map(is_int, seeds)):
             raise RunFolderError(f"bad repeats or seeds; {remedy}", where=str(path))
         return doc
 
     def write_repeats(self, n: int, seeds: Sequence[int]) -> None:
         """Write ``repeats.json``."""
-        atomic_write_json(self.repeats_doc_path, {"format": 1, "repeats": int(n), "seeds": [int(s) for s in seeds]})
+        write_json(self.repeats_doc_path, {"format": 1, "repeats": int(n), "seeds": [int(s) for s in seeds]})
 
     # -- starting over ----------------------------------------------------------------------------
 
@@ -785,42 +553,7 @@ def _remove_dead_tmp(folder: Path, prefix: str) -> list[Path]:
 
 
 def _read_table(path: Path, columns: Sequence[str], remedy: str) -> pd.DataFrame:
-    """A CSV with exactly ``columns`` (patient_id as text; fold, label, slice_index, prediction integers;
-    probability a finite number in [0, 1])."""
-    import numpy as np
-    import pandas as pd
-
-    if not path.is_file():
-        raise RunFolderError(f"{path.name} missing; {remedy}", where=str(path))
-    try:
-        df = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise RunFolderError(f"not a readable CSV ({' '.join(str(exc).split())}); {remedy}", where=str(path)) from None
-    if list(df.columns) != list(columns):
-        raise RunFolderError(f"columns {list(df.columns)}, expected {list(columns)}; {remedy}", where=str(path))
-    if df.empty:
-        raise RunFolderError(f"no rows; {remedy}", where=str(path))
-    for col in columns:
-        if col == "patient_id":
-            if (df[col].str.strip() == "").any():
-                raise RunFolderError(f"empty patient_id; {remedy}", where=str(path))
-            continue
-        values = pd.to_numeric(df[col], errors="coerce")
-        if values.isna().any():
-            row = int(np.flatnonzero(values.isna().to_numpy())[0]) + 2
-            raise RunFolderError(f"{col} on line {row} is not a number ({df[col].iloc[row - 2]!r}); {remedy}",
-                                 where=str(path))
-        if col == "probability":
-            if not np.isfinite(values).all() or ((values < 0) | (values > 1)).any():
-                raise RunFolderError(f"probabilities must lie in [0, 1]; {remedy}", where=str(path))
-            df[col] = values.astype(float)
-        else:
-            if (values != values.round()).any():
-                raise RunFolderError(f"{col} must hold whole numbers; {remedy}", where=str(path))
-            df[col] = values.astype(np.int64)
-            if col in ("label", "prediction") and not df[col].isin((0, 1)).all():
-                raise RunFolderError(f"{col} must be 0 or 1; {remedy}", where=str(path))
-    return df
+    return read_table(path, columns, remedy, error=RunFolderError)
 
 
 def open_run(path: str | Path) -> tuple[RunFolder, RunRecord]:

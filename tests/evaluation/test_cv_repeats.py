@@ -12,8 +12,9 @@ from test_cv import make_patches, tiny_config
 from typer.testing import CliRunner
 
 from spinedx.cli import app
+from spinedx.cli.cvview import summary_lines
 from spinedx.errors import SpinedxError
-from spinedx.evaluation.cv import run_cv, summary_lines
+from spinedx.evaluation.cv import run_cv
 from spinedx.runfolder import RunFolder
 from spinedx.training.engine import fold_seed
 

@@ -128,7 +128,7 @@ def _state(pid: int) -> str:
 
 
 #: ``python SCRIPT cv ...``: spinedx's command line, with every fold held while its folder is being written (after
-#: curves.png, in the temporary sibling) and a marker file per process in ``$SPINEDX_TEST_WRITING``. Spawned
+#: model.pt, in the temporary sibling) and a marker file per process in ``$SPINEDX_TEST_WRITING``. Spawned
 #: workers import this script as their ``__mp_main__``, so they are held too.
 _HELD_WRITER = '''
 import os
@@ -136,9 +136,9 @@ import sys
 import time
 from pathlib import Path
 
-import spinedx.evaluation.cv as cv
+import spinedx.models.run as models_run
 
-_real = cv._save_curves
+_real = models_run.save_fold_model
 
 
 def _held(*args, **kwargs):
@@ -147,7 +147,7 @@ def _held(*args, **kwargs):
     time.sleep(600)
 
 
-cv._save_curves = _held
+models_run.save_fold_model = _held
 
 if __name__ == "__main__":
     from spinedx.cli import main

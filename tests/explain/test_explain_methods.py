@@ -152,11 +152,12 @@ def test_torchvision_backbones(backbone: str) -> None:
         assert h.shape == (1, 64, 64) and 0.0 <= h.min() and h.max() <= 1.0, method
 
 
-def test_explain_after_predict_patches() -> None:
-    """predict_patches runs first in spinedx predict and the workstation; the models must stay explainable."""
+def test_explain_after_the_torch_engine() -> None:
+    """The torch engine runs first in spinedx predict and the workstation; the models must stay explainable."""
     import warnings
 
-    from spinedx.models import build_model, predict_patches
+    from spinedx.inference import TorchEngine
+    from spinedx.models import build_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -164,7 +165,7 @@ def test_explain_after_predict_patches() -> None:
     model.eval()
     x = np.random.default_rng(9).normal(size=(2, 6, 64, 64)).astype(np.float32)
     before = gradcam(model, x)
-    predict_patches([model], x)
+    TorchEngine([model]).predict(x)
     assert not any(p.is_inference() for p in model.parameters())
     np.testing.assert_allclose(explain(model, x, "gradcam-layer4"), before, atol=1e-5)
     with torch.inference_mode():  # parameters made in inference mode: explained on a copy, same maps

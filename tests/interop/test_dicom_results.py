@@ -1,5 +1,6 @@
-"""DICOM results: the SR and the Grad-CAM Secondary Captures validate, read back to the same values with two
-readers (highdicom, dcmtk's dsrdump / pydicom), reference the right stored T2 images and copy only the identifiers."""
+"""DICOM results: the SR, the heatmap Parametric Map and the Secondary Captures validate, read back to the same values
+with two readers (highdicom, dcmtk's dsrdump / pydicom), reference the right stored T2 images and copy only the
+identifiers; the SR has the shape a PACS viewer (OHIF v3) shows legibly, and states the prediction's decision."""
 
 from __future__ import annotations
 
@@ -33,29 +34,34 @@ def written(case: dict, module_tmp: Path) -> tuple:
 
 def test_objects_validate_with_dciodvfy(written: tuple) -> None:
     _, res = written
-    assert len(res.overlays) == 3
+    assert len(res.overlays) == 3 and res.pmap is not None
+    assert res.files == [res.sr, res.pmap, *res.overlays]
     for path in res.files:
         v = dciodvfy(path)
         assert v.errors == [], (path.name, v.errors)
     assert dciodvfy(res.sr).iod == "Comprehensive3DSR"
+    assert dciodvfy(res.pmap).iod == "ParametricMap"
     assert dciodvfy(res.overlays[0]).iod == "SCImage"
-    # the only warnings on the SR are about the (declared) private coding scheme
+    # the only warnings: the (declared) private coding scheme on the SR; on the map, highdicom's Image Type value 4
+    # QUANTITY, a term dicom3tools' dictionary does not list
     assert all("99SPINEDX" in w for w in dciodvfy(res.sr).warnings)
+    assert all("<QUANTITY>" in w for w in dciodvfy(res.pmap).warnings)
 
 
 def test_sr_reads_back_with_highdicom(written: tuple, case: dict) -> None:
     content, res = written
     s = read_sr(res.sr)
-    assert s.probability == content.probability  # unrounded (FloatingPointValue)
-    assert s.spread["Minimum"] == min(content.per_model) and s.spread["Maximum"] == max(content.per_model)
-    assert s.spread["Standard Deviation"] == pytest.approx(float(np.std(content.per_model)), abs=1e-15)
-    assert s.classification == ("21594007", "SCT", "Malignant")
-    assert s.finding_type == ("VFX", "99SPINEDX", "Vertebral fracture")
-    assert [p for _, p in s.slice_probabilities] == list(content.slice_probability)
+    assert s.n_groups == len(content.slice_index) == 3
+    assert s.probability == pytest.approx(content.probability, rel=1e-15)  # stored in %, FD beside the DS
+    assert s.probability_uncalibrated is None  # this content states no calibration
+    assert s.spread == {"Fold-model SD": pytest.approx(float(np.std(content.per_model)), rel=1e-12)}
+    assert s.decision == "malignant" and s.classification == ("21594007", "SCT", "Malignant")
+    assert s.finding_type == s.classification and s.refer_reasons == []
+    assert s.comments == ["spinedx: MALIGNANT", "trained on a synthetic cohort; research use only"]
     assert s.algorithm["name"] == content.algorithm.name and s.algorithm["version"] == "0.1.0"
     assert s.model_hash == "ab" * 32
     assert "research use only, not for clinical decisions" in s.algorithm["parameters"]
-    assert [uid for uid, _, _ in s.regions] == res.referenced == [uid for uid, _ in s.slice_probabilities]
+    assert [uid for uid, _, _ in s.regions] == res.referenced
     x0, y0, x1, y1 = case["box"]
     for _, frame, poly in s.regions:
         assert frame is None
@@ -66,25 +72,87 @@ def test_sr_reads_back_with_highdicom(written: tuple, case: dict) -> None:
     assert sr.SeriesInstanceUID not in {src.SeriesInstanceUID}
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert "research use only" in sr.SeriesDescription
+    assert s.predecessors == [] and "PredecessorDocumentsSequence" not in sr
 
 
 def test_sr_reads_back_with_dsrdump(written: tuple) -> None:
-    """dcmtk's SR reader (a second implementation) finds the same probability, call and box."""
+    """dcmtk's SR reader (a second implementation) finds the same probability, decision and boxes."""
     content, res = written
     out = subprocess.run(["dsrdump", "+Pc", "+Pl", "+Pu", str(res.sr)], capture_output=True, text=True,
                          check=True).stdout
-    nums = re.findall(r'NUM:\(111047,DCM,"Probability of cancer"\)="([^"]+)" \(1,UCUM,"no units"\)', out)
-    assert len(nums) == 4 + len(content.slice_index)
-    assert float(nums[0]) == pytest.approx(content.probability, abs=1e-13)  # DS keeps 16 characters
-    assert [float(v) for v in nums[4:]] == pytest.approx(list(content.slice_probability), abs=1e-13)
-    assert '(278201002,SCT,"Classification (attribute)")=(21594007,SCT,"Malignant")' in out
-    assert '(121071,DCM,"Finding")=(VFX,99SPINEDX,"Vertebral fracture")' in out
+    nums = re.findall(r'NUM:\(111047,DCM,"Probability of cancer"\)="([^"]+)" \(%,UCUM,"Percent"\)', out)
+    assert len(nums) == len(content.slice_index) == out.count("Probability of cancer")  # once per group, no other
+    assert [float(v) for v in nums] == pytest.approx([100 * content.probability] * 3, abs=1e-12)
+    assert out.count('NUM:(FOLDSD,99SPINEDX,"Fold-model SD")') == 3
+    assert out.count('(278201002,SCT,"Classification (attribute)")=(21594007,SCT,"Malignant")') == 3
+    assert out.count('(121071,DCM,"Finding")=(21594007,SCT,"Malignant")') == 3
+    assert out.count('TEXT:(121106,DCM,"Comment")="spinedx: MALIGNANT"') == 3
     x0, y0, x1, y1 = content.box
     poly = f"(POLYLINE,{x0}/{y0},{x1}/{y0},{x1}/{y1},{x0}/{y1},{x0}/{y0})"
-    refs = re.findall(r'SCOORD:\(111030,DCM,"Image Region"\)=(\S+)>\s+'
+    refs = re.findall(r'<inferred from SCOORD:\(260753009,SCT,"Source"\)=(\S+)>\s+'
                       r'<selected from IMAGE:[^=]+=\(MR image,"([^"]+)"\)', out)
-    assert refs == [(poly, uid) for uid in res.referenced * 2]
+    # each group's probability is inferred from every lesion box, its own slice's first
+    a, b, c = res.referenced
+    assert refs == [(poly, uid) for uid in (a, b, c, b, a, c, c, a, b)]
     assert "research use only, not for clinical decisions" in out and "Comprehensive 3D SR" in out
+
+
+def test_sr_is_legible_in_a_viewer(written: tuple) -> None:
+    """What OHIF v3 prints (tests/interop/test_ohif.py shows it in the viewer): per group one probability in %,
+    every concept with a meaning, the region under the first NUM, at most 5 printed lines (OHIF's limit)."""
+    _, res = written
+    sr = pydicom.dcmread(res.sr)
+    groups = sr.ContentSequence[-1].ContentSequence  # Imaging Measurements
+    for g in groups:
+        items = g.ContentSequence
+        nums = [it for it in items if it.ValueType == "NUM"]
+        assert [n.ConceptNameCodeSequence[0].CodeMeaning for n in nums] == ["Probability of cancer", "Fold-model SD"]
+        assert {n.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for n in nums} == {"%"}
+        assert not any(it.ValueType == "SCOORD" for it in items)  # no top-level region: its first NUM holds it
+        assert nums[0].ContentSequence[0].ValueType == "SCOORD"
+        assert nums[0].ContentSequence[0].RelationshipType == "INFERRED FROM"
+        comments = [it for it in items
+                    if it.ValueType == "TEXT" and it.ConceptNameCodeSequence[0].CodeValue == "121106"]
+        assert len(nums) + len(comments) <= 5
+        tracking = next(it.TextValue for it in items if it.ConceptNameCodeSequence[0].CodeValue == "112039")
+        assert tracking.startswith("Cornerstone3DTools@^0.1.0:RectangleROI spinedx lesion, T2 slice ")
+
+    def codes_in(ds: pydicom.Dataset) -> list:
+        out = []
+        for el in ds:
+            if el.VR == "SQ":
+                for item in el.value:
+                    if "CodeValue" in item:
+                        out.append(item)
+                    out += codes_in(item)
+        return out
+
+    assert all(str(c.get("CodeMeaning", "")).strip() for c in codes_in(sr))
+
+
+def test_refer_decision_in_the_sr(tmp_path: Path, case: dict) -> None:
+    """A referral is stated as an indeterminate finding with its reasons, in codes and in words; the calibrated
+    probability is the one stated, the uncalibrated one is named apart."""
+    from spinedx.interop.content import Decision
+
+    decision = Decision("refer", 0.62, 0.5, probability_uncalibrated=0.58,
+                        refer_reasons=("outside_training_data", "models_disagree"), conformal_set=("benign",
+                                                                                                  "malignant"),
+                        alpha=0.1, synthetic=True)
+    content = make_content(case["slices"][:2], case["box"], decision=decision, heat=False)
+    res = write_dicom_results(None, case["t1"], case["t2"], tmp_path, content=content)
+    s = read_sr(res.sr)
+    assert s.decision == "refer" and s.classification == ("280416009", "SCT", "Indeterminate result")
+    assert s.probability == 0.62 and s.probability_uncalibrated == 0.58
+    assert [r[0] for r in s.refer_reasons] == ["OOD", "DISAGREE"]
+    assert s.comments[0] == ("spinedx: INDETERMINATE, refer (outside the training data; the fold models "
+                             "disagree)")
+    assert s.comments[1] == "trained on a synthetic cohort; research use only"
+    assert dciodvfy(res.sr).errors == []
+    out = subprocess.run(["dsrdump", "+Pc", str(res.sr)], capture_output=True, text=True, check=True).stdout
+    uncal = re.findall(r'NUM:\(PUNCAL,99SPINEDX,"Uncalibrated probability"\)="([^"]+)" \(%,UCUM,"Percent"\)', out)
+    assert [float(v) for v in uncal] == pytest.approx([58.0, 58.0], abs=1e-12)
+    assert out.count("Probability of cancer") == 2
 
 
 def test_overlays_read_back(written: tuple, case: dict) -> None:
@@ -117,8 +185,10 @@ def test_only_identifiers_are_copied(written: tuple, case: dict) -> None:
     happens to be shared, such as the character set)."""
     _, res = written
     src = pydicom.dcmread(next(Path(case["t2"]).iterdir()), stop_before_pixels=True)
-    # the overlay is the slice's own pixel grid, so its size and (unsigned) representation coincide
-    allowed = set(COPIED_KEYWORDS) | {"BodyPartExamined", "Rows", "Columns", "PixelRepresentation"}
+    # the overlay and the map are the slice's own pixel grid, so its size and (unsigned) representation coincide;
+    # the map lies in the T2's frame of reference and is, like the T2, one grey sample per pixel (MONOCHROME2)
+    allowed = set(COPIED_KEYWORDS) | {"BodyPartExamined", "Rows", "Columns", "PixelRepresentation",
+                                      "FrameOfReferenceUID", "SamplesPerPixel", "PhotometricInterpretation"}
     for path in res.files:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         copied = {e.keyword for e in ds if e.keyword in src and e.keyword and e.VR != "SQ"
@@ -182,9 +252,10 @@ def test_series_of_two_studies_are_refused(tmp_path: Path, synth_study: Path, ca
 def test_benign_call_and_no_heatmaps(tmp_path: Path, case: dict) -> None:
     content = make_content(case["slices"][:1], case["box"], probability=0.2, per_model=(0.1, 0.3), heat=False)
     res = write_dicom_results(None, case["t1"], case["t2"], tmp_path, content=content)
-    assert res.overlays == [] and res.overlay_series_uid is None
+    assert res.overlays == [] and res.overlay_series_uid is None and res.pmap is None and res.files == [res.sr]
     s = read_sr(res.sr)
-    assert s.classification == ("30807003", "SCT", "Benign") and s.probability == 0.2
+    assert s.classification == ("30807003", "SCT", "Benign") and s.probability == 0.2 and s.decision == "benign"
+    assert s.comments[0] == "spinedx: BENIGN"
     assert dciodvfy(res.sr).errors == []
 
 
@@ -206,12 +277,14 @@ def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: P
     doc = json.loads((tmp_path / "out" / "prediction.json").read_text())
     assert doc["dicom_results"]["sr"] == "dicom/sr.dcm" and doc["dicom_results"]["sr_series_uid"] == res.sr_series_uid
     s = read_sr(res.sr)
-    assert s.probability == pred.probability == doc["patient_probability"]
-    assert s.classification[2].lower() == pred.call
-    assert [p for _, p in s.slice_probabilities] == pytest.approx(pred.slice_probability.mean(axis=0).tolist(),
-                                                                  abs=1e-7)
-    assert s.spread["Minimum"] == min(pred.per_model) and s.spread["Maximum"] == max(pred.per_model)
+    # the decision and probability come from prediction.json through one mapping (content.decision_of): before
+    # issue 20's fields exist, the call and the patient probability
+    assert s.probability == pytest.approx(doc.get("probability", doc["patient_probability"]), rel=1e-15)
+    assert s.decision == doc.get("decision", doc["call"])
+    assert s.spread["Fold-model SD"] == pytest.approx(float(np.std(pred.per_model)), rel=1e-12)
     assert s.model_hash == model_fingerprint(tiny_run)
+    assert doc["dicom_results"]["pmap"] == "dicom/heatmap_pmap.dcm" and res.pmap is not None
+    assert doc["dicom_results"]["sr_sop_instance_uid"] == pydicom.dcmread(res.sr).SOPInstanceUID
     assert len(res.overlays) == len(pred.slice_index)
     for path in res.overlays:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -241,6 +314,8 @@ def test_enhanced_multiframe_source_references_frames(tmp_path: Path) -> None:
     content = make_content((1, 2), box)
     res = write_dicom_results(None, img, img, tmp_path / "out", content=content)
     s = read_sr(res.sr)
+    # this fixture writes no FrameOfReferenceUID: no map (a viewer could not place it), said in the results
+    assert res.pmap is None and "no FrameOfReferenceUID" in str(res.pmap_note) and len(res.overlays) == 2
     stored = pydicom.dcmread(path).pixel_array
     uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
     for k, (ref_uid, frame, poly) in zip(content.slice_index, s.regions, strict=True):

@@ -91,20 +91,37 @@ def _round_trip(pacs, tiny_run: Path, case: dict, tmp_path: Path) -> None:
         "select_series"
     assert doc["dicom_results"]["stored"]["sop_instance_uids"] == res.stored
 
-    # the server now holds two more series, both in the source study
+    # the server now holds three more series, all in the source study: the SR, the heatmap map and its overlays
     studies = pacs.get("/studies")
     assert len(studies) == 2
     new = [pacs.get(f"/series/{sid}") for sid in set(pacs.get("/series")) - before]
-    assert sorted(s["MainDicomTags"]["Modality"] for s in new) == ["OT", "SR"]
+    assert sorted(s["MainDicomTags"]["Modality"] for s in new) == ["OT", "OT", "SR"]  # OT: the map, the overlays
     for s in new:
         assert pacs.get(f"/studies/{s['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"] == study
     # what the server holds validates and reads back to the prediction
     client = DicomWebClient(pacs.dicomweb)
     got = client.retrieve_series(study, res.results.sr_series_uid, tmp_path / "sr")
     assert dciodvfy(got[0]).errors == []
-    assert read_sr(got[0]).probability == res.prediction.probability
+    first = read_sr(got[0])
+    assert first.probability == res.prediction.probability and first.predecessors == [] and res.supersedes is None
     overlays = client.retrieve_series(study, res.results.overlay_series_uid, tmp_path / "sc")
     assert len(overlays) == len(case["slices"]) and all(dciodvfy(p).errors == [] for p in overlays)
+    pmap = client.retrieve_series(study, res.results.pmap_series_uid, tmp_path / "pm")
+    assert len(pmap) == 1 and dciodvfy(pmap[0]).errors == []
+
+    # predicted again (another output folder): its SR supersedes the first, found on the server (QIDO-RS)
+    again = predict_study(tiny_run, pacs.dicomweb, study, case["slices"], case["box"], tmp_path / "out2",
+                          store=True, engine="torch")
+    first_uid = pydicom.dcmread(res.results.sr, stop_before_pixels=True).SOPInstanceUID
+    assert again.supersedes is not None and again.supersedes.sop_instance_uid == first_uid
+    second = client.retrieve_series(study, again.results.sr_series_uid, tmp_path / "sr2")
+    assert read_sr(second[0]).predecessors == [first_uid] and dciodvfy(second[0]).errors == []
+    doc2 = json.loads((tmp_path / "out2" / "prediction.json").read_text())
+    assert doc2["dicom_results"]["supersedes"]["sop_instance_uid"] == first_uid
+    assert doc2["dicom_results"]["stored"]["sr"]["sop_instance_uid"] == again.results.sr_sop_instance_uid
+    from spinedx.interop.publish import latest_spinedx_sr
+
+    assert latest_spinedx_sr(client, study).sop_instance_uid == again.results.sr_sop_instance_uid
 
 
 def test_index_server_writes_a_draft_manifest(pacs, synth_study: Path, tmp_path: Path) -> None:
@@ -427,10 +444,12 @@ def test_credentials_from_url_environment_and_netrc_are_never_shown(
     assert "authentication failed: the server needs credentials and none were given" in out
     # the workstation on the server, the URL with user-info: series retrieved, the URL shown without it
     texts = []
-    with TestClient(create_app(ServeSettings(cohort=out_dir / "ws" / "cohort.csv", dicomweb=secret_url))) as client:
+    with TestClient(create_app(ServeSettings(cohort=out_dir / "ws" / "cohort.csv", dicomweb=secret_url)),
+                    base_url="http://127.0.0.1:8765") as client:  # the workstation answers to its own host name
         health = client.get("/api/health")
         assert health.json()["dicomweb"] == auth_pacs.dicomweb
-        r = client.get(f"/api/cases/{case['patient_id']}")
+        key = next(c["case"] for c in client.get("/api/cases").json() if c["patient_id"] == case["patient_id"])
+        r = client.get(f"/api/cases/{key}")
         assert r.status_code == 200, r.text
         texts += [health.text, r.text, client.get("/api/cases").text]
     n_files = sum(1 for which in ("t1", "t2") for _ in case[which].iterdir())

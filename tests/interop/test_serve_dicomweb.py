@@ -22,7 +22,8 @@ def test_serve_browses_a_dicomweb_server(tiny_run: Path, case: dict, synth_study
         pacs.upload(sorted((synth_study / "dicom").rglob("*.dcm")))
         manifest = tmp_path / "server.csv"
         settings = ServeSettings(cohort=manifest, dicomweb=pacs.dicomweb, model=tiny_run)
-        with TestClient(create_app(settings)) as client:
+        # the workstation answers to its own host name only, and names cases by key (GET /api/cases lists them)
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:8765") as client:
             # the server's studies became draft rows: study and series UIDs, no paths, nothing fetched yet
             rows = pd.read_csv(manifest, dtype=str)
             assert sorted(rows.patient_id) == ["SYN0001", "SYN0002"] and rows.study_uid.notna().all()
@@ -33,7 +34,7 @@ def test_serve_browses_a_dicomweb_server(tiny_run: Path, case: dict, synth_study
             assert all(c["images"] for c in cases)  # on the server, so the page can open them
             assert client.get("/api/health").json()["synthetic"] is True
 
-            key = case["patient_id"]
+            key = next(c["case"] for c in cases if c["patient_id"] == case["patient_id"])
             r = client.get(f"/api/cases/{key}")
             assert r.status_code == 200, r.text
             detail = r.json()
@@ -55,16 +56,16 @@ def test_serve_browses_a_dicomweb_server(tiny_run: Path, case: dict, synth_study
             ref = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], explain=False)
             assert got["probability"] == pytest.approx(ref.probability, abs=1e-4)
             assert got["call"] == ref.call
-            assert (tmp_path / "server.predictions" / key / "dicom" / "sr.dcm").is_file()
+            assert (tmp_path / "server.predictions" / case["patient_id"] / "dicom" / "sr.dcm").is_file()
             # the annotation went into the manifest beside the server's UIDs
-            saved = pd.read_csv(manifest, dtype=str).set_index("patient_id").loc[key]
+            saved = pd.read_csv(manifest, dtype=str).set_index("patient_id").loc[case["patient_id"]]
             assert saved.lesion_slices == ";".join(map(str, case["slices"])) and saved.study_uid
             assert saved.t2_series_uid == detail["t2"]["series_uid"]
 
         # a later start adds the server's studies the manifest lacks and keeps what was annotated
         rows = pd.read_csv(manifest, dtype=str)
-        rows[rows.patient_id == key].to_csv(manifest, index=False)
-        with TestClient(create_app(settings)) as client:
+        rows[rows.patient_id == case["patient_id"]].to_csv(manifest, index=False)
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:8765") as client:
             assert sorted(c["patient_id"] for c in client.get("/api/cases").json()) == ["SYN0001", "SYN0002"]
             ann = client.get(f"/api/cases/{key}").json()["annotation"]
             assert ann["lesion_slices"] == list(case["slices"]) and ann["box"] == list(case["box"])

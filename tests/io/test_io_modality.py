@@ -299,12 +299,15 @@ def test_serve_reads_a_ct_series_only_when_allowed(tmp_path):
     from spinedx.serve import ServeSettings, create_app
 
     manifest = _ct_t1_case(tmp_path / "case")
-    with TestClient(create_app(ServeSettings(cohort=manifest))) as client:
-        r = client.get("/api/cases/P1/t1/2.png")
+    # the workstation answers to its own host name only, and names cases by key (GET /api/cases lists them)
+    with TestClient(create_app(ServeSettings(cohort=manifest)), base_url="http://127.0.0.1:8765") as client:
+        key = client.get("/api/cases").json()[0]["case"]
+        r = client.get(f"/api/cases/{key}/t1/2.png")
         assert r.status_code == 422 and "not an MR image series (Modality CT)" in r.text
-        assert client.get("/api/cases/P1/t2/2.png").status_code == 200
-    with TestClient(create_app(ServeSettings(cohort=manifest, allow_modality=("CT",)))) as client:
-        assert client.get("/api/cases/P1/t1/2.png").status_code == 200
+        assert client.get(f"/api/cases/{key}/t2/2.png").status_code == 200
+    with TestClient(create_app(ServeSettings(cohort=manifest, allow_modality=("CT",))),
+                    base_url="http://127.0.0.1:8765") as client:
+        assert client.get(f"/api/cases/{key}/t1/2.png").status_code == 200
 
 
 @pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])

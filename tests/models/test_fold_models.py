@@ -12,8 +12,9 @@ import torch
 from runhelpers import write_run
 
 from spinedx.errors import SpinedxError, WeightsError
+from spinedx.inference import make_engine
 from spinedx.interop import model_fingerprint
-from spinedx.models import build_model, load_fold_model, load_run, predict_patches, save_fold_model
+from spinedx.models import build_model, load_fold_model, load_run, save_fold_model
 
 
 @pytest.mark.slow
@@ -27,16 +28,19 @@ def test_load_run_and_predict(tmp_path: Path) -> None:
     payload = torch.load(run / "folds" / "1" / "model.pt", weights_only=True)
     assert payload["fold"] == 1 and payload["backbone"] == "resnet18" and len(payload["channel_names"]) == 6
     x = np.random.default_rng(0).normal(size=(5, 6, 64, 64)).astype(np.float32)
-    prob = predict_patches(loaded, x)
+    prob = make_engine(loaded).predict(x)
     assert prob.shape == (2, 5) and prob.dtype == np.float32
     assert ((prob > 0) & (prob < 1)).all()
     original = load_fold_model(run / "folds" / "1" / "model.pt")
     with torch.no_grad():
         ref = torch.sigmoid(original(torch.from_numpy(x))).numpy().ravel()
-    # bf16 inference where supported: close to fp32, not bitwise
-    np.testing.assert_allclose(prob[1], ref, atol=0.03)
-    np.testing.assert_allclose(predict_patches(loaded, x, bf16=False)[1], ref, atol=1e-4)
+    np.testing.assert_allclose(prob[1], ref, atol=1e-5)  # fp32, whatever the CPU
     assert not np.allclose(prob[0], prob[1])
+    one = loaded.select([1])
+    assert one.folds == [1] and one.model_sha256 == {1: loaded.model_sha256[1]} and one.models == loaded.models[1:]
+    assert one.fingerprint == model_fingerprint(run, [1]) != loaded.fingerprint  # names the model that answered
+    with pytest.raises(WeightsError, match=r"--fold: fold\(s\) 2 not in this model: it has fold\(s\) 0, 1"):
+        loaded.select([2])
 
 
 def test_load_run_errors(tmp_path: Path) -> None:
@@ -107,7 +111,7 @@ def test_a_fold_model_is_the_one_trained(tmp_path: Path, caplog: pytest.LogCaptu
     with pytest.raises(WeightsError, match=r"folds/1/model.pt: this file's sha256 is [0-9a-f]{64}, "
                                            r"folds/1/done.json \(model_sha256.*says " + recorded[1]):
         load_run(run)
-    from spinedx.interop.bundle import export_bundle
+    from spinedx.inference import export_bundle
 
     with pytest.raises(WeightsError, match="folds/1/model.pt"):
         export_bundle(run, tmp_path / "bundle")

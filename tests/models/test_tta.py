@@ -1,5 +1,5 @@
 """Test-time augmentation (``CVConfig.tta``, the cpu profile's ``affine8``; issue 13): every engine that gives a
-run's probabilities averages over the same fixed views, so they all give the same numbers."""
+run's probabilities (spinedx.inference) averages over the same fixed views, so they all give the same numbers."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 from spinedx.cli import app
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.cv import run_cv
-from spinedx.interop.bundle import export_bundle, load_bundle, onnx_probabilities
-from spinedx.models import Ensemble, load_fold_model, load_run, predict_patches
-from spinedx.models.tta import TTAViews
+from spinedx.inference import TorchEngine, export_bundle, load_model, make_engine
+from spinedx.interop.bundle import load_bundle
+from spinedx.models import load_fold_model, load_run
+from spinedx.models.tta import TTAViews, expand_views
 from spinedx.runfolder import RunFolder, load_patches
 from spinedx.training.augment import apply_affine
 from spinedx.training.config import AffineRanges, CVConfig
@@ -55,41 +56,37 @@ def test_affine8_views_lie_inside_the_training_ranges() -> None:
     assert doc["n_views"] == 9 and len(doc["views"]) == 8 and json.loads(json.dumps(doc)) == doc
 
 
-def test_expand_puts_the_patches_first_and_reduce_takes_the_mean() -> None:
+def test_expand_views_puts_the_patches_first() -> None:
     views = TTAViews.make("affine8")
-    x = _patches(3)
-    big = views.expand(x)
-    assert big.shape == (27, 6, 64, 64)
-    np.testing.assert_array_equal(big[:3], x)  # the patch itself, not a resampled copy
-    p = np.arange(2 * 27, dtype=np.float32).reshape(2, 27)
-    want = p.reshape(2, 9, 3).mean(axis=1)
-    np.testing.assert_allclose(views.reduce(p), want, rtol=1e-6)
-    with pytest.raises(ValueError, match="9 views"):
-        views.reduce(np.zeros((2, 10), np.float32))
-    none = TTAViews.make("none")
-    assert none.expand(x) is not None and none.expand(x).shape == x.shape
+    x = torch.from_numpy(_patches(3))
+    big = expand_views(x, views.grids(6, 64))
+    assert tuple(big.shape) == (27, 6, 64, 64)
+    np.testing.assert_array_equal(big[:3].numpy(), x.numpy())  # the patch itself, not a resampled copy
+    for v, p in enumerate(views.param_tensor(), start=1):  # then each view, as the training augmentation makes it
+        np.testing.assert_allclose(big[3 * v:3 * v + 3].numpy(), apply_affine(x, p.expand(3, 4)).numpy(), atol=1e-5)
+    assert tuple(expand_views(x, TTAViews.make("none").grids(6, 64)).shape) == (3, 6, 64, 64)
 
 
 def test_a_runs_probability_is_the_mean_over_its_views(tta_run: Path) -> None:
     run = load_run(tta_run)
     assert run.tta.name == "affine8"
     x = _patches()
-    got = predict_patches(run, x, bf16=False)  # a RunModels brings its own views
-    plain = predict_patches(run.models, x, bf16=False)  # a list of networks: the patch alone
-    per_view = [plain] + [predict_patches(run.models, apply_affine(torch.from_numpy(x), p.expand(len(x), 4)).numpy(),
-                                          bf16=False) for p in run.tta.param_tensor()]
+    got = make_engine(run).predict(x)  # an engine made for a run takes its views
+    plain = TorchEngine(run.models).predict(x)  # a list of networks: the patch alone
+    per_view = [plain] + [TorchEngine(run.models).predict(apply_affine(torch.from_numpy(x),
+                                                                       p.expand(len(x), 4)).numpy())
+                          for p in run.tta.param_tensor()]
     np.testing.assert_allclose(got, np.mean(per_view, axis=0), atol=1e-6)
     assert np.abs(got - plain).max() > 1e-3  # the views do change the answer
-    np.testing.assert_allclose(predict_patches(run, x, bf16=False, views=TTAViews("none")), plain, atol=0)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_the_workstations_ensemble_uses_the_runs_views(tta_run: Path, backend: str) -> None:
+@pytest.mark.slow
+def test_the_onnx_runtime_engine_uses_the_runs_views(tta_run: Path) -> None:
     run = load_run(tta_run)
-    ens = Ensemble.load(tta_run, backend=backend)
-    assert ens.views == run.tta and "tta=affine8" in repr(ens)
+    eng = make_engine(run, "onnxruntime", threads=1)
+    assert eng.views == run.tta and "tta=affine8" in repr(eng)
     x = _patches(7)
-    np.testing.assert_allclose(ens.predict(x, batch_size=3), predict_patches(run, x, bf16=False), atol=1e-4)
+    np.testing.assert_allclose(eng.predict(x), make_engine(run).predict(x), atol=1e-5)
 
 
 def test_the_onnx_bundle_holds_the_views(tta_run: Path, tmp_path: Path) -> None:
@@ -97,12 +94,13 @@ def test_the_onnx_bundle_holds_the_views(tta_run: Path, tmp_path: Path) -> None:
     info = export_bundle(tta_run, tmp_path / "bundle", onnx=True)
     tta_doc = info.doc["model"]["test_time_augmentation"]
     assert tta_doc["name"] == "affine8" and tta_doc["n_views"] == 9
-    assert info.doc["model"]["onnx_check"]["max_abs_diff_vs_torch"] <= 1e-4
+    assert info.doc["model"]["onnx_check"]["max_abs_diff_vs_torch"] <= 1e-5
     assert load_bundle(info.path).tta == run.tta
     x = _patches(4)
-    want = predict_patches(run, x, bf16=False)
-    np.testing.assert_allclose(onnx_probabilities(info.path, x), want, atol=1e-4)
-    np.testing.assert_allclose(onnx_probabilities(info.path, x[:1]), want[:, :1], atol=1e-4)  # batch of one
+    want = make_engine(run).predict(x)
+    onnx = make_engine(load_model(info.path), "onnx")
+    np.testing.assert_allclose(onnx.predict(x), want, atol=1e-5)
+    np.testing.assert_allclose(onnx.predict(x[:1]), want[:, :1], atol=1e-5)  # batch of one
     res = CliRunner().invoke(app, ["export", str(tta_run), "--out", str(tmp_path / "b2")])
     assert res.exit_code == 0, res.output
     assert "test-time augmentation affine8: each probability is the mean over the patch and 8 fixed affine views" \
@@ -127,7 +125,7 @@ def test_cv_scores_every_fold_with_the_runs_views(tmp_path: Path) -> None:
     """The out-of-fold predictions (what metrics, stats and the report read) are the views' mean."""
     pids = [f"P{i:02d}" for i in range(12)]
     patches = write_patches(tmp_path / "p", pids, np.arange(12) % 2, size=32, seed=3)
-    cfg = tiny_config(folds=2, epochs=1, tta="affine8", bf16="off")  # fp32 throughout: exact comparison
+    cfg = tiny_config(folds=2, epochs=1, tta="affine8")
     run_cv(patches, tmp_path / "run", cfg, progress=False)
     rf = RunFolder(tmp_path / "run")
     ps = load_patches(patches)
@@ -137,8 +135,8 @@ def test_cv_scores_every_fold_with_the_runs_views(tmp_path: Path) -> None:
         preds = pd.read_csv(tmp_path / "run" / "folds" / str(k) / "predictions.csv", dtype={"patient_id": str})
         model = load_fold_model(tmp_path / "run" / "folds" / str(k) / "model.pt")
         val = np.isin(ps.patient_id, preds["patient_id"].unique())
-        want = predict_patches([model], ps.x[val], bf16=False, views=views)[0]
-        plain = predict_patches([model], ps.x[val], bf16=False)[0]
+        want = TorchEngine([model], views=views).predict(ps.x[val])[0]
+        plain = TorchEngine([model]).predict(ps.x[val])[0]
         np.testing.assert_allclose(preds["probability"].to_numpy(), want, atol=1e-5)
         assert np.abs(want - plain).max() > 1e-3
 

@@ -65,6 +65,11 @@ def settings_for(ws_cohort: Path):
     return make
 
 
+#: what the tests' clients call the server: a name the server answers to (TestClient's default "testserver" is
+#: refused like any other unknown Host)
+BASE_URL = "http://127.0.0.1:8765"
+
+
 @pytest.fixture
 def client(manifest: Path, settings_for):
     """A TestClient of an app serving ``manifest`` (no model)."""
@@ -72,8 +77,13 @@ def client(manifest: Path, settings_for):
 
     from spinedx.serve import create_app
 
-    with TestClient(create_app(settings_for(manifest))) as c:
+    with TestClient(create_app(settings_for(manifest)), base_url=BASE_URL) as c:
         yield c
+
+
+def key_of(client, patient_id: str) -> str:
+    """The opaque case key of a patient, as a client learns it: from the case list."""
+    return {c["patient_id"]: c["case"] for c in client.get("/api/cases").json()}[patient_id]
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -13,6 +13,8 @@ from PIL import Image as PILImage
 from spinedx.cohort import load_manifest, parse_box
 from spinedx.io import read_image
 
+from .conftest import BASE_URL, key_of
+
 
 def test_health(client) -> None:
     r = client.get("/api/health")
@@ -27,12 +29,17 @@ def test_list_and_open_case(client, manifest: Path) -> None:
     cases = client.get("/api/cases").json()
     cohort = load_manifest(manifest, draft=True)
     assert [c["patient_id"] for c in cases] == cohort.patient_ids
-    assert all(c["annotated"] and not c["predicted"] and c["images"] for c in cases)
+    assert all(c["annotated"] and not c["predicted"] and c["images"] and c["problem"] is None for c in cases)
     assert {c["label"] for c in cases} == {"benign", "malignant"}
-    pid = cases[0]["patient_id"]
-    r = client.get(f"/api/cases/{pid}")
+    # every case has an opaque key: 16 hex digits, one per case, never the patient's identifier
+    keys = [c["case"] for c in cases]
+    assert len(set(keys)) == len(keys) and all(len(k) == 16 and int(k, 16) >= 0 for k in keys)
+    assert not any(c["patient_id"] in k for c in cases for k in keys)
+    pid, key = cases[0]["patient_id"], cases[0]["case"]
+    r = client.get(f"/api/cases/{key}")
     assert r.status_code == 200
     doc = r.json()
+    assert doc["case"] == key and doc["patient_id"] == pid
     assert r.headers["etag"] == f'"{doc["version"]}"'
     rec = cohort[pid]
     t2 = read_image(rec.t2, where="t2")
@@ -43,30 +50,35 @@ def test_list_and_open_case(client, manifest: Path) -> None:
     # synthetic T1 and T2 share one slice plan: T2 slice k lies on T1 slice k
     assert doc["t1_slice_for_t2"] == list(range(t2.shape[0]))
     assert client.get("/api/cases/NOPE").status_code == 404
+    # a patient identifier is not a key: the URL that used to work is 404 now
+    r = client.get(f"/api/cases/{pid}")
+    assert r.status_code == 404 and "its key from the case list" in r.json()["detail"]
 
 
 def test_slice_png_is_the_reader_grid_windowed(client, manifest: Path) -> None:
     rec = load_manifest(manifest, draft=True).cases[0]
+    key = key_of(client, rec.patient_id)
     t2 = read_image(rec.t2)
     k = rec.lesion_slices[1]
-    r = client.get(f"/api/cases/{rec.patient_id}/t2/{k}.png", params={"wc": 500, "ww": 1000})
+    r = client.get(f"/api/cases/{key}/t2/{k}.png", params={"wc": 500, "ww": 1000})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     png = np.asarray(PILImage.open(io.BytesIO(r.content)))
     expected = np.clip((t2.array[k] - 0.0) * (255.0 / 1000.0), 0, 255).astype(np.uint8)
     assert png.shape == t2.array[k].shape
     assert np.array_equal(png, expected)
-    assert client.get(f"/api/cases/{rec.patient_id}/t2/{t2.shape[0]}.png").status_code == 422
-    assert client.get(f"/api/cases/{rec.patient_id}/t3/0.png").status_code == 404
-    assert client.get(f"/api/cases/{rec.patient_id}/t1/0.png").status_code == 200
+    assert client.get(f"/api/cases/{key}/t2/{t2.shape[0]}.png").status_code == 422
+    assert client.get(f"/api/cases/{key}/t3/0.png").status_code == 404
+    assert client.get(f"/api/cases/{key}/t1/0.png").status_code == 200
 
 
 def test_save_annotation_writes_manifest_and_audit(client, manifest: Path) -> None:
     before = load_manifest(manifest, draft=True)
     pid = before.cases[1].patient_id
-    version = client.get(f"/api/cases/{pid}").json()["version"]
+    key = key_of(client, pid)
+    version = client.get(f"/api/cases/{key}").json()["version"]
     body = {"label": "malignant", "lesion_slices": [5, 6, 7], "box": [200, 180, 260, 240],
             "features": {"fluid_sign": 1, "feature_dark_lines_bands": 0}, "readers": {"reader_senior": "benign"}}
-    r = client.put(f"/api/cases/{pid}/annotation", json=body, headers={"If-Match": f'"{version}"'})
+    r = client.put(f"/api/cases/{key}/annotation", json=body, headers={"If-Match": f'"{version}"'})
     assert r.status_code == 200, r.text
     new_version = r.json()["version"]
     assert new_version != version and r.headers["etag"] == f'"{new_version}"'
@@ -80,27 +92,31 @@ def test_save_annotation_writes_manifest_and_audit(client, manifest: Path) -> No
         if c.patient_id != pid:
             assert after[c.patient_id] == c
     assert rec.extra == before[pid].extra and rec.t1 == before[pid].t1
-    audit = [json.loads(line) for line in (manifest.parent / "cohort.audit.jsonl").read_text().splitlines()]
-    assert len(audit) == 1 and audit[0]["case"] == pid
+    audit_text = (manifest.parent / "cohort.audit.jsonl").read_text()
+    audit = [json.loads(line) for line in audit_text.splitlines()]
+    # who did what to which case: the user (no token: "local"), the action, the case's key, never its patient ID
+    assert len(audit) == 1 and audit[0]["case"] == key and pid not in audit_text
+    assert audit[0]["user"] == "local" and audit[0]["action"] == "annotate"
     assert audit[0]["changed"]["box"]["to"] == [200, 180, 260, 240]
-    assert set(audit[0]) == {"time", "case", "changed", "version_before", "version_after"}
+    assert set(audit[0]) == {"time", "user", "action", "case", "changed", "version_before", "version_after"}
     # the version survives a reload from disk (the hash is of the row, not of the process)
-    assert client.get(f"/api/cases/{pid}").json()["version"] == new_version
+    assert client.get(f"/api/cases/{key}").json()["version"] == new_version
 
 
 def test_stale_version_is_refused(client, manifest: Path) -> None:
     rec = load_manifest(manifest, draft=True).cases[0]
     pid = rec.patient_id
+    key = key_of(client, pid)
     other = "benign" if rec.label == "malignant" else "malignant"
-    v0 = client.get(f"/api/cases/{pid}").json()["version"]
-    assert client.put(f"/api/cases/{pid}/annotation", json={"label": other},
+    v0 = client.get(f"/api/cases/{key}").json()["version"]
+    assert client.put(f"/api/cases/{key}/annotation", json={"label": other},
                       headers={"If-Match": f'"{v0}"'}).status_code == 200
     text = manifest.read_bytes()
-    r = client.put(f"/api/cases/{pid}/annotation", json={"label": rec.label}, headers={"If-Match": f'"{v0}"'})
+    r = client.put(f"/api/cases/{key}/annotation", json={"label": rec.label}, headers={"If-Match": f'"{v0}"'})
     assert r.status_code == 409 and "changed by someone else" in r.json()["detail"]
     assert manifest.read_bytes() == text  # nothing written
     # a save without a version is accepted; an empty label is allowed (not yet known)
-    r = client.put(f"/api/cases/{pid}/annotation", json={"label": None})
+    r = client.put(f"/api/cases/{key}/annotation", json={"label": None})
     assert r.status_code == 200 and r.json()["annotation"]["label"] is None
     assert load_manifest(manifest, draft=True)[pid].label is None
 
@@ -120,7 +136,7 @@ def test_stale_version_is_refused(client, manifest: Path) -> None:
 def test_invalid_input_gives_the_cli_message(client, manifest: Path, body: dict, message: str | None) -> None:
     pid = load_manifest(manifest, draft=True).cases[0].patient_id
     text = manifest.read_bytes()
-    r = client.put(f"/api/cases/{pid}/annotation", json=body)
+    r = client.put(f"/api/cases/{key_of(client, pid)}/annotation", json=body)
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     if message is None:  # the manifest parser's own message, word for word
@@ -138,30 +154,32 @@ def test_invalid_input_gives_the_cli_message(client, manifest: Path, body: dict,
 
 def test_mapping_follows_geometry_and_registration(client, manifest: Path) -> None:
     rec = load_manifest(manifest, draft=True).cases[0]
+    key = key_of(client, rec.patient_id)
     k = rec.lesion_slices[1]
     box = ",".join(map(str, rec.box))
-    r = client.get(f"/api/cases/{rec.patient_id}/mapping", params={"k": k, "box": box})
+    r = client.get(f"/api/cases/{key}/mapping", params={"k": k, "box": box})
     doc = r.json()
     assert doc["t1_slice"] == k and doc["registration"] is None
     assert doc["t1_box"]["box"] == pytest.approx(list(rec.box), abs=0.01)  # one slice plan, one 512 x 512 grid
-    r = client.get(f"/api/cases/{rec.patient_id}/mapping",
+    r = client.get(f"/api/cases/{key}/mapping",
                    params={"k": k, "box": box, "slices": ";".join(map(str, rec.lesion_slices)), "register": True})
     doc = r.json()
     assert doc["registration"]["performed"] is True
     assert abs(doc["t1_slice"] - k) <= 1
-    assert client.get(f"/api/cases/{rec.patient_id}/mapping", params={"k": 0, "box": "5,5,1,1"}).status_code == 422
+    assert client.get(f"/api/cases/{key}/mapping", params={"k": 0, "box": "5,5,1,1"}).status_code == 422
 
 
 def test_predict_without_model_is_refused(client, manifest: Path) -> None:
     pid = load_manifest(manifest, draft=True).cases[0].patient_id
-    r = client.post(f"/api/cases/{pid}/predict")
+    r = client.post(f"/api/cases/{key_of(client, pid)}/predict")
     assert r.status_code == 409 and "--model" in r.json()["detail"]
 
 
 def test_openapi_and_docs_page(client) -> None:
     spec = client.get("/openapi.json").json()
-    assert "/api/cases/{patient_id}/annotation" in spec["paths"]
-    assert "/api/cases/{patient_id}/predict" in spec["paths"]
+    assert "/api/cases/{case}/annotation" in spec["paths"]
+    assert "/api/cases/{case}/predict" in spec["paths"]
+    assert "/api/cases/{case}/{which}/{k}.raw" in spec["paths"]
     r = client.get("/docs")
     assert r.status_code == 200 and "openapi.json" in r.text
 
@@ -172,7 +190,8 @@ def test_serving_a_dicom_root_indexes_it_into_a_new_manifest(ws_cohort: Path, tm
     from spinedx.serve import ServeSettings, create_app
 
     manifest = tmp_path / "new" / "cohort.csv"
-    with TestClient(create_app(ServeSettings(cohort=manifest, dicom_root=ws_cohort / "dicom"))) as client:
+    with TestClient(create_app(ServeSettings(cohort=manifest, dicom_root=ws_cohort / "dicom")),
+                    base_url=BASE_URL) as client:
         cases = client.get("/api/cases").json()
         assert client.get("/api/health").json()["synthetic"] is True
     truth = load_manifest(ws_cohort / "cohort.csv")
@@ -190,7 +209,7 @@ def test_serving_a_dicom_root_indexes_it_into_a_new_manifest(ws_cohort: Path, tm
 def test_window_values_must_be_finite(client, manifest: Path, params: dict, name: str) -> None:
     """``?wc=nan&ww=inf`` used to return 200 with a blank PNG."""
     rec = load_manifest(manifest, draft=True).cases[0]
-    r = client.get(f"/api/cases/{rec.patient_id}/t2/0.png", params=params)
+    r = client.get(f"/api/cases/{key_of(client, rec.patient_id)}/t2/0.png", params=params)
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and detail.startswith(f"{rec.patient_id}: [{name}] the window ")
@@ -199,16 +218,16 @@ def test_window_values_must_be_finite(client, manifest: Path, params: dict, name
 def test_if_match_lists_weak_tags_and_star(client, manifest: Path) -> None:
     """RFC 9110 If-Match: a list that names the current version, or *, is accepted (a list used to get 409)."""
     rec = load_manifest(manifest, draft=True).cases[0]
-    pid = rec.patient_id
-    url = f"/api/cases/{pid}/annotation"
+    key = key_of(client, rec.patient_id)
+    url = f"/api/cases/{key}/annotation"
 
     def put(*if_match: str) -> object:  # always a change: the other label
-        label = client.get(f"/api/cases/{pid}").json()["annotation"]["label"]
+        label = client.get(f"/api/cases/{key}").json()["annotation"]["label"]
         other = "benign" if label == "malignant" else "malignant"
         return client.put(url, json={"label": other}, headers=[("If-Match", v) for v in if_match])
 
     def version() -> str:
-        return client.get(f"/api/cases/{pid}").json()["version"]
+        return client.get(f"/api/cases/{key}").json()["version"]
 
     for header in (['"0000", "{v}"'], ['W/"{v}"'], ["*"], ['"0000"', '"1111", "{v}"'], ['"a,b", "{v}" ,']):
         v = version()
@@ -239,8 +258,9 @@ def test_error_bodies_name_no_server_paths(manifest: Path, settings_for, tmp_pat
     cases[0].t2 = bad
     write_manifest(cases, manifest)
     pid = cases[0].patient_id
-    with TestClient(create_app(settings_for(manifest))) as client:
-        for path in (f"/api/cases/{pid}/t2/0.png", f"/api/cases/{pid}"):
+    with TestClient(create_app(settings_for(manifest)), base_url=BASE_URL) as client:
+        key = key_of(client, pid)
+        for path in (f"/api/cases/{key}/t2/0.png", f"/api/cases/{key}"):
             r = client.get(path)
             assert r.status_code == 422, r.text
             detail = r.json()["detail"]
@@ -266,9 +286,9 @@ def test_a_body_with_several_problems_names_each_in_one_line(client, manifest: P
     first), in the CLI's words, and an unknown field is listed with the known ones."""
     pid = load_manifest(manifest, draft=True).cases[0].patient_id
     text = manifest.read_bytes()
-    r = client.put(f"/api/cases/{pid}/annotation", json={"label": "maybe", "box": [1, 2, 3], "colour": "red",
-                                                           "features": {"fluid_sign": 2, "nonsense": 1},
-                                                           "readers": {"r1": "yes", "r!": "benign"}})
+    r = client.put(f"/api/cases/{key_of(client, pid)}/annotation",
+                   json={"label": "maybe", "box": [1, 2, 3], "colour": "red",
+                         "features": {"fluid_sign": 2, "nonsense": 1}, "readers": {"r1": "yes", "r!": "benign"}})
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail
@@ -292,7 +312,8 @@ def test_a_body_with_several_problems_names_each_in_one_line(client, manifest: P
 def test_a_body_that_is_not_the_schema_gets_one_line(client, manifest: Path, content: bytes, message: str) -> None:
     """FastAPI's own 422 is a list of error objects; the workstation answers one line, like every other refusal."""
     pid = load_manifest(manifest, draft=True).cases[0].patient_id
-    r = client.put(f"/api/cases/{pid}/annotation", content=content, headers={"content-type": "application/json"})
+    r = client.put(f"/api/cases/{key_of(client, pid)}/annotation", content=content,
+                   headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and detail.startswith(f"{pid}: {message}"), detail
@@ -301,13 +322,155 @@ def test_a_body_that_is_not_the_schema_gets_one_line(client, manifest: Path, con
 def test_unknown_case_and_bad_if_match_come_before_a_bad_body(client, manifest: Path) -> None:
     pid = load_manifest(manifest, draft=True).cases[0].patient_id
     assert client.put("/api/cases/NOPE/annotation", json={"colour": "red"}).status_code == 404
-    r = client.put(f"/api/cases/{pid}/annotation", json={"colour": "red"}, headers={"If-Match": '"open'})
+    assert client.put(f"/api/cases/{pid}/annotation", json={"colour": "red"}).status_code == 404  # not a key
+    r = client.put(f"/api/cases/{key_of(client, pid)}/annotation", json={"colour": "red"},
+                   headers={"If-Match": '"open'})
     assert r.status_code == 422 and "[If-Match] cannot read" in r.json()["detail"]
 
 
 def test_openapi_documents_the_annotation_schema(client) -> None:
     spec = client.get("/openapi.json").json()
-    body = spec["paths"]["/api/cases/{patient_id}/annotation"]["put"]["requestBody"]["content"]["application/json"]
+    body = spec["paths"]["/api/cases/{case}/annotation"]["put"]["requestBody"]["content"]["application/json"]
     schema = spec["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[-1]]
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == {"label", "lesion_slices", "box", "features", "readers"}
+
+
+# -- the page's pixels, windows and markers ----------------------------------------------------------------------------
+
+def test_raw_slices_are_the_reader_grid_at_full_depth(client, manifest: Path) -> None:
+    """``.raw`` is every voxel of the slice, exactly (the page windows it itself): value = intercept + slope * u."""
+    rec = load_manifest(manifest, draft=True).cases[0]
+    key = key_of(client, rec.patient_id)
+    doc = client.get(f"/api/cases/{key}").json()
+    for which, path in (("t2", rec.t2), ("t1", rec.t1)):
+        img = read_image(path)
+        px = doc[which]["pixels"]
+        assert px["format"] == "uint16le" and px["slope"] == 1.0  # the synthetic series hold integers: exact
+        for k in (0, img.shape[0] - 1):
+            r = client.get(f"/api/cases/{key}/{which}/{k}.raw")
+            assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+            u = np.frombuffer(r.content, dtype="<u2").reshape(img.shape[1:])
+            assert np.array_equal(px["intercept"] + px["slope"] * u.astype(np.float64), img.array[k])
+    assert client.get(f"/api/cases/{key}/t2/99.raw").status_code == 422
+    assert client.get(f"/api/cases/{key}/t3/0.raw").status_code == 404
+
+
+def test_pixel_encoding_and_presets() -> None:
+    from spinedx.serve.volumes import pixel_encoding, slice_raw, window_presets
+
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-1024, 3000, size=(3, 16, 16)).astype(np.float32)
+    slope, intercept = pixel_encoding(ints)
+    assert (slope, intercept) == (1.0, float(ints.min()))
+    u = np.frombuffer(slice_raw(ints[1], (slope, intercept)), dtype="<u2").reshape(16, 16)
+    assert np.array_equal(intercept + slope * u, ints[1])
+    floats = rng.normal(0.5, 0.1, size=(3, 16, 16)).astype(np.float32)  # not integers: the range over 16 bits
+    slope, intercept = pixel_encoding(floats)
+    u = np.frombuffer(slice_raw(floats[0], (slope, intercept)), dtype="<u2").reshape(16, 16)
+    assert np.max(np.abs(intercept + slope * u - floats[0])) <= slope / 2 + 1e-7
+    # background and tissue: auto spans all voxels, T1/T2 the foreground (T2 reaching higher, fluid unsaturated)
+    vol = np.zeros((4, 64, 64), np.float32)
+    vol[:, 16:48, 16:48] = rng.uniform(200, 1000, size=(4, 32, 32))
+    presets = {n: (c, w) for n, c, w in window_presets(vol)}
+    assert list(presets) == ["auto", "T1", "T2"]
+    lo = {n: c - w / 2 for n, (c, w) in presets.items()}
+    hi = {n: c + w / 2 for n, (c, w) in presets.items()}
+    assert lo["auto"] == 0.0 and lo["T1"] > 200 and lo["T2"] == pytest.approx(lo["T1"]) and hi["T2"] > hi["T1"]
+
+
+@pytest.mark.parametrize(("direction", "expected"), [
+    # the canonical sagittal grid: columns to posterior, rows to the feet, slices to the patient's right
+    (np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], float),
+     {"left": "A", "right": "P", "top": "H", "bottom": "F", "first_slice": "L", "last_slice": "R"}),
+    # columns reversed (anterior on the right) and rows up: the markers follow the geometry, not a convention
+    (np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0]], float),
+     {"left": "P", "right": "A", "top": "F", "bottom": "H", "first_slice": "L", "last_slice": "R"}),
+])
+def test_orientation_markers_come_from_the_direction(direction: np.ndarray, expected: dict) -> None:
+    from spinedx.serve.volumes import orientation_markers
+
+    assert orientation_markers(direction) == expected
+
+
+def test_oblique_markers_name_the_strongest_direction_first() -> None:
+    from spinedx.serve.volumes import direction_letters, orientation_markers
+
+    a = np.deg2rad(30)  # columns tilted 30 degrees from posterior towards the feet
+    col = np.array([0, np.cos(a), -np.sin(a)])
+    row = np.array([0, np.sin(a), np.cos(a)]) * -1
+    d = np.stack([col, row, np.cross(col, row)], axis=1)
+    m = orientation_markers(d)
+    assert m["right"] == "PF" and m["left"] == "AH"
+    assert direction_letters(np.array([0.0, 0.99, -0.1])) == "P"  # below 0.2: left out
+
+
+def test_case_document_names_presets_pixels_and_markers(client, manifest: Path) -> None:
+    rec = load_manifest(manifest, draft=True).cases[0]
+    doc = client.get(f"/api/cases/{key_of(client, rec.patient_id)}").json()
+    t2 = doc["t2"]
+    assert [p["name"] for p in t2["presets"]] == ["auto", "T1", "T2"]
+    assert t2["presets"][0]["center"] == t2["window"]["center"] and t2["presets"][0]["width"] == t2["window"]["width"]
+    assert t2["orientation"] == {"left": "A", "right": "P", "top": "H", "bottom": "F", "first_slice": "L",
+                                 "last_slice": "R"}
+
+
+# -- every box and slice checked against the image (422 naming the parameter) ------------------------------------------
+
+@pytest.mark.parametrize(("params", "start"), [
+    ({"k": 3, "box": "1000,1000,2000,2000"}, "[box] box (1000, 1000, 2000, 2000) lies outside the T2 image of 512 "
+                                              "columns x 512 rows"),
+    ({"k": 3, "box": "500,10,520,40"}, "[box] box (500, 10, 520, 40) lies outside the T2 image"),
+    ({"k": 3, "box": "5,5,1,1"}, "[box] '5,5,1,1' is empty"),
+    ({"k": 3, "box": "10,10,40,40", "slices": "6;99"}, "[slices] lesion slice(s) [99] out of range"),
+    ({"k": 99}, "[k] slice 99 out of range: the T2 series has"),
+    ({"k": -1}, "[k] slice -1 out of range"),
+])
+def test_mapping_checks_its_parameters_against_the_image(client, manifest: Path, params: dict, start: str) -> None:
+    """``mapping?box=1000,1000,2000,2000`` used to answer 200 with a box mapped from outside the image."""
+    pid = load_manifest(manifest, draft=True).cases[0].patient_id
+    r = client.get(f"/api/cases/{key_of(client, pid)}/mapping", params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{pid}: {start}"), r.json()["detail"]
+
+
+def test_a_parameter_fastapi_cannot_read_is_one_line(client, manifest: Path) -> None:
+    pid = load_manifest(manifest, draft=True).cases[0].patient_id
+    r = client.get(f"/api/cases/{key_of(client, pid)}/mapping", params={"k": "abc"})
+    assert r.status_code == 422 and r.json() == {
+        "detail": "[k] Input should be a valid integer, unable to parse string as an integer"}
+
+
+# -- the index-then-serve trap -----------------------------------------------------------------------------------------
+
+def test_cases_whose_images_lie_outside_the_served_folders_are_flagged(manifest: Path, tmp_path: Path) -> None:
+    """A manifest indexed from a tree and served without it used to list every case with images, then answer 404
+    with "not available" and show black panes."""
+    from fastapi.testclient import TestClient
+
+    from spinedx.serve import ServeSettings, create_app
+
+    cohort = load_manifest(manifest, draft=True)
+    cases = cohort.cases
+    cases[1].t2 = manifest.parent / "gone" / "T2"  # inside the manifest's folder, but missing
+    cases[2].t1 = None  # no T1 chosen
+    from spinedx.cohort import write_manifest
+
+    write_manifest(cases, manifest)
+    with TestClient(create_app(ServeSettings(cohort=manifest)), base_url=BASE_URL) as client:  # no DICOM root
+        listed = {c["patient_id"]: c for c in client.get("/api/cases").json()}
+        outside = listed[cases[0].patient_id]
+        assert outside["images"] is False
+        assert outside["problem"] == (
+            "the T2W and T1W series lie outside the folders this server reads (the manifest's folder): serve the tree "
+            "the manifest was indexed from as well, e.g. spinedx serve TREE --cohort cohort.csv")
+        assert listed[cases[1].patient_id]["problem"].startswith(
+            "the T2W series named by the manifest's t2 column does not exist (moved or deleted?); the T1W series lies "
+            "outside")
+        assert listed[cases[2].patient_id]["problem"].startswith("the T2W series lies outside")
+        assert "no T1W series: the manifest's t1 column is empty" in listed[cases[2].patient_id]["problem"]
+        r = client.get(f"/api/cases/{outside['case']}")
+        assert r.status_code == 404
+        assert r.json()["detail"] == f"{cases[0].patient_id}: the T2W series lies outside the folders this server " \
+                                     "reads (the manifest's folder): serve the tree the manifest was indexed from as " \
+                                     "well, e.g. spinedx serve TREE --cohort cohort.csv"

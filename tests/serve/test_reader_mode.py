@@ -16,6 +16,8 @@ from spinedx.readers.store import DAY, ReadStore, mark_shown, submit
 from spinedx.serve import ServeSettings, create_app
 from spinedx.serve.routers.reading import model_identity
 
+from .conftest import BASE_URL
+
 pytestmark = pytest.mark.slow  # the fold models load once per module (seconds), each aided answer is a prediction
 
 
@@ -37,7 +39,7 @@ def tokens(study_dir: Path) -> dict[str, dict[str, str]]:
 
 def make_app(study_dir: Path, ws_cohort: Path, ws_run: Path, state) -> TestClient:
     settings = ServeSettings(cohort=ws_cohort / "cohort.csv", model=ws_run, study=study_dir, register=False)
-    return TestClient(create_app(settings, state=state))
+    return TestClient(create_app(settings, state=state), base_url=BASE_URL)
 
 
 @pytest.fixture
@@ -93,18 +95,24 @@ def test_a_reader_reaches_only_the_due_case(seq, ws_cohort: Path, ws_run: Path, 
         a = c.get("/reader/api/next", headers=h["alice"]).json()["step"]
         b = c.get("/reader/api/next", headers=h["bob"]).json()["step"]
         assert a["modality"] == b["modality"] == "unaided" and "aided" not in a
-        # the series describe size, spacing, window: no UID, path or name
-        assert set(a["t2"]) == {"slices", "rows", "columns", "spacing_mm", "window"}
+        # the series describe size, spacing, windows, pixel encoding and markers: no UID, path or name
+        assert "series_uid" not in a["t2"] and "series_uid" not in a["t1"]
         png = c.get(f"/reader/api/cases/{a['case_id']}/t2/2.png", headers=h["alice"])
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        raw = c.get(f"/reader/api/cases/{a['case_id']}/t2/2.raw", headers=h["alice"])  # what the page windows
+        t2 = a["t2"]
+        assert raw.status_code == 200 and len(raw.content) == t2["rows"] * t2["columns"] * 2
+        assert set(t2) == {"slices", "rows", "columns", "spacing_mm", "window", "presets", "pixels", "orientation"}
         other = next(x for x in seq.case_ids if x not in (a["case_id"], b["case_id"]))
         for case in (other, b["case_id"]) if a["case_id"] != b["case_id"] else (other,):
-            assert c.get(f"/reader/api/cases/{case}/t2/2.png", headers=h["alice"]).status_code == 404
+            for ext in ("png", "raw"):
+                assert c.get(f"/reader/api/cases/{case}/t2/2.{ext}", headers=h["alice"]).status_code == 404
         assert c.get(f"/reader/api/cases/{a['case_id']}/overlay/6.png", headers=h["alice"]).status_code == 404
         assert c.get(f"/reader/api/cases/{a['case_id']}/t3/2.png", headers=h["alice"]).status_code == 404
         # paused: the case is hidden
         assert c.post("/reader/api/pause", headers=h["alice"]).json()["status"] == "paused"
         assert c.get(f"/reader/api/cases/{a['case_id']}/t2/2.png", headers=h["alice"]).status_code == 404
+        assert c.get(f"/reader/api/cases/{a['case_id']}/t2/2.raw", headers=h["alice"]).status_code == 404
         paused = c.get("/reader/api/next", headers=h["alice"]).json()
         assert paused == {"status": "paused", "session": 1, "sessions": 1, "done": 0, "total": 2 * N_CASES,
                           "step": {"step": 1}}

@@ -27,7 +27,8 @@ READERS = ("alice", "bob")
 BLIND_KEYS = {"status", "session", "sessions", "done", "total", "step", "case_id", "modality", "t2", "t1", "slices",
               "rows", "columns", "spacing_mm", "column", "row", "slice", "window", "center", "width",
               "t1_slice_for_t2", "saved", "read", "role", "name", "design", "washout_days", "features", "synthetic",
-              "research_use_only", "detail"}
+              "research_use_only", "detail", "presets", "pixels", "format", "slope", "intercept", "orientation", "left",
+              "right", "top", "bottom", "first_slice", "last_slice"}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def visible_step(page) -> tuple[str, str]:
 
 def wait_step(page, step: int, timeout: float = 180) -> None:
     wait_js(page, f"R.step !== null && R.step.step === {step} && !document.getElementById('reading').hidden "
-            "&& R.imgs.t2 !== null && R.imgs.t1 !== null", timeout)
+            "&& R.viewer.ready()", timeout)
 
 
 def answer(page, call: str, score: int) -> None:
@@ -236,9 +237,11 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
             page.locator("#t2").hover()
             page.mouse.wheel(0, 120)  # scroll one slice
             # ... and wait for both panes' new images: they are part of what the unaided reader receives
-            wait_js(page, "R.k === Math.floor(R.step.t2.slices / 2) + 1 && [...R.imgCache.keys()].some((u) => "
-                    "u.includes(`/t2/${R.k}.png`)) && [...R.imgCache.keys()].some((u) => "
-                    "u.includes(`/t1/${R.t1k}.png`))")
+            wait_js(page, "R.viewer.k === Math.floor(R.step.t2.slices / 2) + 1 && R.viewer.ready()")
+            # the workstation's viewer (viewer.js): slices numbered from 1, orientation from the geometry
+            k, n = page.evaluate("[R.viewer.k, R.step.t2.slices]")
+            assert page.locator("#t2-info").inner_text() == f"slice {k + 1}/{n}"
+            assert page.evaluate("R.step.t2.orientation.left + R.step.t2.orientation.right") == "AP"
             if who == "alice" and i == 3:
                 # a pause: the case is hidden, its clock stops
                 page.get_by_test_id("pause").click()
@@ -258,6 +261,10 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
             wait_step(page, aided.step)
             assert visible_step(page) == (aided.case_id, "aided") and aided.case_id == unaided.case_id
             wait_js(page, "document.querySelectorAll('#aided img').length === 3", 120)
+            # the heatmaps' colour bar and what the colours mean (the workstation's words, viewer.js)
+            aided_text = page.get_by_test_id("aided-panel").inner_text()
+            assert "scaled to 0-1 for this case" in aided_text and "raises the score" not in aided_text
+            assert page.locator("#aided [data-testid=colorbar]").is_visible()
             p = probability_of(aided.case_id)
             assert page.get_by_test_id("aided-probability").inner_text() == f"{p:.3f}"
             own_text = page.get_by_test_id("own-unaided").inner_text()
@@ -280,7 +287,7 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
         # each blind phase held the step itself and its images: the checks saw what the reader saw
         assert any(isinstance((r["json"] or {}).get("step"), dict) and r["json"]["step"].get("case_id") == case_id
                    for r in responses), (who, case_id)
-        assert sum(r["url"].split("?")[0].endswith(".png") for r in responses) >= 4, (who, case_id)
+        assert sum(r["url"].split("?")[0].endswith(".raw") for r in responses) >= 4, (who, case_id)
     assert errors == []
 
     # the store holds every read, timed by the server, the pause excluded

@@ -4,6 +4,9 @@
 * :mod:`spinedx.baselines.fit`: L2 logistic regression with C chosen inside the training folds, cross-validated
   on the run's own patient folds.
 * :mod:`spinedx.baselines.compare`: DeLong's paired test of two AUCs on the same patients.
+
+They know nothing of run folders: the baselines of a ``spinedx cv`` run, fitted on its folds and kept in its
+``baselines/``, are :mod:`spinedx.evaluation.runbaselines`.
 """
 
 from spinedx.baselines.compare import auc_variance, delong_test

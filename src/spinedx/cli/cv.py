@@ -1,5 +1,5 @@
 """``spinedx cv``: tenfold cross-validation of the paper's model (a thin layer over
-:func:`spinedx.evaluation.cv.run_cv`)."""
+:func:`spinedx.evaluation.cv.run_cv`; what it shows is :mod:`spinedx.cli.cvview`)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def cv(
     """
     import logging
 
-    from spinedx.evaluation.cv import run_cv, summary_lines
+    from spinedx.cli.cvview import progress_for, summary_lines
+    from spinedx.evaluation.cv import run_cv
     from spinedx.training.config import CVConfig
 
     logging.basicConfig(level=logging.INFO if quiet else logging.WARNING, format="%(message)s")
@@ -85,7 +86,7 @@ def cv(
         from spinedx.evaluation.executors import RayOptions
 
         ray_options = RayOptions(address=address, cpus_per_fold=cpus_per_fold, gpus_per_fold=gpus_per_fold)
-    metrics = run_cv(patches_dir, out, config, progress=not quiet, overwrite=overwrite, executor=executor,
+    metrics = run_cv(patches_dir, out, config, progress=progress_for(quiet), overwrite=overwrite, executor=executor,
                      ray_options=ray_options, repeats=repeats, jobs=jobs)
     for line in summary_lines(metrics):
         typer.echo(line)

@@ -32,10 +32,11 @@ def demo(
 
     Stages whose outputs are complete are skipped, so an interrupted demo resumes. Research use only.
     """
+    from spinedx.cli.cvview import progress_for
     from spinedx.demo import run_demo
 
     res = run_demo(out_dir, n_patients=patients, n_malignant=malignant, seed=seed, profile=profile, folds=folds,
                    backbone=backbone, epochs=epochs, register=register, workers=workers, progress=progress,
-                   log=typer.echo)
+                   log=typer.echo, cv_progress=progress_for(quiet=not progress))
     for line in res.summary_lines():
         typer.echo(line)

@@ -20,7 +20,8 @@ def export(
                                    "(never a run folder; an earlier bundle is replaced without it)."),
 ) -> None:
     """Export a run as a model bundle, accepted wherever a run is (predict, serve, the API). Research use only."""
-    from spinedx.interop.bundle import SUMS, export_bundle
+    from spinedx.inference import export_bundle
+    from spinedx.interop.bundle import SUMS
 
     if fmt not in ("torch", "onnx"):
         fail(f"--format must be torch or onnx, got {fmt!r}")
@@ -35,7 +36,7 @@ def export(
                    f"{perf['auc_high']:.3f}), n={perf['n']}{note}")
     if info.onnx is not None:
         chk = doc["model"]["onnx_check"]
-        typer.echo(f"ONNX: {info.onnx.name} (opset {chk['opset']}), ONNX Runtime vs torch max |diff| "
+        typer.echo(f"ONNX: {info.onnx.name} (opset {chk['opset']}), ONNX Runtime vs the torch engine max |diff| "
                    f"{chk['max_abs_diff_vs_torch']:.1e} on {chk['n_random_patches']} random patches")
     tta = doc["model"].get("test_time_augmentation") or {}
     if tta.get("n_views", 1) > 1:

@@ -32,7 +32,11 @@ def predict(
                                         "(with --study) instead of --t1/--t2; auth from SPINEDX_DICOMWEB_* variables."),
     study: str | None = typer.Option(None, "--study", help="StudyInstanceUID on the --dicomweb server."),
     store: bool = typer.Option(False, "--store", help="Send the SR and the overlays back to the server (STOW-RS)."),
-    engine: str = typer.Option("torch", "--engine", help="torch, or onnx (a bundle exported with --format onnx)."),
+    engine: str = typer.Option("torch", "--engine", help="torch (the fold models), or onnx (ONNX Runtime: a bundle's "
+                               "model.onnx, or the same graph exported from the models); both fp32."),
+    fold: list[int] | None = typer.Option(  # noqa: B008
+        None, "--fold", metavar="K", help="Answer with fold model K only (repeatable): for a cohort patient, the "
+        "model that held it out reproduces its out-of-fold probability."),
     allow_modality: list[str] | None = typer.Option(  # noqa: B008
         None, "--allow-modality", metavar="MODALITY",
         help="Read DICOM series of this image modality besides MR (e.g. CT); repeatable."),
@@ -64,6 +68,10 @@ def predict(
             fail("--overwrite is for --t1/--t2 cases; with --dicomweb choose a new or empty --out folder (an earlier "
                  "prediction is replaced)")
             return
+        if fold:
+            fail("--fold is for --t1/--t2 cases (checking a cohort patient's out-of-fold probability); retrieve the "
+                 "series and give --t1/--t2")
+            return
         if expect_digest is not None:
             from spinedx.interop.bundle import check_bundle_digest
 
@@ -79,7 +87,7 @@ def predict(
         res = predict_case(model, t1, t2, lesion_slices, box, out, t1_series_uid=t1_series_uid,
                            t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
                            allow_missing_folds=allow_missing_folds, engine=engine, allow_modality=allow,
-                           overwrite=overwrite, expect_digest=expect_digest)
+                           overwrite=overwrite, expect_digest=expect_digest, folds=fold or None)
     for line in (res.record.get("pair_check") or {}).get("warnings", []):  # e.g. pixel data longer than described
         typer.echo("warning: " + " ".join(str(line).split()), err=True)
     m = res.record["model"]
@@ -87,11 +95,17 @@ def predict(
         typer.echo(f"note: the model was {m['synthetic_note']}")
     if m["missing_folds_note"]:
         typer.echo(f"WARNING: {m['missing_folds_note']}")
+    if m["fold_selection_note"]:
+        typer.echo(f"note: {m['fold_selection_note']}")
+    if (m.get("oof_inference") or {}).get("note"):
+        typer.echo(f"note: {m['oof_inference']['note']}")
     if m.get("bundle_digest"):
         typer.echo(f"model bundle digest {m['bundle_digest']}" + (" (as expected)" if expect_digest else ""))
     spread = res.record["spread"]
-    typer.echo(f"p(malignant) = {res.probability:.3f} (fold models {spread['min']:.3f}-{spread['max']:.3f}, "
-               f"sd {spread['std']:.3f}) -> {res.call} at threshold {res.threshold:g}")
+    how = (f"fold models {spread['min']:.3f}-{spread['max']:.3f}, sd {spread['std']:.3f}" if spread["n_models"] > 1
+           else f"fold model {res.folds[0]} alone")
+    typer.echo(f"p(malignant) = {res.probability:.3f} ({how}; {res.record['engine']} engine, "
+               f"{res.record['inference']['precision']}) -> {res.call} at threshold {res.threshold:g}")
     for s in res.record["slices"]:
         typer.echo(f"  slice {s['slice_index']}: {s['probability']:.3f}")
     typer.echo(f"written: {(Path(out) / 'prediction.json').resolve()} (+ {len(res.overlays)} overlay PNG)")
@@ -99,6 +113,5 @@ def predict(
     if expl:
         typer.echo(f"heatmaps: {expl['caption']}, {expl['aggregation']}")
     if res.dicom is not None:
-        typer.echo(f"DICOM: {res.dicom.sr} (TID 1500 SR) + {len(res.dicom.overlays)} overlay Secondary Capture(s), "
-                   f"study {res.dicom.study_instance_uid}")
+        typer.echo(f"DICOM: {res.dicom.describe()}")
     typer.echo("research use only, not for clinical decisions")

@@ -16,8 +16,10 @@ about the training patients::
                          the run's test-time views, which are in the graph)
       SHA256SUMS         sha256 of every other file (``sha256sum -c SHA256SUMS`` checks it by hand)
 
-:func:`open_model` returns the same object for a run folder and a bundle, after checking every checksum of a
-bundle: a changed, missing or extra file is refused before anything is loaded.
+:func:`load_bundle` returns the object a run folder loads as (:class:`spinedx.models.RunModels`), after checking every
+checksum: a changed, missing or extra file is refused before anything is loaded. :func:`spinedx.inference.load_model`
+takes either (the inference layer is the one that knows both); ``spinedx export`` is
+:func:`spinedx.inference.export_bundle`, which writes the ONNX graph through this module's :func:`export_bundle`.
 
 Integrity (threat model in docs/interop.md): ``SHA256SUMS`` catches corruption (a truncated copy, a flipped bit).
 ``bundle.json`` also records the sha256 of every other file (``contents``) at export, and loading compares the files
@@ -33,6 +35,7 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,8 +272,13 @@ def check_output(out: str | Path, run_dir: str | Path | None = None, *, overwrit
                            where=str(out)) from None
 
 
-def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, name: str | None = None,
-                  overwrite: bool = False) -> BundleInfo:
+#: ``graph_writer(folder, facts, onnx_file)``: writes ``folder/onnx_file`` from the fold models in ``folder`` and
+#: returns what ``bundle.json`` records of the check (:func:`spinedx.inference.export_bundle` passes one).
+GraphWriter = Callable[[Path, Any, str], dict[str, Any]]
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, *, graph_writer: GraphWriter | None = None,
+                  name: str | None = None, overwrite: bool = False) -> BundleInfo:
     """Write a run's fold models as a bundle (layout in the module docstring), whole or not at all.
 
     Every fold model is checked against the sha256 its ``done.json`` recorded at training time, and the bytes
@@ -280,7 +288,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
         run_dir: a finished ``spinedx cv`` run folder.
         out: the bundle folder to create: new, empty, or an earlier bundle that passes its checks (replaced whole);
             anything else only with ``overwrite`` (never a run folder).
-        onnx: also export the ensemble to ONNX (``model.onnx``); checked against the torch models before writing.
+        graph_writer: also write the ensemble's ONNX graph (``model.onnx``), exported from the bundle's own fold
+            model bytes and checked by the writer (:func:`spinedx.inference.export_bundle` gives the inference
+            layer's); None: the fold models only.
         name: the bundle's name (default ``spinedx-<backbone>-<fingerprint[:12]>``).
         overwrite: replace a folder that is not an earlier bundle.
 
@@ -292,9 +302,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
             replaced, an ONNX graph that disagrees with the torch models.
     """
     from spinedx.fsutil import atomic_dir
-    from spinedx.interop.content import fingerprint_lines
     from spinedx.interop.runfacts import run_facts
-    from spinedx.models.run import check_run_models
+    from spinedx.models.run import check_run_models, fingerprint_lines
     from spinedx.runfolder import RunFolder
 
     run_dir, out = Path(run_dir), Path(out)
@@ -311,8 +320,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
         if facts.metrics_path is not None:
             shutil.copyfile(facts.metrics_path, tmp / "metrics.json")
         onnx_check = None
-        if onnx:
-            onnx_check = _export_checked_onnx(tmp, facts.patch_size, len(facts.channel_names), facts.tta)
+        if graph_writer is not None:
+            onnx_check = graph_writer(tmp, facts, ONNX_FILE)
         contents = {rel: sha256_file(tmp / rel) for rel in _files(tmp)}
         doc = {
             "bundle_format": BUNDLE_FORMAT,
@@ -330,8 +339,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
                 "channel_names": list(facts.channel_names),
                 "output": "sigmoid of one logit per patch: probability of a malignant fracture",
                 "test_time_augmentation": facts.tta.to_dict() if facts.tta is not None else None,
-                "onnx": ONNX_FILE if onnx else None,
+                "onnx": ONNX_FILE if graph_writer is not None else None,
                 "onnx_check": onnx_check,
+                "oof_inference": facts.oof_inference,
             },
             "preprocessing": {
                 **facts.preprocessing,
@@ -358,31 +368,6 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, onnx: bool = False, n
     return verify_bundle(out)
 
 
-def _export_checked_onnx(folder: Path, patch_size: int, n_channels: int, views: Any) -> dict[str, Any]:
-    """Export the bundle's fold models (with the run's test-time ``views``) to ONNX and check ONNX Runtime against
-    torch on random patches."""
-    import numpy as np
-
-    from spinedx.interop.onnxexport import OPSET, OnnxEnsemble, export_ensemble
-    from spinedx.models import load_fold_model, predict_patches
-
-    paths = sorted(folder.glob("folds/*/model.pt"), key=lambda p: int(p.parent.name))
-    models = [load_fold_model(p, fold=int(p.parent.name)) for p in paths]
-    path = export_ensemble(models, folder / ONNX_FILE, patch_size, n_channels, views)
-    x = np.random.default_rng(0).normal(size=(8, n_channels, patch_size, patch_size)).astype(np.float32)
-    ref = predict_patches(models, x, bf16=False, views=views)
-    got = OnnxEnsemble(path).predict(x)
-    diff = float(np.max(np.abs(got - ref)))
-    if not diff <= ONNX_TOLERANCE:
-        raise SpinedxError(f"the ONNX graph disagrees with the torch models by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
-                           "export without --format onnx", where=str(path))
-    return {"opset": OPSET, "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE, "n_random_patches": len(x)}
-
-
-#: Largest difference between ONNX Runtime and torch probabilities accepted at export (and tested).
-ONNX_TOLERANCE = 1e-4
-
-
 def _checked_bytes(info: BundleInfo, rel: str) -> bytes:
     """A bundle file's bytes, read once and compared with the sha256 the checks of ``info`` accepted (the file may
     not change between the check and its use)."""
@@ -406,8 +391,7 @@ def load_bundle(path: str | Path, device: Any = "cpu", *, expect_digest: str | N
     """
     import yaml
 
-    from spinedx.interop.content import fingerprint_lines
-    from spinedx.models.run import RunModels, load_fold_model
+    from spinedx.models.run import RunModels, fingerprint_lines, load_fold_model, oof_inference_from_doc
     from spinedx.runfolder import RunRecord
 
     recorded = f"{SUMS} and bundle.json (checked when the bundle was opened)"
@@ -436,29 +420,8 @@ def load_bundle(path: str | Path, device: Any = "cpu", *, expect_digest: str | N
         raise BundleError(f"the fold models' fingerprint {fingerprint} is not the {info.fingerprint} bundle.json "
                           f"records: a model was replaced and {SUMS} rewritten to match; do not use this bundle, "
                           "export it again from the run", where=str(folder / "folds"))
-    return RunModels(folder, record, models, folds, [], digests, info.digest, [])
-
-
-def open_model(path: str | Path, device: Any = "cpu", *, allow_missing_folds: bool = False,
-               expect_digest: str | None = None) -> Any:
-    """The fold models of a run folder or a bundle, as the same typed object (:class:`spinedx.models.RunModels`).
-
-    A bundle is checked against its ``SHA256SUMS`` and ``bundle.json`` first (:func:`verify_bundle`): a changed,
-    missing or extra file is refused before anything is loaded; a run's fold models are checked against their
-    ``done.json``.
-
-    Raises:
-        BundleError: a bundle that fails its checks, or is not the ``expect_digest`` one.
-        SpinedxError: not a run folder or a bundle.
-    """
-    import warnings
-
-    from spinedx.models.run import load_run
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # build_model warns about missing ImageNet weights: irrelevant here
-        # load_run hands bundles to load_bundle
-        return load_run(path, device, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
+    return RunModels(folder, record, models, folds, [], digests, info.digest, [],
+                     oof_inference_from_doc(info.doc["model"].get("oof_inference")))
 
 
 def check_bundle_digest(path: str | Path, expect_digest: str) -> BundleInfo:
@@ -476,26 +439,23 @@ def check_bundle_digest(path: str | Path, expect_digest: str) -> BundleInfo:
     return verify_bundle(path, expect_digest=expect_digest)
 
 
-def onnx_probabilities(model_dir: str | Path, x: Any, *, expect_digest: str | None = None) -> Any:
-    """Per-fold probabilities ``(n_models, N)`` of patches ``x`` from a bundle's ``model.onnx`` (ONNX Runtime).
+def bundle_graph(path: str | Path, *, expect_digest: str | None = None) -> tuple[bytes, list[int], str] | None:
+    """A checked bundle's ONNX graph (``model.onnx``): its bytes, read once and compared with the checked sha256, the
+    fold of each output row, and its path for messages; None for a bundle exported without ``--format onnx``.
 
     Args:
-        model_dir: the bundle.
-        x: patches ``(N, C, P, P)``.
-        expect_digest: the digest the bundle must have (the one its fold models were loaded from).
+        path: the bundle.
+        expect_digest: the digest the bundle must have (the one its fold models were loaded with).
 
     Raises:
-        BundleError: not a bundle, a bundle exported without ``--format onnx``, or one that fails its checks.
+        BundleError: not a bundle, one that fails its checks, or a ``bundle.json`` naming a graph the bundle lacks.
     """
-    from spinedx.interop.onnxexport import OnnxEnsemble
-
-    if not is_bundle(model_dir):
-        raise BundleError("the ONNX engine needs a model bundle exported with --format onnx (spinedx export RUN --out "
-                          "BUNDLE --format onnx), not a run folder", where=str(model_dir))
-    info = verify_bundle(model_dir, expect_digest=expect_digest)
+    if not is_bundle(path):
+        raise BundleError("not a spinedx model bundle (no bundle.json)", where=str(path))
+    info = verify_bundle(path, expect_digest=expect_digest)
     if info.onnx is None:
-        raise BundleError("this bundle has no model.onnx; export it again with --format onnx", where=str(model_dir))
+        return None
     rel = info.onnx.relative_to(info.path).as_posix()
     if rel not in info.files:
-        raise BundleError(f"bundle.json names {rel}, the bundle has none; export it again", where=str(model_dir))
-    return OnnxEnsemble(info.onnx, data=_checked_bytes(info, rel)).predict(x)
+        raise BundleError(f"bundle.json names {rel}, the bundle has none; export it again", where=str(path))
+    return _checked_bytes(info, rel), [int(k) for k in info.doc["model"]["folds"]], str(info.onnx)

@@ -28,8 +28,13 @@ def predict_dicomweb(model: Path, url: str, study: str, lesion_slices: str, box:
     how = "chosen as spinedx index does" if t1_series is None or t2_series is None else "given"
     lines = [f"study {study} on {shown}: T1W {res.t1_series_uid}, T2W {res.t2_series_uid} ({how}); "
              f"query/retrieve {res.seconds['query_retrieve']:.1f} s, prediction {res.seconds['predict']:.1f} s"]
+    if res.supersedes is not None:
+        lines.append(f"the SR supersedes the study's earlier spinedx SR {res.supersedes.sop_instance_uid} "
+                     "(Predecessor Documents Sequence)")
     if store:
+        heat = ("" if res.results.pmap_series_uid is None else
+                f", heatmap Parametric Map series {res.results.pmap_series_uid}, overlay series "
+                f"{res.results.overlay_series_uid}")
         lines.append(f"stored {len(res.stored)} instance(s) into the study on {shown} (STOW-RS, "
-                     f"{res.seconds['store']:.1f} s): SR series {res.results.sr_series_uid}, overlay series "
-                     f"{res.results.overlay_series_uid}")
+                     f"{res.seconds['store']:.1f} s): SR series {res.results.sr_series_uid}{heat}")
     return res.prediction, lines

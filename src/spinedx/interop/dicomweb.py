@@ -348,6 +348,19 @@ class DicomWebClient:
                                 "(spinedx index --dicomweb URL lists the studies)", where=self.url)
         return list(rows)
 
+    def search_series(self, study_uid: str, **filters: Any) -> list[dict[str, Any]]:
+        """QIDO-RS results (DICOM JSON) of a study's series matching ``filters`` (e.g. ``Modality="SR"``); an
+        empty list when none match (or the study does not exist)."""
+        with self._request("QIDO-RS search for series of study", study_uid):
+            return self._search_all(self._client.search_for_series, "0020000E",
+                                    f"QIDO-RS search for series of study {study_uid}", study_instance_uid=study_uid,
+                                    search_filters=filters or None)
+
+    def series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """WADO-RS metadata (DICOM JSON) of every instance of a series."""
+        with self._request("WADO-RS metadata of series", series_uid):
+            return list(self._client.retrieve_series_metadata(study_uid, series_uid))
+
     def series_headers(self, study_uid: str) -> list[Any]:
         """One :class:`spinedx.studyindex.SeriesHeader` per series of the study, from WADO-RS instance metadata."""
         from spinedx.studyindex import SeriesHeader

@@ -3,7 +3,8 @@
 :func:`predict_study` is the whole round trip of ``spinedx predict --dicomweb URL --study UID [--store]``:
 QIDO-RS to find the series (T1W/T2W chosen as ``spinedx index`` does when their UIDs are not given), WADO-RS to
 fetch them into a temporary folder (removed afterwards: patient images are not left behind), the prediction,
-its DICOM results (:func:`spinedx.interop.write_dicom_results`) and, with ``store``, STOW-RS back into the study.
+its DICOM results (:func:`spinedx.interop.write_dicom_results`), the SR naming the server's earlier spinedx SR of
+the study as its predecessor (:mod:`spinedx.interop.publish`) and, with ``store``, STOW-RS back into the study.
 :func:`index_server` lists a server's studies as ``spinedx index`` lists a folder; its draft manifest and ``index.json``
 are written by the folder's writer, :func:`spinedx.studyindex.write_index`.
 
@@ -36,6 +37,7 @@ class PacsPrediction:
         t2_series_uid: the T2W series used.
         stored: SOPInstanceUIDs sent back with STOW-RS (empty without ``store``).
         seconds: wall time of each step (``query_retrieve``, ``predict``, ``dicom``, ``store``).
+        supersedes: the server's earlier spinedx SR of the study that this prediction's SR supersedes (None: none).
     """
 
     prediction: Any
@@ -45,6 +47,7 @@ class PacsPrediction:
     t2_series_uid: str
     stored: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    supersedes: Any = None
 
 
 def predict_study(
@@ -119,14 +122,26 @@ def predict_study(
               "series_chosen_by": "select_series" if fetched.selection is not None else "caller"}
     pred.record["inputs"].update({"t1": None, "t2": None, "t1_series_uid": fetched.t1_series_uid,
                                   "t2_series_uid": fetched.t2_series_uid, "dicomweb": source})
+    # A repeated prediction of the study supersedes the server's latest spinedx SR of it (interop.publish: the
+    # server, not the output folder, is the record every run shares).
+    from spinedx.interop.publish import latest_spinedx_sr, set_predecessor
+    from spinedx.interop.sr import SRReference
+
+    previous = latest_spinedx_sr(client, study_uid)
+    if previous is not None:
+        set_predecessor(results.sr, previous)
+    pred.record["dicom_results"]["supersedes"] = None if previous is None else previous.to_dict()
     stored: list[str] = []
     if store:
         t0 = time.perf_counter()
         stored = client.store(results.files)
         secs["store"] = time.perf_counter() - t0
-        pred.record["dicom_results"]["stored"] = {"url": redact_url(client.url), "sop_instance_uids": stored}
+        pred.record["dicom_results"]["stored"] = {
+            "url": redact_url(client.url), "sop_instance_uids": stored,
+            "sr": SRReference(results.study_instance_uid, results.sr_series_uid, results.sr_sop_instance_uid).to_dict()}
     atomic_write_json(out / "prediction.json", json_clean(pred.record), indent=2)
-    return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs)
+    return PacsPrediction(pred, results, study_uid, fetched.t1_series_uid, fetched.t2_series_uid, stored, secs,
+                          previous)
 
 
 def index_server(url: str, options: Any = None, *, auth: DicomWebAuth | None = None,

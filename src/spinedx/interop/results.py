@@ -1,9 +1,12 @@
-"""``write_dicom_results``: a prediction as DICOM objects that join the source study (SR + heatmap overlays).
+"""``write_dicom_results``: a prediction as DICOM objects that join the source study (SR + heatmaps).
 
 One call from :func:`spinedx.predict.predict_case` (or any caller holding a prediction and its two DICOM
-series) writes ``OUT/dicom/sr.dcm`` (TID 1500 Comprehensive 3D SR, :mod:`spinedx.interop.sr`) and
-``OUT/dicom/gradcam_sliceKKK.dcm`` (Secondary Capture, :mod:`spinedx.interop.sc`), each in a new series of the
-source study. The folder is written whole or not at all (:func:`spinedx.fsutil.atomic_dir`).
+series) writes ``OUT/dicom/sr.dcm`` (TID 1500 Comprehensive 3D SR, :mod:`spinedx.interop.sr`) and, with heatmaps,
+``OUT/dicom/heatmap_pmap.dcm`` (Parametric Map over the T2 images, :mod:`spinedx.interop.pmap`: what a viewer lays
+over the MR) and ``OUT/dicom/gradcam_sliceKKK.dcm`` (Secondary Captures, :mod:`spinedx.interop.sc`: the same maps
+burned into a picture with the probability and "research use only", for viewers without Parametric Map support),
+each in a new series of the source study. The folder is written whole or not at all
+(:func:`spinedx.fsutil.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,11 @@ from spinedx.interop.content import ResultContent, content_from_prediction
 #: Series numbers of the result series (high, so they sort after the acquired series in a viewer).
 SR_SERIES_NUMBER = 9901
 OVERLAY_SERIES_NUMBER = 9902
+PMAP_SERIES_NUMBER = 9903
 #: Sub-folder of a prediction's output folder that holds the DICOM results.
 DICOM_DIR = "dicom"
+#: File name of the Parametric Map in it.
+PMAP_FILE = "heatmap_pmap.dcm"
 
 _DEVICE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/spinedx/device")
 
@@ -39,6 +45,10 @@ class DicomResults:
         sr_series_uid: the SR's series.
         overlay_series_uid: the overlays' series (None without overlays).
         referenced: SOPInstanceUID of the stored T2 image of each lesion slice.
+        pmap: the heatmaps as a Parametric Map over the T2 (None without heatmaps).
+        pmap_series_uid: its series.
+        sr_sop_instance_uid: the SR's SOPInstanceUID.
+        pmap_note: why there is no Parametric Map although there are heatmaps (None otherwise).
     """
 
     folder: Path
@@ -48,23 +58,36 @@ class DicomResults:
     sr_series_uid: str = ""
     overlay_series_uid: str | None = None
     referenced: list[str] = field(default_factory=list)
+    pmap: Path | None = None
+    pmap_series_uid: str | None = None
+    sr_sop_instance_uid: str = ""
+    pmap_note: str | None = None
 
     @property
     def files(self) -> list[Path]:
-        """Every file written (SR first)."""
-        return [self.sr, *self.overlays]
+        """Every file written (SR first, then the Parametric Map, then the Secondary Captures)."""
+        return [self.sr, *([self.pmap] if self.pmap is not None else []), *self.overlays]
+
+    def describe(self) -> str:
+        """One line for the console: what was written, into which study."""
+        heat = "" if self.pmap is None else f" + heatmap Parametric Map {self.pmap}"
+        note = f" (no Parametric Map: {self.pmap_note})" if self.pmap_note else ""
+        return (f"{self.sr} (TID 1500 SR){heat} + {len(self.overlays)} overlay Secondary Capture(s){note}, "
+                f"study {self.study_instance_uid}")
 
     def summary(self) -> dict[str, Any]:
         """What ``prediction.json`` records about them (paths relative to the prediction folder)."""
         base = self.folder.name
         return {"sr": f"{base}/{self.sr.name}", "overlays": [f"{base}/{p.name}" for p in self.overlays],
+                "pmap": None if self.pmap is None else f"{base}/{self.pmap.name}", "pmap_note": self.pmap_note,
                 "study_instance_uid": self.study_instance_uid, "sr_series_uid": self.sr_series_uid,
-                "overlay_series_uid": self.overlay_series_uid, "referenced_t2_sop_instance_uids": self.referenced}
+                "sr_sop_instance_uid": self.sr_sop_instance_uid, "overlay_series_uid": self.overlay_series_uid,
+                "pmap_series_uid": self.pmap_series_uid, "referenced_t2_sop_instance_uids": self.referenced}
 
     def relocated(self, folder: Path) -> DicomResults:
         """The same results after their folder was moved to ``folder``."""
-        return DicomResults(folder, folder / self.sr.name, [folder / p.name for p in self.overlays],
-                            self.study_instance_uid, self.sr_series_uid, self.overlay_series_uid, list(self.referenced))
+        return replace(self, folder=folder, sr=folder / self.sr.name, overlays=[folder / p.name for p in self.overlays],
+                       pmap=None if self.pmap is None else folder / self.pmap.name, referenced=list(self.referenced))
 
 
 def device_uid(model_hash: str) -> str:
@@ -92,8 +115,9 @@ def write_dicom_results(
     t2_series_uid: str | None = None,
     model_hash: str | None = None,
     content: ResultContent | None = None,
+    predecessor: Any = None,
 ) -> DicomResults:
-    """Write the SR and the heatmap Secondary Captures of a prediction into ``out_dir/dicom``.
+    """Write the SR, the heatmap Parametric Map and Secondary Captures of a prediction into ``out_dir/dicom``.
 
     Args:
         prediction: a :class:`spinedx.predict.CasePrediction` (ignored when ``content`` is given).
@@ -104,6 +128,7 @@ def write_dicom_results(
         t2_series_uid: the same for ``t2``.
         model_hash: the models' fingerprint; None: computed from the prediction's run folder.
         content: the values to write, when not taken from ``prediction``.
+        predecessor: the earlier SR of this case that this one supersedes (:class:`spinedx.interop.sr.SRReference`).
 
     Returns:
         What was written (:class:`DicomResults`).
@@ -117,6 +142,7 @@ def write_dicom_results(
     from spinedx.fsutil import atomic_dir
     from spinedx.interop.geometry import locate_box, stored_planes
     from spinedx.interop.identity import check_same_study, identity_of, reference_dataset
+    from spinedx.interop.pmap import NoFrameOfReference, build_parametric_map
     from spinedx.interop.sc import build_overlays
     from spinedx.interop.sr import build_sr
 
@@ -140,24 +166,35 @@ def write_dicom_results(
     evidence = [reference_dataset(ds, identity if i == 0 else None) for i, ds in enumerate(ordered)]
 
     sr = build_sr(content, boxes, evidence, series_instance_uid=hd.UID(), sop_instance_uid=hd.UID(),
-                  series_number=SR_SERIES_NUMBER, device_uid=device_uid(content.algorithm.model_hash))
+                  series_number=SR_SERIES_NUMBER, device_uid=device_uid(content.algorithm.model_hash),
+                  predecessor=predecessor)
     overlays = []
-    overlay_series = None
+    overlay_series = pmap_series = pm = pmap_note = None
     if content.heatmaps is not None:
         overlay_series = hd.UID()
         overlays = build_overlays(content, t2_img, boxes, identity, first_t2, series_instance_uid=overlay_series,
                                   series_number=OVERLAY_SERIES_NUMBER,
                                   sop_instance_uids=[hd.UID() for _ in content.slice_index])
+        try:
+            pm = build_parametric_map(content, t2_img, boxes, identity, h2, series_instance_uid=hd.UID(),
+                                      series_number=PMAP_SERIES_NUMBER, sop_instance_uid=hd.UID(), all_planes=planes)
+            pmap_series = str(pm.SeriesInstanceUID)
+        except NoFrameOfReference as exc:
+            pmap_note = exc.one_line()  # said in prediction.json; the SR and the overlays do not need one
     folder = Path(out_dir) / DICOM_DIR
     with atomic_dir(folder) as tmp:
         sr.save_as(tmp / "sr.dcm", enforce_file_format=True)
+        if pm is not None:
+            pm.save_as(tmp / PMAP_FILE, enforce_file_format=True)
         names = []
         for k, sc in zip(content.slice_index, overlays, strict=False):  # no overlays without heatmaps
             name = f"gradcam_slice{k:03d}.dcm"
             sc.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
     return DicomResults(folder, folder / "sr.dcm", [folder / n for n in names], str(identity.StudyInstanceUID),
-                        str(sr.SeriesInstanceUID), overlay_series, [b.plane.sop_instance_uid for b in boxes])
+                        str(sr.SeriesInstanceUID), overlay_series, [b.plane.sop_instance_uid for b in boxes],
+                        pmap=None if pm is None else folder / PMAP_FILE, pmap_series_uid=pmap_series,
+                        sr_sop_instance_uid=str(sr.SOPInstanceUID), pmap_note=pmap_note)
 
 
 def write_dicom_results_if_dicom(prediction: Any, t1: Any, t2: Any, out_dir: str | Path, *,

@@ -30,6 +30,8 @@ class RunFacts:
         git_commit: commit that trained it.
         versions: package versions recorded by the run.
         tta: the run's test-time views (:class:`spinedx.models.tta.TTAViews`).
+        oof_inference: how the run's out-of-fold probabilities (its performance) were computed
+            (:func:`spinedx.models.run.oof_inference`).
     """
 
     config_path: Path
@@ -47,6 +49,7 @@ class RunFacts:
     git_commit: str | None
     versions: dict[str, Any] = field(default_factory=dict)
     tta: TTAViews | None = None
+    oof_inference: dict[str, Any] = field(default_factory=dict)
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:
@@ -57,6 +60,7 @@ def run_facts(run_dir: str | Path) -> RunFacts:
             were made (a bundle could not preprocess new cases the same way).
     """
     from spinedx.errors import SpinedxError
+    from spinedx.models.run import oof_inference
     from spinedx.models.tta import TTAViews
     from spinedx.runfolder import RunFolder
 
@@ -74,4 +78,5 @@ def run_facts(run_dir: str | Path) -> RunFacts:
         aggregation=record.aggregation, threshold=record.threshold, performance=metrics,
         baselines=(metrics or {}).get("baselines"),
         synthetic=record.synthetic, optimistic=record.optimistic, git_commit=record.git_commit,
-        versions=record.versions, tta=TTAViews.from_config(record.config))
+        versions=record.versions, tta=TTAViews.from_config(record.config),
+        oof_inference=oof_inference(rf, list(rf.fold_models(allow_missing=False).paths), record))

@@ -85,6 +85,13 @@ def render_overlay(slice_px: np.ndarray, heat: np.ndarray, box: tuple[int, int, 
     return out
 
 
+def _decision_words(content: ResultContent) -> str:
+    d = content.decision
+    if d.decision == "refer":
+        return f"refer ({d.reasons_text})"
+    return f"{d.decision} at {content.threshold:g}"
+
+
 def build_overlays(
     content: ResultContent,
     image: Any,
@@ -122,7 +129,8 @@ def build_overlays(
     for i, (k, pb) in enumerate(zip(content.slice_index, boxes, strict=True)):
         heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
         text = (f"spinedx {method.label}, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
-                f"patient {content.probability:.3f} ({content.call} at {content.threshold:g})\n"
+                f"patient {content.probability:.3f}: {_decision_words(content)}\n"
+                f"{'TRAINED ON A SYNTHETIC COHORT; ' if content.decision.synthetic else ''}"
                 f"{RESEARCH_USE_ONLY.upper()}")
         px = render_overlay(image.array[k], heat, content.box, text)
         sc = SCImage(

@@ -32,6 +32,18 @@ def _kind(path: Path) -> str:
     return "dicom-file"
 
 
+def _existing(path: str | Path, where: str | None) -> tuple[Path, str]:
+    """``path`` expanded, and how messages name it; refused when it is a broken link or does not exist."""
+    path = Path(path).expanduser()
+    w = f"{where}: {path}" if where else str(path)
+    problem = link_problem(path)
+    if problem:
+        raise ImageReadError(problem, where=w)
+    if not path.exists():
+        raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
+    return path, w
+
+
 def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagittal: bool = True,
                where: str | None = None, allow_modality: Iterable[str] = ()) -> Image:
     """Read a DICOM series, NIfTI, NRRD or MetaImage file as a checked 3-D stack on the canonical grid.
@@ -65,13 +77,7 @@ def read_image(path: str | Path, series_uid: str | None = None, *, expect_sagitt
             object, ...) unless allowed, and the DICOM problems listed in
             :func:`spinedx.io.dicom.read_dicom_series`.
     """
-    path = Path(path).expanduser()
-    w = f"{where}: {path}" if where else str(path)
-    problem = link_problem(path)
-    if problem:
-        raise ImageReadError(problem, where=w)
-    if not path.exists():
-        raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
+    path, w = _existing(path, where)
     kind = _kind(path)
     finite = False  # True when the reader knows every voxel is finite (integer DICOM pixel data)
     if kind in ("dicom-folder", "dicom-file"):
@@ -115,13 +121,7 @@ def check_dicom_series(path: str | Path, series_uid: str | None = None, *, expec
     Raises:
         ImageReadError: the reader's refusal.
     """
-    path = Path(path).expanduser()
-    w = f"{where}: {path}" if where else str(path)
-    problem = link_problem(path)
-    if problem:
-        raise ImageReadError(problem, where=w)
-    if not path.exists():
-        raise ImageReadError("no such file or folder; check the path in the manifest", where=w)
+    path, w = _existing(path, where)
     if _kind(path) not in ("dicom-folder", "dicom-file"):
         raise ImageReadError("not a DICOM folder or file", where=w)
     return check_path(path, series_uid, where, allow_modality=_allowed(allow_modality),

@@ -4,7 +4,7 @@ Yeh et al. 2022, "Deep learning architecture": ResNet50 pre-trained on ImageNet 
 input channels, so "a convolutional layer with 1 x 1 filter was added to extract inter-channel
 features and transform from six channels to three channels"; "the output of the last block is
 connected to a fully connected layer with sigmoid function". The sigmoid lives in the loss
-(``BCEWithLogitsLoss``) and in :func:`spinedx.models.run.predict_patches`, so the network
+(``BCEWithLogitsLoss``) and in the inference engines (:mod:`spinedx.inference`), so the network
 returns logits.
 """
 

@@ -2,8 +2,9 @@
 
 Each fold's best model is ``RUN_DIR/folds/<k>/model.pt``: a plain dict (tensors, strings,
 numbers) loadable with ``torch.load(..., weights_only=True)``, so loading a run never executes
-pickled code. ``spinedx predict`` and the report use :func:`load_run` and
-:func:`predict_patches` (the ensemble of the fold models).
+pickled code. :func:`load_run` reads a run folder's fold models, each checked against the sha256 its ``done.json``
+recorded at training time. Prediction is not here: :mod:`spinedx.inference` (the one inference path) runs these
+models, and it is also the layer that tells run folders from model bundles (this module knows nothing of bundles).
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import logging
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from spinedx.common import CHANNEL_NAMES
 from spinedx.errors import WeightsError
 from spinedx.fsutil import atomic_path
+from spinedx.interop.content import fingerprint_lines
 from spinedx.models.net import SpineNet, build_model
 from spinedx.models.tta import TTAViews
 from spinedx.runfolder import RunFolder, RunRecord
@@ -158,6 +158,8 @@ class RunModels:
         model_sha256: sha256 of each loaded ``model.pt`` (the bytes the models were built from), by fold.
         digest: the bundle's digest (:attr:`spinedx.interop.bundle.BundleInfo.digest`) when loaded from a bundle.
         notes: what could not be checked (a run trained before fold models' sha256 were recorded).
+        oof_inference: how the run's out-of-fold probabilities were computed (:func:`oof_inference`: engine,
+            precision, views, and a note when they were not computed as the inference engines compute now).
     """
 
     run_dir: Path
@@ -168,14 +170,31 @@ class RunModels:
     model_sha256: dict[int, str] = field(default_factory=dict)
     digest: str | None = None
     notes: list[str] = field(default_factory=list)
+    oof_inference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str | None:
-        """sha256 fingerprint of the loaded models' bytes (:func:`spinedx.interop.model_fingerprint`'s rule), the
-        hash a DICOM result names; None when the models were not loaded from files."""
-        from spinedx.interop.content import fingerprint_lines
-
+        """sha256 fingerprint of the loaded models' bytes (:func:`fingerprint_lines`, the rule of
+        :func:`spinedx.interop.model_fingerprint`), the hash a DICOM result names; None when the models were not
+        loaded from files."""
         return fingerprint_lines(self.model_sha256.items()) if self.model_sha256 else None
+
+    def select(self, folds: Sequence[int]) -> RunModels:
+        """The same run restricted to ``folds`` (in the order given): its models, sha256 and fingerprint are those
+        of the chosen folds only, so a prediction with them names the models that answered.
+
+        Raises:
+            WeightsError: a fold that is not among the loaded ones (named, with the loaded folds).
+        """
+        wanted = [int(k) for k in folds]
+        absent = [k for k in wanted if k not in self.folds]
+        if not wanted or absent or len(set(wanted)) != len(wanted):
+            what = ("no fold chosen" if not wanted else f"fold(s) {', '.join(map(str, absent))} not in this model"
+                    if absent else "a fold chosen twice")
+            raise WeightsError(f"{what}: it has fold(s) {', '.join(map(str, self.folds))}", where="--fold")
+        index = [self.folds.index(k) for k in wanted]
+        return replace(self, models=[self.models[i] for i in index], folds=wanted,
+                       model_sha256={k: self.model_sha256[k] for k in wanted if k in self.model_sha256})
 
     @property
     def config(self) -> CVConfig:
@@ -271,34 +290,24 @@ def check_run_models(rf: RunFolder, paths: dict[int, Path]) -> tuple[dict[int, b
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
-             allow_missing_folds: bool = False, expect_digest: str | None = None) -> RunModels:
-    """Load a ``spinedx cv`` run folder (or a model bundle): its record and ``folds/<k>/model.pt`` for every fold.
+             allow_missing_folds: bool = False) -> RunModels:
+    """Load a ``spinedx cv`` run folder: its record and ``folds/<k>/model.pt`` for every fold.
 
-    Every fold model is compared with the sha256 recorded when it was made (a run fold's ``done.json``, a bundle's
-    ``bundle.json``) and the models are built from the very bytes checked.
+    Every fold model is compared with the sha256 its ``done.json`` recorded when it was trained, and the models are
+    built from the very bytes checked. A model bundle (``spinedx export``) is not a run folder: load either with
+    :func:`spinedx.inference.load_model`, which tells them apart.
 
     Args:
         run_dir: The run folder.
         device: Where to put the models.
         allow_missing_folds: Use the finished folds when some have no model (the caller must record
             :attr:`RunModels.missing_folds`); by default a run with a missing fold model is refused.
-        expect_digest: The digest the bundle must have (``spinedx export`` prints it; a deployment pins the bundle it
-            validated); only bundles have one.
 
     Raises:
         SpinedxError: not a run folder, a damaged ``config.yaml``, missing fold models (unless allowed),
-            unexpected entries in ``folds/`` (``1.bak``), a damaged ``model.pt``, a model file that is not the one
-            recorded, or a bundle whose digest is not ``expect_digest``.
+            unexpected entries in ``folds/`` (``1.bak``), a damaged ``model.pt``, or a model file that is not the one
+            recorded.
     """
-    from spinedx.interop.bundle import check_digest_text, is_bundle, load_bundle
-
-    if is_bundle(run_dir):  # a model bundle (spinedx export) is accepted wherever a run is, after its checksums
-        return load_bundle(run_dir, device, expect_digest=expect_digest)
-    if expect_digest is not None:
-        check_digest_text(expect_digest)
-        raise WeightsError("--expect-digest pins a model bundle, and this is a run folder (it has no digest): export "
-                           "it (spinedx export RUN --out BUNDLE), validate the bundle and pin the digest export prints",
-                           where=str(run_dir))
     rf = RunFolder(run_dir)
     record = rf.read_record()
     found = rf.fold_models(allow_missing=allow_missing_folds)
@@ -313,62 +322,81 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", *,
                                              _DONE_RECORD.format(k=k))
         models.append(model)
     return RunModels(rf.path, record, models, list(found.paths), list(found.missing), digests, None,
-                     _unchecked_note(rf, unchecked))
+                     _unchecked_note(rf, unchecked), oof_inference(rf, list(found.paths), record))
 
 
-def _fast_cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+#: The precision every inference engine computes in (:mod:`spinedx.inference`), and the out-of-fold probabilities
+#: of runs trained since spinedx recorded it.
+INFERENCE_PRECISION = "fp32"
+
+#: Says that out-of-fold probabilities were not computed as spinedx's engines compute (see :func:`oof_inference`).
+_BF16_NOTE = ("the run's out-of-fold probabilities (its reported performance) were computed under bf16 autocast{why}, "
+              "not in fp32 as this prediction: a fold model's probability may differ from them by up to ~0.01")
 
 
-def predict_patches(
-    models: RunModels | Sequence[nn.Module], x: np.ndarray, batch_size: int = 256, bf16: bool | None = None,
-    views: TTAViews | None = None,
-) -> np.ndarray:
-    """Malignancy probabilities of every model for every patch.
+def oof_inference(rf: RunFolder, folds: Sequence[int], record: RunRecord | None = None) -> dict[str, Any]:
+    """How a run's out-of-fold probabilities were computed, from its folds' ``done.json``.
 
-    Inference runs under :func:`torch.inference_mode`, channels-last, with bf16 autocast where
-    the device supports it (the sigmoid of the paper's output layer is applied here).
-
-    Args:
-        models: A :class:`RunModels` or a list of networks (on one device).
-        x: Patches (N, 6, P, P), channel order :data:`spinedx.common.CHANNEL_NAMES`.
-        batch_size: Patches per forward pass.
-        bf16: Force bf16 on/off; None: where supported.
-        views: Test-time views to average each probability over (:class:`~spinedx.models.tta.TTAViews`); None:
-            a :class:`RunModels`' own (:attr:`RunModels.tta`), the patch alone for a list of networks.
+    Folds trained since spinedx records it say ``inference: {engine, precision, views}`` (the torch engine in fp32,
+    as ``predict``, the workstation and the bundle compute). Older folds do not: they predicted out of fold in their
+    training precision, which ``numerics.bf16`` records (or, before that, ``config.yaml`` ``device.bf16``), so a run
+    trained under bf16 autocast (``bf16: auto`` on a CPU with AVX512-BF16, or on CUDA) has bf16 out-of-fold
+    probabilities; when nothing says, they may be either.
 
     Returns:
-        Array (n_models, N) of probabilities, float32.
+        ``engine``, ``precision`` (``fp32``, ``bf16``, ``mixed`` or ``not recorded``), ``views``, ``recorded`` (every
+        fold records it; a fold that does not but trained in fp32 predicted in fp32 too), ``per_fold`` (each fold's
+        precision) and ``note``: None when every fold computed in fp32 as the engines do, else one sentence saying
+        the out-of-fold probabilities were (or may have been) computed under bf16, for records, consoles and the
+        report.
     """
-    if views is None:
-        views = models.tta if isinstance(models, RunModels) else TTAViews("none")
-    mods = list(models.models if isinstance(models, RunModels) else models)
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 4:
-        raise ValueError(f"patches must be (N, C, H, W), got shape {x.shape}")
-    if views.params and len(x):
-        return views.reduce(predict_patches(mods, views.expand(x), batch_size, bf16, TTAViews("none")))
-    if not mods:
-        return np.zeros((0, x.shape[0]), dtype=np.float32)
-    device = next(mods[0].parameters()).device
-    if bf16 is None:
-        bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and _fast_cpu_bf16())
-    out = np.empty((len(mods), x.shape[0]), dtype=np.float32)
-    xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-    for model in mods:
-        # outside inference mode: converted parameters made there would be inference tensors, which no later
-        # gradient (an explanation, fine-tuning) can use
-        model.to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for m_i, model in enumerate(mods):
-            was_training = model.training
-            model.eval()
-            for i in range(0, x.shape[0], batch_size):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16)):
-                    logits = model(xt[i:i + batch_size])
-                out[m_i, i:i + batch_size] = torch.sigmoid(logits.float().reshape(-1)).cpu().numpy()
-            model.train(was_training)
-    return out
+    record = record or rf.read_record()
+    per_fold: dict[int, str] = {}
+    engines: set[str] = set()
+    views: set[int] = set()
+    recorded = True
+    for k in folds:
+        done = rf.read_done(k)
+        inf = done.get("inference")
+        if isinstance(inf, dict) and isinstance(inf.get("precision"), str):
+            per_fold[k] = inf["precision"]
+            engines.add(str(inf.get("engine")))
+            if isinstance(inf.get("views"), int):
+                views.add(inf["views"])
+            continue
+        recorded = False
+        numerics = done.get("numerics")
+        bf16 = numerics.get("bf16") if isinstance(numerics, dict) else (record.device or {}).get("bf16")
+        per_fold[k] = "bf16" if bf16 is True else "fp32" if bf16 is False else "not recorded"
+    return _oof_summary(per_fold, engines, views, recorded)
+
+
+def _oof_summary(per_fold: dict[int, str], engines: set[str], views: set[int], recorded: bool) -> dict[str, Any]:
+    kinds = set(per_fold.values())
+    precision = kinds.pop() if len(kinds) == 1 else "mixed" if kinds else "not recorded"
+    bf16 = sorted(k for k, v in per_fold.items() if v == "bf16")
+    unknown = sorted(k for k, v in per_fold.items() if v == "not recorded")
+    note = None
+    if bf16:
+        which = "" if len(bf16) == len(per_fold) else f" in fold(s) {', '.join(map(str, bf16))}"
+        why = (f"{which} (inference precision not recorded; the folds trained under bf16 autocast, and spinedx then "
+               "predicted out of fold in the training precision)" if not recorded else which)
+        note = _BF16_NOTE.format(why=why)
+    elif unknown:
+        note = ("inference precision not recorded: the run's out-of-fold probabilities (its reported performance) may "
+                "have been computed under bf16 autocast (spinedx did so where the training used bf16), and may differ "
+                "from this fp32 prediction by up to ~0.01")
+    return {"engine": engines.pop() if len(engines) == 1 else "torch", "precision": precision,
+            "views": views.pop() if len(views) == 1 else None, "recorded": recorded,
+            "per_fold": {str(k): v for k, v in sorted(per_fold.items())}, "note": note}
+
+
+def oof_inference_from_doc(doc: Any) -> dict[str, Any]:
+    """:func:`oof_inference`'s summary as a bundle carries it (``bundle.json`` ``model.oof_inference``); a bundle
+    exported before it was recorded says nothing, so its run's precision is "not recorded"."""
+    if isinstance(doc, dict) and isinstance(doc.get("precision"), str) and isinstance(doc.get("per_fold"), dict):
+        return dict(doc)
+    return _oof_summary({}, set(), set(), False) | {"note": (
+        "inference precision not recorded (a bundle exported before spinedx recorded it): the run's out-of-fold "
+        "probabilities (its reported performance) may have been computed under bf16 autocast, and may differ from "
+        "this fp32 prediction by up to ~0.01")}

@@ -7,10 +7,10 @@ patient AUC over the un-augmented patch after the BatchNorm re-estimation (docs/
 trailed"). The ``cpu`` profile uses it (``CVConfig.tta = "affine8"``); ``paper`` and ``quick`` do not (``"none"``).
 
 The views are fixed, not random: the same for every patch, every case and every engine, so a prediction is
-deterministic and the torch models, the workstation's :class:`~spinedx.models.Ensemble` and a bundle's
-``model.onnx`` (which holds the views as sampling grids, see :mod:`spinedx.interop.onnxexport`) give the same
-numbers. ``affine8`` is the patch and 8 views, each moving one thing to two thirds of the training range:
-rotation +-2/3 of ``rotation_deg``, shift +-2/3 of ``translation`` along each axis, zoom at each end of ``scale``.
+deterministic and both engines of :mod:`spinedx.inference` (the torch fold models and their ONNX graph, which holds
+the views as sampling grids: the workstation's and a bundle's ``model.onnx``) give the same numbers. ``affine8`` is
+the patch and 8 views, each moving one thing to two thirds of the training range: rotation +-2/3 of
+``rotation_deg``, shift +-2/3 of ``translation`` along each axis, zoom at each end of ``scale``.
 
 Explanations (:mod:`spinedx.explain`) stay on the un-augmented patch: a map of a rotated view would not line up
 with the image the reader sees.
@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from spinedx.training.config import TTA_CHOICES, AffineRanges
 
@@ -103,33 +101,13 @@ class TTAViews:
         theta = affine_theta(self.param_tensor())
         return F.affine_grid(theta, [len(self.params), n_channels, size, size], align_corners=False)
 
-    def expand(self, x: np.ndarray) -> np.ndarray:
-        """Patches (N, C, H, W) -> (n_views * N, C, H, W), view-major: the patches themselves first, then each view."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not self.params or len(x) == 0:
-            return x
-        import torch
-
-        with torch.inference_mode():
-            return expand_views(torch.from_numpy(x), self.grids(x.shape[1], x.shape[-1])).numpy()
-
-    def reduce(self, probs: np.ndarray) -> np.ndarray:
-        """Probabilities (M, n_views * N) of :meth:`expand`'s patches -> (M, N), the mean over the views."""
-        probs = np.asarray(probs, dtype=np.float32)
-        if not self.params:
-            return probs
-        m, total = probs.shape
-        if total % self.n_views:
-            raise ValueError(f"{total} probabilities are not {self.n_views} views of the same patches")
-        return probs.reshape(m, self.n_views, total // self.n_views).mean(axis=1, dtype=np.float64).astype(np.float32)
-
 
 def expand_views(x: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
     """``x`` (N, C, H, W) and each view of it by ``grids`` (V, H, W, 2, from :meth:`TTAViews.grids`), view-major.
 
     Bilinear, zero padding (the patch mean, patches being z-scored), as the training augmentation
     (:func:`spinedx.training.augment.apply_affine`). Written so the ONNX exporter can trace it with a dynamic batch
-    (:func:`spinedx.interop.onnxexport.export_ensemble` puts it in the graph).
+    (:class:`spinedx.inference.EnsembleNet` runs it in both engines and in the exported graph).
     """
     import torch
     import torch.nn.functional as F

@@ -38,8 +38,9 @@ import numpy as np
 
 from spinedx.common import LABEL_NAMES
 from spinedx.errors import PreprocessError, SpinedxError
-from spinedx.fsutil import DeferredSignals, atomic_path, check_parent, remove_stale_tmp, stop_pool
+from spinedx.fsutil import check_parent, remove_stale_tmp, stop_pool
 from spinedx.io.image import Image
+from spinedx.patchset import write_patches
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
 from spinedx.preprocess.mapping import Box, check_overlap, crop_grid, sample_plane, validate_annotation
 from spinedx.preprocess.pairing import PairCheck, check_pair
@@ -434,37 +435,6 @@ def _npz_arrays(patches: list[CasePatches], patch_size: int, synthetic: bool) ->
     return arrays
 
 
-def write_patches(path: Path, patches: list[CasePatches], patch_size: int, *, synthetic: bool = False) -> None:
-    """Write ``patches.npz`` atomically (plain arrays only, so it loads with ``allow_pickle=False``)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-        np.savez(fh, **_npz_arrays(patches, patch_size, synthetic))  # type: ignore[arg-type]
-
-
-def _write_outputs(out: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
-    """patches.npz and extract.json into temporary siblings, then both renamed with interrupts held back.
-
-    An OS error (no space, file too large) names the final file and leaves no temporary file behind.
-    """
-    from spinedx.provenance import sha256_file
-
-    npz, js = out / "patches.npz", out / "extract.json"
-    target = npz
-    try:
-        with DeferredSignals() as hold, atomic_path(npz) as tmp_npz:
-            with open(tmp_npz, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-                np.savez(fh, **arrays)  # type: ignore[arg-type]
-            doc["patches_sha256"] = sha256_file(tmp_npz)
-            target = js
-            with atomic_path(js) as tmp_js:
-                tmp_js.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-                hold.arm()  # exits: extract.json renamed, then patches.npz, then interrupts delivered
-    except OSError as exc:
-        if exc.filename is None or Path(str(exc.filename)).name.startswith("."):
-            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
-        raise
-    return npz, js
-
-
 def extract_cohort(
     manifest_path: str | Path,
     out_dir: str | Path,
@@ -591,6 +561,6 @@ def extract_cohort(
     remove_stale_tmp(out)
     seconds = time.perf_counter() - start
     doc["seconds"] = round(seconds, 3)
-    patches_path, json_path = _write_outputs(out, arrays, doc)
+    patches_path, json_path = write_patches(out, arrays, doc)  # the patches folder's one writer
     return ExtractResult(patches_path, json_path, [p.patient_id for p in ordered], failed, per_class, seconds,
                          warnings, cohort.synthetic, None if earlier is None else earlier.describe())

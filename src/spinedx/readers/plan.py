@@ -134,19 +134,11 @@ def _write_token(path: Path, token: str) -> None:
     os.chmod(path, 0o600)  # whatever the umask
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
 
 @contextlib.contextmanager
 def _new_folder(out: Path) -> Iterator[Path]:
     """A temporary sibling folder renamed to ``out`` on success; ``out`` must not exist (never overwritten)."""
-    from spinedx.fsutil import check_parent, tmp_sibling
+    from spinedx.fsutil import check_parent, fsync_dir, tmp_sibling
 
     def refuse() -> StudyError:
         return StudyError("already exists; a study folder is never overwritten (its reads and tokens would be "
@@ -167,7 +159,7 @@ def _new_folder(out: Path) -> Iterator[Path]:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise refuse() from None
             raise
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         import shutil
 

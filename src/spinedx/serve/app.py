@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from spinedx import RESEARCH_USE_ONLY, __version__
 from spinedx.errors import ImageReadError, PreprocessError, SpinedxError
 from spinedx.serve.datastore import Conflict, InvalidInput, NotFound
-from spinedx.serve.security import SecurityMiddleware
+from spinedx.serve.security import HostPolicy, SecurityMiddleware
 from spinedx.serve.settings import ServeSettings
 from spinedx.serve.state import AppState, build_state
 
@@ -72,7 +73,8 @@ def create_app(settings: ServeSettings, state: AppState | None = None) -> FastAP
     """Build the workstation app.
 
     Args:
-        settings: what to serve (checked: a non-loopback host without a token is refused).
+        settings: what to serve (checked: a non-loopback host without a token is refused); its tokens, host names and
+            body limit configure :class:`spinedx.serve.security.SecurityMiddleware`.
         state: an already built state (tests share one between apps); None builds it from ``settings``.
 
     Raises:
@@ -94,6 +96,12 @@ def create_app(settings: ServeSettings, state: AppState | None = None) -> FastAP
     async def _not_found(request: Request, exc: Any) -> JSONResponse:
         return JSONResponse({"detail": "not found"}, status_code=404)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # a query or path parameter FastAPI could not convert (k=abc): one line naming it, like every refusal
+        parts = [f"[{(e.get('loc') or ('', '?'))[-1]}] {e.get('msg')}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(dict.fromkeys(parts))}, status_code=422)
+
     if settings.study is not None:
         # reader mode: the reader page and API only; the annotation API and page (labels, features) are not mounted
         from spinedx.serve.routers import reading
@@ -107,5 +115,6 @@ def create_app(settings: ServeSettings, state: AppState | None = None) -> FastAP
         app.include_router(images.router)
         app.include_router(predict.router)
         app.include_router(page.router)
-    app.add_middleware(SecurityMiddleware, token=settings.token, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityMiddleware, users=settings.users(), max_body_bytes=settings.max_body_bytes,
+                       hosts=HostPolicy(settings.own_hosts(), settings.extra_hosts(), settings.port))
     return app

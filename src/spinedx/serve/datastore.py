@@ -6,9 +6,16 @@ keeps everything in the cohort manifest (``spinedx.cohort``) next to which it wr
 
 * the manifest itself, atomically (:func:`spinedx.fsutil.atomic_path`), with every column it did not change
   (features, readers, a synthetic cohort's extra columns) kept as read;
-* ``<manifest stem>.audit.jsonl``: one JSON line per save (UTC time, case key, fields changed with old and new
-  values; no patient name, no DICOM identifiers);
-* ``<manifest stem>.predictions/<case>/``: the last prediction of each case (``prediction.json`` and overlays).
+* ``<manifest stem>.audit.jsonl``: one JSON line per save or prediction: UTC time, the user (the name of the
+  token used), the action, the opaque case key, the fields changed with old and new values (or the result); no
+  patient identifier, no name, no DICOM identifiers;
+* ``<manifest stem>.case-key-secret``: the random secret of the case keys (created once, private to the user);
+* ``<manifest stem>.predictions/<patient>/``: the last prediction of each case (``prediction.json`` and overlays).
+
+**Case keys.** URLs, logs and the audit log name a case by an opaque key, never by its patient identifier: the
+first 16 hex digits of an HMAC-SHA256 of the ``patient_id`` under the secret beside the manifest
+(:meth:`LocalDatastore.key_of`). A key is stable while that file stays (across restarts, for the audit log's
+lines) and says nothing about the patient without it.
 
 A case's version is a hash of its manifest row; a save naming a stale version (``If-Match``) is refused.
 """
@@ -16,8 +23,10 @@ A case's version is a hash of its manifest row; a save naming a stale version (`
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -70,6 +79,38 @@ def row_version(case: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+KEY_HEX = 16  # hex digits of a case key (64 bits)
+
+
+def case_key(secret: bytes, patient_id: str) -> str:
+    """The opaque key of a case: the first :data:`KEY_HEX` hex digits of HMAC-SHA256(secret, patient_id)."""
+    return hmac.new(secret, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:KEY_HEX]
+
+
+def load_key_secret(path: Path) -> bytes:
+    """The case-key secret in ``path`` (64 hex digits), created (random, mode 600, atomically) when absent.
+
+    Raises:
+        SpinedxError: a file that is not such a secret.
+    """
+    from spinedx.fsutil import atomic_path
+
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        secret = bytes.fromhex(text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        secret = b""
+    if len(secret) != 32:
+        raise SpinedxError("not a spinedx case-key secret (64 hex digits): restore it, or delete it to make a new one "
+                           "(case keys in earlier audit lines then no longer match)", where=str(path))
+    return secret
+
+
 def _inside(path: Path, roots: list[Path]) -> bool:
     real = Path(os.path.realpath(path))
     return any(real == r or r in real.parents for r in roots)
@@ -111,12 +152,18 @@ class LocalDatastore:
         if self.dicom_root is not None:
             self.roots.append(self.dicom_root)
         self.roots += [Path(os.path.realpath(r)) for r in extra_roots]
+        self._secret: bytes | None = None
+        self._keys: tuple[Any, dict[str, str], dict[str, str]] | None = None  # (cases, pid -> key, key -> pid)
         self._load()
 
     # -- paths --------------------------------------------------------------------------------------------
     @property
     def audit_path(self) -> Path:
         return self.manifest.with_name(self.manifest.stem + ".audit.jsonl")
+
+    @property
+    def key_secret_path(self) -> Path:
+        return self.manifest.with_name(self.manifest.stem + ".case-key-secret")
 
     @property
     def predictions_dir(self) -> Path:
@@ -181,13 +228,6 @@ class LocalDatastore:
             write_manifest(cases, tmp)
         self.added_from_tree = len(new)
 
-    def _has_images(self, case: Any, which: str) -> bool:
-        """A path in the manifest, or (browsing a DICOMweb server) a chosen series of a known study."""
-        if getattr(case, which) is not None:
-            return True
-        return bool(self.dicomweb is not None and getattr(case, f"{which}_series_uid")
-                    and case.extra.get("study_uid"))
-
     def _from_server(self, study_uid: str, series_uid: str) -> Path:
         """The local copy of a server series, retrieved (WADO-RS) the first time it is asked for."""
         from spinedx.interop.dicomweb import DicomWebClient
@@ -221,6 +261,45 @@ class LocalDatastore:
         """True when the manifest marks a synthetic cohort (column ``synthetic`` = 1)."""
         return bool(self.cohort.synthetic)
 
+    # -- case keys ----------------------------------------------------------------------------------------
+    def _key_maps(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(patient_id -> key, key -> patient_id) of the current manifest (made again when it changed)."""
+        with self._lock:
+            cases = self.cohort.cases
+            if self._keys is not None and self._keys[0] is cases:
+                return self._keys[1], self._keys[2]
+            if self._secret is None:
+                self._secret = load_key_secret(self.key_secret_path)
+            to_key = {c.patient_id: case_key(self._secret, c.patient_id) for c in cases}
+            to_pid = {k: p for p, k in to_key.items()}
+            if len(to_pid) != len(to_key):  # 64 bits: never expected; refused rather than mixing two cases up
+                raise SpinedxError("two cases share a case key; delete the case-key secret and start again",
+                                   where=str(self.key_secret_path))
+            from spinedx.serve.logsafe import register_identifiers
+
+            register_identifiers(to_key)
+            self._keys = (cases, to_key, to_pid)
+            return to_key, to_pid
+
+    def key_of(self, patient_id: str) -> str:
+        """The opaque case key of a manifest row (see the module docstring)."""
+        key = self._key_maps()[0].get(patient_id)
+        if key is None:
+            raise NotFound("no such case", where=patient_id)
+        return key
+
+    def patient_of(self, key: str) -> str:
+        """The ``patient_id`` of a case key.
+
+        Raises:
+            NotFound: no case has this key (a patient identifier is not a key either).
+        """
+        pid = self._key_maps()[1].get(key)
+        if pid is None:
+            raise NotFound("no such case: a case is named by its key from the case list (its 'case' field), not by "
+                           "its patient ID", where="case")
+        return pid
+
     # -- reading ------------------------------------------------------------------------------------------
     def case(self, key: str) -> Any:
         """The manifest record of ``key``.
@@ -233,23 +312,73 @@ class LocalDatastore:
                 return c
         raise NotFound("no such case", where=key)
 
+    def _problem_kind(self, case: Any, which: str) -> str | None:
+        """``empty``, ``outside`` or ``missing`` when the case's ``t1``/``t2`` series cannot be shown, else None."""
+        path = getattr(case, which)
+        if path is None:
+            if self.dicomweb is not None and getattr(case, f"{which}_series_uid") and case.extra.get("study_uid"):
+                return None
+            return "empty"
+        if not _inside(Path(path), self.roots):
+            return "outside"
+        if not Path(path).exists():
+            return "missing"
+        return None
+
+    def _problem_text(self, kind: str, whiches: list[str]) -> str:
+        """The reason for series ``whiches`` (``["t2", "t1"]``) sharing one problem ``kind``, without a path."""
+        names = " and ".join(f"{w.upper()}W" for w in whiches)
+        series = "series"
+        columns = f"{whiches[0]} column" if len(whiches) == 1 else "t2 and t1 columns"
+        if kind == "empty":
+            return (f"no {names} {series}: the manifest's {columns} {'is' if len(whiches) == 1 else 'are'} empty "
+                    "(index.json says why; set the column to the series folder)")
+        if kind == "outside":
+            served = "the manifest's folder" + (" and DICOM_ROOT" if self.dicom_root is not None else "")
+            verb = "lies" if len(whiches) == 1 else "lie"
+            return (f"the {names} {series} {verb} outside the folders this server reads ({served}): serve the tree "
+                    f"the manifest was indexed from as well, e.g. spinedx serve TREE --cohort {self.manifest.name}")
+        verb = "does" if len(whiches) == 1 else "do"
+        return f"the {names} {series} named by the manifest's {columns} {verb} not exist (moved or deleted?)"
+
+    def image_problem(self, case: Any, which: str) -> str | None:
+        """Why the case's ``t1`` or ``t2`` series cannot be shown (None: it can), without naming a path.
+
+        The index-then-serve trap is the common case: ``spinedx index TREE --out cohort.csv`` names images under
+        TREE, and ``spinedx serve --cohort cohort.csv`` without TREE reads only the manifest's folder.
+        """
+        kind = self._problem_kind(case, which)
+        return None if kind is None else self._problem_text(kind, [which])
+
+    def case_problem(self, case: Any) -> str | None:
+        """Why a case's images cannot be shown (both series' problems in one sentence each), or None."""
+        kinds: dict[str, list[str]] = {}
+        for w in ("t2", "t1"):
+            kind = self._problem_kind(case, w)
+            if kind is not None:
+                kinds.setdefault(kind, []).append(w)
+        return "; ".join(self._problem_text(k, ws) for k, ws in kinds.items()) or None
+
+    def image_problems(self) -> dict[str, str]:
+        """``patient_id -> reason`` of every case whose images cannot be shown (:meth:`case_problem`)."""
+        return {c.patient_id: r for c in self.cohort.cases if (r := self.case_problem(c)) is not None}
+
     def image_source(self, key: str, which: str) -> tuple[Path, str | None]:
         """(path, series UID) of a case's ``t1`` or ``t2``, only when it lies under the served roots.
 
         Raises:
-            NotFound: no such case or series, or a path outside the roots (after resolving symlinks).
+            NotFound: no such case or series, a path outside the roots (after resolving symlinks) or missing; the
+                message says which (:meth:`image_problem`).
         """
         case = self.case(key)
+        problem = self.image_problem(case, which)
+        if problem is not None:
+            raise NotFound(problem, where=key)
         path = getattr(case, which)
         uid = getattr(case, f"{which}_series_uid")
         study_uid = case.extra.get("study_uid")
-        if path is None and self.dicomweb is not None and uid and study_uid:
-            return self._from_server(study_uid, uid), uid
         if path is None:
-            raise NotFound(f"the case has no {which.upper()}W series; see index.json or set the {which} column",
-                           where=key)
-        if not _inside(Path(path), self.roots) or not Path(path).exists():
-            raise NotFound(f"{which.upper()}W series not available", where=key)
+            return self._from_server(study_uid, uid), uid
         return Path(path), uid
 
     def annotation(self, key: str) -> tuple[Annotation, str]:
@@ -258,14 +387,17 @@ class LocalDatastore:
         return _annotation(case), row_version(case)
 
     def summaries(self) -> list[dict[str, Any]]:
-        """``patient_id``, label, annotated, predicted (and series availability) of every case."""
+        """Every case: its key, ``patient_id``, label, annotated, predicted, whether its images can be shown and, when
+        not, why (``problem``)."""
         out = []
+        to_key = self._key_maps()[0]
         for c in self.cohort.cases:
             ann = _annotation(c)
-            out.append({"patient_id": c.patient_id, "label": c.label,
+            problem = self.case_problem(c)
+            out.append({"case": to_key[c.patient_id], "patient_id": c.patient_id, "label": c.label,
                         "annotated": bool(ann.lesion_slices and ann.box),
                         "predicted": self.stored_prediction(c.patient_id, c) is not None,
-                        "images": all(self._has_images(c, w) for w in ("t1", "t2"))})
+                        "images": problem is None, "problem": problem})
         return out
 
     def stored_prediction(self, key: str, case: Any = None) -> dict[str, Any] | None:
@@ -284,8 +416,17 @@ class LocalDatastore:
         return doc
 
     # -- writing ------------------------------------------------------------------------------------------
+    def audit(self, action: str, patient_id: str, user: str, **fields: Any) -> None:
+        """Append one line to the audit log: UTC time, user, action, the case's key, ``fields`` (no identifiers)."""
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "user": user, "action": action,
+                 "case": self.key_of(patient_id), **fields}
+        with self._lock, open(self.audit_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def save_annotation(self, key: str, changes: dict[str, Any],
-                        if_match: str | list[str] | None) -> tuple[Annotation, str]:
+                        if_match: str | list[str] | None, *, user: str = "local") -> tuple[Annotation, str]:
         """Apply ``changes`` (already validated) to the case and write the manifest atomically.
 
         Args:
@@ -294,6 +435,7 @@ class LocalDatastore:
                 field not given is left as it is.
             if_match: the version the client edited, or a list of versions any of which may be the stored one
                 (``"*"``: any; None: accept whatever is stored).
+            user: who saves (the audit log's ``user``).
 
         Returns:
             The saved annotation and its new version.
@@ -341,10 +483,6 @@ class LocalDatastore:
                     write_manifest(cases, tmp)
                 self._cohort.cases = cases
                 self._mtime = self.manifest.stat().st_mtime_ns
-                entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "case": key,
-                         "version_before": current, "version_after": row_version(new), "changed": changed}
-                with open(self.audit_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(entry, sort_keys=True) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                self.audit("annotate", key, user, version_before=current, version_after=row_version(new),
+                           changed=changed)
             return _annotation(new), row_version(new)

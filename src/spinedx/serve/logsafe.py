@@ -8,11 +8,18 @@ access log escapes its values so (``spinedx.serve.security``). :class:`SafeForma
 server's loggers (``spinedx.serve`` and uvicorn's) safe whatever it holds: control characters of the message escaped
 (backslashes left alone, so values escaped before are not escaped twice), a traceback escaped line by line and
 indented under its record, so that a line starting in column 0 is always a record.
+
+The formatter also takes out patient identifiers: :func:`register_identifiers` names each patient identifier the
+server knows (the manifest's ``patient_id``, the DICOM PatientID and PatientName of a series it read) with the
+opaque case key that replaces it, so a warning or a third-party message that quotes one (a file path under a
+patient's folder, a library's message) is logged with the key instead.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from typing import Any
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -41,11 +48,42 @@ def escape_controls(text: Any, *, backslash: bool = True) -> str:
     return str(text).translate(_TABLE if backslash else _CONTROLS)
 
 
+_ids_lock = threading.Lock()
+_ids: dict[str, str] = {}
+_ids_pattern: re.Pattern[str] | None = None
+
+
+def register_identifiers(mapping: dict[str, str]) -> None:
+    """Add patient identifiers (``identifier -> replacement``, e.g. a PatientID and its case key) that every log
+    line written through :class:`SafeFormatter` shows replaced. Identifiers shorter than 3 characters are ignored
+    (they would replace parts of ordinary words)."""
+    global _ids_pattern
+    with _ids_lock:
+        new = {k: v for k, v in mapping.items() if k and len(k) >= 3 and _ids.get(k) != v}
+        if not new:
+            return
+        _ids.update(new)
+        names = sorted(_ids, key=len, reverse=True)  # the longest first: SYN00010 before SYN0001
+        _ids_pattern = re.compile("|".join(re.escape(n) for n in names))
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered identifier replaced (:func:`register_identifiers`)."""
+    pattern = _ids_pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(lambda m: _ids[m.group(0)], text)
+
+
 class SafeFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose every line is safe: the message's control characters escaped (one line),
-    an exception's traceback escaped line by line and indented under its record."""
+    an exception's traceback escaped line by line and indented under its record, registered patient identifiers
+    replaced by their case keys (:func:`register_identifiers`)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.getMessage(), backslash=False)
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
@@ -74,5 +112,7 @@ def uvicorn_log_config(level: str = "WARNING") -> dict[str, Any]:
         "handlers": {"default": handler},
         "loggers": {"uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
                     "uvicorn.error": {"level": level},
-                    "uvicorn.access": {"handlers": ["default"], "level": level, "propagate": False}},
+                    "uvicorn.access": {"handlers": ["default"], "level": level, "propagate": False},
+                    # Python warnings (logging.captureWarnings in spinedx.serve.server): through the same formatter
+                    "py.warnings": {"handlers": ["default"], "level": "WARNING", "propagate": False}},
     }

@@ -3,7 +3,10 @@
 The port is bound before anything is printed or loaded: a port in use is one :class:`SpinedxError` naming it (and
 ``--port``), never a URL printed for a server that then fails to start while another program answers there. uvicorn
 serves on that very socket, so no other program can take the port in between. Every log line goes through
-:class:`spinedx.serve.logsafe.SafeFormatter` (control characters escaped).
+:class:`spinedx.serve.logsafe.SafeFormatter` (control characters escaped, patient identifiers replaced by case
+keys), Python warnings included. With ``ssl_certfile`` the server speaks HTTPS (uvicorn's TLS) and prints an
+``https://`` URL. Cases whose images cannot be shown are counted in one warning at start (the page lists each one
+with its reason).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from spinedx.errors import SpinedxError
 from spinedx.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from spinedx.serve.datastore import LocalDatastore
 
 config_backlog = 2048  # uvicorn's default backlog
 
@@ -61,6 +68,23 @@ def _configure_log() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    # warnings (a reader's ImageReadWarning names a file, which may lie in a patient's folder) become log records
+    # of "py.warnings", written through the same formatter (uvicorn_log_config)
+    logging.captureWarnings(True)
+
+
+def _warn_unreadable_cases(store: LocalDatastore) -> None:
+    """One log line counting the cases whose images cannot be shown, with the commonest reason (no identifiers)."""
+    problems = store.image_problems()
+    if not problems:
+        return
+    from collections import Counter
+
+    reason, n = Counter(problems.values()).most_common(1)[0]
+    total = len(store.cohort.cases)
+    logging.getLogger("spinedx.serve").warning(
+        "warning: %d of %d cases cannot be shown (the page lists each with its reason); %s: %s",
+        len(problems), total, "all of them" if n == len(problems) else f"{n} of them", reason)
 
 
 def serve(settings: ServeSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
@@ -85,15 +109,19 @@ def serve(settings: ServeSettings, *, on_ready: Callable[[str], None] | None = N
     sock = bind_socket(settings.host, settings.port)
     try:
         app = create_app(settings)
+        if settings.study is None:
+            _warn_unreadable_cases(app.state.ws.store)
         port = sock.getsockname()[1]  # the one chosen for --port 0
         host = f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host
         # listening now, so a request sent as soon as the URL is printed waits for uvicorn instead of being refused
         sock.listen(config_backlog)
         if on_ready is not None:
-            on_ready(f"http://{host}:{port}/")
+            on_ready(f"{'https' if settings.tls else 'http'}://{host}:{port}/")
         # uvicorn's own access log would print query strings; the app's middleware logs method, path, status.
-        config = uvicorn.Config(app, host=settings.host, port=port, log_level="warning", access_log=False,
-                                log_config=uvicorn_log_config())
+        config = uvicorn.Config(
+            app, host=settings.host, port=port, log_level="warning", access_log=False, log_config=uvicorn_log_config(),
+            ssl_certfile=None if settings.ssl_certfile is None else str(settings.ssl_certfile),
+            ssl_keyfile=None if settings.ssl_keyfile is None else str(settings.ssl_keyfile))
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -25,9 +25,21 @@ class AppState:
     reg_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def volume(self, key: str, which: str) -> Volume:
-        """The decoded ``t1``/``t2`` of a case (cached)."""
+        """The decoded ``t1``/``t2`` of a case (cached), by ``patient_id``.
+
+        The series' DICOM PatientID joins the identifiers the server's logs never show
+        (:func:`spinedx.serve.logsafe.register_identifiers`): replaced by the case key (by ``[patient]`` in reader
+        mode, which has no case keys).
+        """
         path, uid = self.store.image_source(key, which)
-        return self.cache.get(path, uid, where=f"{key} {which}")
+        vol = self.cache.get(path, uid, where=f"{key} {which}")
+        dicom_id = vol.image.meta.get("PatientID")
+        if dicom_id:
+            from spinedx.serve.logsafe import register_identifiers
+
+            register_identifiers({str(dicom_id): "[patient]" if self.settings.study is not None
+                                  else self.store.key_of(key)})
+        return vol
 
 
 def build_state(settings: ServeSettings) -> AppState:

@@ -1,7 +1,7 @@
 """Simulated readers: each call is a function of the visible latent lesion variables plus reader noise.
 
 A reader never sees the label. It sees what the image shows, the latent lesion variables of
-:func:`spinedx.synth.study.sample_latents`: the marrow pattern, the other 12 features and the
+:func:`spinedx.synth.latents.sample_latents`: the marrow pattern, the other 12 features and the
 signal of the abnormal marrow on T1W and T2W. Each reader turns them into an *evidence* score
 and calls malignant when the score plus its own noise is positive (a probit observer)::
 
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from spinedx.features import FEATURE_NAMES, READER_COLUMNS
+from spinedx.synth.latents import sample_latents
 from spinedx.synth.prevalence import (
     LESION_SIGNAL,
     MARROW_PATTERNS,
@@ -87,7 +88,7 @@ def ideal_score(lat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The ideal observer's log-likelihood ratio of the visible latents (naive Bayes).
 
     Args:
-        lat: latents from :func:`spinedx.synth.study.sample_latents`.
+        lat: latents from :func:`spinedx.synth.latents.sample_latents`.
 
     Returns:
         ``(S, L_pattern)``: the total score and the marrow pattern's part of it, (n,) each.
@@ -139,8 +140,6 @@ def reader_calls(lat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dic
 
 def calibration_sample(n_per_class: int = 200_000, seed: int = CALIBRATION_SEED) -> dict[str, np.ndarray]:
     """Latents of ``n_per_class`` benign then ``n_per_class`` malignant patients from the calibration generator."""
-    from spinedx.synth.study import sample_latents
-
     labels = np.r_[np.zeros(n_per_class, np.int64), np.ones(n_per_class, np.int64)]
     return sample_latents(np.random.default_rng([seed, 99]), labels)
 

@@ -13,8 +13,8 @@ Sampling is separate from rendering (the TorchIO habit: sample parameters, then 
 deterministically), so :func:`sample_study_table` checks prevalences and reader operating points
 on thousands of patients in a second, and :func:`spinedx.synth.generate_cohort` renders exactly
 the same rows. Each patient draws from its own generator seeded by ``(seed, patient index)``, so
-a patient's truth does not depend on how many workers render the cohort. :func:`sample_latents`
-is vectorised: the same code draws one patient or the large calibration sample of the readers.
+a patient's truth does not depend on how many workers render the cohort. The latents are drawn by
+:func:`spinedx.synth.latents.sample_latents` (importable from here), which the readers' calibration uses too.
 """
 
 from __future__ import annotations
@@ -26,21 +26,11 @@ import pandas as pd
 
 from spinedx.errors import SpinedxError
 from spinedx.features import FEATURE_COLUMNS, FEATURE_NAMES, READER_COLUMNS
-from spinedx.synth.prevalence import (
-    LESION_SIGNAL,
-    MARROW_PATTERNS,
-    NEEDS_ABNORMAL_MARROW,
-    PATTERN_EXTENT,
-    PREVALENCE,
-    pattern_probabilities,
-)
+from spinedx.synth.latents import LESION_LEVELS, sample_latents
+from spinedx.synth.prevalence import MARROW_PATTERNS
+from spinedx.synth.readers import reader_calls
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
-
-#: Levels a fracture may sit at, with weights (the thoracolumbar junction is the commonest site).
-LESION_LEVELS: dict[str, float] = {
-    "T10": 0.05, "T11": 0.12, "T12": 0.24, "L1": 0.24, "L2": 0.15, "L3": 0.12, "L4": 0.08,
-}
 
 # Stream ids of the per-patient generators: truth, anatomy, motion/noise. Fixed forever, so a
 # given (seed, patient) always gets the same numbers.
@@ -71,71 +61,6 @@ def assign_labels(n_patients: int, n_malignant: int, seed: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 0]).permutation(labels)
 
 
-def _categorical(u: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Index drawn by inverse CDF: ``u`` (n,) uniform, ``probs`` (n, k) rows summing to 1."""
-    cum = np.cumsum(probs, axis=1)
-    return np.minimum((u[:, None] >= cum[:, :-1]).sum(axis=1), probs.shape[1] - 1)
-
-
-def sample_latents(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Draw the latent lesion variables of ``len(labels)`` patients (vectorised).
-
-    Order of draws (fixed, so a patient's numbers never move): marrow pattern, the 15 feature
-    uniforms, abnormal-marrow signal (T1W, T2W), extent, level, age, sex, height loss, readers'
-    noise. Features follow :data:`PREVALENCE`: the marrow pattern (homogeneous / diffuse / band /
-    focal) sets three features; every other feature is drawn independently, fluid sign and an
-    intravertebral mass only where the marrow is not homogeneous (probability scaled so the class
-    prevalence stays that of the table). The abnormal-marrow signal comes from the overlapping
-    class distributions of :data:`LESION_SIGNAL`; the extent from :data:`PATTERN_EXTENT` (pattern
-    only).
-
-    Args:
-        rng: the generator (one patient's, or a calibration generator).
-        labels: (n,) 0 benign / 1 malignant.
-
-    Returns:
-        Arrays of length n: ``label``, ``pattern`` (index into :data:`MARROW_PATTERNS`),
-        ``feature_<name>`` (0/1), ``signal_t1``, ``signal_t2``, ``extent``, ``level`` (index into
-        :data:`LESION_LEVELS`), ``age``, ``female`` (0/1), ``height_loss`` and ``reader_noise`` (n, 3).
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    n = len(y)
-    pp = np.array([[pattern_probabilities(c)[m] for m in MARROW_PATTERNS] for c in (0, 1)])
-    pattern = _categorical(rng.random(n), pp[y])
-    homogeneous = pattern == MARROW_PATTERNS.index("homogeneous")
-    out: dict[str, np.ndarray] = {"label": y, "pattern": pattern}
-    fixed = {
-        "homogeneous_marrow": homogeneous,
-        "diffuse_signal_change": pattern == MARROW_PATTERNS.index("diffuse"),
-        "band_pattern_edema": pattern == MARROW_PATTERNS.index("band"),
-    }
-    u = rng.random((n, len(FEATURE_NAMES)))  # always all drawn, so adding a rule never shifts later draws
-    p_abnormal = 1.0 - pp[y, MARROW_PATTERNS.index("homogeneous")]
-    for j, name in enumerate(FEATURE_NAMES):
-        if name in fixed:
-            out[f"feature_{name}"] = fixed[name].astype(np.int64)
-            continue
-        p = np.where(y == 1, PREVALENCE[name].malignant, PREVALENCE[name].benign)
-        if name in NEEDS_ABNORMAL_MARROW:
-            p = np.where(homogeneous, 0.0, p / p_abnormal)
-        out[f"feature_{name}"] = (u[:, j] < p).astype(np.int64)
-    z = rng.standard_normal((n, 2))
-    dist = [LESION_SIGNAL["benign"], LESION_SIGNAL["malignant"]]
-    out["signal_t1"] = np.array([dist[c].t1_mean for c in y]) + np.array([dist[c].t1_sd for c in y]) * z[:, 0]
-    out["signal_t2"] = np.array([dist[c].t2_mean for c in y]) + np.array([dist[c].t2_sd for c in y]) * z[:, 1]
-    lo = np.array([PATTERN_EXTENT[MARROW_PATTERNS[k]][0] for k in pattern])
-    hi = np.array([PATTERN_EXTENT[MARROW_PATTERNS[k]][1] for k in pattern])
-    out["extent"] = lo + (hi - lo) * rng.random(n)
-    w = np.array(list(LESION_LEVELS.values()))
-    out["level"] = _categorical(rng.random(n), np.tile(w / w.sum(), (n, 1)))
-    # paper: mean age 61.7 (malignant) / 68.8 (benign), range 23-95; written in the DICOM header only
-    out["age"] = np.clip(np.where(y == 1, 61.7, 68.8) + 11.0 * rng.standard_normal(n), 23, 95).astype(np.int64)
-    out["female"] = (rng.random(n) < np.where(y == 1, 0.45, 0.65)).astype(np.int64)
-    out["height_loss"] = rng.uniform(0.2, 0.5, n)
-    out["reader_noise"] = rng.standard_normal((n, len(READER_COLUMNS)))
-    return out
-
-
 def _shape(non_wedged: int, posterior_preserved: int) -> str:
     if non_wedged:
         return "concave" if posterior_preserved else "crush"
@@ -155,8 +80,6 @@ def sample_patient(seed: int, index: int, label: int) -> dict[str, Any]:
         marrow), ``extent``, ``shape``, ``level``, ``age``, ``sex``, ``height_loss``, ``readers``
         (column -> 0/1) and ``evidence`` (column -> the reader's noiseless evidence score).
     """
-    from spinedx.synth.readers import reader_calls
-
     lat = sample_latents(patient_rng(seed, index, STREAM_TRUTH), np.array([label]))
     calls, evidence = reader_calls(lat)
     f = {n: int(lat[f"feature_{n}"][0]) for n in FEATURE_NAMES}

@@ -106,7 +106,8 @@ class CVConfig:
             default in this process, 1 in a ``--jobs`` worker, the CPUs per fold on Ray), which is what such a
             configuration still does.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        bf16: ``auto`` (where the device supports it), ``on`` or ``off``.
+        bf16: training under bf16 autocast: ``auto`` (on CUDA with bf16; fp32 on every CPU), ``on`` or ``off``.
+            Prediction (out of fold included) is fp32 whatever this says (:mod:`spinedx.inference`).
         channels_last: Use the channels-last memory format (faster convolutions on CPU and GPU).
         compile: ``auto`` (only for the paper profile, where it pays off), ``on`` or ``off``.
     """

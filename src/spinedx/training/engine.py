@@ -6,9 +6,10 @@ one logit: ``BCEWithLogitsLoss``), Adam with learning rate 1e-4 and beta1 0.5, a
 
 Speed: the whole training set lives on the training device as one tensor; batches are gathered
 by index and augmented there (:mod:`spinedx.training.augment`), so there is no DataLoader and no
-host-device copy per batch. The forward pass runs under bf16 autocast in channels-last layout
-where the device supports it, Adam is the fused kernel, and ``compile`` optionally wraps the
-forward-backward in :func:`torch.compile` (with an eager fallback if compilation fails).
+host-device copy per batch. The forward pass runs in channels-last layout, under bf16 autocast
+where the run's ``bf16`` setting resolves to on (:func:`use_bf16`: CUDA by default), Adam is the
+fused kernel, and ``compile`` optionally wraps the forward-backward in :func:`torch.compile` (with
+an eager fallback if compilation fails).
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:
-    """Resolve a ``bf16`` setting (``auto``/``on``/``off``) for ``device``."""
-    return setting == "on" or (setting == "auto" and bf16_supported(device))
+    """Resolve a ``bf16`` setting for ``device``: ``on`` always, ``off`` never, ``auto`` on CUDA with bf16 only.
+
+    ``auto`` stays fp32 on every CPU, AVX512-BF16/AMX included: there oneDNN's bf16 convolutions gave NaN losses at
+    random on small patches, and a run's figures would depend on the CPU's instruction set (docs/training.md).
+    """
+    return setting == "on" or (setting == "auto" and device.type == "cuda" and bf16_supported(device))
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

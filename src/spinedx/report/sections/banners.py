@@ -42,6 +42,11 @@ def build(inp: ReportInputs, page: Page) -> None:
                "better")
         page.banners.append(("baseline", f"{vs['sentence'][0].upper()}{vs['sentence'][1:]}: {why}. See Model vs "
                                          "baselines."))
+    from spinedx.models.run import oof_inference
+
+    note = oof_inference(inp.run, list(inp.fold_models.paths), rec)["note"]
+    if note:  # out-of-fold probabilities computed (or perhaps computed) under bf16, not as the deployed model
+        page.banners.append(("precision", f"{note[0].upper()}{note[1:]}."))
     missing = inp.fold_models.missing
     if missing:
         page.banners.append(("folds", f"Fold model(s) {', '.join(map(str, missing))} of {rec.config.folds} are "

@@ -1,4 +1,8 @@
-"""Cases: list, open, annotate (``PUT .../annotation`` with ``If-Match``), T2 -> T1 mapping."""
+"""Cases: list, open, annotate (``PUT .../annotation`` with ``If-Match``), T2 -> T1 mapping.
+
+Every URL names a case by its opaque key (``GET /api/cases`` lists them with their ``patient_id``), never by the
+patient identifier (``spinedx.serve.datastore``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from spinedx.serve.datastore import InvalidInput
-from spinedx.serve.deps import get_state
+from spinedx.serve.deps import get_state, get_user, patient_of
 from spinedx.serve.state import AppState
 from spinedx.serve.validation import AnnotationBody
 
@@ -34,8 +38,7 @@ class AnnotationRoute(APIRoute):
                 errors = [e for e in exc.errors() if tuple(e.get("loc") or ("",))[0] == "body"]
                 if not errors:
                     raise
-                key = str(request.path_params.get("patient_id", ""))
-                get_state(request).store.case(key)  # 404 before validating
+                key = patient_of(request, str(request.path_params.get("case", "")))  # 404 before validating
                 parse_if_match(request.headers.getlist("if-match"), where=key)
                 raise InvalidInput(body_problem(errors), where=key) from None
 
@@ -81,7 +84,9 @@ def parse_if_match(values: list[str], *, where: str) -> list[str] | None:
 
 @router.get("")
 def list_cases(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:  # noqa: B008
-    """Every case: ``patient_id``, ``label``, ``annotated``, ``predicted`` (on the current annotation), ``images``."""
+    """Every case: ``case`` (the key every other URL takes), ``patient_id``, ``label``, ``annotated``,
+    ``predicted`` (on the current annotation), ``images`` and, when they cannot be shown, ``problem`` (why: a
+    series outside the served folders, missing, or not chosen)."""
     return state.store.summaries()
 
 
@@ -107,41 +112,47 @@ def prediction_view(key: str, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/{patient_id}")
-def get_case(patient_id: str, response: Response, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
-    """Both series' sizes, spacing and default window, the T2 -> T1 slice correspondence, the annotation."""
+@router.get("/{case}")
+def get_case(case: str, response: Response, state: AppState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Both series' sizes, spacing, window presets, pixel encoding and orientation markers, the T2 -> T1 slice
+    correspondence, the annotation. A case whose images cannot be shown gets 404 saying why."""
     from spinedx.serve.geometry import t1_slices_for_t2
 
-    case = state.store.case(patient_id)
+    key = case
+    patient_id = state.store.patient_of(key)
+    case_rec = state.store.case(patient_id)
     ann, version = state.store.annotation(patient_id)
     t2 = state.volume(patient_id, "t2")
     t1 = state.volume(patient_id, "t1")
     response.headers["ETag"] = _etag(version)
-    stored = state.store.stored_prediction(patient_id, case)
+    stored = state.store.stored_prediction(patient_id, case_rec)
     return {
-        "patient_id": patient_id, "version": version, "annotation": ann.to_dict(),
+        "case": key, "patient_id": patient_id, "version": version, "annotation": ann.to_dict(),
         "t2": t2.describe(), "t1": t1.describe(),
         "t1_slice_for_t2": t1_slices_for_t2(t1.image, t2.image),
-        "prediction": prediction_view(patient_id, stored) if stored is not None else None,
+        "prediction": prediction_view(key, stored) if stored is not None else None,
         "synthetic": state.store.synthetic,
     }
 
 
-@router.put("/{patient_id}/annotation")
+@router.put("/{case}/annotation")
 def put_annotation(
-    patient_id: str,
+    case: str,
     request: Request,
     response: Response,
     body: AnnotationBody,
     if_match: str | None = Header(None, description='"<version>", a list of them, or *'),  # noqa: ARG001
     state: AppState = Depends(get_state),  # noqa: B008
+    user: str = Depends(get_user),  # noqa: B008
 ) -> dict[str, Any]:
     """Save the annotation (fields not given stay as they are; null clears one). ``If-Match: "<version>"`` makes
     the save conditional (RFC 9110: a list matches when it names the current version; ``*`` matches any): a stale
-    version gets 409 and nothing is written. Invalid input gets 422 with the CLI's message."""
+    version gets 409 and nothing is written. Invalid input gets 422 with the CLI's message. The audit log records
+    who saved what."""
     from spinedx.serve.validation import check_against_t2
 
-    state.store.case(patient_id)  # 404 before validating (a body that fails its schema: AnnotationRoute)
+    # 404 before validating (a body that fails its schema: AnnotationRoute)
+    patient_id = state.store.patient_of(case)
     # every If-Match line (the parameter above documents the header; a repeated header is one list)
     versions = parse_if_match(request.headers.getlist("if-match"), where=patient_id)
     changes = body.changes()
@@ -150,28 +161,32 @@ def put_annotation(
         slices = changes.get("lesion_slices", ann.lesion_slices)
         box = changes.get("box", ann.box)
         check_against_t2(state.volume(patient_id, "t2").image, tuple(slices), box, where=patient_id)
-    ann, version = state.store.save_annotation(patient_id, changes, versions)
+    ann, version = state.store.save_annotation(patient_id, changes, versions, user=user)
     response.headers["ETag"] = _etag(version)
-    return {"patient_id": patient_id, "version": version, "annotation": ann.to_dict()}
+    return {"case": case, "patient_id": patient_id, "version": version, "annotation": ann.to_dict()}
 
 
-@router.get("/{patient_id}/mapping")
+@router.get("/{case}/mapping")
 def mapping(
-    patient_id: str,
-    k: int = Query(..., ge=0, description="T2 slice"),
-    box: str | None = Query(None, description="T2 box x0,y0,x1,y1"),
-    slices: str | None = Query(None, description="lesion slices for the registration, e.g. 6;7;8"),
+    case: str,
+    k: int = Query(..., description="T2 slice (0-based)"),
+    box: str | None = Query(None, description="T2 box x0,y0,x1,y1 (half-open, inside the T2 image)"),
+    slices: str | None = Query(None, description="lesion slices for the registration, e.g. 6;7;8 (0-based)"),
     register: bool = Query(False, description="refine with the bounded rigid registration (when on)"),
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
-    """Where T2 slice ``k`` (and the box on it) lies on T1: header geometry, or after registration."""
+    """Where T2 slice ``k`` (and the box on it) lies on T1: header geometry, or after registration. ``k``, the box
+    and the slices are checked against the T2 image first (422 naming the parameter)."""
     from spinedx.cohort import parse_box, parse_slices
     from spinedx.serve.geometry import map_box, t1_slices_for_t2
+    from spinedx.serve.validation import check_against_t2
 
+    patient_id = state.store.patient_of(case)
     t2 = state.volume(patient_id, "t2").image
     t1 = state.volume(patient_id, "t1").image
-    if k >= t2.shape[0]:
-        raise InvalidInput(f"slice {k} out of range: the T2 series has {t2.shape[0]} slices", where=patient_id)
+    if not 0 <= k < t2.shape[0]:
+        raise InvalidInput(f"[k] slice {k} out of range: the T2 series has {t2.shape[0]} slices (0..{t2.shape[0] - 1})",
+                           where=patient_id)
     transform = None
     reg = None
     out: dict[str, Any] = {"k": k}
@@ -183,7 +198,12 @@ def mapping(
         try:
             sl = parse_slices(slices) if slices else (k,)
         except ValueError as exc:
-            raise InvalidInput(f"[lesion_slices] {exc}", where=patient_id) from None
+            raise InvalidInput(f"[slices] {exc}", where=patient_id) from None
+        for name, args in (("box", ((), b)), ("slices", (sl, None))):
+            try:
+                check_against_t2(t2, *args, where=patient_id)
+            except InvalidInput as exc:
+                raise InvalidInput(f"[{name}] {exc.message}", where=patient_id) from None
         if register and state.extract_config.register:
             reg = _registration(state, patient_id, t1, t2, b, sl)
             transform = reg.transform

@@ -6,9 +6,11 @@ study (``Authorization: Bearer``): a reader's sees only that reader's due case, 
 
 What a reader receives, and nothing else (checked by the tests on every response a browser session receives):
 
-* the due step: its number, the opaque case number, unaided or aided, the two series' sizes, pixel spacing and
-  default window (no UIDs, names, dates, paths), the T2 -> T1 slice correspondence, progress counts;
-* slice PNGs of the due case only (no metadata chunks), while the step is not paused;
+* the due step: its number, the opaque case number, unaided or aided, the two series' sizes, pixel spacing,
+  window presets, pixel encoding and orientation markers (no UIDs, names, dates, paths), the T2 -> T1 slice
+  correspondence, progress counts;
+* slices of the due case only, while the step is not paused: raw 16-bit pixels (what the page windows itself) or
+  PNGs without metadata chunks;
 * for an aided step only, the model's answer as the workstation shows it (:func:`aided_view`: the ensemble's
   probability, the call at the run's threshold, the heatmap overlays, titled with the case number), and in the
   sequential design the reader's own unaided read of the case.
@@ -35,7 +37,7 @@ from spinedx.readers.modelref import model_identity  # one definition: the analy
 
 router = APIRouter(prefix="/reader/api", tags=["reader"], include_in_schema=False)
 pages = APIRouter(include_in_schema=False)
-_STATIC = {"reader.js", "reader.css", "favicon.svg"}
+_STATIC = {"reader.js", "viewer.js", "reader.css", "favicon.svg"}
 _CALLS = ("benign", "malignant")
 
 
@@ -209,9 +211,10 @@ def _http(exc: SpinedxError) -> HTTPException:
 
 # -- views: what a reader is sent ----------------------------------------------------------------------------
 def _describe(vol: Any) -> dict[str, Any]:
-    """Size, spacing and window of a series, and nothing else (``Volume.describe`` also names the series UID)."""
+    """Size, spacing, windows, pixel encoding and orientation markers of a series, and nothing else
+    (``Volume.describe`` also names the series UID)."""
     d = vol.describe()
-    return {k: d[k] for k in ("slices", "rows", "columns", "spacing_mm", "window")}
+    return {k: d[k] for k in ("slices", "rows", "columns", "spacing_mm", "window", "presets", "pixels", "orientation")}
 
 
 def aided_view(svc: ReadingService, case_id: str) -> dict[str, Any]:
@@ -377,6 +380,23 @@ def overlay(case_id: str, k: int, request: Request, reader: str = Depends(reader
     if k < 0 or not path.is_file():
         raise HTTPException(404, "no such overlay")
     return FileResponse(path, media_type="image/png")
+
+
+@router.get("/cases/{case_id}/{which}/{k}.raw", response_class=Response)
+def slice_raw(case_id: str, which: str, k: int, request: Request,
+              reader: str = Depends(reader_only)) -> Response:  # noqa: B008
+    """Slice ``k`` of the due case's T1W or T2W series at full depth (16-bit pixels, as the workstation's)."""
+    from spinedx.serve.volumes import slice_raw as encode
+
+    svc = _svc(request)
+    _due_case(svc, reader, case_id)
+    if which not in ("t1", "t2"):
+        raise HTTPException(404, "series must be t1 or t2")
+    vol = svc.volume(case_id, which)
+    nz = vol.image.shape[0]
+    if not 0 <= k < nz:
+        raise HTTPException(422, f"slice {k} out of range 0..{nz - 1}")
+    return Response(encode(vol.image.array[k], vol.encoding), media_type="application/octet-stream")
 
 
 @router.get("/cases/{case_id}/{which}/{k}.png", response_class=Response)

@@ -1,14 +1,12 @@
 "use strict";
 // The reader page of a spinedx reader study: plain JavaScript, no build step, nothing loaded from elsewhere.
 // The token travels in the Authorization header only (never in a URL or a cookie) and is kept in this tab's
-// sessionStorage. The server sends the due case and nothing else; this page only shows what it is sent.
+// sessionStorage. The server sends the due case and nothing else; this page only shows what it is sent. The images
+// are shown by viewer.js, the viewer the workstation uses too (the same slice numbers, windows, keys and markers).
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "spinedx-reader-token";
-const R = {
-  token: null, me: null, doc: null, step: null, k: 0, t1k: 0, wl: { t2: null, t1: null }, zoom: 1, pan: [0, 0],
-  imgs: { t2: null, t1: null }, imgCache: new Map(), drag: null, scoreSet: false, busy: false, armed: null,
-};
+const R = { token: null, me: null, doc: null, step: null, viewer: null, scoreSet: false, busy: false, armed: null };
 
 // ---- requests -------------------------------------------------------------------------------------------------
 async function api(path, opts = {}) {
@@ -89,19 +87,17 @@ async function loadNext() {
 }
 
 function clearCase() {
-  R.step = null; R.imgs = { t2: null, t1: null }; R.imgCache.clear();
+  R.step = null;
+  R.viewer.close();
   renderAided(null);
   $("own-unaided").hidden = true; $("own-unaided").textContent = "";
   $("case-number").textContent = ""; $("modality").textContent = "";
-  drawAll();
 }
 
 function showStep(doc) {
   const st = doc.step;
-  const sameCase = R.step && R.step.case_id === st.case_id;
-  if (!sameCase) { R.imgCache.clear(); R.imgs = { t2: null, t1: null }; R.zoom = 1; R.pan = [0, 0]; }
+  const sameCase = R.step && R.step.case_id === st.case_id && R.viewer.doc;
   R.step = st;
-  if (!sameCase) R.wl = { t2: { c: st.t2.window.center, w: st.t2.window.width }, t1: { c: st.t1.window.center, w: st.t1.window.width } };
   $("case-number").textContent = st.case_id;
   $("modality").textContent = st.modality === "aided" ? "aided read: the model's answer is shown" : "unaided read";
   $("modality").className = "modality " + st.modality;
@@ -113,7 +109,8 @@ function showStep(doc) {
   resetForm();
   show("reading");
   fitCanvases();
-  if (!sameCase || R.k >= st.t2.slices) { R.k = -1; setSlice(Math.floor(st.t2.slices / 2)); } else { refresh("t2"); refresh("t1"); }
+  // the same case again (its aided step): the slice, window and zoom stay as the reader left them
+  if (!sameCase) R.viewer.open(st);
   status(`case ${st.case_id}: ${st.modality} read`, "ok");
 }
 
@@ -135,17 +132,24 @@ function renderAided(a) {
   box.append(h, p);
   if (a.explanation && a.overlays.length) {
     const n = document.createElement("p"); n.className = "notes";
-    n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}; red raises the score.`;
-    box.append(n);
+    n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}.`;
+    const legend = document.createElement("p"); legend.className = "notes"; legend.setAttribute("data-testid", "heat-caption");
+    legend.textContent = heatLegend(a.explanation.method);
+    box.append(n, colorBar(), legend);
   }
   const seq = R.step ? R.step.step : null;
-  for (const o of a.overlays) {
+  for (const o of [...a.overlays].sort((x, y) => x.slice_index - y.slice_index)) {
+    // each figure in the slices' order, its image filled in when it arrives
+    const fig = document.createElement("figure"), cap = document.createElement("figcaption");
+    // the overlay images are spinedx predict's, whose titles count slices from 0
+    cap.textContent = `T2 slice ${o.slice_index + 1} (its image's title counts from 0: slice ${o.slice_index})`;
+    fig.append(cap); box.append(fig);
     api(o.url).then((r) => r.blob()).then((blob) => {
       if (!R.step || R.step.step !== seq) return;
       const img = document.createElement("img");
-      img.alt = `${a.explanation ? a.explanation.method : "heatmap"} on T1W and T2W, slice ${o.slice_index}`;
+      img.alt = `${a.explanation ? a.explanation.method : "heatmap"} on T1W and T2W, slice ${o.slice_index + 1}`;
       img.src = URL.createObjectURL(blob);
-      box.append(img);
+      fig.append(img);
     }).catch((e) => status(e.message, "error"));
   }
 }
@@ -298,117 +302,32 @@ async function showReads(div, n) {
   div.append(t, p);
 }
 
-// ---- the viewer (scroll, window/level, zoom, pan) ----------------------------------------------------------------
-async function getImage(which, k) {
-  const wl = R.wl[which];
-  const url = `/reader/api/cases/${encodeURIComponent(R.step.case_id)}/${which}/${k}.png?wc=${wl.c.toFixed(1)}&ww=${wl.w.toFixed(1)}`;
-  if (R.imgCache.has(url)) return R.imgCache.get(url);
-  const blob = await (await api(url)).blob();
-  const bmp = await createImageBitmap(blob);
-  R.imgCache.set(url, bmp);
-  if (R.imgCache.size > 96) R.imgCache.delete(R.imgCache.keys().next().value);
-  return bmp;
-}
-
-const loading = { t2: false, t1: false };
-const again = { t2: false, t1: false };
-async function refresh(which) {
-  if (!R.step) return;
-  if (loading[which]) { again[which] = true; return; }
-  loading[which] = true;
-  const step = R.step;
-  try {
-    const bmp = await getImage(which, which === "t2" ? R.k : R.t1k);
-    if (step === R.step) { R.imgs[which] = bmp; draw(which); }
-  } catch (e) { status(e.message, "error"); }
-  loading[which] = false;
-  if (again[which]) { again[which] = false; refresh(which); }
-}
-
-function geom(which) {
-  const d = R.step[which], cv = $(which);
-  const sx = d.spacing_mm.column, sy = d.spacing_mm.row;
-  const wmm = d.columns * sx, hmm = d.rows * sy;
-  const base = Math.min(cv.width / wmm, cv.height / hmm) * R.zoom;
-  return { ax: base * sx, ay: base * sy, ox: (cv.width - wmm * base) / 2 + R.pan[0], oy: (cv.height - hmm * base) / 2 + R.pan[1] };
-}
-
-function draw(which) {
-  const cv = $(which), ctx = cv.getContext("2d");
-  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, cv.width, cv.height);
-  $(which + "-info").textContent = ""; $(which + "-wl").textContent = "";
-  if (!R.step) return;
-  const d = R.step[which], g = geom(which), img = R.imgs[which];
-  if (img) { ctx.imageSmoothingEnabled = R.zoom < 2; ctx.drawImage(img, g.ox, g.oy, d.columns * g.ax, d.rows * g.ay); }
-  const k = which === "t2" ? R.k : R.t1k;
-  $(which + "-info").textContent = `slice ${k} of ${d.slices - 1}` + (which === "t1" ? " · follows T2W" : "");
-  $(which + "-wl").textContent = `W ${R.wl[which].w.toFixed(0)} / L ${R.wl[which].c.toFixed(0)} · zoom ${R.zoom.toFixed(2)}x`;
-}
-function drawAll() { draw("t2"); draw("t1"); }
-
-function setSlice(k) {
-  if (!R.step) return;
-  k = Math.max(0, Math.min(R.step.t2.slices - 1, k));
-  if (k === R.k && R.imgs.t2) return;
-  R.k = k; R.t1k = R.step.t1_slice_for_t2[k];
-  refresh("t2"); refresh("t1");
-}
-
-function setZoom(z) { R.zoom = Math.max(0.5, Math.min(8, z)); drawAll(); }
-
-function canvasXY(ev, cv) {
-  const r = cv.getBoundingClientRect();
-  return [(ev.clientX - r.left) * (cv.width / r.width), (ev.clientY - r.top) * (cv.height / r.height)];
-}
-
-function attachPane(which) {
-  const cv = $(which);
-  cv.addEventListener("contextmenu", (ev) => ev.preventDefault());
-  cv.addEventListener("pointerdown", (ev) => {
-    if (!R.step) return;
-    cv.setPointerCapture(ev.pointerId);
-    const [cx, cy] = canvasXY(ev, cv);
-    if (ev.button === 1) R.drag = { mode: "pan", sx: cx, sy: cy, pan: R.pan.slice() };
-    else R.drag = { mode: "wl", which, sx: cx, sy: cy, wl: Object.assign({}, R.wl[which]) };
-  });
-  cv.addEventListener("pointermove", (ev) => {
-    if (!R.drag || !R.step) return;
-    const [cx, cy] = canvasXY(ev, cv), d = R.drag;
-    if (d.mode === "pan") { R.pan = [d.pan[0] + cx - d.sx, d.pan[1] + cy - d.sy]; drawAll(); return; }
-    const span = R.step[d.which].window.width;
-    R.wl[d.which] = { c: d.wl.c + (cy - d.sy) * span / 400, w: Math.max(1, d.wl.w + (cx - d.sx) * span / 400) };
-    refresh(d.which);
-  });
-  const end = () => { R.drag = null; };
-  cv.addEventListener("pointerup", end);
-  cv.addEventListener("pointercancel", end);
-  cv.addEventListener("wheel", (ev) => {
-    if (!R.step) return;
-    ev.preventDefault();
-    if (ev.ctrlKey) { setZoom(R.zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15)); return; }
-    setSlice(R.k + (ev.deltaY > 0 ? 1 : -1));
-  }, { passive: false });
+// ---- the viewer: viewer.js, shared with the workstation (slices from 1, window/level in the browser, markers) -------
+function caseSlice(which, k) {
+  return api(`/reader/api/cases/${encodeURIComponent(R.step.case_id)}/${which}/${k}.raw`).then((r) => r.arrayBuffer());
 }
 
 document.addEventListener("keydown", (ev) => {
-  if (!R.step || $("reading").hidden || ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName)) return;
-  if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") { setSlice(R.k - 1); ev.preventDefault(); }
-  else if (ev.key === "ArrowDown" || ev.key === "ArrowRight") { setSlice(R.k + 1); ev.preventDefault(); }
-  else if (ev.key === "+" || ev.key === "=") setZoom(R.zoom * 1.25);
-  else if (ev.key === "-") setZoom(R.zoom / 1.25);
-  else if (ev.key === "0") { R.zoom = 1; R.pan = [0, 0]; drawAll(); }
+  if (!R.step || $("reading").hidden || Viewer.isFormControl(document.activeElement)) return;
+  if (R.viewer.handleKey(ev)) ev.preventDefault();
 });
 
 // ---- start ------------------------------------------------------------------------------------------------------
 function fitCanvases() {
-  // two square panes side by side in the viewer's width
-  const w = Math.max(260, Math.min(600, Math.floor(($("reading").clientWidth - 400) / 2)));
+  // two square panes side by side in the viewer's width, short enough to fit the window with their tools
+  const top = $("t2").getBoundingClientRect().top + window.scrollY;
+  const w = Math.max(240, Math.min(600, Math.floor(($("reading").clientWidth - 400) / 2), Math.floor(window.innerHeight - top - 64)));
   for (const id of ["t2", "t1"]) { const cv = $(id); if (cv.width !== w) { cv.width = w; cv.height = w; } }
-  drawAll();
+  R.viewer.drawAll();
 }
 
 function start() {
-  attachPane("t2"); attachPane("t1");
+  R.viewer = new Viewer({
+    root: $("viewer-card"), panes: { t2: $("t2"), t1: $("t1") }, info: { t2: $("t2-info"), t1: $("t1-info") },
+    foot: { t2: $("t2-wl"), t1: $("t1-wl") }, tools: { t2: $("t2-tools"), t1: $("t1-tools") },
+    fetchSlice: caseSlice, onError: (msg) => status(msg, "error"),
+  });
+  R.viewer.guardControls($("answer-form"));
   $("signin-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const t = $("token").value.trim();

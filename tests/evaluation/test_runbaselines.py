@@ -12,9 +12,10 @@ import pytest
 from runhelpers import write_run
 
 from spinedx.baselines import delong_test
-from spinedx.baselines.inrun import comparison_sentence, verdict
-from spinedx.evaluation.cv import finish_run, summary_lines
+from spinedx.cli.cvview import summary_lines
+from spinedx.evaluation.cv import finish_run
 from spinedx.evaluation.metrics import classification_report
+from spinedx.evaluation.runbaselines import comparison_sentence, verdict
 from spinedx.runfolder import RunFolder
 
 

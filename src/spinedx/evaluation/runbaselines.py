@@ -16,7 +16,9 @@ The fitted baselines are stored in ``baselines/`` of the run (or of the repeat) 
 aggregation, threshold, this module's version), so a resumed or re-finished run reuses them instead of
 refitting. :func:`baseline_metrics` then scores them like the model (the same metrics and intervals,
 :func:`spinedx.evaluation.metrics.classification_report`) and compares each with the model by DeLong's
-paired test of the patient AUCs (:func:`spinedx.baselines.delong_test`).
+paired test of the patient AUCs (:func:`spinedx.baselines.delong_test`). The baselines themselves (features, fits,
+DeLong) are :mod:`spinedx.baselines`, which knows nothing of run folders; the command line shows them with
+:func:`spinedx.cli.cvview.baseline_lines`.
 """
 
 from __future__ import annotations
@@ -269,24 +271,3 @@ def baseline_metrics(baselines: RunBaselines, patients: pd.DataFrame, threshold:
         item["vs_model"] = test
         out[name] = item
     return out
-
-
-def baseline_lines(metrics: dict[str, Any]) -> list[str]:
-    """Command-line lines: each baseline next to the model, then the paired comparison (or why it is absent)."""
-    section = metrics.get("baselines")
-    if not isinstance(section, dict):
-        return []
-
-    from spinedx.common import format_metric as ci
-
-    lines = []
-    for name, b in section.items():
-        label = b.get("label", name)
-        if b.get("status") != "ok":
-            lines.append(f"{label}: not fitted ({b.get('reason')})")
-            continue
-        lines.append(f"{label} (same folds): " + ", ".join(ci(b, k) for k in ("auc", "accuracy", "sensitivity",
-                                                                              "specificity")))
-        if isinstance(b.get("vs_model"), dict):
-            lines.append(f"  model vs {label}: {b['vs_model']['sentence']}")
-    return lines
