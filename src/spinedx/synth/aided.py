@@ -125,8 +125,9 @@ def unaided_confidence(cohort_csv: str | Path) -> pd.DataFrame:
 
     from spinedx.cohort import load_manifest
     from spinedx.features import READER_COLUMNS
+    from spinedx.synth.latents import sample_latents
     from spinedx.synth.readers import reader_calls
-    from spinedx.synth.study import STREAM_TRUTH, patient_id, patient_rng, sample_latents
+    from spinedx.synth.study import STREAM_TRUTH, patient_id, patient_rng
 
     cohort_csv = Path(cohort_csv)
     cohort = load_manifest(cohort_csv, require_images=False)
