@@ -60,6 +60,14 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert any(line.startswith("  -> the CNN") and "radiomics baseline" in line for line in lines)
     assert any(line.startswith("feature regression") for line in lines)
     assert 'id="banner-synthetic"' in text and '<section id="baselines">' in text
+    # the simulated reader study: one line of it, labelled simulated, and the report's section
+    assert any(line.startswith("simulated reader study (SIMULATED readers and reliance): RRRC aided - unaided AUC ")
+               for line in lines), lines
+    assert res.reader_study is not None and res.reader_study["simulated"] is True
+    assert res.reader_study["readers"] == ["senior", "r4", "r1"] and res.reader_study["n_cases"] == 8
+    assert (out / "run" / "stats" / "reader_study_reads.csv").is_file()
+    assert '<section id="readerstudy">' in text and "<h2>Reader study (SIMULATED readers)</h2>" in text
+    assert 'id="banner-readerstudy"' in text
 
     # Resume through the CLI: every stage's outputs are complete, nothing runs again.
     mtime = res.report.stat().st_mtime_ns

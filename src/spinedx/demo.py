@@ -12,7 +12,8 @@ Layout::
     OUT_DIR/cohort/    cohort.csv, synth.json, dicom/<patient>/{T1,T2}/   (spinedx synth)
     OUT_DIR/patches/   patches.npz, extract.json                         (spinedx extract)
     OUT_DIR/run/       config.yaml, oof_*.csv, metrics.json, folds/      (spinedx cv)
-    OUT_DIR/run/stats/ table2_performance.csv, mcnemar.csv, ...          (spinedx stats)
+    OUT_DIR/run/stats/ table2_performance.csv, mcnemar.csv, ...          (spinedx stats --simulated-study)
+                       reader_study.json, reader_study_*.csv: the SIMULATED reader study (unaided -> aided)
     OUT_DIR/run/report.html                                              (spinedx report)
 """
 
@@ -51,6 +52,8 @@ class DemoResult:
         stages: stage -> ``done`` (ran now) or ``skipped`` (outputs already complete), with seconds.
         table2: rows of ``stats/table2_performance.csv`` (readers and the model).
         metrics: the run's ``metrics.json`` (patient level, with AUC and interval).
+        reader_study: ``stats/reader_study.json``: the simulated readers, unaided and aided by the model
+            (:mod:`spinedx.synth.aided`; SIMULATED), or None.
     """
 
     out_dir: Path
@@ -58,6 +61,15 @@ class DemoResult:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     table2: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    reader_study: dict[str, Any] | None = None
+
+    def reader_study_lines(self) -> list[str]:
+        """One line of the simulated reader study (its RRRC difference aided - unaided), labelled simulated."""
+        if self.reader_study is None:
+            return []
+        from spinedx.readers.study_analysis import headline_line
+
+        return [headline_line(self.reader_study)]
 
     def summary_lines(self) -> list[str]:
         """Human-readable key metrics: the model against the readers (Table 2)."""
@@ -97,6 +109,7 @@ class DemoResult:
             name = str(r["rater"]).removeprefix("reader_")
             lines.append(f"  {name:<{width}}  " + "  ".join(ci(r, k) for k in ("sensitivity", "specificity",
                                                                                  "accuracy")))
+        lines += self.reader_study_lines()
         lines.append("(95% Wilson intervals; " + RESEARCH_USE_ONLY + ")")
         return lines
 
@@ -202,11 +215,13 @@ def run_demo(
     import pandas as pd
 
     from spinedx.evaluation.cv import run_cv
-    from spinedx.evaluation.study import run_study
+    from spinedx.evaluation.study import READER_STUDY_JSON, run_study
     from spinedx.preprocess import ExtractConfig, extract_cohort
+    from spinedx.readers.study_analysis import simulated_for_stats
     from spinedx.report import build_report
     from spinedx.runfolder import RunFolder
     from spinedx.synth import generate_cohort
+    from spinedx.synth.aided import simulate_reader_study
     from spinedx.training.config import CVConfig
 
     say = log or (lambda _msg: None)
@@ -276,10 +291,16 @@ def run_demo(
     stage("cv", (run_dir / "metrics.json").is_file() and (run_dir / "oof_patients.csv").is_file(),
           lambda: run_cv(patches_dir, run_dir, cv_config, progress=cv_progress, jobs=_cv_jobs(workers)),
           f"{cv_config.folds}-fold cross-validation ({profile} profile, {cv_config.backbone}) -> {run_dir}")
-    stage("stats", (run_dir / "stats" / "stats.json").is_file(),
-          lambda: run_study(manifest, run_dir / "stats", run_dir=run_dir, bootstrap_resamples=bootstrap_resamples,
-                            seed=seed),
-          f"study statistics (Tables 1 and 2, McNemar, error analysis) -> {run_dir / 'stats'}")
+    def do_stats() -> None:
+        # the simulated readers read again, aided by the model: the report's reader-study section (SIMULATED);
+        # it draws no random numbers, so the other statistics are those of a demo without it
+        reader_study = simulated_for_stats(manifest, run_dir, simulate_reader_study)
+        run_study(manifest, run_dir / "stats", run_dir=run_dir, bootstrap_resamples=bootstrap_resamples, seed=seed,
+                  reader_study=reader_study)
+
+    stage("stats", (run_dir / "stats" / "stats.json").is_file()
+          and (run_dir / "stats" / READER_STUDY_JSON).is_file(), do_stats,
+          f"study statistics (Tables 1 and 2, McNemar, error analysis, SIMULATED reader study) -> {run_dir / 'stats'}")
     stage("report", result.report.is_file(),
           lambda: build_report(run_dir, manifest, gallery_per_group=gallery_per_group,
                                bootstrap_resamples=bootstrap_resamples, progress=progress),
@@ -288,4 +309,5 @@ def run_demo(
     result.metrics = RunFolder(run_dir).read_metrics()
     t2 = pd.read_csv(run_dir / "stats" / "table2_performance.csv")
     result.table2 = t2.to_dict(orient="records")
+    result.reader_study = json.loads((run_dir / "stats" / READER_STUDY_JSON).read_text(encoding="utf-8"))
     return result

@@ -32,13 +32,15 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
 
 @command("analyze")
 def analyze(
-    reads: Path = typer.Argument(..., help="READS.csv: case_id, reader, modality, score [, call]."),
-    truth: Path = typer.Option(..., "--truth", help="TRUTH.csv: case_id, truth (1 = positive, 0 = negative)."),
+    reads: Path = typer.Argument(..., help="READS.csv (case_id, reader, modality, score [, call]), or a study "
+                                 "folder (spinedx readers plan): its reads and truth."),
+    truth: Path | None = typer.Option(None, "--truth", help="TRUTH.csv: case_id, truth (1 = positive, 0 = "
+                                      "negative); not with a study folder (it holds its truth)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full result here (JSON, atomically)."),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level of every interval."),
     model_scores: Path | None = typer.Option(None, "--model-scores",
                                              help="CSV case_id, score of a standalone model: compared with the "
-                                                  "readers of each modality (1T-RRRC)."),
+                                                  "readers of each modality (1T-RRRC). READS.csv form only."),
     threshold: float | None = typer.Option(None, "--threshold",
                                            help="Without a call column: call positive when score >= this (for "
                                                 "sensitivity, specificity, McNemar). Default: no calls."),
@@ -47,11 +49,53 @@ def analyze(
                                                   "(else incomplete reads are refused)."),
     readers: str | None = typer.Option(None, "--readers",
                                        help="The study's readers, comma-separated: reads by others are refused and a "
-                                            "listed reader without reads counts as missing."),
+                                            "listed reader without reads counts as missing. READS.csv form only "
+                                            "(a study folder lists its readers)."),
+    model: Path | None = typer.Option(None, "--model", help="Study folder form: the run folder that aided the "  # noqa: B008
+                                      "reads (default: found from the study's kept answers); compared with the "
+                                      "readers through its out-of-fold probabilities."),
+    cohort: Path | None = typer.Option(None, "--cohort", help="Study folder form: the study's manifest, when it "  # noqa: B008
+                                       "moved since planning (same sha256)."),
+    error_reader: str | None = typer.Option(None, "--error-reader", help="Study folder form: whose errors to "
+                                            "analyse (default: the study's last reader, the least experienced)."),
 ) -> None:
     """Multi-reader multi-case analysis: Obuchowski-Rockette with Hillis's ddf (RRRC, FRRC, RRFC) of empirical AUCs
     with jackknife covariances, the readers' sensitivity and specificity, McNemar per reader, and a standalone model
-    vs the readers (docs/readers.md)."""
+    vs the readers (docs/readers.md). Given a study folder: its reads and truth, the model that aided them, and the
+    least experienced reader's errors, unaided -> aided."""
+    from spinedx.readers.analysis import write_result_json
+
+    if reads.is_dir() and (reads / "study.json").is_file():
+        given = [name for name, v in (("--truth", truth), ("--model-scores", model_scores), ("--readers", readers),
+                                      ("--threshold", threshold)) if v is not None]
+        if given:
+            raise SpinedxError(f"a study folder holds its truth, readers, calls and model: drop {', '.join(given)} "
+                               "(or analyse exported CSV files)", where=given[0])
+        from spinedx.readers.study_analysis import analyze_study
+
+        res = analyze_study(reads, cohort=cohort, model=model, alpha=alpha, complete_cases_only=complete_cases_only,
+                            error_reader=error_reader)
+        for line in res.summary_lines():
+            typer.echo(line)
+        if json_out is not None:
+            write_result_json(res, json_out)
+            typer.echo(f"wrote {json_out}")
+        return
+    given = [name for name, v in (("--model", model), ("--cohort", cohort), ("--error-reader", error_reader))
+             if v is not None]
+    if given:
+        raise SpinedxError(f"{', '.join(given)} belong to the study folder form (spinedx readers analyze STUDY); "
+                           "with READS.csv give --model-scores", where=given[0])
+    if truth is None:
+        if reads.is_dir():
+            raise SpinedxError("is a folder but not a study folder (no study.json); give a study folder or READS.csv "
+                               "with --truth TRUTH.csv", where=str(reads))
+        raise SpinedxError("READS.csv needs its truth: --truth TRUTH.csv (case_id, truth)", where="--truth")
+    _analyze_csv(reads, truth, json_out, alpha, model_scores, threshold, complete_cases_only, readers)
+
+
+def _analyze_csv(reads: Path, truth: Path, json_out: Path | None, alpha: float, model_scores: Path | None,
+                 threshold: float | None, complete_cases_only: bool, readers: str | None) -> None:
     from spinedx.readers.analysis import (
         analyze_reads,
         file_inputs,

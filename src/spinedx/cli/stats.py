@@ -51,18 +51,44 @@ def stats(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/stats with --run)."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples of the AUC intervals."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace statistics in the output folder made from "
-                                   "other inputs (cohort, run, reader, --bootstrap); the same inputs need none."),
+                                   "other inputs (cohort, run, reader, --bootstrap, reader study); the same inputs "
+                                   "need none."),
+    study: Path | None = typer.Option(None, "--study", help="A reader study folder planned on this cohort and aided "
+                                      "by this run's model: its unaided and aided reads are analysed (MRMC, per "
+                                      "reader) for the report's reader-study section. Needs --run."),
+    simulated_study: bool = typer.Option(False, "--simulated-study", help="Synthetic cohort only: the simulated "
+                                         "readers read unaided, then aided by the run's out-of-fold probabilities "
+                                         "(a simulation of reliance, labelled SIMULATED). Needs --run."),
 ) -> None:
     """Study statistics of Yeh et al. 2022: Table 2 with McNemar tests, Table 1 with Fisher tests, a logistic
-    regression on the features, and the error analysis of one reader."""
+    regression on the features, and the error analysis of one reader; with --study (or --simulated-study) the
+    reader study, unaided vs aided."""
     from rich.console import Console
 
     from spinedx.common import SYNTHETIC_BANNER
-    from spinedx.evaluation.study import HOLM_NOTE, run_study
+    from spinedx.errors import SpinedxError
+    from spinedx.evaluation.study import HOLM_NOTE, ReaderStudyInput, run_study
 
+    if study is not None or simulated_study:
+        if study is not None and simulated_study:
+            raise SpinedxError("give a study folder or ask for the simulated study, not both", where="--study")
+        if run is None:
+            raise SpinedxError("a reader study is set beside the run's model: give --run RUN",
+                               where="--study" if study is not None else "--simulated-study")
     console = Console()
+    reader_study: ReaderStudyInput | None = None
+    if study is not None and run is not None:
+        from spinedx.readers.study_analysis import study_for_stats
+
+        reader_study = study_for_stats(cohort, run, study)
+    elif simulated_study and run is not None:
+        from spinedx.readers.study_analysis import simulated_for_stats
+        from spinedx.synth.aided import simulate_reader_study
+
+        reader_study = simulated_for_stats(cohort, run, simulate_reader_study)
     with console.status("Computing study statistics (the AUC bootstraps take a few seconds)..."):
-        res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap, overwrite=overwrite)
+        res = run_study(cohort, out, run, reader, bootstrap_resamples=bootstrap, overwrite=overwrite,
+                        reader_study=reader_study)
     synthetic = bool(res.summary.get("synthetic"))
     if synthetic:
         console.print(f"[bold]{SYNTHETIC_BANNER.upper()}[/bold]")
@@ -73,6 +99,7 @@ def stats(
     _print_table1(console, res)
     _print_logistic(console, res)
     _print_error_analysis(console, res)
+    _print_reader_study(console, res)
     console.print(HOLM_NOTE + ".")
     if synthetic:
         console.print(f"[bold]{SYNTHETIC_BANNER}[/bold]")
@@ -170,3 +197,11 @@ def _print_error_analysis(console: Console, res: StudyResult) -> None:
         te.add_row(r["comparison"], r["description"], f"{r['group1_n']}/{r['group1_total']}",
                    f"{r['group2_n']}/{r['group2_total']}", _p(r["p_value"]), _p(r["p_holm"]))
     console.print(te)
+
+
+def _print_reader_study(console: Console, res: StudyResult) -> None:
+    """One line of the reader study (the report shows the rest); SIMULATED when it is."""
+    from spinedx.readers.study_analysis import headline_line
+
+    if res.reader_study is not None:
+        console.print(headline_line(res.reader_study), markup=False, soft_wrap=True)

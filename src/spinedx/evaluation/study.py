@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -71,9 +71,10 @@ from spinedx.runfolder import RunFolder, RunRecord
 
 __all__ = [
     "ALPHA", "ERROR_COLUMNS", "HOLM_NOTE", "INNER_FOLDS", "MCNEMAR_COLUMNS", "MCNEMAR_EXACT_BELOW", "MODEL_RATER",
-    "PAPER_LOGISTIC_ACCURACY", "PERF_COLUMNS", "REGULARISED_CS", "TABLE1_COLUMNS", "FisherResult", "McNemarResult",
-    "RunPredictions", "StudyResult", "compute_study", "default_error_reader", "detect_separation",
-    "discordant_counts", "error_analysis", "feature_columns", "feature_logistic", "feature_table",
+    "PAPER_LOGISTIC_ACCURACY", "PERF_COLUMNS", "READER_STUDY_JSON", "REGULARISED_CS", "TABLE1_COLUMNS",
+    "FisherResult", "McNemarResult", "ReaderStudyInput", "RunPredictions", "StudyResult", "compute_study",
+    "default_error_reader", "detect_separation", "discordant_counts", "error_analysis", "feature_columns",
+    "feature_logistic", "feature_table",
     "fisher_from_counts", "holm", "load_run", "load_study_table", "mcnemar_from_counts", "mcnemar_table", "rater_calls",
     "rater_performance", "reader_columns", "run_study", "write_study",
 ]
@@ -172,6 +173,24 @@ def load_run(run_dir: str | Path, patient_ids: Sequence[str] | None = None,
 # --------------------------------------------------------------------------------------------
 
 
+class ReaderStudyInput(Protocol):
+    """A reader study analysed for the statistics folder (:class:`spinedx.readers.study_analysis.StudyAnalysis`):
+    the files it adds to ``RUN/stats`` and what ``stats.json`` records as its input. A protocol, so that this
+    module writes them without depending on the reader-study layer that computes them."""
+
+    def stats_files(self) -> dict[str, Any]:
+        """File name -> DataFrame (written as CSV) or dict (written as JSON)."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the reader study (a rerun with another one is another job)."""
+        ...
+
+
+#: The reader study's JSON in ``RUN/stats`` (its summary goes into ``stats.json``).
+READER_STUDY_JSON = "reader_study.json"
+
+
 @dataclass
 class StudyResult:
     """Everything ``spinedx stats`` computes; :func:`write_study` writes it."""
@@ -185,6 +204,7 @@ class StudyResult:
     summary: dict[str, Any]
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    reader_study: dict[str, Any] | None = None
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -283,7 +303,7 @@ def compute_study(
 
 
 #: The inputs recorded in ``stats.json`` that decide its content: a folder made from other ones is another job.
-STATS_IDENTITY = ("cohort_sha256", "run", "reader", "bootstrap_resamples", "seed")
+STATS_IDENTITY = ("cohort_sha256", "run", "reader", "bootstrap_resamples", "seed", "study")
 
 
 def check_stats_folder(out_dir: str | Path, inputs: Mapping[str, Any], overwrite: bool = False) -> None:
@@ -310,15 +330,26 @@ def check_stats_folder(out_dir: str | Path, inputs: Mapping[str, Any], overwrite
     diff = []
     for key in STATS_IDENTITY:
         if key in old and old[key] != inputs.get(key):
+            if key == "study" and old[key] is None:
+                continue  # adding a reader study to statistics made without one loses nothing
             if key == "cohort_sha256":
                 diff.append(f"cohort: {old.get('cohort')} (sha256 {str(old[key])[:12]}...) there, "
                             f"{inputs.get('cohort')} (sha256 {str(inputs.get(key))[:12]}...) now")
+            elif key == "study":
+                diff.append(f"reader study: {_study_name(old[key])} there, {_study_name(inputs.get(key))} now")
             else:
                 diff.append(f"{key}: {old[key]!r} there, {inputs.get(key)!r} now")
     if diff:
         raise SpinedxError(f"these statistics were made from other inputs ({'; '.join(diff)}); rerun with the same "
                            "inputs to redo them, pass --overwrite to replace them, or choose another --out",
                            where=str(out))
+
+
+def _study_name(identity: Any) -> str:
+    """``none``, ``simulated`` or the study folder, for the list of differences."""
+    if not isinstance(identity, dict):
+        return "none"
+    return "simulated" if identity.get("kind") == "simulated" else str(identity.get("path"))
 
 
 def _requested_reader(frame: pd.DataFrame, run: RunPredictions | None, reader: str | None) -> str | None:
@@ -330,12 +361,13 @@ def _requested_reader(frame: pd.DataFrame, run: RunPredictions | None, reader: s
     return f"reader_{reader}" if reader not in known and f"reader_{reader}" in known else reader
 
 
-def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, Any] | None = None,
+                reader_study: ReaderStudyInput | None = None) -> dict[str, Path]:
     """Write the tables, ``feature_logistic.json`` and ``stats.json`` (with provenance) to ``out_dir``.
 
     The folder is written whole into a temporary sibling and renamed when complete (an earlier statistics
     folder is replaced, never mixed); an existing folder that is not empty and holds no ``stats.json`` is
-    refused rather than replaced.
+    refused rather than replaced. ``reader_study`` adds its files (``reader_study.json`` and its tables).
     """
     from spinedx.fsutil import atomic_dir
     from spinedx.provenance import provenance
@@ -351,6 +383,9 @@ def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, A
         names["logistic"] = "feature_logistic.json"
     if result.error_analysis is not None:
         names["error_analysis"] = "error_analysis.csv"
+    extra = reader_study.stats_files() if reader_study is not None else {}
+    for name in extra:
+        names[name.rsplit(".", 1)[0]] = name
     names["stats"] = "stats.json"
     with atomic_dir(out) as tmp:
         result.table2.to_csv(tmp / names["table2"], index=False)
@@ -361,8 +396,20 @@ def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, A
                                                             allow_nan=False))
         if result.error_analysis is not None:
             result.error_analysis.to_csv(tmp / names["error_analysis"], index=False)
+        for name, content in extra.items():
+            if isinstance(content, pd.DataFrame):
+                content.to_csv(tmp / name, index=False)
+            else:
+                doc = {**content, "provenance": provenance()}
+                (tmp / name).write_text(json.dumps(json_clean(doc), indent=2, allow_nan=False))
         summary = {**result.summary, "inputs": json_clean(dict(inputs or {})), "files": names,
                    "provenance": provenance()}
+        if READER_STUDY_JSON in extra:
+            rs = extra[READER_STUDY_JSON]
+            summary["reader_study"] = json_clean({
+                "file": READER_STUDY_JSON, "simulated": bool(rs.get("simulated")),
+                "aided_minus_unaided": rs.get("aided_minus_unaided"), "notes": rs.get("notes")})
+            result.reader_study = rs
         (tmp / names["stats"]).write_text(json.dumps(json_clean(summary), indent=2, allow_nan=False))
     files = {k: out / v for k, v in names.items()}
     result.out_dir, result.files = out, files
@@ -372,6 +419,7 @@ def write_study(result: StudyResult, out_dir: str | Path, inputs: Mapping[str, A
 def run_study(
     cohort_csv: str | Path, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
     reader: str | None = None, *, bootstrap_resamples: int = 2000, seed: int = 0, overwrite: bool = False,
+    reader_study: ReaderStudyInput | None = None,
 ) -> StudyResult:
     """``spinedx stats``: load the study table (and run), compute everything, write the files.
 
@@ -384,6 +432,9 @@ def run_study(
         seed: Seed of the stratified folds (no run) and of the bootstraps.
         overwrite: replace statistics in ``out_dir`` made from other inputs (:func:`check_stats_folder`);
             without it they are refused before anything is computed.
+        reader_study: a reader study analysed for these statistics (unaided and aided reads:
+            :func:`spinedx.readers.study_analysis.study_for_stats` or ``simulated_for_stats``), written beside
+            them (``reader_study.json`` and its tables) for the report's reader-study section.
 
     Returns:
         The result, with ``files`` naming what was written.
@@ -401,9 +452,9 @@ def run_study(
     inputs = {"cohort": str(Path(cohort_csv).resolve()), "cohort_sha256": sha256_file(cohort_csv),
               "run": None if run_dir is None else str(Path(run_dir).resolve()),
               "reader": _requested_reader(frame, run, reader), "bootstrap_resamples": bootstrap_resamples,
-              "seed": seed}
+              "seed": seed, "study": None if reader_study is None else reader_study.identity()}
     check_stats_folder(out_dir, inputs, overwrite)  # before the slow parts
     result = compute_study(frame, run, reader, bootstrap_resamples=bootstrap_resamples, seed=seed)
     inputs["reader"] = result.error_reader
-    write_study(result, out_dir, inputs)
+    write_study(result, out_dir, inputs, reader_study)
     return result

@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -564,8 +564,15 @@ def _mcnemar(calls: np.ndarray, y: np.ndarray, mods: list[str], rdrs: list[str])
     return table
 
 
-def write_result_json(result: ReaderStudyResult, path: str | Path) -> Path:
-    """Write ``result`` (with provenance) as JSON, atomically (complete or untouched; :mod:`spinedx.fsutil`)."""
+class _Document(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def write_result_json(result: _Document, path: str | Path) -> Path:
+    """Write ``result`` (with provenance) as JSON, atomically (complete or untouched; :mod:`spinedx.fsutil`).
+
+    ``result`` is a :class:`ReaderStudyResult` or a study folder's
+    :class:`spinedx.readers.study_analysis.StudyAnalysis` (the same fields and the study's own)."""
     from spinedx.common import json_clean
     from spinedx.fsutil import atomic_write_json
     from spinedx.provenance import provenance

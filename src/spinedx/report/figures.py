@@ -176,3 +176,54 @@ def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Figure
     hx.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def reader_study_figure(
+    y: np.ndarray | None, p: np.ndarray | None, moves: Sequence[tuple[OperatingPoint, OperatingPoint]], *,
+    threshold: float = 0.5, simulated: bool = False,
+) -> Figure:
+    """Each reader's operating point unaided -> aided, drawn as an arrow over the model's out-of-fold ROC curve on
+    the study's cases (``y``, ``p``; None: no curve).
+
+    Args:
+        moves: per reader ``(unaided, aided)`` operating points (the name is the reader's).
+        threshold: the model's decision threshold (its operating point is marked).
+        simulated: the reads are simulated: said in the title, so the image says it even when copied alone.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = Figure(figsize=(5.6, 6.4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="chance")
+    if y is not None and p is not None and len(np.unique(y)) == 2:
+        y = np.asarray(y).astype(int)
+        p = np.asarray(p, dtype=float)
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, color="tab:blue", lw=2,
+                label=f"model (out-of-fold), AUC {roc_auc_score(y, p):.3f} on these {len(y)} cases")
+        pred = p >= threshold
+        ax.plot(1 - float((~pred[y == 0]).mean()), float(pred[y == 1].mean()), "o", color="tab:blue", mec="k",
+                ms=8, label=f"model at threshold {threshold:g}")
+    colors = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    for i, (u, a) in enumerate(moves):
+        c = colors[i % len(colors)]
+        ms = max(5.0, 10.0 - 1.5 * i)  # each later reader smaller: readers at the same point stay visible
+        xu, yu, xa, ya = 1 - u.specificity, u.sensitivity, 1 - a.specificity, a.sensitivity
+        ax.plot(xu, yu, "o", mfc="white", mec=c, mew=2, ms=ms)
+        ax.plot(xa, ya, "o", color=c, mec="k", ms=ms,
+                label=f"{u.name}: sens {u.sensitivity:.2f} -> {a.sensitivity:.2f}, spec {u.specificity:.2f} -> "
+                      f"{a.specificity:.2f}")
+        if (xu, yu) != (xa, ya):
+            ax.annotate("", xy=(xa, ya), xytext=(xu, yu),
+                        arrowprops={"arrowstyle": "-|>", "color": c, "lw": 1.8, "shrinkA": 5, "shrinkB": 5})
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("1 - specificity (benign called malignant)")
+    ax.set_ylabel("sensitivity (malignant called malignant)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.set_title(("SIMULATED readers: " if simulated else "Readers: ") + "unaided (open) -> aided (filled)",
+                 fontsize=9, color="#6a4fa3" if simulated else "black", fontweight="bold" if simulated else "normal")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=1, frameon=False)
+    fig.tight_layout()
+    return fig

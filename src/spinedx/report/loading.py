@@ -4,7 +4,8 @@ The run folder is read through :class:`spinedx.runfolder.RunFolder` (strict: a d
 ``oof_*.csv`` or ``metrics.json`` is refused with one line); the fold models must all be there (or the
 caller allows missing ones, which the report then says); the patches the gallery shows must be the ones
 the run was trained on (sha256), or the caller allows changed ones, and the gallery then shows no images;
-the study statistics are read from ``RUN_DIR/stats`` or computed there first.
+the study statistics are read from ``RUN_DIR/stats`` or computed there first, and a reader study
+(``stats/reader_study.json``) only read: ``spinedx stats --study`` writes it, the report never makes it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("table1", "Table 1 - Imaging features"),
     ("table2", "Table 2 - Diagnostic performance of readers and model"),
     ("roc", "ROC curve"),
+    ("readerstudy", "Reader study"),
     ("baselines", "Model vs baselines"),
     ("confusion", "Confusion matrices"),
     ("folds", "Per-fold AUC"),
@@ -60,6 +62,8 @@ class ReportInputs:
         table1: Table 1, if computed.
         logistic: the feature logistic regression, if computed.
         baselines: the run's ``baselines/`` (document, out-of-fold patient tables), if fitted.
+        reader_study: ``stats/reader_study.json`` (unaided and aided reads analysed by ``spinedx stats --study`` or
+            ``--simulated-study``), if there is one.
         notes: notes per section id.
     """
 
@@ -81,6 +85,7 @@ class ReportInputs:
     logistic: dict[str, Any] | None
     baselines: tuple[dict[str, Any], dict[str, pd.DataFrame]] | None = None
     notes: dict[str, list[str]] = field(default_factory=dict)
+    reader_study: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -109,6 +114,27 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise SpinedxError(f"not valid JSON ({exc}); rerun spinedx stats", where=str(path)) from None
     if not isinstance(doc, dict):
         raise SpinedxError("expected a JSON object; rerun spinedx stats", where=str(path))
+    return doc
+
+
+#: What the report reads of ``stats/reader_study.json`` (written by ``spinedx stats --study``).
+READER_STUDY_KEYS = ("simulated", "readers", "modalities", "n_cases", "auc", "rrrc", "frrc", "rrfc", "readers_table",
+                     "mcnemar", "model_vs_readers", "cases", "aided_minus_unaided", "study", "notes")
+
+
+def read_reader_study(stats_dir: Path) -> dict[str, Any] | None:
+    """``stats/reader_study.json``, checked for what the report shows; None when the statistics have none."""
+    path = stats_dir / "reader_study.json"
+    if not path.is_file():
+        return None
+    doc = _read_json(path)
+    missing = [k for k in READER_STUDY_KEYS if k not in doc]
+    if missing:
+        raise SpinedxError(f"keys {', '.join(missing)} missing (written by an older spinedx?); rerun spinedx stats "
+                           "with --study (or --simulated-study) and --overwrite", where=str(path))
+    if doc["modalities"] != ["unaided", "aided"]:
+        raise SpinedxError(f"modalities {doc['modalities']}, not unaided and aided: the report's reader study "
+                           "compares a study's unaided and aided reads; rerun spinedx stats", where=str(path))
     return doc
 
 
@@ -252,4 +278,5 @@ def load_inputs(
         performance = model_row if performance is None else pd.concat([performance, model_row], ignore_index=True)
     return ReportInputs(rf, record, splits, patients, slices, metrics, fold_models, patches, changed, cohort_path,
                         _cohort_frame(cohort_path), stats_dir, performance, mcnemar, table1, logistic,
-                        rf.read_baselines(), notes)
+                        rf.read_baselines(), notes,
+                        read_reader_study(stats_dir) if stats_dir is not None else None)

@@ -37,6 +37,7 @@ class Page:
     repeats_head: list[str] = field(default_factory=list)
     repeats_text: str = ""
     figures: dict[str, str] = field(default_factory=dict)
+    readerstudy: dict[str, Any] = field(default_factory=dict)  # sections/readerstudy.py
     folds: list[list[str]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
     gallery_method: dict[str, str] = field(default_factory=dict)  # spinedx.explain.explanation_record

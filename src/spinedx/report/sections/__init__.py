@@ -20,6 +20,7 @@ from spinedx.report.sections import (
     folds,
     gallery,
     provenance,
+    readerstudy,
     repeats,
     roc,
     summary,
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 
 #: The section builders, in page order.
 BUILDERS: list[Callable[[ReportInputs, Page], None]] = [
-    banners.build, summary.build, table1.build, table2.build, roc.build, baselines.build, confusion.build,
+    banners.build, summary.build, table1.build, table2.build, roc.build, readerstudy.build, baselines.build,
+    confusion.build,
     folds.build, repeats.build, calibration.build, gallery.build, provenance.build]
 
 

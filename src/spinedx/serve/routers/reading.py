@@ -21,7 +21,6 @@ answer (with the model's output, for an aided step) is sent; pauses stop its clo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -34,6 +33,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from spinedx import RESEARCH_USE_ONLY
 from spinedx.errors import SpinedxError
+from spinedx.readers.modelref import model_identity  # one definition: the analysis reads it too
 
 router = APIRouter(prefix="/reader/api", tags=["reader"], include_in_schema=False)
 pages = APIRouter(include_in_schema=False)
@@ -42,19 +42,6 @@ _CALLS = ("benign", "malignant")
 
 
 # -- the service ----------------------------------------------------------------------------------------------
-def model_identity(model_dir: Path) -> str:
-    """``<folder name>:<sha256 prefix>`` over the run's ``config.yaml`` and fold models: which model aided."""
-    h = hashlib.sha256()
-    files = [model_dir / "config.yaml", *sorted(model_dir.glob("folds/*/model.pt"))]
-    for f in files:
-        if f.is_file():
-            h.update(str(f.relative_to(model_dir)).encode())
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-    return f"{model_dir.name}:{h.hexdigest()[:16]}"
-
-
 class ReadingService:
     """The study, its store, the workstation's state (images, predictor) and the server clock.
 
