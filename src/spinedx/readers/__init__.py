@@ -4,6 +4,7 @@
   case-jackknife covariances; RRRC, FRRC, RRFC; the standalone model vs readers, 1T-RRRC).
 * :mod:`spinedx.readers.analysis`: ``READS.csv`` / ``TRUTH.csv`` read, checked and analysed (``spinedx readers
   analyze``), with the readers' sensitivity, specificity and McNemar tests beside the MRMC analysis.
+* :mod:`spinedx.readers.tables`: the READS, TRUTH and model-score tables read and checked, cell by cell.
 * :mod:`spinedx.readers.lrc`: the ``.lrc`` rating files of the Iowa/Chicago MRMC programs and RJafroc.
 * :mod:`spinedx.readers.plan`: ``spinedx readers plan``, a blinded study folder (reading lists, tokens).
 * :mod:`spinedx.readers.store`: the append-only store of a study's reads, what a reader reads next.

@@ -11,7 +11,8 @@ Inputs (UTF-8 CSV with a header row; docs/readers.md, "Analysis"):
   ``model``, so that no reader's name changes meaning and the model needs no modality.
 
 :func:`analyze_reads` works on DataFrames (a study folder can call it with tables it holds); :func:`load_reads`,
-:func:`load_truth` and :func:`load_model_scores` read the files. Every problem is a
+:func:`load_truth` and :func:`load_model_scores` read the files (they and the checks of every cell live in
+:mod:`spinedx.readers.tables`). Every problem is a
 :class:`~spinedx.errors.SpinedxError` that names the file (``where``), the line (the CSV line, header = line 1) and
 the column, and says what to do; nothing is guessed. The design must be fully crossed: every reader reads every case
 in every modality (``complete_cases_only`` keeps the cases that are, and says which were left out).
@@ -19,7 +20,6 @@ in every modality (``complete_cases_only`` keeps the cases that are, and says wh
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from collections.abc import Sequence
@@ -33,6 +33,21 @@ import pandas as pd
 from spinedx.errors import SpinedxError
 from spinedx.readers.mrmc import ORResult, or_analysis
 from spinedx.readers.standalone import StandaloneResult, standalone_vs_readers
+from spinedx.readers.tables import (
+    Reads,
+    check_classes,
+    check_duplicate_reads,
+    check_known_cases,
+    check_model_scores,
+    check_reads_header,
+    check_truth,
+    incomplete_cases,
+    load_model_scores,
+    load_reads,
+    load_truth,
+    reads_columns,
+    study_readers,
+)
 
 __all__ = [
     "ReaderStudyResult",
@@ -44,167 +59,11 @@ __all__ = [
     "write_result_json",
 ]
 
-READS_COLUMNS = ("case_id", "reader", "modality", "score")
-TRUTH_COLUMNS = ("case_id", "truth")
-MODEL_COLUMNS = ("case_id", "score")
-#: How many offending lines or cases an error message lists before "and N more".
-SHOWN = 8
 #: The references printed with every result (docs/readers.md has the full list).
 METHOD = ("Obuchowski-Rockette analysis (Obuchowski & Rockette 1995) of empirical (Wilcoxon) AUCs with error "
           "covariances by the case jackknife and Hillis's denominator degrees of freedom (Hillis 2007; Hillis, "
           "Berbaum & Metz 2008); variance components after Hillis, Obuchowski & Berbaum 2011; the standalone model "
           "vs the readers by Chakraborty's 1T-RRRC method (RJafroc StSignificanceTestingCadVsRad)")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the files
-# ---------------------------------------------------------------------------------------------------------------
-
-def _read_csv(path: str | Path, required: Sequence[str], what: str) -> pd.DataFrame:
-    """A CSV file as strings (no type guessing: ``1.0`` stays ``1.0``), columns checked; refusals name the file."""
-    path = Path(path).expanduser()
-    where = str(path)
-    if path.is_dir():
-        raise SpinedxError(f"is a folder; give the {what} CSV file", where=where)
-    if not path.is_file():
-        raise SpinedxError(f"{what} file not found; check the path", where=where)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, strict=True)
-            try:
-                rows = list(reader)
-            except csv.Error as exc:
-                raise SpinedxError(f"line {reader.line_num}: malformed CSV ({exc}); fix the quoting",
-                                   where=where) from None
-    except UnicodeDecodeError as exc:
-        raise SpinedxError(f"not a UTF-8 CSV file ({exc})", where=where) from None
-    if not rows:
-        raise SpinedxError(f"empty file: the header row ({', '.join(required)}) is missing", where=where)
-    header = [h.strip() for h in rows[0]]
-    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
-        raise SpinedxError(f"the header {header[0][:60]!r} is one column: save the file comma-separated", where=where)
-    dup = sorted({h for h in header if header.count(h) > 1})
-    if dup:
-        raise SpinedxError(f"column(s) {', '.join(dup)} appear twice in the header", where=where)
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise SpinedxError(f"required column(s) {', '.join(missing)} missing (the header has {', '.join(header)}); "
-                           f"the {what} file needs {', '.join(required)}", where=where)
-    body = rows[1:]
-    ragged = [i + 2 for i, r in enumerate(body) if len(r) != len(header) and any(c.strip() for c in r)]
-    if ragged:
-        raise SpinedxError(f"line(s) {_list(ragged)}: the number of fields differs from the header's "
-                           f"({len(header)}); fix those rows", where=where)
-    data = [[c.strip() for c in r] for r in body if any(c.strip() for c in r)]
-    lines = [i + 2 for i, r in enumerate(body) if any(c.strip() for c in r)]
-    df = pd.DataFrame(data, columns=header, dtype=object)
-    df.index = pd.Index(lines, name="line")
-    return df
-
-
-def load_reads(path: str | Path) -> pd.DataFrame:
-    """``READS.csv`` as a DataFrame of strings (checked later by :func:`analyze_reads`), indexed by CSV line."""
-    return _read_csv(path, READS_COLUMNS, "reads")
-
-
-def load_truth(path: str | Path) -> pd.DataFrame:
-    """``TRUTH.csv`` as a DataFrame of strings, indexed by CSV line."""
-    return _read_csv(path, TRUTH_COLUMNS, "truth")
-
-
-def load_model_scores(path: str | Path) -> pd.DataFrame:
-    """The standalone model's scores (``case_id, score``) as a DataFrame of strings, indexed by CSV line."""
-    return _read_csv(path, MODEL_COLUMNS, "model scores")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checking
-# ---------------------------------------------------------------------------------------------------------------
-
-def _list(items: Sequence[Any], n: int = SHOWN) -> str:
-    shown = ", ".join(str(x) for x in items[:n])
-    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def _lines(df: pd.DataFrame) -> np.ndarray:
-    """CSV line numbers: the index when it came from :func:`_read_csv` (named ``line``), else position + 2."""
-    if df.index.name == "line":
-        return np.asarray(df.index, dtype=int)
-    return np.arange(len(df)) + 2
-
-
-def _text(df: pd.DataFrame, col: str, where: str) -> pd.Series:
-    """Column ``col`` as stripped strings; empty cells refused, naming their lines."""
-    values = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip())
-    empty = _lines(df)[(values == "").to_numpy()]
-    if len(empty):
-        raise SpinedxError(f"line(s) {_list(list(empty))}: column {col} is empty; fill it in", where=where)
-    return values.reset_index(drop=True)
-
-
-def _numbers(df: pd.DataFrame, col: str, where: str) -> np.ndarray:
-    """Column ``col`` as finite floats; anything else refused, naming line, column and value."""
-    raw = df[col].reset_index(drop=True)
-    num = pd.to_numeric(raw.map(lambda v: str(v).strip() if v is not None else ""), errors="coerce")
-    vals = num.to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(vals))
-    if len(bad):
-        lines = _lines(df)
-        shown = [f"line {lines[i]} ({str(raw.iloc[i]).strip()!r})" for i in bad[:SHOWN]]
-        more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-        raise SpinedxError(f"column {col} must hold finite numbers: {', '.join(shown)}{more}; fix those rows",
-                           where=where)
-    return vals
-
-
-_CALLS = {"benign": 0, "malignant": 1, "0": 0, "1": 1, "0.0": 0, "1.0": 1, "negative": 0, "positive": 1}
-
-
-def _calls(df: pd.DataFrame, where: str) -> np.ndarray:
-    raw = df["call"].reset_index(drop=True).map(lambda v: "" if v is None else str(v).strip().lower())
-    bad = [i for i, v in enumerate(raw) if v not in _CALLS]
-    if bad:
-        lines = _lines(df)
-        shown = ", ".join(f"line {lines[i]} ({raw.iloc[i]!r})" for i in bad[:SHOWN])
-        more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-        raise SpinedxError(f"column call must be benign/malignant (or 0/1) in every row: {shown}{more}; fill in the "
-                           "calls or drop the column", where=where)
-    return raw.map(_CALLS).to_numpy(dtype=int)
-
-
-def _truth(truth: pd.DataFrame, where: str) -> tuple[list[str], np.ndarray]:
-    for col in TRUTH_COLUMNS:
-        if col not in truth.columns:
-            raise SpinedxError(f"required column {col} missing", where=where)
-    if not len(truth):
-        raise SpinedxError("no cases (only a header row)", where=where)
-    cases = _text(truth, "case_id", where)
-    dup = cases[cases.duplicated(keep=False)]
-    if len(dup):
-        lines = _lines(truth)
-        raise SpinedxError(f"case(s) listed twice: {_list([f'{c} (line {lines[i]})' for i, c in dup.items()])}; "
-                           "keep one row per case", where=where)
-    raw = truth["truth"].reset_index(drop=True).map(lambda v: "" if v is None else str(v).strip())
-    code = raw.map({"0": 0, "1": 1, "0.0": 0, "1.0": 1})
-    bad = np.flatnonzero(code.isna().to_numpy())
-    if len(bad):
-        lines = _lines(truth)
-        shown = ", ".join(f"line {lines[i]} ({raw.iloc[i]!r})" for i in bad[:SHOWN])
-        more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-        raise SpinedxError(f"column truth must be 0 or 1 (1 = positive): {shown}{more}", where=where)
-    y = code.to_numpy(dtype=int)
-    return list(cases), y
-
-
-def _check_classes(y: np.ndarray, where: str, after: str = "") -> None:
-    n1, n0 = int(y.sum()), int(len(y) - y.sum())
-    if n1 == 0 or n0 == 0:
-        only = "positive (1)" if n0 == 0 else "negative (0)"
-        raise SpinedxError(f"every case{after} is {only}: the ROC analysis needs positive and negative cases",
-                           where=where)
-    if n1 < 2 or n0 < 2:
-        raise SpinedxError(f"{n1} positive and {n0} negative case(s){after}: the case jackknife needs at least two "
-                           "of each", where=where)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,120 +241,22 @@ def analyze_reads(
             (unless ``complete_cases_only``), fewer than two modalities (without model scores) or readers, a truth
             with one class (or fewer than two cases of a class), a bad ``alpha`` or ``threshold``.
     """
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise SpinedxError(f"must be between 0 and 1 (exclusive), not {alpha!r}", where="alpha")
-    if threshold is not None and not math.isfinite(threshold):
-        raise SpinedxError(f"must be a finite number, not {threshold!r}", where="threshold")
-    for col in READS_COLUMNS:
-        if col not in reads.columns:
-            raise SpinedxError(f"required column {col} missing (the reads need {', '.join(READS_COLUMNS)})",
-                               where=reads_name)
-    if not len(reads):
-        raise SpinedxError("no reads (only a header row)", where=reads_name)
-    has_call = "call" in reads.columns
-    if has_call and threshold is not None:
-        raise SpinedxError("has a call column and a threshold was given too: drop the threshold to use the calls, "
-                           "or the call column to call at the threshold", where=reads_name)
-
-    case_list, y_all = _truth(truth, truth_name)
-    _check_classes(y_all, truth_name)
-    lines = _lines(reads)
-    case = _text(reads, "case_id", reads_name)
-    reader = _text(reads, "reader", reads_name)
-    modality = _text(reads, "modality", reads_name)
-    score = _numbers(reads, "score", reads_name)
-    call = _calls(reads, reads_name) if has_call else None
-
-    known_cases = set(case_list)
-    unknown = [(ln, c) for ln, c in zip(lines, case, strict=True) if c not in known_cases]
-    if unknown:
-        raise SpinedxError(f"read(s) of case(s) not in {truth_name}: "
-                           f"{_list([f'{c} (line {ln})' for ln, c in unknown])}; add them to {truth_name} or remove "
-                           "the reads", where=reads_name)
-    if readers is not None:
-        reader_list = [str(r) for r in readers]
-        if len(set(reader_list)) != len(reader_list):
-            raise SpinedxError(f"a reader is listed twice: {reader_list}", where="readers")
-        allowed = set(reader_list)
-        stray = [(ln, r) for ln, r in zip(lines, reader, strict=True) if r not in allowed]
-        if stray:
-            raise SpinedxError(f"read(s) by reader(s) not in the study's list ({', '.join(reader_list)}): "
-                               f"{_list([f'{r} (line {ln})' for ln, r in stray])}", where=reads_name)
-    else:
-        reader_list = list(dict.fromkeys(reader))
-    mod_list = list(dict.fromkeys(modality))
-
-    key = pd.DataFrame({"case": case, "reader": reader, "modality": modality})
-    dup = key.duplicated(keep=False).to_numpy()
-    if dup.any():
-        groups: dict[tuple[str, str, str], list[int]] = {}
-        for i in np.flatnonzero(dup):
-            groups.setdefault((case[i], reader[i], modality[i]), []).append(int(lines[i]))
-        shown = [f"case {c}, reader {r}, modality {m} (lines {', '.join(map(str, ls))})"
-                 for (c, r, m), ls in groups.items()]
-        raise SpinedxError(f"duplicate reads (same case, reader and modality): {_list(shown, 4)}; keep one read each",
-                           where=reads_name)
-
-    model_map: dict[str, float] | None = None
-    if model_scores is not None:
-        model_map = _model(model_scores, known_cases, model_name)
-
-    if len(reader_list) < 2:
-        raise SpinedxError(f"only one reader ({', '.join(reader_list)}): a multi-reader analysis needs two or more",
-                           where=reads_name)
-    if len(mod_list) < 2 and model_map is None:
-        raise SpinedxError(f"only one modality ({mod_list[0]}): the MRMC comparison needs two or more (e.g. unaided "
-                           "and aided); to compare a model with the readers in one modality give the model's scores "
-                           "(--model-scores)", where=reads_name)
-
-    # Fully crossed: which (reader, modality) lacks which case.
-    read_set = set(zip(case, reader, modality, strict=True))
-    incomplete: dict[tuple[str, str], list[str]] = {}
-    for r, m in itertools.product(reader_list, mod_list):
-        lack = [c for c in case_list if (c, r, m) not in read_set]
-        if lack:
-            incomplete[(r, m)] = lack
-    model_lack = [c for c in case_list if model_map is not None and c not in model_map]
-    excluded: list[str] = []
-    if incomplete or model_lack:
-        if not complete_cases_only:
-            parts = [f"reader {r} in modality {m} lacks {len(lack)} case(s) ({_list(lack, 5)})"
-                     for (r, m), lack in incomplete.items()]
-            msg = "; ".join(parts[:SHOWN]) + (f"; and {len(parts) - SHOWN} more" if len(parts) > SHOWN else "")
-            if model_lack:
-                lacks = f"{model_name} lacks {len(model_lack)} case(s) ({_list(model_lack, 5)})"
-                msg = f"{msg}; {lacks}" if msg else lacks
-            raise SpinedxError(f"incomplete reads: {msg}. Every reader must read every case of {truth_name} in every "
-                               "modality; add the missing reads, or pass --complete-cases-only to analyse only the "
-                               "cases everyone read", where=reads_name)
-        drop = {c for lack in incomplete.values() for c in lack} | set(model_lack)
-        excluded = [c for c in case_list if c in drop]
-    left_out = set(excluded)
-    keep = [i for i, c in enumerate(case_list) if c not in left_out]
-    if not keep:
-        raise SpinedxError("no case was read by every reader in every modality: nothing left to analyse",
-                           where=reads_name)
-    cases = [case_list[i] for i in keep]
-    y = y_all[keep]
-    _check_classes(y, truth_name, " left after --complete-cases-only" if excluded else "")
-
-    # The (modality, reader, case) score cube, in the orders above.
-    col_of = {c: k for k, c in enumerate(cases)}
-    r_of = {r: j for j, r in enumerate(reader_list)}
-    m_of = {m: i for i, m in enumerate(mod_list)}
-    cube = np.full((len(mod_list), len(reader_list), len(cases)), np.nan)
-    calls = np.full(cube.shape, -1, dtype=int)
-    kk = case.map(col_of).to_numpy(dtype=float)
-    sel = ~np.isnan(kk)  # reads of excluded cases drop out
-    ii = modality.map(m_of).to_numpy(dtype=int)[sel]
-    jj = reader.map(r_of).to_numpy(dtype=int)[sel]
-    idx = (ii, jj, kk[sel].astype(int))
-    cube[idx] = score[sel]
-    if call is not None:
-        calls[idx] = call[sel]
-    elif threshold is not None:
-        calls[idx] = (score[sel] >= threshold).astype(int)
-    calls_from = "call column" if call is not None else (f"score >= {threshold:g}" if threshold is not None else None)
+    _check_options(alpha, threshold)
+    has_call = check_reads_header(reads, threshold, reads_name)
+    case_list, y_all = check_truth(truth, truth_name)
+    check_classes(y_all, truth_name)
+    rd = reads_columns(reads, has_call, reads_name)
+    check_known_cases(rd, set(case_list), truth_name, reads_name)
+    reader_list = study_readers(rd, readers, reads_name)
+    mod_list = list(dict.fromkeys(rd.modality))
+    check_duplicate_reads(rd, reads_name)
+    model_map = None if model_scores is None else check_model_scores(model_scores, set(case_list), model_name)
+    _check_design(reader_list, mod_list, model_map is not None, reads_name)
+    excluded = incomplete_cases(rd, case_list, reader_list, mod_list, model_map,
+                                complete_cases_only=complete_cases_only, truth_name=truth_name,
+                                model_name=model_name, where=reads_name)
+    cases, y = _analysed_cases(case_list, y_all, excluded, truth_name, reads_name)
+    cube, calls, calls_from = _score_cube(rd, cases, reader_list, mod_list, threshold)
 
     mrmc = or_analysis(cube, y, modalities=mod_list, readers=reader_list, alpha=alpha) if len(mod_list) > 1 else None
     standalone = []
@@ -512,21 +273,63 @@ def analyze_reads(
                                      "model_scores": model_name if model_scores is not None else None})
 
 
-def _model(model_scores: pd.DataFrame, known: set[str], where: str) -> dict[str, float]:
-    for col in MODEL_COLUMNS:
-        if col not in model_scores.columns:
-            raise SpinedxError(f"required column {col} missing (the model scores need case_id, score)", where=where)
-    lines = _lines(model_scores)
-    ids = _text(model_scores, "case_id", where)
-    vals = _numbers(model_scores, "score", where)
-    dup = ids[ids.duplicated(keep=False)]
-    if len(dup):
-        raise SpinedxError(f"case(s) scored twice: {_list([f'{c} (line {lines[i]})' for i, c in dup.items()])}; keep "
-                           "one score per case", where=where)
-    unknown = [f"{c} (line {ln})" for ln, c in zip(lines, ids, strict=True) if c not in known]
-    if unknown:
-        raise SpinedxError(f"score(s) of case(s) not in the truth table: {_list(unknown)}", where=where)
-    return dict(zip(ids, vals.tolist(), strict=True))
+def _check_options(alpha: float, threshold: float | None) -> None:
+    """Refuse an ``alpha`` outside (0, 1) and a threshold that is not a finite number."""
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise SpinedxError(f"must be between 0 and 1 (exclusive), not {alpha!r}", where="alpha")
+    if threshold is not None and not math.isfinite(threshold):
+        raise SpinedxError(f"must be a finite number, not {threshold!r}", where="threshold")
+
+
+def _check_design(reader_list: list[str], mod_list: list[str], has_model: bool, where: str) -> None:
+    """Refuse a single reader, and a single modality unless a model's scores are compared with the readers."""
+    if len(reader_list) < 2:
+        raise SpinedxError(f"only one reader ({', '.join(reader_list)}): a multi-reader analysis needs two or more",
+                           where=where)
+    if len(mod_list) < 2 and not has_model:
+        raise SpinedxError(f"only one modality ({mod_list[0]}): the MRMC comparison needs two or more (e.g. unaided "
+                           "and aided); to compare a model with the readers in one modality give the model's scores "
+                           "(--model-scores)", where=where)
+
+
+def _analysed_cases(case_list: list[str], y_all: np.ndarray, excluded: list[str], truth_name: str,
+                    reads_name: str) -> tuple[list[str], np.ndarray]:
+    """The cases left after ``excluded`` (truth order) and their truth; refused when none, or one class, is left."""
+    left_out = set(excluded)
+    keep = [i for i, c in enumerate(case_list) if c not in left_out]
+    if not keep:
+        raise SpinedxError("no case was read by every reader in every modality: nothing left to analyse",
+                           where=reads_name)
+    cases = [case_list[i] for i in keep]
+    y = y_all[keep]
+    check_classes(y, truth_name, " left after --complete-cases-only" if excluded else "")
+    return cases, y
+
+
+def _score_cube(rd: Reads, cases: list[str], reader_list: list[str], mod_list: list[str],
+                threshold: float | None) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The (modality, reader, case) score and call cubes, in the orders given, and where the calls came from.
+
+    Calls are -1 where there are none (no call column and no threshold: ``calls_from`` is None).
+    """
+    col_of = {c: k for k, c in enumerate(cases)}
+    r_of = {r: j for j, r in enumerate(reader_list)}
+    m_of = {m: i for i, m in enumerate(mod_list)}
+    cube = np.full((len(mod_list), len(reader_list), len(cases)), np.nan)
+    calls = np.full(cube.shape, -1, dtype=int)
+    kk = rd.case.map(col_of).to_numpy(dtype=float)
+    sel = ~np.isnan(kk)  # reads of excluded cases drop out
+    ii = rd.modality.map(m_of).to_numpy(dtype=int)[sel]
+    jj = rd.reader.map(r_of).to_numpy(dtype=int)[sel]
+    idx = (ii, jj, kk[sel].astype(int))
+    cube[idx] = rd.score[sel]
+    if rd.call is not None:
+        calls[idx] = rd.call[sel]
+    elif threshold is not None:
+        calls[idx] = (rd.score[sel] >= threshold).astype(int)
+    calls_from = ("call column" if rd.call is not None
+                  else (f"score >= {threshold:g}" if threshold is not None else None))
+    return cube, calls, calls_from
 
 
 def _readers_table(cube: np.ndarray, calls: np.ndarray | None, y: np.ndarray, mods: list[str], rdrs: list[str],
