@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from spinedx.runfolder import RunFolder, Splits
 
-__all__ = ["ALPHA_GRID", "DecisionFit", "calibration_data", "conformal_summary", "evaluate_decisions"]
+__all__ = ["ALPHA_GRID", "DecisionFit", "calibration_data", "conformal_summary", "decision_summary_lines",
+           "evaluate_decisions"]
 
 #: The alphas of the coverage-referral curve.
 ALPHA_GRID = (0.01, 0.02, 0.05, 0.075, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.49)
@@ -217,3 +218,42 @@ def evaluate_decisions(patients: pd.DataFrame, data: pd.DataFrame | str, alpha: 
                           "probability_uncalibrated": p_all, "probability": p_cal,
                           "conformal_set": [_set_text(s) for s in sets]})
     return DecisionFit(calibration, conformal, table, deployed, deployed_thr)
+
+
+def decision_summary_lines(metrics: dict[str, Any]) -> list[str]:
+    """The summary lines of ``metrics.json``'s ``conformal`` and ``calibration`` blocks (``spinedx cv`` and the demo
+    print them beside the AUC): referral rate and accepted-patient accuracy, per-class coverage, and the calibration
+    before -> after. Empty when the run predates them."""
+
+    def num(v: Any, digits: int = 3) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{float(v):.{digits}f}"
+
+    def ci(v: Any, lo: Any, hi: Any) -> str:
+        return f"{num(v)} ({num(lo)}-{num(hi)})"
+
+    conf, cal = metrics.get("conformal"), metrics.get("calibration")
+    lines: list[str] = []
+    if isinstance(conf, dict):
+        if conf.get("status") == "ok":
+            r, acc, cov = conf["referral_rate"], conf["accepted"], conf["coverage"]
+            lines.append(f"conformal refer (alpha {conf['alpha']:g}, out-of-fold): referral rate "
+                         f"{ci(r['value'], r['low'], r['high'])}, accepted-patient accuracy "
+                         f"{ci(acc['accuracy'], acc['accuracy_low'], acc['accuracy_high'])} "
+                         f"({conf['n_accepted']} of {r['n']} accepted); coverage benign "
+                         f"{ci(cov['benign']['value'], cov['benign']['low'], cov['benign']['high'])}, malignant "
+                         f"{ci(cov['malignant']['value'], cov['malignant']['low'], cov['malignant']['high'])}")
+        else:
+            lines.append(f"conformal refer: unavailable ({conf.get('reason')})")
+    if isinstance(cal, dict):
+        if cal.get("status") == "ok":
+            b, a = cal["before"], cal["after"]
+            tb, ta = cal["at_threshold"]["before"], cal["at_threshold"]["after"]
+            lines.append(f"calibration ({cal['method']}, fitted per fold on inner-validation predictions), before -> "
+                         f"after: Brier {num(b['brier'])} -> {num(a['brier'])}, ECE {num(b['ece'])} -> "
+                         f"{num(a['ece'])}, slope {num(b['slope'], 2)} -> {num(a['slope'], 2)}, intercept "
+                         f"{num(b['intercept'], 2)} -> {num(a['intercept'], 2)}; at threshold {cal['threshold']:g} "
+                         f"sensitivity {num(tb['sensitivity'])} -> {num(ta['sensitivity'])}, specificity "
+                         f"{num(tb['specificity'])} -> {num(ta['specificity'])}")
+        elif not (isinstance(conf, dict) and conf.get("reason") == cal.get("reason")):
+            lines.append(f"calibration: unavailable ({cal.get('reason')})")
+    return lines
