@@ -4,12 +4,12 @@ per-fold fit (inner-validation predictions, metrics.json, calibration.json, conf
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from runhelpers import write_patches, write_run
 
 from spinedx.decision.calibration import (
     Calibrator,
@@ -24,9 +24,6 @@ from spinedx.decision.conformal import ConformalThresholds
 from spinedx.errors import SpinedxError
 from spinedx.evaluation.decisioncv import decision_summary_lines, evaluate_decisions
 from spinedx.runfolder import RunFolder, RunFolderError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runhelpers import write_patches, write_run  # noqa: E402
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -232,3 +229,11 @@ def test_cv_stores_inner_predictions_and_deploys_its_fits(tmp_path: Path) -> Non
     assert np.allclose(merged["probability_uncalibrated"], merged["probability_y"])
     text = "\n".join(summary_lines(m))
     assert "conformal refer (alpha 0.2, out-of-fold): referral rate" in text and "calibration (" in text
+    # the report shows both, with the statistics table and the curve
+    from spinedx.report import build_report
+
+    html = build_report(tmp_path / "run", gallery_per_group=0, bootstrap_resamples=50, progress=False).read_text()
+    assert 'id="calibration-table"' in html and 'id="conformal-table"' in html
+    assert "model, calibrated (out of fold)" in html and "coverage, malignant patients" in html
+    assert (tmp_path / "run" / "report_conformal.csv").is_file()
+    assert (tmp_path / "run" / "report_calibration.csv").is_file()
