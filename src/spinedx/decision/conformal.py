@@ -23,7 +23,7 @@ import numpy as np
 
 from spinedx.errors import SpinedxError
 
-__all__ = ["CLASSES", "ConformalThresholds", "fit_conformal", "nonconformity"]
+__all__ = ["CLASSES", "ConformalThresholds", "check_alpha", "fit_conformal", "nonconformity"]
 
 #: The labels, in set order.
 CLASSES = ("benign", "malignant")
