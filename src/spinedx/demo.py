@@ -92,6 +92,9 @@ class DemoResult:
         if auc is not None:
             lines.append(f"model AUC {num(auc)} ({num(m.get('auc_low'))}-{num(m.get('auc_high'))}), "
                          f"patient level, out-of-fold, {m.get('folds', '?')} folds, backbone {m.get('backbone', '?')}")
+        from spinedx.evaluation.decisioncv import decision_summary_lines
+
+        lines.extend(f"  {line}" for line in decision_summary_lines(m))
         rows = list(self.table2)
         baselines = m.get("baselines")
         for name, b in (baselines if isinstance(baselines, dict) else {}).items():

@@ -15,7 +15,10 @@ Layout (``format: 1``)::
     RUN/folds/<k>/            one finished fold: model.pt, history.csv, curves.png, predictions.csv, done.json
     RUN/oof_slices.csv        out-of-fold slice probabilities
     RUN/oof_patients.csv      out-of-fold patient probabilities and calls
-    RUN/metrics.json          patient- and slice-level metrics with intervals
+    RUN/metrics.json          patient- and slice-level metrics with intervals (with calibration and conformal)
+    RUN/oof_decisions.csv     out-of-fold calibrated probabilities and conformal sets (fold-wise honest fits)
+    RUN/calibration.json      the deployed calibration map (fitted on all folds' honest calibration data)
+    RUN/conformal.json        the deployed conformal thresholds (the same data)
     RUN/stats/                ``spinedx stats``
     RUN/report.html           ``spinedx report`` (and its ``report_*.csv`` tables)
 
@@ -66,6 +69,14 @@ REPEATS = "repeats"
 STATS = "stats"
 REPORT = "report.html"
 BASELINES = "baselines"
+#: ``folds/<k>/inner_predictions.csv``: the fold model's slice probabilities on its inner-validation patients (held
+#: out of its training); optional (runs made before it, and optimistic runs, have none).
+INNER_PREDICTIONS = "inner_predictions.csv"
+OOF_DECISIONS = "oof_decisions.csv"
+CALIBRATION = "calibration.json"
+CONFORMAL = "conformal.json"
+#: ``oof_decisions.csv``: ``conformal_set`` is the labels joined by ``|`` (empty: the empty set).
+DECISION_COLUMNS = ("patient_id", "fold", "label", "probability_uncalibrated", "probability", "conformal_set")
 #: ``baselines/baselines.json`` (written last) and one table per baseline: ``<name>_patients.csv``.
 BASELINES_DOC = "baselines.json"
 #: ``repeats.json``: the plan of a repeated cross-validation (absent for a single one).
@@ -303,13 +314,15 @@ class RunFolder:
 
     def write_fold(self, fold: int, repeat: int | None = None, *, history: pd.DataFrame, curves_png: bytes,
                    save_model: Callable[[Path], None], predictions: pd.DataFrame,
-                   done: Mapping[str, Any]) -> dict[str, Any]:
+                   done: Mapping[str, Any], inner_predictions: pd.DataFrame | None = None) -> dict[str, Any]:
         """Write the folder of a finished fold, complete or not at all (:meth:`fold_writer`).
 
         In this order: ``history.csv``, ``curves.png`` (the figure's PNG bytes), ``model.pt`` (written by
         ``save_model``, the model file's own writer, :func:`spinedx.models.run.save_fold_model`), ``predictions.csv``
-        (columns :data:`SLICE_COLUMNS`), then ``done.json``: ``done`` plus ``model_sha256``, the model's fingerprint
-        recorded when it was made, which every reader compares the file with.
+        (columns :data:`SLICE_COLUMNS`), ``inner_predictions.csv`` when given (the same columns, the fold model's
+        probabilities on its inner-validation patients: the honest calibration data of
+        :mod:`spinedx.evaluation.decisioncv`), then ``done.json``: ``done`` plus ``model_sha256``, the model's
+        fingerprint recorded when it was made, which every reader compares the file with.
 
         Args:
             fold: the fold.
@@ -319,6 +332,8 @@ class RunFolder:
             save_model: writes the fold model to the path it is given.
             predictions: the fold's out-of-fold slice probabilities.
             done: the fold's record (``done.json`` without ``model_sha256``).
+            inner_predictions: the fold model's slice probabilities on its inner-validation patients (None: the
+                fold has no honest ones, e.g. its early stopping used the outer fold).
 
         Returns:
             The ``done.json`` record as written.
@@ -333,6 +348,8 @@ class RunFolder:
             (tmp / "curves.png").write_bytes(curves_png)
             save_model(tmp / "model.pt")
             predictions[list(SLICE_COLUMNS)].to_csv(tmp / "predictions.csv", index=False)
+            if inner_predictions is not None:
+                inner_predictions[list(SLICE_COLUMNS)].to_csv(tmp / INNER_PREDICTIONS, index=False)
             record = json_clean(dict(done))
             record["model_sha256"] = sha256_file(tmp / "model.pt")
             write_json(tmp / "done.json", record)
@@ -359,6 +376,18 @@ class RunFolder:
         if set(df["patient_id"]) != set(splits.split(fold).val) or (df["fold"] != fold).any():
             raise RunFolderError(f"its patients are not fold {fold}'s validation patients in splits.json; delete "
                                  f"{path.parent} and rerun spinedx cv", where=str(path))
+        return df
+
+    def read_inner_predictions(self, fold: int, splits: Splits, repeat: int | None = None) -> pd.DataFrame | None:
+        """``folds/<k>/inner_predictions.csv`` (strict), or None when the fold has none (a run made before they were
+        written, or an optimistic run): its patients must be fold ``k``'s inner-validation patients."""
+        path = self.fold_dir(fold, repeat) / INNER_PREDICTIONS
+        if not path.is_file():
+            return None
+        df = _read_table(path, SLICE_COLUMNS, f"delete {path.parent} and rerun spinedx cv to train the fold again")
+        if set(df["patient_id"]) != set(splits.split(fold).inner_val) or (df["fold"] != fold).any():
+            raise RunFolderError(f"its patients are not fold {fold}'s inner-validation patients in splits.json; "
+                                 f"delete {path.parent} and rerun spinedx cv", where=str(path))
         return df
 
     def fold_models(self, allow_missing: bool = False) -> FoldModels:
@@ -461,6 +490,94 @@ class RunFolder:
             raise RunFolderError(f"missing or bad {', '.join(bad)}; {_RERUN}", where=str(path))
         return doc
 
+    # -- calibration and conformal refer ------------------------------------------------------------
+
+    @property
+    def calibration_path(self) -> Path:
+        """``calibration.json``: the deployed calibration map."""
+        return self.path / CALIBRATION
+
+    @property
+    def conformal_path(self) -> Path:
+        """``conformal.json``: the deployed conformal thresholds."""
+        return self.path / CONFORMAL
+
+    def oof_decisions_path(self, repeat: int | None = None) -> Path:
+        """``oof_decisions.csv`` (of a repeat)."""
+        return self._base(repeat) / OOF_DECISIONS
+
+    def write_calibration(self, calibrator: Any) -> None:
+        """Write ``calibration.json`` = ``{"format": 1, **calibrator.to_dict()}`` atomically
+        (a :class:`spinedx.decision.calibration.Calibrator`)."""
+        write_json(self.calibration_path, {"format": FORMAT, **calibrator.to_dict()})
+
+    def read_calibration(self) -> dict[str, Any] | None:
+        """``calibration.json`` as written (``format``, ``method``, ``params``), or None when the run has none (made
+        before calibration, or without honest calibration data). ``Calibrator.from_dict`` checks the map."""
+        return self._read_decision_doc(self.calibration_path, ("format", "method", "params"))
+
+    def write_conformal(self, thresholds: Any) -> None:
+        """Write ``conformal.json`` = ``{"format": 1, **thresholds.to_dict()}`` atomically
+        (a :class:`spinedx.decision.conformal.ConformalThresholds`)."""
+        write_json(self.conformal_path, {"format": FORMAT, **thresholds.to_dict()})
+
+    def read_conformal(self) -> dict[str, Any] | None:
+        """``conformal.json`` as written (``format``, ``alpha``, ``thresholds``), or None when the run has none.
+        ``ConformalThresholds.from_dict`` checks the thresholds."""
+        return self._read_decision_doc(self.conformal_path, ("format", "alpha", "thresholds"))
+
+    def remove_decision_files(self) -> None:
+        """Remove ``calibration.json`` and ``conformal.json`` (a finish without honest calibration data must not
+        leave an older fit that no longer describes the run's folds)."""
+        self.calibration_path.unlink(missing_ok=True)
+        self.conformal_path.unlink(missing_ok=True)
+
+    def _read_decision_doc(self, path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        doc = strict_keys(_read_json(path, path.name, _RERUN), keys, path.name, path, _RERUN, error=RunFolderError)
+        if doc["format"] != FORMAT:
+            raise RunFolderError(f"format {doc['format']!r} is not this spinedx version's ({FORMAT}); {_RERUN}",
+                                 where=str(path))
+        return dict(doc)
+
+    def write_oof_decisions(self, table: pd.DataFrame, repeat: int | None = None) -> None:
+        """Write ``oof_decisions.csv`` (of a repeat) atomically (columns :data:`DECISION_COLUMNS`)."""
+        with atomic_path(self.oof_decisions_path(repeat)) as tmp:
+            table[list(DECISION_COLUMNS)].to_csv(tmp, index=False)
+
+    def read_oof_decisions(self, splits: Splits | None = None, repeat: int | None = None) -> pd.DataFrame | None:
+        """``oof_decisions.csv`` (strict; ``conformal_set`` as text, ``|``-joined, empty for the empty set), or None
+        when the run has none (made before it, or without honest calibration data)."""
+        path = self.oof_decisions_path(repeat)
+        if not path.is_file():
+            return None
+        import numpy as np
+        import pandas as pd
+
+        splits = splits or self.read_splits(repeat)
+        try:
+            df = pd.read_csv(path, dtype={"patient_id": str, "conformal_set": str}, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+            raise RunFolderError(f"not a readable CSV ({' '.join(str(exc).split())}); {_RERUN}",
+                                 where=str(path)) from None
+        if list(df.columns) != list(DECISION_COLUMNS):
+            raise RunFolderError(f"columns {list(df.columns)}, expected {list(DECISION_COLUMNS)}; {_RERUN}",
+                                 where=str(path))
+        probs = df[["probability_uncalibrated", "probability"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        ints = df[["fold", "label"]].apply(pd.to_numeric, errors="coerce")
+        ok = bool(np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))) and \
+            bool(ints.notna().all().all()) and bool(ints["label"].isin((0, 1)).all()) and \
+            bool(df["conformal_set"].isin(("", "benign", "malignant", "benign|malignant")).all()) and \
+            df["patient_id"].is_unique and set(df["patient_id"]) == set(splits.fold_of) and \
+            all(splits.fold_of[p] == k for p, k in zip(df["patient_id"], ints["fold"], strict=True))
+        if not ok:
+            raise RunFolderError(f"its patients, folds, probabilities or conformal sets are not what spinedx cv "
+                                 f"writes; {_RERUN}", where=str(path))
+        df[["fold", "label"]] = ints.astype("int64")
+        df[["probability_uncalibrated", "probability"]] = probs
+        return df
+
     # -- baselines --------------------------------------------------------------------------------
 
     def write_baselines(self, doc: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
@@ -516,7 +633,8 @@ class RunFolder:
         import shutil
 
         for p in (self.config_path, self.splits_path(), self.oof_slices_path, self.oof_patients_path,
-                  self.metrics_path, self.repeats_doc_path):
+                  self.metrics_path, self.repeats_doc_path, self.oof_decisions_path(), self.calibration_path,
+                  self.conformal_path):
             p.unlink(missing_ok=True)
         for d in (self.folds_dir(), self.path / REPEATS):
             if d.is_dir():

@@ -42,6 +42,9 @@ def cv(
                                    "(cpu affine8, paper and quick none)."),
     threshold: float = typer.Option(0.5, help="Malignant when patient probability >= threshold."),
     aggregation: str = typer.Option("max", help="Patient probability from its slices: max (paper) or mean."),
+    alpha: float = typer.Option(0.10, help="Conformal error rate per class, in (0, 0.5): each patient's prediction "
+                                "set ({benign}, {malignant}, or refer) holds the true label for at least 1 - alpha of "
+                                "each class (docs/decision.md)."),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads of each fold, whichever executor runs it "
                                        "(default 1). It changes the last digits of the results, so the run records "
                                        "it and a resume must use the same."),
@@ -78,7 +81,7 @@ def cv(
         weights=str(weights) if weights else None, epochs=epochs, patience=patience, views_benign=views_benign,
         views_malignant=views_malignant, dropout=dropout, early_stop_on=early_stop_on, threshold=threshold,
         recalibrate_bn=recalibrate_bn, tta=tta,
-        aggregation=aggregation,
+        aggregation=aggregation, alpha=alpha,
         threads=threads, device=device, compile=compile,
     )
     ray_options = None

@@ -145,6 +145,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
             f"{level} level (n={m.get('n')}, {how}, threshold {metrics.get('threshold')}): "
             + ", ".join(fmt(m, n) for n in ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv"))
             + f"; tp {m.get('tp')} tn {m.get('tn')} fp {m.get('fp')} fn {m.get('fn')}")
+    from spinedx.evaluation.decisioncv import decision_summary_lines  # scipy, statsmodels: only when printing
+
+    lines.extend(decision_summary_lines(metrics))
     aucs = [a for a in metrics.get("per_fold_auc", []) if a is not None]
     if aucs:
         lines.append("per-fold patient AUC: " + " ".join(f"{a:.2f}" for a in aucs))

@@ -2,8 +2,10 @@
 
 :func:`finish_run` reads every fold's predictions (through :class:`spinedx.runfolder.RunFolder`, strictly),
 aggregates slices to patients, computes the metrics with their intervals, fits the baselines on the same folds
-(:mod:`spinedx.evaluation.runbaselines`) and has the run folder write ``oof_slices.csv``, ``oof_patients.csv`` and
-``metrics.json``. :func:`finish_repeats` does so for every repeat of a repeated cross-validation and adds the spread
+(:mod:`spinedx.evaluation.runbaselines`), calibrates and conformalises each fold on honest calibration data
+(:mod:`spinedx.evaluation.decisioncv`) and has the run folder write ``oof_slices.csv``, ``oof_patients.csv``,
+``oof_decisions.csv``, ``calibration.json`` and ``conformal.json`` (the deployed fits) and ``metrics.json``.
+:func:`finish_repeats` does so for every repeat of a repeated cross-validation and adds the spread
 across repeats (:func:`repeat_summary`) to the run's ``metrics.json``. Rerunning either on a finished run gives the
 same files (the baselines are reused while their key holds).
 """
@@ -44,6 +46,7 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     """
     import pandas as pd
 
+    from spinedx.evaluation.decisioncv import calibration_data, evaluate_decisions
     from spinedx.evaluation.runbaselines import baseline_metrics, fit_baselines
 
     rf = RunFolder(run_dir)
@@ -98,6 +101,21 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     patches = record.checked_patches(patches)
     baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features)
     metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, seed)
+    # calibration and conformal refer: fitted per fold on honest calibration data, scored out of fold; the run
+    # deploys the fits on all folds' data (repeat 0 only: predict, serve and export read repeat 0)
+    decisions = evaluate_decisions(patients, calibration_data(rf, splits, config.aggregation, repeat), config.alpha,
+                                   config.threshold, seed, baselines=baselines.tables)
+    metrics["calibration"], metrics["conformal"] = decisions.calibration, decisions.conformal
+    if decisions.table is not None:
+        rf.write_oof_decisions(decisions.table, repeat)
+    else:
+        rf.oof_decisions_path(repeat).unlink(missing_ok=True)
+    if not repeat:
+        if decisions.calibrator is not None and decisions.thresholds is not None:
+            rf.write_calibration(decisions.calibrator)
+            rf.write_conformal(decisions.thresholds)
+        else:
+            rf.remove_decision_files()  # an older fit would not describe these folds
     rf.write_metrics(metrics, repeat)
     return json_clean(metrics)
 

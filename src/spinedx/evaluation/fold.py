@@ -2,10 +2,11 @@
 
 It reads the run's configuration and splits from the run folder and the patches it records (checking their
 sha256), trains with the fold's seeds (derived from ``(seed, fold)`` only, :func:`repeat_seed` for a repeat),
-predicts the fold's validation patients with the run's test-time views, and hands everything to the run folder's
-one writer (:meth:`spinedx.runfolder.RunFolder.write_fold`), which writes the fold folder complete or not at all.
-Any process can run it: this one (:class:`~spinedx.evaluation.executors.InProcessExecutor`), a worker process or a
-Ray task (:mod:`spinedx.evaluation.executors`); given the same device type, the bytes are the same.
+predicts the fold's validation patients with the run's test-time views (and its inner-validation patients, held out
+of its training: the honest calibration data of :mod:`spinedx.evaluation.decisioncv`), and hands everything to the
+run folder's one writer (:meth:`spinedx.runfolder.RunFolder.write_fold`), which writes the fold folder complete or
+not at all. Any process can run it: this one (:class:`~spinedx.evaluation.executors.InProcessExecutor`), a worker
+process or a Ray task (:mod:`spinedx.evaluation.executors`); given the same device type, the bytes are the same.
 
 Only the standard library, numpy and light spinedx modules are imported at module level (torch inside).
 """
@@ -193,15 +194,23 @@ def train_fold(
         # precision training used), so the reported performance is the deployed model's
         oof_engine = TorchEngine([model], folds=[fold], views=tta)
         prob = oof_engine.predict(patches.x[val_mask])[0]
+        # the honest calibration data of the run's calibrator and conformal thresholds: this model's probabilities on
+        # its inner-validation patients, held out of its training (the optimistic protocol trains on them: none)
+        inner_mask = np.isin(pid, split.inner_val) & ~val_mask if not config.optimistic else np.zeros_like(val_mask)
+        inner_prob = oof_engine.predict(patches.x[inner_mask])[0] if inner_mask.any() else None
         numerics = numerics_record(trainer.device, trainer.bf16, fit.compiled)
     preds = pd.DataFrame({"patient_id": pid[val_mask], "slice_index": patches.slice_index[val_mask], "fold": fold,
                           "label": patches.label[val_mask], "probability": prob})
+    inner = None if inner_prob is None else pd.DataFrame({
+        "patient_id": pid[inner_mask], "slice_index": patches.slice_index[inner_mask], "fold": fold,
+        "label": patches.label[inner_mask], "probability": inner_prob})
     hist = pd.DataFrame(fit.history)
     done = {
         "fold": fold, "repeat": repeat, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
         "epochs_run": len(fit.history), "seconds": time.perf_counter() - t0,
         "n_train_slices": int(train_mask.sum()), "n_early_stop_slices": int(es_mask.sum()),
-        "n_val_slices": int(val_mask.sum()), "compiled": fit.compiled,
+        "n_val_slices": int(val_mask.sum()), "n_inner_predicted_slices": int(inner_mask.sum()),
+        "compiled": fit.compiled,
         "batchnorm_recalibrated": bool(config.recalibrate_bn),
         "test_time_views": tta.n_views, "seed": seed_k, "notes": fit.notes,
         "patches_sha256": patches.sha256, "numerics": numerics, "inference": oof_engine.record(),
@@ -218,4 +227,4 @@ def train_fold(
                         seed=seed_k, early_stop_on=config.early_stop_on, patch_size=patches.patch_size)
 
     return rf.write_fold(fold, repeat, history=hist, curves_png=png, save_model=save_model, predictions=preds,
-                         done=done)
+                         done=done, inner_predictions=inner)

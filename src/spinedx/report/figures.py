@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -152,8 +153,17 @@ def fold_auc_figure(folds: Sequence[int], aucs: Sequence[float], pooled: float |
     return fig
 
 
-def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Figure:
-    """Reliability diagram (sklearn ``calibration_curve``, quantile bins) with a histogram of p."""
+def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10, *, after: np.ndarray | None = None,
+                       others: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Figure:
+    """Reliability diagram (sklearn ``calibration_curve``, quantile bins) with a histogram of p.
+
+    Args:
+        y: the patients' labels.
+        p: the model's (uncalibrated) patient probabilities.
+        n_bins: at most this many quantile bins (fewer for small cohorts).
+        after: the same patients' calibrated probabilities (out of fold), drawn beside the uncalibrated curve.
+        others: more curves (a baseline's probabilities), name -> (labels, probabilities).
+    """
     from sklearn.calibration import calibration_curve
 
     y = np.asarray(y).astype(int)
@@ -162,16 +172,24 @@ def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Figure
     ax, hx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
     bins = max(2, min(n_bins, len(y) // 5))
-    if len(np.unique(y)) == 2:
-        frac, mean_p = calibration_curve(y, p, n_bins=bins, strategy="quantile")
-        ax.plot(mean_p, frac, "o-", color="tab:blue", label=f"model ({bins} quantile bins)")
+    curves: list[tuple[str, np.ndarray, np.ndarray, str, str]] = [
+        ("model" + (", uncalibrated" if after is not None else ""), y, p, "tab:blue", "o-")]
+    if after is not None:
+        curves.append(("model, calibrated (out of fold)", y, np.asarray(after, dtype=float), "tab:purple", "s-"))
+    for (name, (yo, po)), colour in zip((others or {}).items(), ("tab:orange", "tab:brown", "tab:olive"),
+                                        strict=False):
+        curves.append((name, np.asarray(yo).astype(int), np.asarray(po, dtype=float), colour, "^--"))
+    for name, yy, pp, colour, style in curves:
+        if len(np.unique(yy)) == 2:
+            frac, mean_p = calibration_curve(yy, pp, n_bins=bins, strategy="quantile")
+            ax.plot(mean_p, frac, style, color=colour, ms=4, label=f"{name} ({bins} quantile bins)")
     ax.set_ylabel("observed fraction malignant")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     hx.hist([p[y == 0], p[y == 1]], bins=20, range=(0, 1), stacked=True, color=["tab:green", "tab:red"],
             label=["benign", "malignant"])
-    hx.set_xlabel("predicted probability of malignancy (patient max over slices)")
+    hx.set_xlabel("predicted probability of malignancy (patient, uncalibrated)")
     hx.set_ylabel("patients")
     hx.legend(fontsize=7)
     fig.tight_layout()
@@ -225,5 +243,29 @@ def reader_study_figure(
     ax.set_title(("SIMULATED readers: " if simulated else "Readers: ") + "unaided (open) -> aided (filled)",
                  fontsize=9, color="#6a4fa3" if simulated else "black", fontweight="bold" if simulated else "normal")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=1, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def conformal_curve_figure(curve: Sequence[Mapping[str, Any]], alpha: float) -> Figure:
+    """Coverage per class and referral rate against alpha (out of fold), the run's alpha marked."""
+    a = np.array([float(c["alpha"]) for c in curve])
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if c.get(key) is None else float(c[key]) for c in curve])
+
+    fig = Figure(figsize=(5.6, 3.8))
+    ax = fig.subplots()
+    ax.plot(a, 1 - a, color="0.6", ls="--", lw=1, label="target coverage 1 - alpha")
+    ax.plot(a, col("coverage_benign"), "o-", color="tab:green", ms=4, label="coverage, benign")
+    ax.plot(a, col("coverage_malignant"), "o-", color="tab:red", ms=4, label="coverage, malignant")
+    ax.plot(a, col("referral_rate"), "s-", color="0.3", ms=4, label="referral rate")
+    ax.plot(a, col("accepted_accuracy"), "^:", color="tab:blue", ms=4, label="accuracy on accepted patients")
+    ax.axvline(alpha, color="tab:purple", ls=":", label=f"run's alpha {alpha:g}")
+    ax.set_xlabel("alpha (error rate allowed per class)")
+    ax.set_ylabel("fraction of patients")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     return fig

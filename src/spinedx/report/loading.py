@@ -32,6 +32,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("folds", "Per-fold AUC"),
     ("repeats", "Repeated cross-validation"),
     ("calibration", "Calibration"),
+    ("conformal", "Conformal refer"),
     ("gallery", "Case gallery with heatmaps"),
     ("provenance", "Provenance"),
 )

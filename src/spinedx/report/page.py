@@ -36,6 +36,10 @@ class Page:
     repeats: list[list[str]] | None = None
     repeats_head: list[str] = field(default_factory=list)
     repeats_text: str = ""
+    calibration: list[list[str]] | None = None
+    calibration_head: list[str] = field(default_factory=list)
+    conformal: list[list[str]] | None = None
+    conformal_head: list[str] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     readerstudy: dict[str, Any] = field(default_factory=dict)  # sections/readerstudy.py
     folds: list[list[str]] = field(default_factory=list)

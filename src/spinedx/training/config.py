@@ -96,6 +96,9 @@ class CVConfig:
         inner_val_fraction: Share of the training patients held out for early stopping.
         threshold: Malignant when the patient probability is >= threshold (paper: 0.5).
         aggregation: Patient probability from slice probabilities: ``max`` (paper) or ``mean``.
+        alpha: Error rate per class of the conformal prediction sets (``spinedx.decision.conformal``), in (0, 0.5):
+            each class's set holds its true label for at least ``1 - alpha`` of new patients; the run evaluates the
+            sets out of fold and deploys the thresholds (``conformal.json``). Default 0.10.
         augment: Affine ranges (rotation, translation, scale).
         threads: torch intra-op CPU threads of each fold (default 1). Every executor (this process, ``--jobs N``
             worker processes, Ray tasks, a resume) sets it for the fold's training and out-of-fold prediction and
@@ -134,6 +137,7 @@ class CVConfig:
     inner_val_fraction: float = 0.1
     threshold: float = 0.5
     aggregation: str = "max"
+    alpha: float = 0.10
     augment: AffineRanges = field(default_factory=AffineRanges)
     threads: int | None = 1
     device: str = "auto"
@@ -195,6 +199,9 @@ class CVConfig:
             problems.append(f"inner_val_fraction must be in (0, 0.5) (got {self.inner_val_fraction})")
         if not 0.0 <= self.threshold <= 1.0:
             problems.append(f"threshold must be in [0, 1] (got {self.threshold})")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 < self.alpha < 0.5:
+            problems.append(f"alpha must be a number in (0, 0.5), the conformal error rate per class (got "
+                            f"{self.alpha!r}; 0.10: each class's set holds its label for at least 90% of patients)")
         if self.aggregation not in AGGREGATIONS:
             problems.append(f"aggregation must be max or mean (got {self.aggregation!r})")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
@@ -241,6 +248,10 @@ class CVConfig:
         if isinstance(data, dict) and "recalibrate_bn" not in data:
             # written before the setting existed: those runs kept training's running statistics (a fact)
             data = {**data, "recalibrate_bn": False}
+        if isinstance(data, dict) and "alpha" not in data:
+            # written before conformal refer existed: alpha shaped nothing such a run computed (it is used only when
+            # the run is finished, and those runs have no honest calibration data), so the default stands in
+            data = {**data, "alpha": 0.10}
         if isinstance(data, dict) and "tta" not in data:
             # written before the setting existed: those runs predicted the patch alone (a fact)
             data = {**data, "tta": "none"}
@@ -288,7 +299,7 @@ _FIELD_TYPES: dict[str, str] = {
     "epochs": "int", "patience": "int", "views_benign": "int", "views_malignant": "int", "lr": "float",
     "betas": "pair", "weight_decay": "float", "dropout": "float", "batch_size": "int", "early_stop_on": "str",
     "lr_schedule": "str", "recalibrate_bn": "bool", "tta": "str",
-    "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "augment": "augment",
+    "inner_val_fraction": "float", "threshold": "float", "aggregation": "str", "alpha": "float", "augment": "augment",
     "threads": "int?", "device": "str", "bf16": "str", "channels_last": "bool", "compile": "str",
 }
 

@@ -16,6 +16,7 @@ from spinedx.report.sections import (
     banners,
     baselines,
     calibration,
+    conformal,
     confusion,
     folds,
     gallery,
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 #: The section builders, in page order.
 BUILDERS: list[Callable[[ReportInputs, Page], None]] = [
     banners.build, summary.build, table1.build, table2.build, roc.build, readerstudy.build, baselines.build,
-    confusion.build,
-    folds.build, repeats.build, calibration.build, gallery.build, provenance.build]
+    confusion.build, folds.build, repeats.build, calibration.build, conformal.build,
+    gallery.build, provenance.build]
 
 
 def build_all(inputs: ReportInputs, page: Page) -> None:
