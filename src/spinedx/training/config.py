@@ -175,7 +175,13 @@ class CVConfig:
         return cfg
 
     def validate(self) -> None:
-        """Raise :class:`SpinedxError` for values that cannot work."""
+        """Raise :class:`SpinedxError` for values that cannot work (every problem named in one message)."""
+        problems = self._count_problems() + self._range_problems() + self._choice_problems()
+        if problems:
+            raise SpinedxError("; ".join(problems) + ".", where="configuration")
+
+    def _count_problems(self) -> list[str]:
+        """Counts that must be large enough: folds, epochs, patience, views, batch size, threads."""
         problems = []
         if self.folds < 2:
             problems.append(f"folds must be >= 2 (got {self.folds})")
@@ -187,14 +193,31 @@ class CVConfig:
             problems.append("views per slice must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule must be {' or '.join(LR_SCHEDULES)} (got {self.lr_schedule!r})")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2 (batch normalisation)")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            problems.append(f"threads must be a whole number >= 1 (got {self.threads!r})")
+        return problems
+
+    def _choice_problems(self) -> list[str]:
+        """Settings that must be one of their choices."""
+        problems = []
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be {' or '.join(LR_SCHEDULES)} (got {self.lr_schedule!r})")
         if self.tta not in TTA_CHOICES:
             problems.append(f"tta must be {' or '.join(TTA_CHOICES)} (got {self.tta!r})")
         if self.early_stop_on not in EARLY_STOP_CHOICES:
             problems.append(f"early_stop_on must be inner, outer or none (got {self.early_stop_on!r})")
+        if self.aggregation not in AGGREGATIONS:
+            problems.append(f"aggregation must be max or mean (got {self.aggregation!r})")
+        if self.bf16 not in ("auto", "on", "off") or self.compile not in ("auto", "on", "off"):
+            problems.append("bf16 and compile must be auto, on or off")
+        return problems
+
+    def _range_problems(self) -> list[str]:
+        """Fractions and rates that must lie in their interval."""
+        problems = []
         if not 0.0 < self.inner_val_fraction < 0.5:
             problems.append(f"inner_val_fraction must be in (0, 0.5) (got {self.inner_val_fraction})")
         if not 0.0 <= self.threshold <= 1.0:
@@ -202,15 +225,7 @@ class CVConfig:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 < self.alpha < 0.5:
             problems.append(f"alpha must be a number in (0, 0.5), the conformal error rate per class (got "
                             f"{self.alpha!r}; 0.10: each class's set holds its label for at least 90% of patients)")
-        if self.aggregation not in AGGREGATIONS:
-            problems.append(f"aggregation must be max or mean (got {self.aggregation!r})")
-        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
-                                         or self.threads < 1):
-            problems.append(f"threads must be a whole number >= 1 (got {self.threads!r})")
-        if self.bf16 not in ("auto", "on", "off") or self.compile not in ("auto", "on", "off"):
-            problems.append("bf16 and compile must be auto, on or off")
-        if problems:
-            raise SpinedxError("; ".join(problems) + ".", where="configuration")
+        return problems
 
     @property
     def optimistic(self) -> bool:
