@@ -227,8 +227,9 @@ def fit_spread(unseen: dict[str, list[float]], quantile: float = SPREAD_QUANTILE
 
 def _unseen_predictions(run_dir: Path, patches: PatchSet) -> dict[str, list[float]] | str:
     """Each patient's patient-level probabilities by the fold models that did not train on it, or why there are
-    none. The out-of-fold ones come from ``oof_patients.csv``; the inner-validation ones are computed here with the
-    inference layer's torch engine (fp32, the run's views), as every reported probability is."""
+    none. The out-of-fold ones come from ``oof_patients.csv``; the inner-validation ones from each fold's
+    ``inner_predictions.csv`` (written by ``spinedx cv`` for the calibration) where the run folder has them, else they
+    are computed here with the inference layer's torch engine (fp32, the run's views: the same numbers)."""
     import warnings
 
     from spinedx.common import aggregate
@@ -248,17 +249,22 @@ def _unseen_predictions(run_dir: Path, patches: PatchSet) -> dict[str, list[floa
     views = TTAViews.from_config(record.config)
     pid = patches.patient_id.astype(str)
     paths = rf.fold_models(allow_missing=False).paths
+    stored = getattr(rf, "read_inner_predictions", None)  # the calibration's inner predictions, when recorded
     for s in splits.splits:
         inner = [str(p) for p in s.inner_val]
-        mask = np.isin(pid, inner)
-        if not mask.any():
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = load_fold_model(paths[s.fold], fold=s.fold, backbone=record.config.backbone)
-        prob = TorchEngine([model], folds=[s.fold], views=views).predict(patches.x[mask])[0]
+        table = stored(s.fold, splits) if stored is not None else None
+        if table is not None:
+            slice_pid, prob = table["patient_id"].astype(str).to_numpy(), table["probability"].to_numpy()
+        else:
+            mask = np.isin(pid, inner)
+            if not mask.any():
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load_fold_model(paths[s.fold], fold=s.fold, backbone=record.config.backbone)
+            slice_pid, prob = pid[mask], TorchEngine([model], folds=[s.fold], views=views).predict(patches.x[mask])[0]
         for p in inner:
-            sel = pid[mask] == p
+            sel = slice_pid == p
             if sel.any():
                 unseen.setdefault(p, []).append(float(aggregate(prob[sel], record.config.aggregation)))
     return unseen
