@@ -79,8 +79,10 @@ def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: 
                                  "origin": f"cohort {tiny_run.parent / 'cohort.csv'}"}
     warning = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "no calibration.json, conformal.json, domain.json" in warning[0], res.output
-    assert f"decision: {doc['decision'].upper()}; p(malignant) calibrated" in res.output
-    assert "[decision from the probability alone" in res.output
+    assert f"decision: {doc['decision'].upper()}; p(malignant) {doc['probability']:.3f} (uncalibrated: no " \
+           "calibrator)" in res.output
+    assert "[decided without calibration.json, conformal.json, domain.json; benign or malignant is the call at " \
+           "the run's threshold from the probability alone]" in res.output
     assert [s["slice_index"] for s in doc["slices"]] == [4, 5]
     assert doc["model"]["backbone"] == "resnet18" and doc["model"]["imagenet_weights"] is False
     assert doc["model"]["optimistic"] is False and doc["model"]["folds"] == [0, 1]

@@ -111,7 +111,9 @@ def predict(
         typer.echo(f"warning: {rec['decision_warning']}", err=True)
     reasons = "; ".join(r.replace("_", " ") for r in rec["refer_reasons"])
     typer.echo(f"decision: {rec['decision'].upper()}" + (f" ({reasons})" if reasons else "")
-               + f"; p(malignant) calibrated {rec['probability']:.3f}"
+               + f"; p(malignant) {rec['probability']:.3f} ("
+               + ("uncalibrated: no calibrator" if "calibration.json" in rec["decision_missing"] else "calibrated")
+               + ")"
                + (f", conformal set {{{', '.join(rec['conformal_set'])}}} at alpha {rec['alpha']:g}"
                   if rec["conformal_set"] is not None else "")
                + (f" [{rec['decision_note']}]" if rec.get("decision_note") else ""))

@@ -77,9 +77,9 @@ class Decision:
         """A sentence when the decision is not the full one (the run lacks some of its checks)."""
         if not self.missing:
             return None
-        base = ("decision from the probability alone (the call at the run's threshold)"
-                if self.source == "probability_alone" else "decision without some checks")
-        return f"{base}: the model has no {', '.join(self.missing)}"
+        how = ("; benign or malignant is the call at the run's threshold from the probability alone"
+               if self.source == "probability_alone" else "")
+        return f"decided without {', '.join(self.missing)}{how}"
 
     def to_record(self) -> dict[str, Any]:
         """The fields ``prediction.json`` and the API's predict response hold."""
