@@ -7,6 +7,11 @@ of the cross-validation scores every lesion slice; as in the paper ("the highest
 of malignancy among all slices of each patient was assigned to that patient") each model's
 patient probability is its maximum over slices (or the run's other aggregation), and the
 ensemble probability is the mean over the fold models, with their spread reported.
+
+After the engine, :func:`spinedx.decision.decide` turns the fold models' probabilities into the decision
+(``benign``, ``malignant`` or ``refer`` with its reasons, the calibrated probability, the conformal set, what the
+models were trained on) with the run's or bundle's decision files, the same way for every engine; ``prediction.json``
+states it (docs/decision.md, "The decision contract").
 """
 
 from __future__ import annotations

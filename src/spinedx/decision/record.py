@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spinedx.common import LABEL_NAMES, call
+from spinedx.common import call
 
 if TYPE_CHECKING:
     from spinedx.decision.artefacts import DecisionArtefacts
@@ -145,6 +145,5 @@ def decide(per_model: np.ndarray, artefacts: DecisionArtefacts, *, threshold: fl
         source = "probability_alone"
     ordered = tuple(r for r in REFER_REASONS if r in reasons)
     decision = "refer" if ordered or base is None else base
-    assert decision in DECISIONS and (decision == "refer" or decision in LABEL_NAMES.values())
     return Decision(decision, ordered, p_cal, p_uncal, cset, alpha, dict(artefacts.trained_on), source,
                     tuple(artefacts.missing), checks)
