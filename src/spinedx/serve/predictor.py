@@ -48,8 +48,9 @@ class Predictor:
 
         # the calibrator, conformal thresholds and domain references, loaded (and checked) once like the models
         self.decision = load_artefacts(self.run.run_dir, self.run.record, digest=self.run.digest)
-        if self.decision.warning():
-            log.warning("warning: %s", self.decision.warning())
+        # what the model lacks is logged with its first prediction (a refusal of the command line that starts the
+        # server stays its one error line) and stated by /api/health and every answer
+        self._decision_warned = False
         self.engine: Any = make_engine(self.run, "torch")
         self.engine_note: str | None = None
         # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.
@@ -115,6 +116,9 @@ class Predictor:
         """
         from spinedx.predict import predict_case
 
+        if not self._decision_warned and self.decision.warning():
+            log.warning("warning: %s", self.decision.warning())
+            self._decision_warned = True
         with self._lock:
             return predict_case(self.run_dir, case.t1, case.t2, case.lesion_slices, case.box, out_dir,
                                 t1_series_uid=case.t1_series_uid, t2_series_uid=case.t2_series_uid,
