@@ -264,6 +264,8 @@ def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_pa
     assert res.exit_code == 0, res.output
     assert "2 resnet18 fold models" in res.output and "research use only" in res.output
     assert "cross-validated patient AUC" in res.output and "95% CI" in res.output
+    # the run predates the decision files: the export says what its predictions will decide without
+    assert "warning: the run has no calibration.json, conformal.json, domain.json" in res.output
     assert verify_bundle(tmp_path / "b").onnx is None
     digest = verify_bundle(tmp_path / "b").digest
     assert f"bundle digest {digest} (sha256 of SHA256SUMS): pin it with predict/serve --expect-digest" in res.output
