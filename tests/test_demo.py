@@ -84,6 +84,12 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert settings["profile"] == "cpu" and settings["cv"]["lr_schedule"] == "onecycle"
     assert settings["cv"]["early_stop_on"] == "none"
 
+    # domain.json is written last by the cv stage: a cv stopped before it is finished again on resume (it used to
+    # count as complete with metrics.json alone, and the run then decided without its domain check)
+    (out / "run" / "domain.json").unlink()
+    res2 = run_demo(out, log=None, **kw)
+    assert res2.stages["cv"]["status"] == "done" and (out / "run" / "domain.json").is_file()
+
     # Other settings on the same folder are refused (exit 2, one line).
     with pytest.raises(SpinedxError, match="other settings"):
         run_demo(out, log=None, **{**kw, "seed": 2})

@@ -70,6 +70,19 @@ def test_predict_synthetic_case(tiny_run: Path, synthetic_pair: Path, tmp_path: 
     assert doc["patient_probability"] == pytest.approx(np.mean(list(per_fold.values())), abs=1e-7)
     assert doc["spread"]["min"] <= doc["patient_probability"] <= doc["spread"]["max"]
     assert doc["call"] == ("malignant" if doc["patient_probability"] >= 0.5 else "benign")
+    # a run made before the decision files (issue 20) still predicts: a warning names what it lacks, and the
+    # decision is the call from the probability alone, marked as such
+    assert doc["decision"] == doc["call"] and doc["decision_source"] == "probability_alone"
+    assert doc["probability"] == doc["probability_uncalibrated"] == doc["patient_probability"]
+    assert doc["conformal_set"] is None and doc["alpha"] is None and doc["refer_reasons"] == []
+    assert doc["trained_on"] == {"synthetic": False, "n_patients": 12, "prevalence": None,
+                                 "origin": f"cohort {tiny_run.parent / 'cohort.csv'}"}
+    warning = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "no calibration.json, conformal.json, domain.json" in warning[0], res.output
+    assert f"decision: {doc['decision'].upper()}; p(malignant) {doc['probability']:.3f} (uncalibrated: no " \
+           "calibrator)" in res.output
+    assert "[decided without calibration.json, conformal.json, domain.json; benign or malignant is the call at " \
+           "the run's threshold from the probability alone]" in res.output
     assert [s["slice_index"] for s in doc["slices"]] == [4, 5]
     assert doc["model"]["backbone"] == "resnet18" and doc["model"]["imagenet_weights"] is False
     assert doc["model"]["optimistic"] is False and doc["model"]["folds"] == [0, 1]

@@ -291,7 +291,8 @@ def run_demo(
 
     stage("extract", (patches_dir / "patches.npz").is_file() and (patches_dir / "extract.json").is_file(),
           do_extract, f"6-channel lesion patches -> {patches_dir}")
-    stage("cv", (run_dir / "metrics.json").is_file() and (run_dir / "oof_patients.csv").is_file(),
+    # domain.json is the last file finish_run writes: a cv interrupted while fitting it is finished again
+    stage("cv", all((run_dir / f).is_file() for f in ("metrics.json", "oof_patients.csv", "domain.json")),
           lambda: run_cv(patches_dir, run_dir, cv_config, progress=cv_progress, jobs=_cv_jobs(workers)),
           f"{cv_config.folds}-fold cross-validation ({profile} profile, {cv_config.backbone}) -> {run_dir}")
     def do_stats() -> None:

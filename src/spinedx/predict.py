@@ -7,6 +7,11 @@ of the cross-validation scores every lesion slice; as in the paper ("the highest
 of malignancy among all slices of each patient was assigned to that patient") each model's
 patient probability is its maximum over slices (or the run's other aggregation), and the
 ensemble probability is the mean over the fold models, with their spread reported.
+
+After the engine, :func:`spinedx.decision.decide` turns the fold models' probabilities into the decision
+(``benign``, ``malignant`` or ``refer`` with its reasons, the calibrated probability, the conformal set, what the
+models were trained on) with the run's or bundle's decision files, the same way for every engine; ``prediction.json``
+states it (docs/decision.md, "The decision contract").
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from spinedx.common import SYNTHETIC_BANNER, aggregate, call, json_clean
 from spinedx.errors import PreprocessError, SpinedxError
 
 if TYPE_CHECKING:
+    from spinedx.decision import DecisionArtefacts
     from spinedx.inference import Engine
     from spinedx.models.run import RunModels
     from spinedx.preprocess import ExtractConfig
@@ -36,8 +42,11 @@ class CasePrediction:
     """The result of :func:`predict_case` (also written as ``prediction.json``).
 
     Attributes:
-        probability: ensemble patient probability of malignancy (mean over fold models).
-        call: ``malignant`` or ``benign`` at ``threshold``.
+        probability: ensemble patient probability of malignancy (mean over fold models), uncalibrated
+            (``prediction.json`` ``patient_probability`` and ``probability_uncalibrated``; the calibrated one is
+            ``decision.probability``, ``prediction.json`` ``probability``).
+        call: ``malignant`` or ``benign`` at ``threshold`` (the probability alone; ``decision`` is what spinedx
+            decides).
         threshold: the run's decision threshold.
         per_model: each fold model's patient probability, in ``folds`` order.
         folds: fold numbers of the models.
@@ -50,6 +59,9 @@ class CasePrediction:
         overlays: PNG overlay paths, one per slice.
         dicom: the DICOM results written into ``out_dir/dicom`` (:class:`spinedx.interop.DicomResults`; None for
             inputs that are not DICOM, or without ``out_dir``).
+        decision: the decision (:class:`spinedx.decision.Decision`: ``benign``, ``malignant`` or ``refer`` with its
+            reasons, the calibrated probability beside ``probability``, the conformal set, what the models were
+            trained on); its fields are also in ``record``.
     """
 
     probability: float
@@ -64,6 +76,7 @@ class CasePrediction:
     out_dir: Path | None = None
     overlays: list[Path] = field(default_factory=list)
     dicom: Any = None
+    decision: Any = None
 
 
 def extract_config_for(record: RunRecord, register: bool | None = None) -> tuple[ExtractConfig, str]:
@@ -155,6 +168,7 @@ def predict_case(
     overwrite: bool = False,
     expect_digest: str | None = None,
     folds: Sequence[int] | None = None,
+    decision_artefacts: DecisionArtefacts | None = None,
 ) -> CasePrediction:
     """Predict one case with every fold model of a run (an ensemble) and explain it (``explain.DEFAULT_METHOD``).
 
@@ -195,6 +209,9 @@ def predict_case(
             another bundle, is refused.
         folds: answer with these fold models only (``--fold K``): a cohort patient predicted with the fold model
             that held it out reproduces its out-of-fold probability (``oof_patients.csv``) to float rounding.
+        decision_artefacts: the model's calibrator, conformal thresholds and domain references already loaded
+            (:func:`spinedx.decision.load_artefacts`; a server loads them once); None loads them with the models.
+            The decision is made after the engine, in Python, the same way for every engine.
 
     Returns:
         The prediction (see :class:`CasePrediction`).
@@ -271,6 +288,15 @@ def predict_case(
     prob = float(per_model.mean())
     threshold = run.threshold
     the_call = call(prob, threshold)
+    # the decision, after the engine and identical for every engine: calibration, conformal set, and the checks
+    # against the training data (the case's radiomics features, the fold models' spread)
+    from spinedx.decision import decide, load_artefacts
+    from spinedx.decision.domain import case_features
+
+    if decision_artefacts is None:
+        decision_artefacts = load_artefacts(run.run_dir, record, digest=run.digest)
+    decision = decide(per_model, decision_artefacts, threshold=threshold,
+                      features=case_features(patches.x) if decision_artefacts.domain is not None else None)
     slice_index = [int(s) for s in patches.slice_index]
 
     heat = None
@@ -292,6 +318,8 @@ def predict_case(
         "patient_probability": prob,
         "call": the_call,
         "threshold": threshold,
+        **decision.to_record(),
+        "decision_warning": decision_artefacts.warning(),
         "aggregation": (f"{run.aggregation} over the lesion slices per fold model, then the mean over the "
                         f"{n_models} fold models"),
         "engine": eng.name,
@@ -359,7 +387,7 @@ def predict_case(
     if patches.pair_check is not None:
         record_doc["pair_check"] = patches.pair_check.to_dict()
     result = CasePrediction(prob, the_call, threshold, [float(v) for v in per_model], list(run.folds), slice_index,
-                            probs, heat, json_clean(record_doc))
+                            probs, heat, json_clean(record_doc), decision=decision)
     if out_dir is not None:
         write_prediction(result, patches.x, out_dir,
                          dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None,

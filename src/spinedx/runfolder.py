@@ -81,6 +81,8 @@ DECISION_COLUMNS = ("patient_id", "fold", "label", "probability_uncalibrated", "
 BASELINES_DOC = "baselines.json"
 #: ``repeats.json``: the plan of a repeated cross-validation (absent for a single one).
 REPEATS_DOC = "repeats.json"
+#: ``domain.json``: the domain reference and the fold models' honest spread (issue 20).
+DOMAIN = "domain.json"
 #: The files of a finished fold folder (``done.json`` is written last, inside the temporary folder).
 FOLD_FILES = ("model.pt", "history.csv", "curves.png", "predictions.csv", "done.json")
 
@@ -639,6 +641,26 @@ class RunFolder:
         for d in (self.folds_dir(), self.path / REPEATS):
             if d.is_dir():
                 shutil.rmtree(d)
+
+    # -- the domain reference (issue 20: outside the training data, models that disagree) ---------------------
+
+    @property
+    def domain_path(self) -> Path:
+        """``domain.json``: the domain and spread references (:mod:`spinedx.decision.domain`)."""
+        return self.path / DOMAIN
+
+    def write_domain(self, doc: Mapping[str, Any]) -> None:
+        """Write ``domain.json`` atomically (written by ``fit_run_domain`` at the end of ``finish_run``)."""
+        write_json(self.domain_path, dict(doc))
+
+    def read_domain(self) -> dict[str, Any] | None:
+        """``domain.json`` (``format`` 1 with ``domain`` and ``spread``), or None for a run made before it."""
+        if not self.domain_path.is_file():
+            return None
+        remedy = "delete it and rerun spinedx cv in this run folder (finished folds are kept) to refit it"
+        return strict_keys(_read_json(self.domain_path, "domain.json", remedy),
+                           ("format", "domain", "features", "spread", "spread_absent_reason"), "domain.json",
+                           self.domain_path, remedy, error=RunFolderError)
 
 
 def _remove_dead_tmp(folder: Path, prefix: str) -> list[Path]:

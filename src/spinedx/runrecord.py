@@ -111,6 +111,18 @@ class RunRecord:
         return self.patches.synthetic
 
     @property
+    def trained_on(self) -> dict[str, Any]:
+        """What the models were trained on: ``synthetic``, ``n_patients``, ``prevalence`` (share malignant),
+        ``origin`` (``provenance.trained_on``, recorded by ``spinedx cv``; a run made before that gives the patches'
+        facts with ``prevalence`` None)."""
+        value = self.provenance.get("trained_on")
+        if isinstance(value, dict):
+            return dict(value)
+        man = self.patches.manifest
+        return {"synthetic": self.synthetic, "n_patients": self.patches.n_patients, "prevalence": None,
+                "origin": ("synthetic cohort" if self.synthetic else "cohort") + (f" {man['path']}" if man else "")}
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on the patient probability."""
         return self.config.threshold

@@ -264,6 +264,8 @@ def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_pa
     assert res.exit_code == 0, res.output
     assert "2 resnet18 fold models" in res.output and "research use only" in res.output
     assert "cross-validated patient AUC" in res.output and "95% CI" in res.output
+    # the run predates the decision files: the export says what its predictions will decide without
+    assert "warning: the run has no calibration.json, conformal.json, domain.json" in res.output
     assert verify_bundle(tmp_path / "b").onnx is None
     digest = verify_bundle(tmp_path / "b").digest
     assert f"bundle digest {digest} (sha256 of SHA256SUMS): pin it with predict/serve --expect-digest" in res.output
@@ -277,7 +279,8 @@ def test_export_and_predict_cli(tiny_run: Path, bundle: Path, case: dict, tmp_pa
     assert "(TID 1500 SR)" in res.output and f"model bundle digest {pinned} (as expected)" in res.output
     doc = json.loads((out / "prediction.json").read_text())
     s = read_sr(out / "dicom" / "sr.dcm")
-    assert s.probability == doc["patient_probability"] and "ONNX Runtime" in " ".join(s.algorithm["parameters"])
+    # the SR states the decision's (calibrated) probability, as prediction.json does
+    assert s.probability == doc["probability"] and "ONNX Runtime" in " ".join(s.algorithm["parameters"])
     assert dciodvfy(out / "dicom" / "sr.dcm").errors == []
     res = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--format", "tflite"])
     assert res.exit_code == 2 and "--format must be torch or onnx" in res.output
@@ -299,3 +302,75 @@ def test_serve_predictor_accepts_a_bundle(bundle: Path, tiny_run: Path, case: di
     assert p.describe()["folds"] == [0, 1] and b.probability == a.probability
     assert b.dicom is not None and b.dicom.sr.is_file()  # DICOM inputs: the SR is written for the workstation too
     ServeSettings(cohort=synth_study / "cohort.csv", model=bundle).check()  # serve's check of --model takes it
+
+
+def _with_decision_files(tiny_run: Path, root: Path) -> Path:
+    """A copy of the run with its decision files: domain.json fitted as cv fits it, calibration.json and
+    conformal.json in their documented formats."""
+    from spinedx.decision.domain import fit_run_domain
+
+    run = root / "run"
+    shutil.copytree(tiny_run, run)
+    splits = json.loads((run / "splits.json").read_text())
+    for sp in splits["splits"]:  # five inner-validation patients per fold: enough for an honest spread reference
+        sp["inner_val"] = sorted(p for p, k in splits["fold_of"].items() if k != sp["fold"])[:5]
+    (run / "splits.json").write_text(json.dumps(splits))
+    assert fit_run_domain(run)["spread"] is not None
+    (run / "calibration.json").write_text(json.dumps({"format": 1, "method": "platt", "params": {"a": 1.5,
+                                                                                                 "b": -0.2}}))
+    (run / "conformal.json").write_text(json.dumps({"format": 1, "alpha": 0.1,
+                                                    "thresholds": {"benign": 0.55, "malignant": 0.55}}))
+    return run
+
+
+@pytest.mark.slow
+def test_a_bundle_decides_exactly_like_its_run_in_torch_and_onnx(tiny_run: Path, case: dict,
+                                                                 tmp_path: Path) -> None:
+    """Issue 20: a bundle carries the calibrator, the conformal thresholds and the domain reference, checked like the
+    models, and decides exactly like its run whatever the engine (the decision is made after the engine)."""
+    from spinedx.predict import predict_case
+
+    run = _with_decision_files(tiny_run, tmp_path)
+    out = tmp_path / "b"
+    export_bundle(run, out, onnx=True)
+    info = verify_bundle(out)
+    assert {"calibration.json", "conformal.json", "domain.json"} <= set(info.files)
+    doc = json.loads((out / "bundle.json").read_text())
+    assert doc["decision_files"] == ["calibration.json", "conformal.json", "domain.json"]
+    assert doc["decision_files_note"] is None and doc["trained_on"]["n_patients"] == 12
+    args = (case["t1"], case["t2"], case["slices"], case["box"], None)
+    keys = ("decision", "refer_reasons", "conformal_set", "alpha", "trained_on", "decision_source")
+    ref = predict_case(run, *args, explain=False).record
+    assert ref["decision_source"] == "checks" and ref["decision_warning"] is None
+    assert ref["probability"] != ref["probability_uncalibrated"]  # the run's calibrator applied
+    for engine in ("torch", "onnx"):
+        got = predict_case(out, *args, explain=False, engine=engine).record
+        assert {k: got[k] for k in keys} == {k: ref[k] for k in keys}, engine
+        assert got["probability"] == pytest.approx(ref["probability"], abs=1e-5)
+        assert got["decision_checks"]["domain_distance"] == ref["decision_checks"]["domain_distance"]
+    # a decision file replaced and SHA256SUMS recomputed: refused like a replaced model
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    conformal = json.loads((bad / "conformal.json").read_text())
+    conformal["thresholds"] = {"benign": 1.0, "malignant": 0.0}
+    (bad / "conformal.json").write_text(json.dumps(conformal))
+    from spinedx.interop.bundle import write_sums
+
+    write_sums(bad)
+    with pytest.raises(BundleError, match="conformal.json"):
+        predict_case(bad, *args, explain=False)
+
+
+def test_a_bundle_of_a_run_made_before_the_decision_files_decides_from_the_probability(
+        bundle: Path, case: dict) -> None:
+    """Bad input: a bundle exported before issue 20 still predicts, warns naming what it lacks, and marks the
+    decision as the probability alone."""
+    from spinedx.predict import predict_case
+
+    doc = json.loads((bundle / "bundle.json").read_text())
+    assert doc["decision_files"] == [] and "calibration.json, conformal.json, domain.json" in doc["decision_files_note"]
+    res = predict_case(bundle, case["t1"], case["t2"], case["slices"], case["box"], None, explain=False)
+    rec = res.record
+    assert rec["decision_source"] == "probability_alone" and rec["decision"] == rec["call"]
+    assert "calibration.json" in rec["decision_warning"] and "conformal.json" in rec["decision_warning"]
+    assert "probability alone" in rec["decision_note"] and rec["conformal_set"] is None

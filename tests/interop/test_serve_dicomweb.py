@@ -54,8 +54,9 @@ def test_serve_browses_a_dicomweb_server(tiny_run: Path, case: dict, synth_study
             got = r.json()
             # a case on the server gets the answer the same files on disk get, and its DICOM results
             ref = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], explain=False)
-            assert got["probability"] == pytest.approx(ref.probability, abs=1e-4)
-            assert got["call"] == ref.call
+            assert got["probability"] == pytest.approx(ref.decision.probability, abs=1e-4)  # calibrated
+            assert got["probability_uncalibrated"] == pytest.approx(ref.probability, abs=1e-4)
+            assert got["call"] == ref.call and got["decision"] == ref.decision.decision
             assert (tmp_path / "server.predictions" / case["patient_id"] / "dicom" / "sr.dcm").is_file()
             # the annotation went into the manifest beside the server's UIDs
             saved = pd.read_csv(manifest, dtype=str).set_index("patient_id").loc[case["patient_id"]]

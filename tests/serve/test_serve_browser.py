@@ -191,6 +191,18 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     assert page.locator("#overlays img").count() == len(slices)
     assert [r.split("\t")[0] for r in page.locator("#slice-table tbody tr").all_inner_texts()] == [
         str(s + 1) for s in slices]
+    # issue 20: the decision, and beside the probability what the model was trained on
+    assert page.get_by_test_id("decision").inner_text() in ("benign", "malignant", "refer (indeterminate)")
+    assert "Trained on a synthetic cohort (8 simulated patients)" in page.get_by_test_id("trained-on").inner_text()
+    # a refer is shown as refer: neutral colour (not the calls' red or green), with its reasons in words
+    shown = page.evaluate(f"async () => (await (await api('/api/cases/{pid}')).json()).prediction")
+    page.evaluate("(p) => showPrediction(p)", {**shown, "decision": "refer", "refer_reasons": [
+        "outside_training_data"], "refer_reasons_text": "outside the training data", "conformal_set": ["benign"],
+        "alpha": 0.1, "slices": []})
+    assert page.get_by_test_id("decision").inner_text() == "refer (indeterminate)"
+    colour = page.evaluate("getComputedStyle(document.getElementById('call')).color")
+    assert colour not in ("rgb(179, 38, 30)", "rgb(31, 94, 42)"), colour  # #call.malignant / #call.benign
+    assert page.get_by_test_id("refer-reasons").inner_text() == "Refer: outside the training data."
     # the case list is refreshed asynchronously after the prediction: wait for its badge, then check it
     badge_js = f"document.querySelector(\"[data-case='{pid}'] .badge\")"
     wait_js(page, f"{badge_js} !== null && {badge_js}.textContent === 'predicted'", timeout=30)

@@ -66,7 +66,13 @@ def test_predict_equals_the_cli(manifest: Path, settings_for, ws_run: Path, tmp_
                                    "--box", ",".join(map(str, rec.box)), "--out", str(out), "--id", rec.patient_id])
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "prediction.json").read_text())
-    assert got["probability"] == pytest.approx(doc["patient_probability"], abs=1e-5)
+    # one contract: the API's answer holds prediction.json's decision fields (calibrated probability beside the
+    # uncalibrated ensemble mean)
+    assert got["probability"] == pytest.approx(doc["probability"], abs=1e-5)
+    assert got["probability_uncalibrated"] == pytest.approx(doc["patient_probability"], abs=1e-5)
+    for key in ("decision", "refer_reasons", "conformal_set", "alpha", "trained_on"):
+        assert got[key] == doc[key], key
+    assert got["decision"] in ("benign", "malignant", "refer") and got["trained_on"]["synthetic"] is True
     assert got["call"] == doc["call"] and got["threshold"] == doc["threshold"]
     assert got["fold_probabilities"] == pytest.approx([doc["spread"]["per_fold"][k] for k in ("0", "1")], abs=1e-5)
     assert [s["probability"] for s in got["slices"]] == pytest.approx(
@@ -165,3 +171,32 @@ def test_every_engine_gives_the_out_of_fold_probabilities(ws_run: Path, tmp_path
     for name, eng in engines.items():
         got = eng.predict(ps.x)[rows, np.arange(len(rows))]  # each slice by the fold model that held it out
         assert float(np.max(np.abs(got - oof))) <= 1e-5, name
+
+
+@pytest.mark.slow
+def test_a_real_cohort_read_by_a_synthetic_model_says_so(manifest: Path, settings_for, ws_run: Path,
+                                                         tmp_path: Path) -> None:
+    """Issue 20: serving a real cohort with a run trained on a synthetic phantom, /api/health said "synthetic": false
+    and nothing on the page said what the model was trained on."""
+    import pandas as pd
+
+    from spinedx.serve import create_app
+
+    real = tmp_path / "real" / "cohort.csv"
+    real.parent.mkdir()
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    table["synthetic"] = "0"  # the same images, declared a real cohort
+    table.to_csv(real, index=False)
+    rec = load_manifest(real, draft=True).cases[0]
+    app = create_app(settings_for(real, model=ws_run))
+    with TestClient(app) as client:
+        health = client.get("/api/health").json()
+        assert health["cohort_synthetic"] is False and health["model_synthetic"] is True
+        assert health["synthetic"] is True and health["trained_on"]["synthetic"] is True
+        assert health["model"]["trained_on"]["n_patients"] == 8
+        assert health["model"]["decision_missing"] == [] or "calibration.json" in health["model"]["decision_warning"]
+        got = client.post(f"/api/cases/{rec.patient_id}/predict").json()
+        assert got["synthetic_training"] is True and got["trained_on"]["synthetic"] is True
+        assert got["decision"] in ("benign", "malignant", "refer")
+        assert (got["decision"] == "refer") == bool(got["refer_reasons"])
+        assert client.get(f"/api/cases/{rec.patient_id}").json()["prediction"]["decision"] == got["decision"]

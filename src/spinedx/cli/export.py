@@ -45,6 +45,10 @@ def export(
                    f"{tta['n_views'] - 1} fixed affine views{where}")
     if doc.get("synthetic"):
         typer.echo("synthetic cohort, simulated readers: the models were trained on synthetic images")
+    if doc.get("decision_files_note"):  # a run made before issue 20's decision files
+        typer.echo(f"warning: {doc['decision_files_note']}", err=True)
+    elif doc.get("decision_files"):
+        typer.echo(f"decision files: {', '.join(doc['decision_files'])} (the bundle decides like its run)")
     typer.echo(f"written: {info.path.resolve()} ({len(info.files)} files, checksums in {SUMS})")
     typer.echo(f"bundle digest {info.digest} (sha256 of {SUMS}): pin it with predict/serve --expect-digest")
     typer.echo("research use only, not for clinical decisions")

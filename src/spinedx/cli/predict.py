@@ -106,6 +106,17 @@ def predict(
            else f"fold model {res.folds[0]} alone")
     typer.echo(f"p(malignant) = {res.probability:.3f} ({how}; {res.record['engine']} engine, "
                f"{res.record['inference']['precision']}) -> {res.call} at threshold {res.threshold:g}")
+    rec = res.record
+    if rec.get("decision_warning"):
+        typer.echo(f"warning: {rec['decision_warning']}", err=True)
+    reasons = "; ".join(r.replace("_", " ") for r in rec["refer_reasons"])
+    typer.echo(f"decision: {rec['decision'].upper()}" + (f" ({reasons})" if reasons else "")
+               + f"; p(malignant) {rec['probability']:.3f} ("
+               + ("uncalibrated: no calibrator" if "calibration.json" in rec["decision_missing"] else "calibrated")
+               + ")"
+               + (f", conformal set {{{', '.join(rec['conformal_set'])}}} at alpha {rec['alpha']:g}"
+                  if rec["conformal_set"] is not None else "")
+               + (f" [{rec['decision_note']}]" if rec.get("decision_note") else ""))
     for s in res.record["slices"]:
         typer.echo(f"  slice {s['slice_index']}: {s['probability']:.3f}")
     typer.echo(f"written: {(Path(out) / 'prediction.json').resolve()} (+ {len(res.overlays)} overlay PNG)")

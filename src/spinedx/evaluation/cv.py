@@ -209,12 +209,18 @@ def run_cv(
         model, weights = build_model(config.backbone, config.pretrained, config.weights, dropout=config.dropout)
     if weights.source == "fallback-none":
         log.warning(weights.message)
+    info = patches.info()
+    # what the models are trained on, stated wherever their decision is read (prediction.json, the page, the SR)
+    trained_on = {"synthetic": patches.synthetic, "n_patients": len(labels),
+                  "prevalence": sum(labels.values()) / len(labels),
+                  "origin": ("synthetic cohort" if patches.synthetic else "cohort")
+                  + (f" {info.manifest['path']}" if info.manifest else "")}
     record = RunRecord(
-        config=config, patches=patches.info(), weights=WeightsRecord(**weights.to_dict()),
+        config=config, patches=info, weights=WeightsRecord(**weights.to_dict()),
         device={"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
                 "channels_last": config.channels_last},
-        channel_names=tuple(model.channel_names), provenance=provenance())
+        channel_names=tuple(model.channel_names), provenance={**provenance(), "trained_on": trained_on})
     check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     splits = _prepare(rf, record, labels, overwrite)
     all_splits: list[tuple[int | None, Splits]] = [(None, splits)]

@@ -117,6 +117,10 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
         else:
             rf.remove_decision_files()  # an older fit would not describe these folds
     rf.write_metrics(metrics, repeat)
+    if not repeat:  # the deployed models' references for new cases: outside the training data, fold-model spread
+        from spinedx.decision.domain import fit_run_domain
+
+        fit_run_domain(rf.path, patches=patches, features=features)
     return json_clean(metrics)
 
 

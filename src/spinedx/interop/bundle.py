@@ -12,6 +12,9 @@ about the training patients::
       config.yaml        the run's configuration record, verbatim (read back by the same typed reader)
       folds/<k>/model.pt fold state dicts, byte for byte as in the run (``torch.load(weights_only=True)``)
       metrics.json       the run's cross-validated metrics (when the run has them)
+      calibration.json, conformal.json, domain.json
+                         the run's calibrator, conformal thresholds, domain and spread references (when the run
+                         has them): the bundle decides exactly like its run (spinedx.decision)
       model.onnx         with ``--format onnx``: the ensemble (patches -> per-fold probabilities, each the mean over
                          the run's test-time views, which are in the graph)
       SHA256SUMS         sha256 of every other file (``sha256sum -c SHA256SUMS`` checks it by hand)
@@ -35,13 +38,14 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spinedx import RESEARCH_USE_ONLY, __version__
 from spinedx.errors import SpinedxError
+from spinedx.interop.runfacts import DECISION_FILES
 
 #: Layout version of bundles written by this spinedx.
 BUNDLE_FORMAT = 1
@@ -319,6 +323,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, graph_writer: GraphWr
             (tmp / "folds" / str(k) / "model.pt").write_bytes(data.pop(k))
         if facts.metrics_path is not None:
             shutil.copyfile(facts.metrics_path, tmp / "metrics.json")
+        for rel, src in facts.decision_files.items():  # decides exactly like its run; checked like the models
+            shutil.copyfile(src, tmp / rel)
         onnx_check = None
         if graph_writer is not None:
             onnx_check = graph_writer(tmp, facts, ONNX_FILE)
@@ -356,6 +362,12 @@ def export_bundle(run_dir: str | Path, out: str | Path, *, graph_writer: GraphWr
             "baselines_note": None if facts.baselines is not None else (
                 "the run records no baseline result; compare with spinedx stats / the report of the run"),
             "synthetic": facts.synthetic,
+            "trained_on": facts.trained_on,
+            "decision_files": sorted(facts.decision_files),
+            "decision_files_note": None if len(facts.decision_files) == len(DECISION_FILES) else (
+                f"the run has no {', '.join(n for n in DECISION_FILES if n not in facts.decision_files)} (made before "
+                "spinedx decided with them): predictions from this bundle decide from the probability alone where "
+                "they are missing"),
             "optimistic": facts.optimistic,
             "training": {"run_dir": str(run_dir.resolve()), "git_commit": facts.git_commit,
                          "versions": facts.versions},
@@ -422,6 +434,18 @@ def load_bundle(path: str | Path, device: Any = "cpu", *, expect_digest: str | N
                           "export it again from the run", where=str(folder / "folds"))
     return RunModels(folder, record, models, folds, [], digests, info.digest, [],
                      oof_inference_from_doc(info.doc["model"].get("oof_inference")))
+
+
+def bundle_files_bytes(path: str | Path, rels: Sequence[str], *, expect_digest: str | None = None) -> dict[str, bytes]:
+    """A checked bundle's files among ``rels`` (the decision files: ``calibration.json``, ...), each read once and
+    compared with the sha256 its checks accepted; a file the bundle does not hold (exported from a run made before
+    it) is left out.
+
+    Raises:
+        BundleError: not a bundle, one that fails its checks or has another digest than ``expect_digest``.
+    """
+    info = verify_bundle(path, expect_digest=expect_digest)
+    return {rel: _checked_bytes(info, rel) for rel in rels if rel in info.files}
 
 
 def check_bundle_digest(path: str | Path, expect_digest: str) -> BundleInfo:

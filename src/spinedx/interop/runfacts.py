@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spinedx.models.tta import TTAViews
 
+#: The decision files of a run folder (issue 20: calibrator, conformal thresholds, domain and spread references),
+#: copied into a bundle when the run has them and checked there like the fold models.
+DECISION_FILES = ("calibration.json", "conformal.json", "domain.json")
+
 
 @dataclass(frozen=True)
 class RunFacts:
@@ -32,6 +36,8 @@ class RunFacts:
         tta: the run's test-time views (:class:`spinedx.models.tta.TTAViews`).
         oof_inference: how the run's out-of-fold probabilities (its performance) were computed
             (:func:`spinedx.models.run.oof_inference`).
+        decision_files: the run's decision files present (name -> path; :data:`DECISION_FILES`).
+        trained_on: what the models were trained on (:attr:`spinedx.runrecord.RunRecord.trained_on`).
     """
 
     config_path: Path
@@ -50,6 +56,8 @@ class RunFacts:
     versions: dict[str, Any] = field(default_factory=dict)
     tta: TTAViews | None = None
     oof_inference: dict[str, Any] = field(default_factory=dict)
+    decision_files: dict[str, Path] = field(default_factory=dict)
+    trained_on: dict[str, Any] = field(default_factory=dict)
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:
@@ -79,4 +87,6 @@ def run_facts(run_dir: str | Path) -> RunFacts:
         baselines=(metrics or {}).get("baselines"),
         synthetic=record.synthetic, optimistic=record.optimistic, git_commit=record.git_commit,
         versions=record.versions, tta=TTAViews.from_config(record.config),
-        oof_inference=oof_inference(rf, list(rf.fold_models(allow_missing=False).paths), record))
+        oof_inference=oof_inference(rf, list(rf.fold_models(allow_missing=False).paths), record),
+        decision_files={n: rf.path / n for n in DECISION_FILES if (rf.path / n).is_file()},
+        trained_on=record.trained_on)

@@ -44,6 +44,13 @@ class Predictor:
         self.allow_modality = allow_modality
         self.run = load_model(self.run_dir)
         self.extract_config, self.config_source = extract_config_for(self.run.record, register)
+        from spinedx.decision import load_artefacts
+
+        # the calibrator, conformal thresholds and domain references, loaded (and checked) once like the models
+        self.decision = load_artefacts(self.run.run_dir, self.run.record, digest=self.run.digest)
+        # what the model lacks is logged with its first prediction (a refusal of the command line that starts the
+        # server stays its one error line) and stated by /api/health and every answer
+        self._decision_warned = False
         self.engine: Any = make_engine(self.run, "torch")
         self.engine_note: str | None = None
         # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.
@@ -91,7 +98,11 @@ class Predictor:
                 "threshold": self.run.threshold, "aggregation": self.run.aggregation,
                 "optimistic": self.run.optimistic, "register": bool(self.extract_config.register),
                 "engine": engine, "tta": self.run.tta.describe(),
-                "oof_inference_note": self.run.oof_inference.get("note")}
+                "oof_inference_note": self.run.oof_inference.get("note"),
+                # what the decision on the page rests on: the training cohort and the checks the model has
+                "trained_on": self.decision.trained_on, "synthetic": bool(self.decision.trained_on.get("synthetic")),
+                "decision_missing": list(self.decision.missing), "decision_warning": self.decision.warning(),
+                "alpha": None if self.decision.conformal is None else float(self.decision.conformal.alpha)}
 
     def predict(self, case: Any, out_dir: Path, *, explain: bool = True) -> Any:
         """Predict a manifest case (its saved slices and box) and write ``prediction.json`` (and, with ``explain``,
@@ -105,11 +116,15 @@ class Predictor:
         """
         from spinedx.predict import predict_case
 
+        if not self._decision_warned and self.decision.warning():
+            log.warning("warning: %s", self.decision.warning())
+            self._decision_warned = True
         with self._lock:
             return predict_case(self.run_dir, case.t1, case.t2, case.lesion_slices, case.box, out_dir,
                                 t1_series_uid=case.t1_series_uid, t2_series_uid=case.t2_series_uid,
                                 register=self.register, patient_id=case.patient_id, explain=explain, run=self.run,
-                                engine=self.engine, allow_modality=self.allow_modality)
+                                engine=self.engine, allow_modality=self.allow_modality,
+                                decision_artefacts=self.decision)
 
 
 def _bundle_has_graph(run: Any) -> bool:

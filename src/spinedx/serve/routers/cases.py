@@ -91,11 +91,25 @@ def list_cases(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:  #
 
 
 def prediction_view(key: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """The API's prediction object from a ``prediction.json`` document."""
+    """The API's prediction object from a ``prediction.json`` document: the decision contract (``decision``,
+    ``refer_reasons``, calibrated ``probability``, ``probability_uncalibrated``, ``conformal_set``, ``alpha``,
+    ``trained_on``) read by :func:`spinedx.interop.content.decision_of`, as the SR reads it (a prediction made before
+    the decision existed gives its call, ``decision_source`` ``call``)."""
+    from spinedx.interop.content import decision_of
+
     spread = doc["spread"]
     folds = doc["model"]["folds"]
+    dec = decision_of(doc)
     return {
-        "probability": doc["patient_probability"], "call": doc["call"], "threshold": doc["threshold"],
+        "decision": dec.decision, "refer_reasons": list(dec.refer_reasons),
+        "refer_reasons_text": dec.reasons_text if dec.decision == "refer" else None,
+        "probability": dec.probability,
+        "probability_uncalibrated": (dec.probability_uncalibrated if dec.probability_uncalibrated is not None
+                                     else doc["patient_probability"]),
+        "conformal_set": None if dec.conformal_set is None else list(dec.conformal_set), "alpha": dec.alpha,
+        "trained_on": dec.trained_on, "synthetic_training": dec.synthetic,
+        "decision_source": doc.get("decision_source", dec.source), "decision_note": doc.get("decision_note"),
+        "call": doc["call"], "threshold": doc["threshold"],
         "fold_probabilities": [spread["per_fold"][str(k)] for k in folds], "folds": folds,
         "spread": {k: spread[k] for k in ("std", "min", "max", "calls_malignant", "n_models")},
         "slices": [{"slice_index": s["slice_index"], "probability": s["probability"],

@@ -400,10 +400,38 @@ async function showPrediction(p) {
   const box = $("result");
   if (!p) { box.hidden = true; $("summary").textContent = ""; return; }
   box.hidden = false;
+  // The decision contract (prediction.json): benign | malignant | refer. Refer is shown as refer, in a neutral
+  // colour with its reasons, never as red or green; the probability is the calibrated one.
   $("probability").textContent = p.probability.toFixed(3);
-  $("call").textContent = p.call; $("call").className = p.call;
-  $("threshold").textContent = `at the run's threshold ${p.threshold}`;
-  $("summary").textContent = `p(malignant) ${p.probability.toFixed(3)} → ${p.call} (research use only)`;
+  const decision = p.decision || p.call;
+  $("call").textContent = decision === "refer" ? "refer (indeterminate)" : decision;
+  $("call").className = decision;
+  $("call").dataset.testid = "decision";
+  const uncal = p.probability_uncalibrated !== undefined && p.probability_uncalibrated !== p.probability
+    ? ` (uncalibrated ${p.probability_uncalibrated.toFixed(3)})` : "";
+  $("threshold").textContent = p.conformal_set
+    ? `conformal set {${p.conformal_set.join(", ")}} at alpha ${p.alpha}${uncal}`
+    : `at the run's threshold ${p.threshold}${uncal}`;
+  const extra = (id, cls) => {
+    let el = $(id);
+    if (!el) {
+      el = document.createElement("p"); el.id = id; el.className = cls; el.dataset.testid = id;
+      $("call").closest("p").after(el);
+    }
+    return el;
+  };
+  const why = extra("refer-reasons", "refer-reasons");
+  why.hidden = decision !== "refer";
+  why.textContent = decision === "refer" ? `Refer: ${p.refer_reasons_text || "no reason recorded"}.` : "";
+  // beside the probability: what the model was trained on (a synthetic phantom says so), and a partial decision
+  const trained = extra("trained-on", "trained-on");
+  const t = p.trained_on;
+  const synthetic = p.synthetic_training === true;
+  trained.hidden = !(synthetic || p.decision_note);
+  trained.textContent = (synthetic ? "Trained on a synthetic cohort" +
+    (t && t.n_patients ? ` (${t.n_patients} simulated patients)` : "") +
+    ": this probability describes a simulation, not real patients. " : "") + (p.decision_note ? `Note: ${p.decision_note}.` : "");
+  $("summary").textContent = `p(malignant) ${p.probability.toFixed(3)} → ${decision === "refer" ? "refer (indeterminate)" : decision} (research use only)`;
   const per = p.fold_probabilities.map((v, i) => `fold ${p.folds[i]}: ${v.toFixed(3)}`).join(", ");
   $("spread").textContent = `spread over ${p.folds.length} fold models: ${p.spread.min.toFixed(3)}-${p.spread.max.toFixed(3)} ` +
     `(sd ${p.spread.std.toFixed(3)}; ${p.spread.calls_malignant} of ${p.folds.length} call malignant). ${per}`;
@@ -494,6 +522,10 @@ async function startApp() {
   $("signin").hidden = true; $("app").hidden = false;
   $("signout").hidden = !S.token;
   $("synthetic").hidden = !S.health.synthetic;
+  if (S.health.synthetic && S.health.cohort_synthetic === false) {
+    // a real study read by a model trained on a synthetic phantom: the banner says which part is synthetic
+    $("synthetic").textContent = "model trained on a synthetic cohort";
+  }
   const m = S.health.model;
   $("model").textContent = m ? `model: ${m.backbone}, ${m.folds.length} fold models, threshold ${m.threshold}` +
     (m.optimistic ? " (optimistic run)" : "") : "no model loaded (start with --model RUN to predict)";
