@@ -15,13 +15,10 @@ A run or bundle made before them loads with the ones it lacks named (:attr:`Deci
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from spinedx.errors import SpinedxError
 
@@ -115,9 +112,11 @@ def load_artefacts(path: str | Path, record: Any, *, digest: str | None = None) 
     calibrator = conformal = domain = spread = None
     try:
         if CALIBRATION_JSON in raw:
-            calibrator = _calibrator(_doc(raw[CALIBRATION_JSON], CALIBRATION_JSON, str(folder / CALIBRATION_JSON)))
+            where = str(folder / CALIBRATION_JSON)
+            calibrator = _calibrator(_doc(raw[CALIBRATION_JSON], CALIBRATION_JSON, where), where)
         if CONFORMAL_JSON in raw:
-            conformal = _conformal(_doc(raw[CONFORMAL_JSON], CONFORMAL_JSON, str(folder / CONFORMAL_JSON)))
+            where = str(folder / CONFORMAL_JSON)
+            conformal = _conformal(_doc(raw[CONFORMAL_JSON], CONFORMAL_JSON, where), where)
         if DOMAIN_JSON in raw:
             doc = _doc(raw[DOMAIN_JSON], DOMAIN_JSON, str(folder / DOMAIN_JSON))
             domain = DomainReference.from_dict(doc["domain"])
@@ -133,78 +132,13 @@ def load_artefacts(path: str | Path, record: Any, *, digest: str | None = None) 
                              str(folder))
 
 
-# The calibrator and conformal thresholds are spinedx.decision.calibration / .conformal (the evaluation side of
-# issue 20). Until those modules are in this tree, the documented formats are read by the small classes below, which
-# compute exactly what the interface specifies.
+def _calibrator(doc: dict[str, Any], where: str) -> Any:
+    from spinedx.decision.calibration import Calibrator
+
+    return Calibrator.from_dict(doc, where=where)
 
 
-def _calibrator(doc: dict[str, Any]) -> Any:
-    try:
-        from spinedx.decision.calibration import Calibrator  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _Calibrator.from_dict(doc)
-    return Calibrator.from_dict(doc)
+def _conformal(doc: dict[str, Any], where: str) -> Any:
+    from spinedx.decision.conformal import ConformalThresholds
 
-
-def _conformal(doc: dict[str, Any]) -> Any:
-    try:
-        from spinedx.decision.conformal import ConformalThresholds  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _Conformal.from_dict(doc)
-    return ConformalThresholds.from_dict(doc)
-
-
-@dataclass(frozen=True)
-class _Calibrator:
-    """``calibration.json``: Platt ``{"a", "b"}`` (p_cal = sigmoid(a logit(p) + b)), isotonic ``{"x", "y"}``
-    (``np.interp``) or identity."""
-
-    method: str
-    params: dict[str, Any]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> _Calibrator:
-        method, params = d["method"], dict(d.get("params") or {})
-        if method == "platt":
-            if not all(math.isfinite(float(params[k])) for k in ("a", "b")):
-                raise ValueError("Platt parameters a and b must be finite")
-        elif method == "isotonic":
-            x, y = np.asarray(params["x"], float), np.asarray(params["y"], float)
-            if x.ndim != 1 or x.shape != y.shape or not len(x) or np.any(np.diff(x) < 0):
-                raise ValueError("isotonic breakpoints x must be increasing, with one y each")
-        elif method != "identity":
-            raise ValueError(f"calibration method {method!r} is not platt, isotonic or identity")
-        return cls(str(method), params)
-
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        p = np.asarray(p, dtype=np.float64)
-        if self.method == "platt":
-            q = np.clip(p, 1e-12, 1 - 1e-12)
-            z = float(self.params["a"]) * np.log(q / (1 - q)) + float(self.params["b"])
-            return np.asarray(1.0 / (1.0 + np.exp(-z)))
-        if self.method == "isotonic":
-            return np.interp(p, np.asarray(self.params["x"], float), np.asarray(self.params["y"], float))
-        return p
-
-
-@dataclass(frozen=True)
-class _Conformal:
-    """``conformal.json``: label c is in the set when ``1 - p(c) <= thresholds[c]``."""
-
-    alpha: float
-    thresholds: dict[str, float]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> _Conformal:
-        alpha = float(d["alpha"])
-        thresholds = {str(k): float(v) for k, v in dict(d["thresholds"]).items()}
-        if not 0.0 < alpha < 1.0 or set(thresholds) != {"benign", "malignant"}:
-            raise ValueError("alpha must lie in (0, 1) and thresholds name benign and malignant")
-        return cls(alpha, thresholds)
-
-    def predict_set(self, p_calibrated: np.ndarray) -> list[tuple[str, ...]]:
-        out = []
-        for pm in np.asarray(p_calibrated, dtype=np.float64).ravel():
-            prob = {"benign": 1.0 - pm, "malignant": pm}
-            out.append(tuple(c for c in ("benign", "malignant") if 1.0 - prob[c] <= self.thresholds[c]))
-        return out
+    return ConformalThresholds.from_dict(doc, where=where)
