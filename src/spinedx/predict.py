@@ -147,6 +147,63 @@ def _check_out_dir(out: Path, overwrite: bool = False) -> None:
                            "folder, or pass --overwrite to replace it", where=str(out))
 
 
+def _case_inputs(lesion_slices: str | Sequence[int], box: str | Sequence[int],
+                 engine: str | Engine) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
+    """The lesion slices and the box as integers (parsed from the CLI's text), checked with the engine's name."""
+    from spinedx.cohort import parse_box, parse_slices
+    from spinedx.inference.loading import ENGINES
+
+    if isinstance(lesion_slices, str):
+        try:
+            lesion_slices = parse_slices(lesion_slices)
+        except ValueError as exc:
+            raise PreprocessError(str(exc), where="--lesion-slices") from exc
+    if isinstance(box, str):
+        try:
+            box = parse_box(box)
+        except ValueError as exc:
+            raise PreprocessError(str(exc), where="--box") from exc
+    box_t = tuple(int(v) for v in box)
+    if len(box_t) != 4:
+        raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
+    if isinstance(engine, str) and engine not in ENGINES:
+        raise SpinedxError(f"engine must be torch or onnx, got {engine!r}", where="--engine")
+    x0, y0, x1, y1 = box_t
+    return tuple(int(s) for s in lesion_slices), (x0, y0, x1, y1)
+
+
+def _checked_models(run_dir: str | Path, run: RunModels | None, allow_missing_folds: bool,
+                    expect_digest: str | None) -> RunModels:
+    """The run's fold models: loaded from ``run_dir`` (checked), or those given, checked the same way."""
+    from spinedx.inference import load_model
+
+    if run is None:
+        return load_model(run_dir, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
+    if run.missing_folds and not allow_missing_folds:
+        raise SpinedxError(f"fold(s) {', '.join(map(str, run.missing_folds))} have no model; pass "
+                           "allow_missing_folds=True to use the others", where=str(run.run_dir))
+    if expect_digest is not None:
+        from spinedx.interop.bundle import check_digest_text
+
+        if run.digest != check_digest_text(expect_digest):
+            raise SpinedxError(f"bundle digest {run.digest or 'none (not loaded from a bundle)'}, expected "
+                               f"{check_digest_text(expect_digest)} (--expect-digest)", where=str(run.run_dir))
+    return run
+
+
+def _engine_for(run: RunModels, engine: str | Engine) -> Engine:
+    """The engine named (made for ``run``), or the one given restricted to ``run``'s folds (checked views)."""
+    from spinedx.inference import engine_rows, make_engine
+
+    if isinstance(engine, str):
+        return make_engine(run, engine)
+    eng = engine_rows(engine, run.folds)
+    if eng.views != run.tta:
+        raise SpinedxError(f"the engine averages over test-time views {eng.views.name!r}, the run over "
+                           f"{run.tta.name!r}; make it with spinedx.inference.make_engine", where=str(run.run_dir))
+    return eng
+
+
 def predict_case(
     run_dir: str | Path,
     t1: str | Path,
@@ -221,43 +278,16 @@ def predict_case(
             (all its) fold models or with unexpected entries, an output path that is a file or a foreign
             folder; the same messages as ``spinedx extract``.
     """
-    from spinedx.cohort import CaseRecord, parse_box, parse_slices
+    from spinedx.cohort import CaseRecord
     from spinedx.common import CHANNEL_NAMES
-    from spinedx.inference import engine_rows, load_model, make_engine
-    from spinedx.inference.loading import ENGINES
     from spinedx.preprocess import extract_case
     from spinedx.provenance import provenance
 
-    if isinstance(lesion_slices, str):
-        try:
-            lesion_slices = parse_slices(lesion_slices)
-        except ValueError as exc:
-            raise PreprocessError(str(exc), where="--lesion-slices") from exc
-    if isinstance(box, str):
-        try:
-            box = parse_box(box)
-        except ValueError as exc:
-            raise PreprocessError(str(exc), where="--box") from exc
-    slices_t = tuple(int(s) for s in lesion_slices)
-    box_t = tuple(int(v) for v in box)
-    if len(box_t) != 4:
-        raise PreprocessError(f"box needs four numbers x0,y0,x1,y1, got {box_t}", where="--box")
-    if isinstance(engine, str) and engine not in ENGINES:
-        raise SpinedxError(f"engine must be torch or onnx, got {engine!r}", where="--engine")
+    slices_t, box_t = _case_inputs(lesion_slices, box, engine)
     if out_dir is not None:
         _check_out_dir(Path(out_dir), overwrite)
 
-    if run is None:
-        run = load_model(run_dir, allow_missing_folds=allow_missing_folds, expect_digest=expect_digest)
-    elif run.missing_folds and not allow_missing_folds:
-        raise SpinedxError(f"fold(s) {', '.join(map(str, run.missing_folds))} have no model; pass "
-                           "allow_missing_folds=True to use the others", where=str(run.run_dir))
-    elif expect_digest is not None:
-        from spinedx.interop.bundle import check_digest_text
-
-        if run.digest != check_digest_text(expect_digest):
-            raise SpinedxError(f"bundle digest {run.digest or 'none (not loaded from a bundle)'}, expected "
-                               f"{check_digest_text(expect_digest)} (--expect-digest)", where=str(run.run_dir))
+    run = _checked_models(run_dir, run, allow_missing_folds, expect_digest)
     all_folds = list(run.folds)
     if folds is not None:
         run = run.select(folds)  # the models, sha256 and fingerprint of the chosen folds only
@@ -276,13 +306,7 @@ def predict_case(
         raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
                            f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
 
-    if isinstance(engine, str):
-        eng = make_engine(run, engine)
-    else:
-        eng = engine_rows(engine, run.folds)
-        if eng.views != run.tta:
-            raise SpinedxError(f"the engine averages over test-time views {eng.views.name!r}, the run over "
-                               f"{run.tta.name!r}; make it with spinedx.inference.make_engine", where=str(run.run_dir))
+    eng = _engine_for(run, engine)
     probs = eng.predict(patches.x)  # (n_models, n_slices), fp32
     per_model = aggregate(probs, run.aggregation, axis=1)
     prob = float(per_model.mean())

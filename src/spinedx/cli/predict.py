@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -57,20 +58,9 @@ def predict(
     if dicomweb is not None:
         from spinedx.interop.cli_support import predict_dicomweb
 
-        if t1 is not None or t2 is not None or study is None:
-            fail("with --dicomweb give --study UID (and optionally --t1-series/--t2-series), not --t1/--t2")
-            return
-        if allow:
-            fail("--allow-modality is not available with --dicomweb (the server's series are chosen as MR); "
-                 "retrieve the series and give --t1/--t2")
-            return
-        if overwrite:
-            fail("--overwrite is for --t1/--t2 cases; with --dicomweb choose a new or empty --out folder (an earlier "
-                 "prediction is replaced)")
-            return
-        if fold:
-            fail("--fold is for --t1/--t2 cases (checking a cohort patient's out-of-fold probability); retrieve the "
-                 "series and give --t1/--t2")
+        problem = _dicomweb_conflict(t1, t2, study, bool(allow), overwrite, bool(fold))
+        if problem or study is None:
+            fail(problem or "give --study UID with --dicomweb")
             return
         if expect_digest is not None:
             from spinedx.interop.bundle import check_bundle_digest
@@ -88,6 +78,28 @@ def predict(
                            t2_series_uid=t2_series_uid, register=register, patient_id=patient_id,
                            allow_missing_folds=allow_missing_folds, engine=engine, allow_modality=allow,
                            overwrite=overwrite, expect_digest=expect_digest, folds=fold or None)
+    _echo_result(res, out, expect_digest)
+
+
+def _dicomweb_conflict(t1: Path | None, t2: Path | None, study: str | None, allow: bool, overwrite: bool,
+                       fold: bool) -> str | None:
+    """What is wrong with --dicomweb's options (one message), or None."""
+    if t1 is not None or t2 is not None or study is None:
+        return "with --dicomweb give --study UID (and optionally --t1-series/--t2-series), not --t1/--t2"
+    if allow:
+        return ("--allow-modality is not available with --dicomweb (the server's series are chosen as MR); "
+                "retrieve the series and give --t1/--t2")
+    if overwrite:
+        return ("--overwrite is for --t1/--t2 cases; with --dicomweb choose a new or empty --out folder (an earlier "
+                "prediction is replaced)")
+    if fold:
+        return ("--fold is for --t1/--t2 cases (checking a cohort patient's out-of-fold probability); retrieve the "
+                "series and give --t1/--t2")
+    return None
+
+
+def _echo_result(res: Any, out: Path, expect_digest: str | None) -> None:
+    """The prediction's lines: warnings and notes, the probability and the decision, the slices, what was written."""
     for line in (res.record.get("pair_check") or {}).get("warnings", []):  # e.g. pixel data longer than described
         typer.echo("warning: " + " ".join(str(line).split()), err=True)
     m = res.record["model"]

@@ -41,11 +41,11 @@ from spinedx.evaluation.fold import repeat_seed, resolve_runtime, train_fold
 from spinedx.evaluation.progress import CVProgress, LogProgress
 from spinedx.evaluation.splits import check_split_sizes, make_splits, patient_labels
 from spinedx.fsutil import remove_stale_tmp
-from spinedx.runfolder import RunFolder, RunFolderError, RunRecord, Splits, WeightsRecord, load_patches
+from spinedx.runfolder import PatchSet, RunFolder, RunFolderError, RunRecord, Splits, WeightsRecord, load_patches
 from spinedx.training.config import CVConfig
 
 if TYPE_CHECKING:
-    from spinedx.evaluation.executors import RayOptions
+    from spinedx.evaluation.executors import RayOptions  # noqa: F811
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,38 @@ def _prepare(rf: RunFolder, record: RunRecord, labels: dict[str, int], overwrite
     return rf.write_splits(make_splits(labels, config.folds, config.seed, config.inner_val_fraction))
 
 
+def _check_run_options(config: CVConfig, repeats: int, executor: str, jobs: int,
+                       ray_options: RayOptions | None) -> RayOptions | None:
+    """Refuse options that cannot work before anything is read or written; the Ray options to use."""
+    from spinedx.evaluation.executors import RayOptions, ray_available
+
+    config.validate()
+    if not isinstance(repeats, int) or repeats < 1:
+        raise SpinedxError(f"--repeats must be a whole number >= 1 (got {repeats})", where="--repeats")
+    if executor not in ("local", "ray"):
+        raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SpinedxError(f"--jobs must be a whole number >= 1 (got {jobs})", where="--jobs")
+    if config.threads is None:  # only runs written before the thread count was fixed have none
+        raise SpinedxError("threads must be a whole number >= 1 (each fold's torch thread count; it shapes the "
+                           "results, so every run records it)", where="--threads")
+    if executor == "ray":
+        ray_options = ray_options or RayOptions()
+        ray_options.validate()
+        if not ray_available():
+            raise SpinedxError("the Ray executor needs the ray extra: pip install 'spinedx[ray]'", where="--executor")
+    return ray_options
+
+
+def _trained_on(patches: PatchSet, labels: dict[str, int]) -> dict[str, Any]:
+    """What the models are trained on, stated wherever their decision is read (prediction.json, the page, the SR)."""
+    info = patches.info()
+    return {"synthetic": patches.synthetic, "n_patients": len(labels),
+            "prevalence": sum(labels.values()) / len(labels),
+            "origin": ("synthetic cohort" if patches.synthetic else "cohort")
+            + (f" {info.manifest['path']}" if info.manifest else "")}
+
+
 def run_cv(
     patches_dir: str | Path,
     run_dir: str | Path,
@@ -171,27 +203,13 @@ def run_cv(
     """
     import torch
 
-    from spinedx.evaluation.executors import FoldExecutor, FoldTask, RayOptions, make_executor, ray_available
+    from spinedx.evaluation.executors import FoldExecutor, FoldTask, make_executor
     from spinedx.models.net import build_model
     from spinedx.provenance import provenance
     from spinedx.training.engine import Trainer, fold_seed
 
     config = config or CVConfig.from_profile("paper")
-    config.validate()
-    if not isinstance(repeats, int) or repeats < 1:
-        raise SpinedxError(f"--repeats must be a whole number >= 1 (got {repeats})", where="--repeats")
-    if executor not in ("local", "ray"):
-        raise SpinedxError(f"unknown executor {executor!r}; use local or ray", where="--executor")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise SpinedxError(f"--jobs must be a whole number >= 1 (got {jobs})", where="--jobs")
-    if config.threads is None:  # only runs written before the thread count was fixed have none
-        raise SpinedxError("threads must be a whole number >= 1 (each fold's torch thread count; it shapes the "
-                           "results, so every run records it)", where="--threads")
-    if executor == "ray":
-        ray_options = ray_options or RayOptions()
-        ray_options.validate()
-        if not ray_available():
-            raise SpinedxError("the Ray executor needs the ray extra: pip install 'spinedx[ray]'", where="--executor")
+    ray_options = _check_run_options(config, repeats, executor, jobs, ray_options)
     rf = RunFolder(run_dir)
     rf.check_output()
     remove_stale_tmp(rf.path)  # temporaries of a killed (SIGKILL) earlier run
@@ -209,18 +227,13 @@ def run_cv(
         model, weights = build_model(config.backbone, config.pretrained, config.weights, dropout=config.dropout)
     if weights.source == "fallback-none":
         log.warning(weights.message)
-    info = patches.info()
-    # what the models are trained on, stated wherever their decision is read (prediction.json, the page, the SR)
-    trained_on = {"synthetic": patches.synthetic, "n_patients": len(labels),
-                  "prevalence": sum(labels.values()) / len(labels),
-                  "origin": ("synthetic cohort" if patches.synthetic else "cohort")
-                  + (f" {info.manifest['path']}" if info.manifest else "")}
     record = RunRecord(
-        config=config, patches=info, weights=WeightsRecord(**weights.to_dict()),
+        config=config, patches=patches.info(), weights=WeightsRecord(**weights.to_dict()),
         device={"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "threads": runtime["threads"], "bf16": runtime["bf16"], "compile": runtime["compile"],
                 "channels_last": config.channels_last},
-        channel_names=tuple(model.channel_names), provenance={**provenance(), "trained_on": trained_on})
+        channel_names=tuple(model.channel_names),
+        provenance={**provenance(), "trained_on": _trained_on(patches, labels)})
     check_split_sizes(labels, config.folds, config.inner_val_fraction, where=str(patches.path))  # before any write
     splits = _prepare(rf, record, labels, overwrite)
     all_splits: list[tuple[int | None, Splits]] = [(None, splits)]
