@@ -149,8 +149,9 @@ def test_a_damaged_decision_file_is_refused_naming_it(tmp_path: Path) -> None:
         load_artefacts(tmp_path, Rec())
     assert "conformal.json" in exc.value.where
     _write(tmp_path, "conformal.json", {"alpha": 0.1, "thresholds": {"benign": 0.4}})
-    with pytest.raises(SpinedxError, match="not what this spinedx writes"):
+    with pytest.raises(SpinedxError, match="must name benign and malignant; rerun spinedx cv") as exc:
         load_artefacts(tmp_path, Rec())
+    assert exc.value.where.endswith("conformal.json")  # the file, not just the folder
     (tmp_path / "conformal.json").write_text(json.dumps({"alpha": 0.1}))  # no format
     with pytest.raises(SpinedxError, match="format-1"):
         load_artefacts(tmp_path, Rec())

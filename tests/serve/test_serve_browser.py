@@ -195,7 +195,7 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     assert page.get_by_test_id("decision").inner_text() in ("benign", "malignant", "refer (indeterminate)")
     assert "Trained on a synthetic cohort (8 simulated patients)" in page.get_by_test_id("trained-on").inner_text()
     # a refer is shown as refer: neutral colour (not the calls' red or green), with its reasons in words
-    shown = page.evaluate(f"async () => (await (await api('/api/cases/{pid}')).json()).prediction")
+    shown = page.evaluate("async () => (await (await api('/api/cases/' + S.key)).json()).prediction")
     page.evaluate("(p) => showPrediction(p)", {**shown, "decision": "refer", "refer_reasons": [
         "outside_training_data"], "refer_reasons_text": "outside the training data", "conformal_set": ["benign"],
         "alpha": 0.1, "slices": []})

@@ -189,14 +189,15 @@ def test_a_real_cohort_read_by_a_synthetic_model_says_so(manifest: Path, setting
     table.to_csv(real, index=False)
     rec = load_manifest(real, draft=True).cases[0]
     app = create_app(settings_for(real, model=ws_run))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=BASE_URL) as client:
         health = client.get("/api/health").json()
         assert health["cohort_synthetic"] is False and health["model_synthetic"] is True
         assert health["synthetic"] is True and health["trained_on"]["synthetic"] is True
         assert health["model"]["trained_on"]["n_patients"] == 8
         assert health["model"]["decision_missing"] == [] or "calibration.json" in health["model"]["decision_warning"]
-        got = client.post(f"/api/cases/{rec.patient_id}/predict").json()
+        key = key_of(client, rec.patient_id)
+        got = client.post(f"/api/cases/{key}/predict").json()
         assert got["synthetic_training"] is True and got["trained_on"]["synthetic"] is True
         assert got["decision"] in ("benign", "malignant", "refer")
         assert (got["decision"] == "refer") == bool(got["refer_reasons"])
-        assert client.get(f"/api/cases/{rec.patient_id}").json()["prediction"]["decision"] == got["decision"]
+        assert client.get(f"/api/cases/{key}").json()["prediction"]["decision"] == got["decision"]
