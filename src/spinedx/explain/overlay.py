@@ -99,7 +99,7 @@ def overlay_figure(
 def figure_png(fig) -> bytes:
     """PNG bytes of a matplotlib figure."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight", pad_inches=0.04)
+    fig.savefig(buf, format="png", dpi=fig.dpi)  # the layout is tight_layout's (overlay_figure): no second pass
     return buf.getvalue()
 
 
