@@ -16,19 +16,7 @@ const S = {
 };
 
 // ---- auth and fetch -------------------------------------------------------------------------------------
-async function api(path, opts = {}) {
-  const headers = Object.assign({}, opts.headers || {});
-  if (S.token) headers.Authorization = "Bearer " + S.token;
-  const r = await fetch(path, Object.assign({}, opts, { headers }));
-  if (!r.ok) {
-    let detail = r.statusText;
-    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
-    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-    err.status = r.status;
-    throw err;
-  }
-  return r;
-}
+async function api(path, opts = {}) { return apiFetch(path, opts, S.token); }
 
 function status(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + (cls || ""); }
 

@@ -9,19 +9,7 @@ const TOKEN_KEY = "spinedx-reader-token";
 const R = { token: null, me: null, doc: null, step: null, viewer: null, scoreSet: false, busy: false, armed: null };
 
 // ---- requests -------------------------------------------------------------------------------------------------
-async function api(path, opts = {}) {
-  const headers = Object.assign({}, opts.headers || {});
-  if (R.token) headers.Authorization = "Bearer " + R.token;
-  const r = await fetch(path, Object.assign({}, opts, { headers }));
-  if (!r.ok) {
-    let detail = r.statusText;
-    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
-    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-    err.status = r.status;
-    throw err;
-  }
-  return r;
-}
+async function api(path, opts = {}) { return apiFetch(path, opts, R.token); }
 const post = (path, body) => api(path, body === undefined ? { method: "POST" } :
   { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 

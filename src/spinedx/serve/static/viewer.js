@@ -386,3 +386,19 @@ function boxSize(box, spacing) {
   const w = box[2] - box[0], h = box[3] - box[1];
   return `${w} × ${h} px = ${(w * spacing.column).toFixed(1)} × ${(h * spacing.row).toFixed(1)} mm`;
 }
+
+// A request to the server with the signed-in token in the Authorization header (never a cookie or the URL); a
+// refusal becomes an Error carrying the server's one-line detail and the HTTP status. Used by both pages' api().
+async function apiFetch(path, opts = {}, token = null) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(path, Object.assign({}, opts, { headers }));
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    err.status = r.status;
+    throw err;
+  }
+  return r;
+}
