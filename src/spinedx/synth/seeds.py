@@ -28,10 +28,12 @@ TUNING_SEEDS: dict[int, str] = {
        "(docs/data/training_dev_tta.json)",
     6: "the cpu training profile (issue 13): a second development cohort for the after-training variants "
        "(BatchNorm re-estimation chosen; 190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json); the "
-       "test-time views (fixed affine8 vs random views, on the same fold models; docs/data/training_dev_tta.json)",
+       "test-time views (fixed affine8 vs random views, on the same fold models; docs/data/training_dev_tta.json); "
+       "the domain check's threshold quantile (issue 20: its reference cohort of 120 patients; docs/decision.md)",
     7: "the cpu training profile (issue 13): a third development cohort for the after-training variants "
        "(190 patients, cv seed 0, all 10 folds; docs/data/training_dev_bn.json); the test-time views "
-       "(docs/data/training_dev_tta.json)",
+       "(docs/data/training_dev_tta.json); the domain check's threshold quantile (issue 20: 48 held-out patients "
+       "of this seed; docs/decision.md)",
 }
 
 #: The default cohort seed of the main job: outside DEVELOPMENT_SEEDS, never used for tuning.
