@@ -3,6 +3,7 @@ the coordinator's counts, corrections, a crossover's washout, and the refusals a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,10 @@ def test_a_reader_reaches_only_the_due_case(seq, ws_cohort: Path, ws_run: Path, 
         # the model's answer is made under the case number and kept in the study folder (once per model)
         kept = list((seq.path / "aided").glob(f"*/{a['case_id']}/prediction.json"))
         assert len(kept) == 1 and f'"patient_id": "{a["case_id"]}"' in kept[0].read_text()
+        # the answer is the workstation's: its decision record (issue 20), the probability it states, the notice
+        doc = json.loads(kept[0].read_text())
+        assert ans["decision"] == doc["decision"] and ans["probability"] == doc["probability"]
+        assert ans["refer_reasons"] == doc["refer_reasons"] and ans["synthetic_training"] is True
 
 
 def test_the_coordinator_sees_counts_until_the_session_is_closed(seq, ws_cohort: Path, ws_run: Path,

@@ -163,7 +163,7 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
     def probability_of(case_id: str) -> float:
         docs = list((study.path / "aided").glob(f"*/{case_id}/prediction.json"))
         assert len(docs) == 1
-        return float(json.loads(docs[0].read_text())["patient_probability"])
+        return float(json.loads(docs[0].read_text())["probability"])  # the probability spinedx states
 
     def overlay_hashes(case_id: str) -> set[str]:
         return {hashlib.sha256(p.read_bytes()).hexdigest()
@@ -267,6 +267,11 @@ def test_two_readers_complete_a_blinded_sequential_study(served, browser, cohort
             assert page.locator("#aided [data-testid=colorbar]").is_visible()
             p = probability_of(aided.case_id)
             assert page.get_by_test_id("aided-probability").inner_text() == f"{p:.3f}"
+            decision = json.loads(next((study.path / "aided").glob(f"*/{aided.case_id}/prediction.json"))
+                                  .read_text())["decision"]
+            assert page.get_by_test_id("aided-decision").inner_text() == \
+                " → " + ("refer (indeterminate)" if decision == "refer" else decision)
+            assert "Trained on a synthetic cohort" in page.get_by_test_id("aided-trained-on").inner_text()
             own_text = page.get_by_test_id("own-unaided").inner_text()
             assert own_text.endswith(f"{call}, confidence {rng_scores[who][i]}")
             responses = rec.drain()

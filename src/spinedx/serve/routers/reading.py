@@ -218,13 +218,19 @@ def _describe(vol: Any) -> dict[str, Any]:
 
 
 def aided_view(svc: ReadingService, case_id: str) -> dict[str, Any]:
-    """The model's answer as the workstation presents it: probability (mean of the fold models), the call at the
-    run's threshold, the heatmap overlays. The one place the aided panel's content is decided (the page has one
-    matching function, ``renderAided``)."""
+    """The model's answer as the workstation presents it: the decision (benign, malignant or refer, with the reasons
+    to refer; docs/decision.md), the probability it states (calibrated when the run has a calibrator), the call at
+    the run's threshold, whether the model was trained on a synthetic cohort, the heatmap overlays. The one place the
+    aided panel's content is decided (the page has one matching function, ``renderAided``)."""
     rec = svc.aided_record(case_id)
     ex = rec.get("explanation") or {}
+    reasons = [str(r) for r in rec.get("refer_reasons") or []]
     return {
-        "probability": float(rec["patient_probability"]), "call": rec["call"],
+        # a prediction made before the decision fields: its call and ensemble mean, as the SR reads it
+        "probability": float(rec.get("probability", rec["patient_probability"])), "call": rec["call"],
+        "decision": rec.get("decision") or rec["call"], "refer_reasons": reasons,
+        "refer_reasons_text": "; ".join(r.replace("_", " ") for r in reasons),
+        "synthetic_training": bool((rec.get("trained_on") or {}).get("synthetic")),
         "threshold": rec["threshold"],
         "overlays": [{"slice_index": s["slice_index"],
                       "url": f"/reader/api/cases/{case_id}/overlay/{int(s['slice_index'])}.png"}

@@ -115,9 +115,19 @@ function renderAided(a) {
   p.append("p(malignant) = ");
   const b = document.createElement("b"); b.dataset.testid = "aided-probability"; b.setAttribute("data-testid", "aided-probability");
   b.textContent = a.probability.toFixed(3);
-  const c = document.createElement("span"); c.className = "call-" + a.call; c.textContent = ` → ${a.call}`;
-  p.append(b, c, ` (at the model's threshold ${a.threshold})`);
+  // the decision as the workstation states it: refer in a neutral colour with its reasons, never red or green
+  const decision = a.decision || a.call;
+  const c = document.createElement("span"); c.className = "call-" + decision; c.dataset.testid = "aided-decision";
+  c.setAttribute("data-testid", "aided-decision");
+  c.textContent = ` → ${decision === "refer" ? "refer (indeterminate)" : decision}`;
+  p.append(b, c, decision === "refer" ? ` (refer: ${a.refer_reasons_text || "no reason recorded"})`
+    : ` (at the model's threshold ${a.threshold})`);
   box.append(h, p);
+  if (a.synthetic_training) {
+    const t = document.createElement("p"); t.className = "notes"; t.setAttribute("data-testid", "aided-trained-on");
+    t.textContent = "Trained on a synthetic cohort: this answer describes a simulation, not real patients.";
+    box.append(t);
+  }
   if (a.explanation && a.overlays.length) {
     const n = document.createElement("p"); n.className = "notes";
     n.textContent = `Heatmaps: ${a.explanation.caption || a.explanation.method}.`;
