@@ -111,3 +111,13 @@ def test_report_errors(run_factory, tmp_path: Path) -> None:
     other = run_factory(n_patients=12, n_folds=2)
     res = CliRunner().invoke(app, ["report", str(other), "--cohort", str(tmp_path / "missing.csv")])
     assert res.exit_code == 2 and "cohort manifest not found" in res.output
+
+
+def test_an_interval_with_negative_ends_reads_with_to() -> None:
+    """The report's calibration intercept printed ``-1.147 (-1.589--0.709)``: a hyphen between negative numbers."""
+    from spinedx.report.page import ci
+
+    assert ci(-1.147, -1.589, -0.709) == "-1.147 (-1.589 to -0.709)"
+    assert ci(0.069, -0.321, 0.392) == "0.069 (-0.321 to 0.392)"
+    assert ci(0.912, 0.85, 0.95) == "0.912 (0.850-0.950)"
+    assert ci(0.5, 0.4, 0.6, pct=True) == "50.0% (40.0-60.0)"

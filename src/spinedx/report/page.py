@@ -64,16 +64,18 @@ def fmt(v: Any, nd: int = 3) -> str:
 
 
 def ci(est: Any, low: Any, high: Any, pct: bool = False) -> str:
-    """``0.912 (0.850-0.950)`` or ``91.2% (85.0-95.0)``; ``n/a`` when missing."""
+    """``0.912 (0.850-0.950)`` or ``91.2% (85.0-95.0)``; ``n/a`` when missing. An interval with a negative end
+    reads ``-1.147 (-1.589 to -0.709)``: a hyphen between negative numbers would read as a minus sign."""
     try:
         e, lo, hi = float(est), float(low), float(high)
     except (TypeError, ValueError):
         return "n/a"
     if math.isnan(e):
         return "n/a"
+    sep = " to " if min(lo, hi) < 0 else "-"
     if pct:
-        return f"{100 * e:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
-    return f"{e:.3f} ({lo:.3f}-{hi:.3f})"
+        return f"{100 * e:.1f}% ({100 * lo:.1f}{sep}{100 * hi:.1f})"
+    return f"{e:.3f} ({lo:.3f}{sep}{hi:.3f})"
 
 
 def pretty_rater(name: str) -> str:
