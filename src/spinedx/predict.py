@@ -440,7 +440,8 @@ def write_prediction(result: CasePrediction, x: np.ndarray, out_dir: str | Path,
             entry = result.record["slices"][i]
             if result.heatmaps is None or entry.get("overlay") is None:
                 continue
-            title = (f"{result.record['patient_id']} slice {s}: p(malignant) {entry['probability']:.2f} "
+            # slices numbered from 1 as every viewer shows them; the file name keeps the API's 0-based index
+            title = (f"{result.record['patient_id']} T2 slice {s + 1}: slice p(malignant) {entry['probability']:.2f} "
                      f"(research use only)")
             save_overlay(x[i], result.heatmaps[i], tmp / entry["overlay"], title=title,
                          method=result.record["explanation"]["method"])

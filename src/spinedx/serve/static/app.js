@@ -445,8 +445,8 @@ async function showPrediction(p) {
     try {
       const blob = await (await api(s.overlay)).blob();
       const fig = document.createElement("figure"), cap = document.createElement("figcaption");
-      // the overlay images are spinedx predict's, whose titles count slices from 0
-      cap.textContent = `T2 slice ${s.slice_index + 1} (its image's title counts from 0: slice ${s.slice_index})`;
+      // numbered from 1, like the overlay images' titles (spinedx predict)
+      cap.textContent = `T2 slice ${s.slice_index + 1}`;
       const img = document.createElement("img");
       img.alt = `${label} on T1W and T2W, slice ${s.slice_index + 1}`;
       img.src = URL.createObjectURL(blob);

@@ -139,8 +139,8 @@ function renderAided(a) {
   for (const o of [...a.overlays].sort((x, y) => x.slice_index - y.slice_index)) {
     // each figure in the slices' order, its image filled in when it arrives
     const fig = document.createElement("figure"), cap = document.createElement("figcaption");
-    // the overlay images are spinedx predict's, whose titles count slices from 0
-    cap.textContent = `T2 slice ${o.slice_index + 1} (its image's title counts from 0: slice ${o.slice_index})`;
+    // numbered from 1, like the overlay images' titles (spinedx predict)
+    cap.textContent = `T2 slice ${o.slice_index + 1}`;
     fig.append(cap); box.append(fig);
     api(o.url).then((r) => r.blob()).then((blob) => {
       if (!R.step || R.step.step !== seq) return;
