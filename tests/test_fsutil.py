@@ -154,6 +154,21 @@ def test_remove_stale_tmp_only_dead_owners(tmp_path: Path) -> None:
     assert is_tmp_name(live.name) and not is_tmp_name("x.npz")
 
 
+def test_remove_stale_tmp_prefix_and_own(tmp_path: Path) -> None:
+    """The one rule for dead temporaries, as the run folder (one fold's prefix) and synth (its own kept) use it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    fold3 = tmp_path / f".3.tmp-{dead_pid}-abcdef"
+    fold4 = tmp_path / f".4.tmp-{dead_pid}-abcdef"
+    own = tmp_path / f".3.tmp-{os.getpid()}-abcdef"
+    for p in (fold3, fold4, own):
+        p.mkdir()
+    assert remove_stale_tmp(tmp_path, ".3.tmp-", keep_own=True) == [fold3]
+    assert own.is_dir() and fold4.is_dir()
+    assert remove_stale_tmp(tmp_path, ".3.tmp-") == [own]  # this process's own, when the caller is not writing it
+    assert remove_stale_tmp(tmp_path) == [fold4]
+
+
 def test_describe_os_error_names_file_and_remedy() -> None:
     msg = describe_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/patches.npz"))
     assert msg.startswith("/data/out/patches.npz: ")

@@ -252,10 +252,16 @@ def atomic_dir(path: str | Path, *, keep: tuple[str, ...] = ()) -> Iterator[Path
         _remove(old)
 
 
-def remove_stale_tmp(folder: str | Path) -> list[Path]:
+def remove_stale_tmp(folder: str | Path, prefix: str = ".", *, keep_own: bool = False) -> list[Path]:
     """Remove temporary siblings that a killed process (SIGKILL, power loss) left in ``folder``.
 
-    Only names made by :func:`tmp_sibling` whose process no longer runs are removed.
+    Only names made by :func:`tmp_sibling` (and starting with ``prefix``) whose process no longer runs are removed:
+    the one place this rule lives (the run folder's fold temporaries and synth's output use it too).
+
+    Args:
+        folder: where the temporaries lie.
+        prefix: only names starting with it (e.g. ``".3.tmp-"``: fold 3's).
+        keep_own: keep this process's own temporaries (a caller that may be writing one right now).
 
     Returns:
         The paths removed.
@@ -264,12 +270,14 @@ def remove_stale_tmp(folder: str | Path) -> list[Path]:
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    for p in folder.iterdir():
-        if not is_tmp_name(p.name):
+    for p in sorted(folder.iterdir()):
+        if not is_tmp_name(p.name) or not p.name.startswith(prefix):
             continue
         try:
             pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
         except ValueError:
+            continue
+        if pid == os.getpid() and keep_own:
             continue
         if pid != os.getpid() and _pid_alive(pid):
             continue

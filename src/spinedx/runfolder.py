@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spinedx.common import json_clean
-from spinedx.fsutil import TMP_MARK, atomic_dir, atomic_path, atomic_write_text
+from spinedx.fsutil import TMP_MARK, atomic_dir, atomic_path, atomic_write_text, remove_stale_tmp
 from spinedx.patchset import PatchesInfo, PatchSet, load_patches, patches_file
 from spinedx.records import is_int, is_num, read_json, read_table, strict_keys, write_json
 from spinedx.rundecision import DecisionFiles
@@ -304,7 +304,7 @@ class RunFolder(DecisionFiles):
         target.parent.mkdir(parents=True, exist_ok=True)
         # Only this fold's leftovers (a killed attempt at it): on a cluster the other folds' temporaries may belong
         # to live workers of other nodes, whose process ids mean nothing here.
-        _remove_dead_tmp(target.parent, f".{int(fold)}{TMP_MARK}")
+        remove_stale_tmp(target.parent, f".{int(fold)}{TMP_MARK}")
         with atomic_dir(target) as tmp:
             yield tmp
 
@@ -354,7 +354,7 @@ class RunFolder(DecisionFiles):
     def remove_fold_temporaries(self, repeat: int | None = None) -> list[Path]:
         """Remove the temporary fold folders (``folds/.k.tmp-PID-...``) of processes that no longer run on this
         machine: what a killed or interrupted worker left. Returns what was removed."""
-        return _remove_dead_tmp(self.folds_dir(repeat), ".")
+        return remove_stale_tmp(self.folds_dir(repeat))
 
     def read_done(self, fold: int, repeat: int | None = None) -> dict[str, Any]:
         """``folds/<k>/done.json``."""
@@ -547,35 +547,6 @@ class RunFolder(DecisionFiles):
         for d in (self.folds_dir(), self.path / REPEATS):
             if d.is_dir():
                 shutil.rmtree(d)
-
-
-def _remove_dead_tmp(folder: Path, prefix: str) -> list[Path]:
-    """:func:`spinedx.fsutil.remove_stale_tmp` for the temporaries of ``folder`` whose names start with ``prefix``."""
-    import os
-    import shutil
-
-    removed: list[Path] = []
-    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not p.name.startswith(prefix) or TMP_MARK not in p.name:
-            continue
-        try:
-            pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue  # its process still runs: a fold being written
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
 
 
 def _read_table(path: Path, columns: Sequence[str], remedy: str) -> pd.DataFrame:

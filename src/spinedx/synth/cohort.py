@@ -15,7 +15,7 @@ import pandas as pd
 
 from spinedx.errors import SpinedxError
 from spinedx.features import FEATURE_COLUMNS, READER_COLUMNS
-from spinedx.fsutil import TMP_MARK, atomic_dir
+from spinedx.fsutil import TMP_MARK, atomic_dir, remove_stale_tmp
 from spinedx.synth.dicomwriter import write_mask, write_series
 from spinedx.synth.phantom import DIFFICULTY, Anatomy, sample_anatomy
 from spinedx.synth.scanner import (
@@ -200,29 +200,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             )
 
 
-def _remove_dead_tmp(out_dir: Path) -> None:
-    """Remove temporary siblings of ``out_dir`` left by a synth that was killed outright (SIGKILL, power loss)."""
-    import shutil
-
-    if not out_dir.parent.is_dir():
-        return
-    for p in out_dir.parent.glob(f".{out_dir.name}{TMP_MARK}*"):
-        try:
-            pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # that process still runs: not ours to remove
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-
-
 def generate_cohort(
     out_dir: str | Path,
     n_patients: int = 190,
@@ -269,7 +246,8 @@ def generate_cohort(
         raise SpinedxError(f"--workers must be at least 1, got {workers}", where="synth")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
-    _remove_dead_tmp(out_dir)
+    if out_dir.parent.is_dir():  # temporaries of a synth killed outright (SIGKILL, power loss); not this process's
+        remove_stale_tmp(out_dir.parent, f".{out_dir.name}{TMP_MARK}", keep_own=True)
     labels = assign_labels(n_patients, n_malignant, seed)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
