@@ -127,3 +127,23 @@ def test_baseline_record_holds_its_timing(finished: tuple[Path, dict]) -> None:
     rad = doc["baselines"]["radiomics"]
     assert rad["seconds_features"] >= 0 and rad["seconds_fit"] > 0
     assert np.isfinite(doc["baselines"]["features"]["seconds_fit"])
+
+
+def test_radiomics_features_are_computed_once_per_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baselines and the domain reference (issue 20) need the same features: finish_run computed them twice."""
+    import spinedx.baselines.radiomics as radiomics
+
+    calls = []
+    real = radiomics.radiomics_features
+
+    def counted(x, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls.append(len(x))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(radiomics, "radiomics_features", counted)
+    run = write_run(tmp_path / "run", n_patients=12, n_folds=2, optimistic=False)
+    finish_run(run)
+    assert len(calls) == 1
+    assert (run / "domain.json").is_file()
+    doc, _ = RunFolder(run).read_baselines()
+    assert doc["baselines"]["radiomics"]["seconds_features"] > 0  # the time is still recorded

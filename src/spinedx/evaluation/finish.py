@@ -47,7 +47,7 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     import pandas as pd
 
     from spinedx.evaluation.decisioncv import calibration_data, evaluate_decisions
-    from spinedx.evaluation.runbaselines import baseline_metrics, fit_baselines
+    from spinedx.evaluation.runbaselines import baseline_metrics, fit_baselines, radiomics_matrix
 
     rf = RunFolder(run_dir)
     record = rf.read_record()
@@ -99,7 +99,10 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     if repeat:
         metrics.update({"repeat": int(repeat), "seed": seed})
     patches = record.checked_patches(patches)
-    baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features)
+    seconds = 0.0
+    if features is None and not repeat:  # the baselines and the domain reference (below) use them: computed once
+        features, seconds = radiomics_matrix(patches)
+    baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features, feature_seconds=seconds)
     metrics["baselines"] = baseline_metrics(baselines, patients, config.threshold, seed)
     # calibration and conformal refer: fitted per fold on honest calibration data, scored out of fold; the run
     # deploys the fits on all folds' data (repeat 0 only: predict, serve and export read repeat 0)

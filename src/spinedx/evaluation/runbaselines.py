@@ -125,7 +125,7 @@ def _patient_table(pid: np.ndarray, fold: np.ndarray, label: np.ndarray, prob: n
 
 def fit_baselines(
     rf: RunFolder, record: RunRecord, splits: Splits, patches: PatchSet, *, repeat: int | None = None,
-    features: np.ndarray | None = None,
+    features: np.ndarray | None = None, feature_seconds: float = 0.0,
 ) -> RunBaselines:
     """The run's baselines on the folds of ``splits``: reused from ``baselines/`` when fitted with the same
     inputs, else fitted now and written there.
@@ -137,6 +137,7 @@ def fit_baselines(
         patches: the run's patches (checked against the record by the caller).
         repeat: the repeat of a repeated cross-validation (None: the run itself).
         features: radiomics features of ``patches`` already computed (:func:`radiomics_matrix`), if any.
+        feature_seconds: the seconds those features took (recorded as ``seconds_features``).
     """
     import pandas as pd
 
@@ -155,7 +156,7 @@ def fit_baselines(
 
     doc: dict[str, Any] = {"format": 1, "key": key, "baselines": {}}
     tables: dict[str, pd.DataFrame] = {}
-    seconds_features = 0.0
+    seconds_features = feature_seconds
     if features is None:
         features, seconds_features = radiomics_matrix(patches)
     t0 = time.perf_counter()
