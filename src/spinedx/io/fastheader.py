@@ -62,6 +62,16 @@ def grouping_keys(path: str) -> dict[str, str] | None:
     return _read_dataset_keys(buf, pos, syntax == _IMPLICIT, out)
 
 
+def _explicit_vr_header(buf: bytes, pos: int, n: int) -> tuple[int, int] | None:
+    """An explicit-VR little-endian element header at ``pos``: (value length, value start), or None when the header
+    runs past the ``n`` bytes read (PS3.5 7.1.2: 4-byte lengths after 2 reserved bytes for the long VRs)."""
+    if buf[pos + 4:pos + 6] in _LONG_VRS:
+        if pos + 12 > n:
+            return None
+        return struct.unpack_from("<I", buf, pos + 8)[0], pos + 12
+    return struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
+
+
 def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
     """The file meta group's element values by element number, and the offset of the dataset after it.
 
@@ -79,15 +89,10 @@ def _read_file_meta(buf: bytes) -> tuple[dict[int, bytes], int] | None:
         group, elem = struct.unpack_from("<HH", buf, pos)
         if group != 0x0002:
             break
-        vr = buf[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
-            if pos + 12 > n:
-                return None
-            length = struct.unpack_from("<I", buf, pos + 8)[0]
-            start = pos + 12
-        else:
-            length = struct.unpack_from("<H", buf, pos + 6)[0]
-            start = pos + 8
+        header = _explicit_vr_header(buf, pos, n)
+        if header is None:
+            return None
+        length, start = header
         if start + length > n:
             return None  # a file cut short inside its file meta: ask pydicom (which refuses it, with a reason)
         if elem == 0x0000:
@@ -124,15 +129,10 @@ def _read_dataset_keys(buf: bytes, pos: int, implicit: bool, out: dict[str, str]
             length = struct.unpack_from("<I", buf, pos + 4)[0]
             start = pos + 8
         else:
-            vr = buf[pos + 4:pos + 6]
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    return None
-                length = struct.unpack_from("<I", buf, pos + 8)[0]
-                start = pos + 12
-            else:
-                length = struct.unpack_from("<H", buf, pos + 6)[0]
-                start = pos + 8
+            header = _explicit_vr_header(buf, pos, n)
+            if header is None:
+                return None
+            length, start = header
         if length == 0xFFFFFFFF or start + length > n:
             return None  # an undefined-length sequence, or the element runs past the bytes read: ask pydicom
         name = _KEYS.get(tag)
