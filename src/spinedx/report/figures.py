@@ -16,6 +16,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
+def _roc_axes(ax: Any) -> None:
+    """The ROC plane of every ROC figure here: unit square, equal aspect, the axes named in the readers' words."""
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("1 - specificity (benign called malignant)")
+    ax.set_ylabel("sensitivity (malignant called malignant)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """A reader's (or the model's) call on the ROC plane."""
@@ -69,12 +78,7 @@ def roc_figure(
     for i, op in enumerate(readers):
         ax.plot(1 - op.specificity, op.sensitivity, markers[i % 6], color=colors[i % 6], mec="k", ms=8,
                 label=f"{op.name} (sens {op.sensitivity:.2f}, spec {op.specificity:.2f})")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_xlabel("1 - specificity (benign called malignant)")
-    ax.set_ylabel("sensitivity (malignant called malignant)")
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
+    _roc_axes(ax)
     # below the axes: inside, it hides the curve exactly where the readers' points often lie
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=2, frameon=False)
     fig.tight_layout()
@@ -234,12 +238,7 @@ def reader_study_figure(
         if (xu, yu) != (xa, ya):
             ax.annotate("", xy=(xa, ya), xytext=(xu, yu),
                         arrowprops={"arrowstyle": "-|>", "color": c, "lw": 1.8, "shrinkA": 5, "shrinkB": 5})
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_xlabel("1 - specificity (benign called malignant)")
-    ax.set_ylabel("sensitivity (malignant called malignant)")
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
+    _roc_axes(ax)
     ax.set_title(("SIMULATED readers: " if simulated else "Readers: ") + "unaided (open) -> aided (filled)",
                  fontsize=9, color="#6a4fa3" if simulated else "black", fontweight="bold" if simulated else "normal")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=1, frameon=False)
