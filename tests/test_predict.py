@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -364,3 +365,23 @@ def test_predict_out_is_complete_or_untouched(tiny_run: Path, synthetic_pair: Pa
                      out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_overlay_titles_number_the_slice_from_1(tiny_run: Path, synthetic_pair: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overlays said "slice 4" for the slice the pages, the SR and every viewer call 5 (API index 4)."""
+    import spinedx.explain as explain
+
+    titles: list[str] = []
+    real = explain.save_overlay
+
+    def recorded(*a: Any, **k: Any) -> Path:
+        titles.append(str(k["title"]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(explain, "save_overlay", recorded)
+    res = predict_case(tiny_run, synthetic_pair / "t1.nii.gz", synthetic_pair / "t2.nii.gz", (4, 5),
+                       (27, 35, 63, 65), tmp_path / "out")
+    assert [s["slice_index"] for s in res.record["slices"]] == [4, 5]
+    assert [t.split(":")[0] for t in titles] == ["case T2 slice 5", "case T2 slice 6"]
+    assert [s["overlay"] for s in res.record["slices"]] == ["overlay_slice004.png", "overlay_slice005.png"]
