@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch import nn
 
-from spinedx.explain import channel_index, gradcam, overlay_figure, save_overlay
+from spinedx.explain import channel_index, gradcam, overlay_image, panel_titles, save_overlay
 
 
 class BrightnessNet(nn.Module):
@@ -123,24 +124,47 @@ def test_gradcam_rejects_bad_shape() -> None:
         gradcam(BrightnessNet(), np.zeros((6, 64, 64), np.float32))
 
 
+def _panels(img, n: int, scale: int = 3) -> list[np.ndarray]:
+    """The ``n`` image panels of an overlay (64 x 64 patch pixels at ``scale``), as overlay_image lays them out."""
+    a = np.asarray(img).astype(int)
+    side, gap = 64 * scale, 6
+    return [a[-gap - side:-gap, gap + i * (side + gap):gap + i * (side + gap) + side] for i in range(n)]
+
+
 def test_overlay_png(tmp_path) -> None:
     x, _ = _square_batch(np.random.default_rng(2))
-    heat = gradcam(BrightnessNet(), x[:1])
+    heat = np.zeros((1, 64, 64), np.float32)
+    heat[0, 20:40, 24:44] = 1.0  # hot in a square, 0 elsewhere
     assert channel_index("T1 s") == 1 and channel_index("T2 s") == 4
-    fig = overlay_figure(x[0], heat[0], title="P001 slice 7 p=0.93")
-    assert len(fig.axes) == 4
-    assert len(overlay_figure(x[0], None).axes) == 2
+    img = overlay_image(x[0], heat[0], title="P001 slice 7 p=0.93")
+    crops = overlay_image(x[0], None)
+    assert img.mode == "RGB" and img.width > 1.9 * crops.width and img.height > crops.height  # 4 panels, a title
+    p1, p2, p3, p4 = _panels(img, 4)
+    for crop in (p1, p2):  # the crops alone: grey
+        assert np.array_equal(crop[..., 0], crop[..., 2])
+    hot = np.kron(heat[0], np.ones((3, 3))) > 0.5
+    for tinted in (p3, p4):  # the heat on top: coloured where the map is hot, the crop's grey where it is 0
+        assert np.abs(tinted[..., 0] - tinted[..., 2])[hot].mean() > 40
+    cold = np.kron(ndimage.maximum_filter(heat[0], size=3), np.ones((3, 3))) == 0  # no heat within a pixel
+    assert cold.any() and np.array_equal(p3[cold], p1[cold]) and np.array_equal(p4[cold], p2[cold])
     path = save_overlay(x[0], heat[0], tmp_path / "sub" / "o.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="heatmap shape"):
-        overlay_figure(x[0], np.zeros((32, 32)))
+        overlay_image(x[0], np.zeros((32, 32)))
+
+
+def test_overlay_says_no_positive_evidence() -> None:
+    x, _ = _square_batch(np.random.default_rng(4))
+    img = overlay_image(x[0], np.zeros((64, 64), np.float32))
+    for i, panel in enumerate(_panels(img, 4)):
+        yellow = (panel[..., 0] > 200) & (panel[..., 1] > 200) & (panel[..., 2] < 80)
+        assert yellow.any() == (i >= 2), i  # the note on the heatmap panels only; the crops stay untinted
 
 
 def test_overlay_names_the_method() -> None:
+    assert panel_titles(True, "layercam-layer3") == ["T1W", "T2W", "T1W + LayerCAM layer3", "T2W + LayerCAM layer3"]
+    assert panel_titles(True)[2] == "T1W + Grad-CAM"
+    assert panel_titles(False, "layercam-layer3") == ["T1W", "T2W"]
     x, _ = _square_batch(np.random.default_rng(3))
-    heat = np.zeros((64, 64), np.float32)
-    titles = [ax.get_title() for ax in overlay_figure(x[0], heat, method="layercam-layer3").axes]
-    assert titles == ["T1W", "T2W", "T1W + LayerCAM layer3", "T2W + LayerCAM layer3"]
-    assert overlay_figure(x[0], heat).axes[2].get_title() == "T1W + Grad-CAM"
     with pytest.raises(ValueError, match="unknown explanation method"):
-        overlay_figure(x[0], heat, method="saliency")
+        overlay_image(x[0], np.zeros((64, 64), np.float32), method="saliency")

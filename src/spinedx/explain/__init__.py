@@ -16,10 +16,10 @@ from spinedx.explain.methods import (
     method_caption,
     method_info,
 )
-from spinedx.explain.overlay import channel_index, figure_png, overlay_figure, save_overlay
+from spinedx.explain.overlay import channel_index, overlay_image, overlay_png, panel_titles, save_overlay
 
 __all__ = [
     "DEFAULT_METHOD", "METHODS", "MalignantLogitTarget", "Method", "channel_index", "explain", "explain_many",
     "explanation_record", "method_caption",
-    "figure_png", "gradcam", "method_info", "overlay_figure", "save_overlay",
+    "gradcam", "method_info", "overlay_image", "overlay_png", "panel_titles", "save_overlay",
 ]

@@ -301,24 +301,21 @@ def paired(scores: pd.DataFrame, reference: str, *, unit: str = "case", groups: 
 def example_figure(cases: Cases, maps: dict[str, np.ndarray], labels: dict[str, str], rows: Sequence[int],
                    titles: Sequence[str], *, synthetic: bool = True, panel_inches: float = 1.35):
     """Rows of cases: T2W crop with the mask outline, then each method's map on T2W with the same outline."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    from spinedx.explain.overlay import _display, channel_index
+    from spinedx.explain.overlay import channel_index
+    from spinedx.explain.render import blend_heat, window
 
     names = list(maps)
     fig = Figure(figsize=(panel_inches * (len(names) + 1), panel_inches * len(rows) + 0.5), dpi=110)
     axes = np.atleast_2d(fig.subplots(len(rows), len(names) + 1))
     for r, (i, title) in enumerate(zip(rows, titles, strict=True)):
-        t2 = _display(cases.x[i, channel_index("T2 s")])
+        t2 = window(cases.x[i, channel_index("T2 s")])
         for c in range(len(names) + 1):
             ax = axes[r, c]
-            ax.imshow(t2, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            if c > 0:
-                heat = maps[names[c - 1]][i]
-                rgba = colormaps["jet"](heat)
-                rgba[..., 3] = 0.65 * np.sqrt(heat)
-                ax.imshow(rgba, interpolation="nearest")
+            heat = maps[names[c - 1]][i] if c > 0 else None
+            ax.imshow(blend_heat(t2, heat, alpha=0.65), interpolation="nearest")
+            if heat is not None:
                 if heat.max() > heat.min():  # the centre of the pixels at the maximum (a flat corner for 2x2 maps)
                     peak = np.argwhere(heat == heat.max()).mean(axis=0)
                     ax.plot(peak[1], peak[0], marker="+", color="white", markersize=7, mew=1.5)

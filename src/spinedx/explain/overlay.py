@@ -1,4 +1,5 @@
-"""Heatmap overlays on the lesion slice's T1W and T2W crops (the paper's Figs. 3-6).
+"""Heatmap overlays on the lesion slice's T1W and T2W crops (the paper's Figs. 3-6), drawn with Pillow
+(:mod:`spinedx.explain.render`).
 
 Patches follow the channel order of ``spinedx.preprocess.CHANNEL_NAMES``
 (``T1 s-1, T1 s, T1 s+1, T2 s-1, T2 s, T2 s+1``); the overlays use the centre slice of each
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,78 +30,78 @@ def _method_label(method: str) -> str:
     return method_info(method).label
 
 
-def _display(img: np.ndarray) -> np.ndarray:
-    """Window a z-scored crop to its 1st-99th percentile for display."""
-    lo, hi = np.percentile(img, [1, 99])
-    if hi <= lo:
-        return np.zeros_like(img, dtype=float)
-    return np.clip((img - lo) / (hi - lo), 0, 1)
+def panel_titles(heatmap: bool, method: str | None = None) -> list[str]:
+    """The panel titles of an overlay: ``T1W``, ``T2W`` and, with a heatmap, both again ``+`` the method's label
+    (``method`` None: "Grad-CAM", the maps of :func:`spinedx.explain.gradcam`)."""
+    titles = ["T1W", "T2W"]
+    if heatmap:
+        label = "Grad-CAM" if method is None else _method_label(method)
+        titles += [f"T1W + {label}", f"T2W + {label}"]
+    return titles
 
 
-def overlay_figure(
+def overlay_image(
     patch: np.ndarray,
     heatmap: np.ndarray | None,
     *,
     title: str | None = None,
-    alpha: float = 0.6,
-    panel_inches: float = 1.6,
     method: str | None = None,
-):
-    """A matplotlib figure: T1 s, T2 s, and (with a heatmap) both again with the heatmap on top.
+    scale: int = 3,
+) -> Any:
+    """A Pillow image: T1 s, T2 s, and (with a heatmap) both again with the heatmap on top, titled.
 
     Args:
         patch: one patch ``(6, H, W)``.
         heatmap: ``(H, W)`` in ``[0, 1]`` (from :func:`spinedx.explain.explain` or
             :func:`spinedx.explain.gradcam`) or None for crops only.
-        title: figure title (patient, slice, probability, ...).
-        alpha: heatmap opacity where the map is 1 (it fades with the square root of the heat).
-        panel_inches: width of one panel.
+        title: the title line (patient, slice, probability, ...).
         method: the name of the method that made ``heatmap`` (:data:`spinedx.explain.METHODS`), shown in
             the panel titles; None: "Grad-CAM" (the maps of :func:`spinedx.explain.gradcam`).
+        scale: screen pixels per patch pixel (the crops are enlarged without smoothing, the heat bilinearly,
+            both drawn at that size).
 
     Returns:
-        A ``matplotlib.figure.Figure`` (Agg backend; close it after saving).
+        An RGB ``PIL.Image.Image`` (:func:`overlay_png` writes it as PNG).
     """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from spinedx.explain.render import blend_heat, draw_label, window
 
     patch = np.asarray(patch)
     if patch.ndim != 3:
         raise ValueError(f"patch must be (C, H, W), got shape {patch.shape}")
-    t1 = _display(patch[channel_index("T1 s")])
-    t2 = _display(patch[channel_index("T2 s")])
-    panels: list[tuple[str, np.ndarray, np.ndarray | None]] = [("T1W", t1, None), ("T2W", t2, None)]
+    h, w = patch.shape[-2:]
+    heat_big = None
     if heatmap is not None:
-        heat = np.asarray(heatmap, dtype=float)
-        if heat.shape != t1.shape:
-            raise ValueError(f"heatmap shape {heat.shape} differs from the patch's {t1.shape}")
-        label = "Grad-CAM" if method is None else _method_label(method)
-        panels += [(f"T1W + {label}", t1, heat), (f"T2W + {label}", t2, heat)]
-    fig = Figure(figsize=(panel_inches * len(panels), panel_inches + (0.5 if title else 0.3)), dpi=100)
-    axes = fig.subplots(1, len(panels))
-    for ax, (name, img, hm) in zip(np.atleast_1d(axes), panels, strict=True):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        if hm is not None:
-            # Opacity follows the heat, so cold regions keep the anatomy visible and an all-zero map
-            # (nothing raises the malignant score) leaves the crop untinted instead of uniformly blue.
-            rgba = colormaps["jet"](np.clip(hm, 0, 1))
-            rgba[..., 3] = alpha * np.clip(hm, 0, 1) ** 0.5
-            ax.imshow(rgba, interpolation="bilinear")
-            if not np.any(hm > 0):
-                ax.text(0.5, 0.04, "no positive evidence", transform=ax.transAxes, ha="center", va="bottom",
-                        fontsize=6, color="yellow")
-        ax.set_title(name, fontsize=8)
-        ax.set_axis_off()
+        heat = np.asarray(heatmap, dtype=np.float32)
+        if heat.shape != (h, w):
+            raise ValueError(f"heatmap shape {heat.shape} differs from the patch's {(h, w)}")
+        # bilinear with pixel centres aligned, as matplotlib drew it
+        heat_big = np.asarray(Image.fromarray(heat, mode="F").resize((w * scale, h * scale), Image.Resampling.BILINEAR))
+    crops = [np.kron(window(patch[channel_index(c)]), np.ones((scale, scale))) for c in ("T1 s", "T2 s")]
+    panels = [blend_heat(c, None) for c in crops]
+    if heat_big is not None:
+        panels += [blend_heat(c, heat_big) for c in crops]
+    titles = panel_titles(heat_big is not None, method)
+    gap, head, top = 6, 18, (22 if title else 4)
+    pw, ph = w * scale, h * scale
+    canvas = Image.new("RGB", (len(panels) * (pw + gap) + gap, top + head + ph + gap), "white")
+    for i, (px, name) in enumerate(zip(panels, titles, strict=True)):
+        x = gap + i * (pw + gap)
+        canvas.paste(Image.fromarray(px), (x, top + head))
+        draw_label(canvas, (x + pw / 2, top + head - 3), name, 12, fill=(0, 0, 0), anchor="md")
+        if i >= 2 and heat_big is not None and not np.any(heat_big > 0):
+            draw_label(canvas, (x + pw / 2, top + head + ph - 3), "no positive evidence", 11, fill=(255, 255, 0),
+                       background=(0, 0, 0), anchor="md")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
-    return fig
+        draw_label(canvas, (canvas.width / 2, 4), title, 13, fill=(0, 0, 0), anchor="ma")
+    return canvas
 
 
-def figure_png(fig) -> bytes:
-    """PNG bytes of a matplotlib figure."""
+def overlay_png(patch: np.ndarray, heatmap: np.ndarray | None, **kwargs: Any) -> bytes:
+    """PNG bytes of :func:`overlay_image` (same arguments)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)  # the layout is tight_layout's (overlay_figure): no second pass
+    overlay_image(patch, heatmap, **kwargs).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -107,8 +109,8 @@ def save_overlay(
     patch: np.ndarray, heatmap: np.ndarray | None, path: str | Path, *, title: str | None = None,
     method: str | None = None,
 ) -> Path:
-    """Write :func:`overlay_figure` as a PNG file and return its path."""
+    """Write :func:`overlay_image` as a PNG file and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(overlay_figure(patch, heatmap, title=title, method=method)))
+    path.write_bytes(overlay_png(patch, heatmap, title=title, method=method))
     return path

@@ -86,7 +86,7 @@ def _heatmaps(inp: ReportInputs, picked: list[dict[str, Any]], progress: bool) -
 
 def build(inp: ReportInputs, page: Page) -> None:
     """Gallery entries (``page.gallery_per_group`` per group; ``report_gallery.csv``)."""
-    from spinedx.explain import DEFAULT_METHOD, explanation_record, figure_png, overlay_figure
+    from spinedx.explain import DEFAULT_METHOD, explanation_record, overlay_png
     from spinedx.report.figures import png_data_uri
 
     page.gallery_method = {k: str(v) for k, v in explanation_record(DEFAULT_METHOD).items()}
@@ -107,8 +107,7 @@ def build(inp: ReportInputs, page: Page) -> None:
             pid = c["patient_id"]
             img = None
             if c["patch"] is not None:
-                img = png_data_uri(figure_png(overlay_figure(c["patch"], heats.get(n), panel_inches=1.9,
-                                                                method=DEFAULT_METHOD)))
+                img = png_data_uri(overlay_png(c["patch"], heats.get(n), method=DEFAULT_METHOD))
             feats: list[str] = []
             readers: dict[str, Any] = {}
             if cohort is not None and pid in cohort.index:
