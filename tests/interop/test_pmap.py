@@ -99,3 +99,27 @@ def test_map_over_an_enhanced_mr_file(tmp_path: Path) -> None:
                     for it in ds.PerFrameFunctionalGroupsSequence)
     np.testing.assert_allclose(positions, stored, atol=1e-4)
     assert int(np.count_nonzero(pm.pixel_array.reshape(4, -1).any(axis=1))) == 2  # the two lesion slices only
+
+
+def test_heat_is_placed_only_on_a_plane_of_the_canonical_grid(tmp_path: Path) -> None:
+    """heat_on_plane copies the heat pixel for pixel, or refuses a plane that is not the canonical slice it is said
+    to be: shifted by half a pixel, or another slice."""
+    from dataclasses import replace as dc_replace
+
+    from spinedx.errors import SpinedxError
+    from spinedx.interop.geometry import stored_planes
+    from spinedx.interop.pmap import canonical_slice, heat_on_plane
+
+    write_series(tmp_path / "t2", _distinct_volume((4, 20, 16)), spacing=(1.0, 1.0, 4.0), row_dir=(0.0, 1.0, 0.0),
+                 col_dir=(0.0, 0.0, -1.0), slice_dir=(1.0, 0.0, 0.0), origin=(-8.0, -10.0, 20.0))
+    img = read_image(tmp_path / "t2")
+    plane = stored_planes(img, where="t2")[1]
+    k = canonical_slice(img, plane)
+    heat = np.random.default_rng(0).uniform(0, 1, img.shape[1:]).astype(np.float32)
+    np.testing.assert_array_equal(heat_on_plane(heat, img, plane, k), heat)  # stored as displayed: the same pixels
+    with pytest.raises(SpinedxError, match="not canonical slice"):
+        heat_on_plane(heat, img, plane, k + 1)
+    with pytest.raises(SpinedxError, match="not canonical slice"):
+        heat_on_plane(heat, img, dc_replace(plane, position=plane.position + 0.5 * plane.row_dir), k)
+    with pytest.raises(SpinedxError, match="not canonical slice"):  # a finer grid: exact at the origin only
+        heat_on_plane(heat, img, dc_replace(plane, spacing=(0.5, 0.5)), k)

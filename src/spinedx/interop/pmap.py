@@ -34,24 +34,33 @@ class NoFrameOfReference(SpinedxError):
 def heat_on_plane(heat_slice: np.ndarray, image: Any, plane: StoredPlane, k: int) -> np.ndarray:
     """The heat of canonical slice ``k`` (``(ny, nx)``, on the canonical grid) on a stored plane's pixel grid.
 
+    The stored pixel ``(r, c)`` lies at canonical index ``i0 + c * dc + r * dr`` (an affine map); it is the canonical
+    pixel grid when ``i0``, ``dc`` and ``dr`` are whole numbers, checked where the deviation is largest (the four
+    corners) to :data:`GRID_TOL` pixels, and the plane is slice ``k``.
+
     Raises:
         SpinedxError: the stored plane is not canonical slice ``k``, or its pixels are not the canonical pixels
             (the reader resampled: the map would be misplaced).
     """
-    rows, cols = np.meshgrid(np.arange(plane.rows), np.arange(plane.columns), indexing="ij")
-    lps = (plane.position[None, :] + (cols.ravel() * plane.spacing[1])[:, None] * plane.row_dir[None, :]
-           + (rows.ravel() * plane.spacing[0])[:, None] * plane.col_dir[None, :])
-    idx = image.physical_to_index(lps)  # (N, 3): canonical (column x, row y, slice z)
-    near = np.rint(idx)
-    if np.max(np.abs(idx - near)) > GRID_TOL or np.any(near[:, 2] != k):
+    pts = np.stack([plane.position, plane.position + plane.spacing[1] * plane.row_dir,
+                    plane.position + plane.spacing[0] * plane.col_dir])
+    i0, ic, ir = image.physical_to_index(pts)  # canonical (column x, row y, slice z) of pixel (0,0), (0,1), (1,0)
+    dc, dr = ic - i0, ir - i0
+    corners = np.array([i0 + c * dc + r * dr for r in (0, plane.rows - 1) for c in (0, plane.columns - 1)])
+    n0, ndc, ndr = np.rint(i0), np.rint(dc), np.rint(dr)
+    exact = np.array([n0 + c * ndc + r * ndr for r in (0, plane.rows - 1) for c in (0, plane.columns - 1)])
+    if np.max(np.abs(corners - exact)) > GRID_TOL or ndc[2] != 0 or ndr[2] != 0 or n0[2] != k:
         raise SpinedxError(f"the stored image {plane.path.name} is not canonical slice {k} pixel for pixel; the "
                            "heatmap cannot be placed on it", where=str(plane.path))
-    x, y = near[:, 0].astype(int), near[:, 1].astype(int)
+    r = np.arange(plane.rows)[:, None]
+    c = np.arange(plane.columns)[None, :]
+    x = (n0[0] + c * ndc[0] + r * ndr[0]).astype(np.int64)
+    y = (n0[1] + c * ndc[1] + r * ndr[1]).astype(np.int64)
     ny, nx = heat_slice.shape
     inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
-    out = np.zeros(x.shape, dtype=np.float32)
+    out = np.zeros((plane.rows, plane.columns), dtype=np.float32)
     out[inside] = heat_slice[y[inside], x[inside]]
-    return out.reshape(plane.rows, plane.columns)
+    return out
 
 
 def canonical_slice(image: Any, plane: StoredPlane) -> int:
@@ -86,6 +95,7 @@ def build_parametric_map(
     series_number: int,
     sop_instance_uid: str,
     all_planes: list[StoredPlane] | None = None,
+    slice_heat: list[np.ndarray] | None = None,
 ) -> Any:
     """The heatmaps of ``content`` as one Parametric Map over the stored T2 images of the lesion slices.
 
@@ -98,6 +108,9 @@ def build_parametric_map(
         series_instance_uid: the map's new series.
         series_number: its SeriesNumber.
         sop_instance_uid: its SOPInstanceUID.
+        all_planes: every stored T2 plane (one frame each); None: the lesion slices' planes only.
+        slice_heat: each lesion slice's heat on its whole canonical slice (:func:`spinedx.interop.sc.heat_on_slice`),
+            when already computed; None computes it.
 
     Raises:
         NoFrameOfReference: the T2 images have no FrameOfReferenceUID.
@@ -132,7 +145,8 @@ def build_parametric_map(
         k = canonical_slice(image, p)
         if k in lesion:
             i, _ = lesion[k]
-            heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
+            heat = (slice_heat[i] if slice_heat is not None
+                    else heat_on_slice(content.heatmaps[i], image, content.box, content.margin))
             frames.append(heat_on_plane(heat, image, p, k))
         else:
             frames.append(np.zeros((p.rows, p.columns), dtype=np.float32))

@@ -47,42 +47,28 @@ def heat_on_slice(heatmap: np.ndarray, image: Any, box: tuple[int, int, int, int
     return np.where(inside, np.clip(out, 0.0, 1.0), 0.0)
 
 
-def render_overlay(slice_px: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int], text: str,
-                   alpha: float = 0.6) -> np.ndarray:
-    """RGB uint8 ``(ny, nx, 3)``: the windowed slice, the heat in the jet colour map, the box, a text line."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def render_overlay(slice_px: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int], text: str) -> np.ndarray:
+    """RGB uint8 ``(ny, nx, 3)``: the windowed slice, the heat in the jet colour map, the box, a text line.
 
-    img = np.asarray(slice_px, dtype=np.float64)
-    lo, hi = np.percentile(img, [1, 99])
-    gray = np.clip((img - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
-    h = np.clip(heat, 0, 1)
-    a = (alpha * np.sqrt(h))[..., None]  # cold regions keep the anatomy visible (as explain.overlay_figure)
-    rgb = (1 - a) * rgb + a * colormaps["jet"](h)[..., :3]
-    out = np.round(rgb * 255).astype(np.uint8)
+    The pixels are :mod:`spinedx.explain.render`'s, as in the PNG overlays; the text is drawn at about a 46th of
+    the image height (at least 6 pixels), smaller where its longest line would not fit the width.
+    """
+    from PIL import Image
+
+    from spinedx.explain.render import blend_heat, draw_label, font, window
+
+    out = blend_heat(window(slice_px), heat)
     x0, y0, x1, y1 = (int(v) for v in box)
     ny, nx = out.shape[:2]
     xa, xb, ya, yb = max(x0, 0), min(x1, nx) - 1, max(y0, 0), min(y1, ny) - 1
     out[ya:yb + 1, [xa, xb]] = BOX_RGB
     out[[ya, yb], xa:xb + 1] = BOX_RGB
-    # The text is drawn by matplotlib on a canvas of exactly the image's pixels, then only the text is kept.
-    fig = Figure(figsize=(nx / 100, ny / 100), dpi=100, facecolor="none")
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    ax.patch.set_alpha(0.0)
-    ax.set_xlim(0, nx)
-    ax.set_ylim(ny, 0)
-    ax.text(3, 3, text, color="white", fontsize=max(3.0, ny / 64), linespacing=1.3, va="top", ha="left",
-            family="DejaVu Sans", bbox={"facecolor": "black", "edgecolor": "none", "pad": 1.5})
-    canvas.draw()
-    layer = np.asarray(canvas.buffer_rgba())
-    if layer.shape[:2] == (ny, nx):
-        ink = layer[..., 3:4].astype(np.float64) / 255.0
-        out = np.round((1 - ink) * out + ink * layer[..., :3]).astype(np.uint8)
-    return out
+    size = max(6, round(ny / 46))
+    while size > 6 and max(font(size).getlength(line) for line in text.splitlines()) > nx - 8:
+        size -= 1
+    img = Image.fromarray(out)
+    draw_label(img, (3, 3), text, size, background=(0, 0, 0))
+    return np.asarray(img)
 
 
 def _decision_words(content: ResultContent) -> str:
@@ -102,6 +88,7 @@ def build_overlays(
     series_instance_uid: str,
     series_number: int,
     sop_instance_uids: list[str],
+    slice_heat: list[np.ndarray] | None = None,
 ) -> list[Any]:
     """One Secondary Capture per lesion slice (``content.heatmaps`` must be set).
 
@@ -114,6 +101,7 @@ def build_overlays(
         series_instance_uid: the overlays' new series.
         series_number: its SeriesNumber.
         sop_instance_uids: one instance UID per overlay.
+        slice_heat: each lesion slice's heat on its whole slice (:func:`heat_on_slice`), when already computed.
     """
     from highdicom.sc import SCImage
 
@@ -127,8 +115,9 @@ def build_overlays(
     orientation = (orientation_letters(row_dir), orientation_letters(col_dir))
     out = []
     for i, (k, pb) in enumerate(zip(content.slice_index, boxes, strict=True)):
-        heat = heat_on_slice(content.heatmaps[i], image, content.box, content.margin)
-        text = (f"spinedx {method.label}, T2 slice {k}: p(malignant) {content.slice_probability[i]:.3f}\n"
+        heat = (slice_heat[i] if slice_heat is not None
+                else heat_on_slice(content.heatmaps[i], image, content.box, content.margin))
+        text = (f"spinedx {method.label}, T2 slice {k + 1}: p(malignant) {content.slice_probability[i]:.3f}\n"
                 f"patient {content.probability:.3f}: {_decision_words(content)}\n"
                 f"{'TRAINED ON A SYNTHETIC COHORT; ' if content.decision.synthetic else ''}"
                 f"{RESEARCH_USE_ONLY.upper()}")
@@ -161,7 +150,7 @@ def build_overlays(
             ref.ReferencedFrameNumber = pb.plane.frame
         sc.SourceImageSequence = [ref]
         sc.DerivationDescription = (f"{caption} of the malignant output (mean of {len(content.per_model)} fold "
-                                    f"models' maps) over T2 slice {k}, "
+                                    f"models' maps) over T2 slice {k + 1} (numbered from 1), "
                                     f"model sha256 {content.algorithm.model_hash[:16]}")[:1024]
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = f"{RESEARCH_USE_ONLY}; {caption} of the malignant output"

@@ -184,7 +184,7 @@ def build_sr(
     site = [FindingSite(anatomic_location=codes.VERTEBRA)]
     regions = [CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=pb.polyline,
                                          source_image=_source(pb)) for pb in boxes]
-    slices = ", ".join(map(str, content.slice_index))
+    slices = ", ".join(str(k + 1) for k in content.slice_index)  # numbered from 1, as viewers show them
     groups: list[Any] = []
     for i, pb in enumerate(boxes):
         # The probability is inferred from the box on every lesion slice; this group's own slice comes first, the
@@ -199,7 +199,7 @@ def build_sr(
                                   unit=codes.PERCENT))
         group = MeasurementsAndQualitativeEvaluations(
             tracking_identifier=TrackingIdentifier(
-                uid=hd.UID(), identifier=f"{LESION_GROUP}, T2 slice {pb.slice_index} (lesion slices {slices})"),
+                uid=hd.UID(), identifier=f"{LESION_GROUP}, T2 slice {pb.slice_index + 1} (lesion slices {slices})"),
             finding_type=finding, finding_sites=site, algorithm_id=algo, measurements=values,
             qualitative_evaluations=_evaluations(content))
         _comments(group, [d.statement(), d.provenance()])
