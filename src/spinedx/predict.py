@@ -280,7 +280,7 @@ def predict_case(
     """
     from spinedx.cohort import CaseRecord
     from spinedx.common import CHANNEL_NAMES
-    from spinedx.preprocess import extract_case
+    from spinedx.preprocess import extract_case, read_case
     from spinedx.provenance import provenance
 
     slices_t, box_t = _case_inputs(lesion_slices, box, engine)
@@ -301,7 +301,8 @@ def predict_case(
     case = CaseRecord(patient_id=patient_id, label=None, t1=Path(t1), t2=Path(t2),  # type: ignore[arg-type]
                       t1_series_uid=t1_series_uid, t2_series_uid=t2_series_uid,
                       lesion_slices=slices_t, box=box_t)
-    patches = extract_case(case, config, allow_modality=allow_modality)
+    images = read_case(case, config, allow_modality=allow_modality)  # read once: the DICOM results use them again
+    patches = extract_case(case, config, images=images)
     if patches.x.shape[-2:] != (run.patch_size, run.patch_size):
         raise SpinedxError(f"the case's patches are {patches.x.shape[-1]}x{patches.x.shape[-2]}, the models were "
                            f"trained on {run.patch_size}x{run.patch_size}", where=str(run.run_dir))
@@ -414,7 +415,7 @@ def predict_case(
                             probs, heat, json_clean(record_doc), decision=decision)
     if out_dir is not None:
         write_prediction(result, patches.x, out_dir,
-                         dicom_inputs=(t1, t2, t1_series_uid, t2_series_uid) if dicom else None,
+                         dicom_inputs=(images.t1, images.t2, t1_series_uid, t2_series_uid) if dicom else None,
                          allow_modality=allow_modality, overwrite=overwrite)
     return result
 

@@ -184,3 +184,32 @@ def test_explanation_record_names_method_and_reference() -> None:
     assert explanation_record("occlusion")["default"] is (DEFAULT_METHOD == "occlusion")
     with pytest.raises(ValueError, match="unknown explanation method"):
         explanation_record("saliency")
+
+
+def test_ensemble_maps_side_by_side_equal_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fold models' maps computed two at a time (one torch thread each) are the maps computed one model after the
+    other, summed in the models' order; torch's thread count is restored afterwards, also when a model fails."""
+    x = np.random.default_rng(5).normal(size=(2, 6, 64, 64)).astype(np.float32)
+    models = [TinyResNetLike(seed=s) for s in (1, 2, 3)]
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two threads whatever this machine has
+    seen: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    side_by_side = explain(models, x, "layercam-layer3")
+    assert seen == [1, 2]  # one torch thread per model while the maps are made, then as before
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one thread: one model after the other
+    one_by_one = explain(models, x, "layercam-layer3")
+    np.testing.assert_allclose(side_by_side, one_by_one, atol=1e-6)
+    np.testing.assert_allclose(one_by_one, sum(explain(m, x, "layercam-layer3") for m in models) / 3, atol=1e-6)
+
+    class Broken(TinyResNetLike):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("broken model")
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    seen.clear()
+    with pytest.raises(RuntimeError, match="broken model"):
+        explain([models[0], Broken(seed=4)], x, "layercam-layer3")
+    assert seen == [1, 2]
+    real(before)

@@ -100,9 +100,10 @@ def test_sr_reads_back_with_dsrdump(written: tuple) -> None:
 def test_sr_is_legible_in_a_viewer(written: tuple) -> None:
     """What OHIF v3 prints (tests/interop/test_ohif.py shows it in the viewer): per group one probability in %,
     every concept with a meaning, the region under the first NUM, at most 5 printed lines (OHIF's limit)."""
-    _, res = written
+    content, res = written
     sr = pydicom.dcmread(res.sr)
     groups = sr.ContentSequence[-1].ContentSequence  # Imaging Measurements
+    trackings: list[str] = []
     for g in groups:
         items = g.ContentSequence
         nums = [it for it in items if it.ValueType == "NUM"]
@@ -116,6 +117,11 @@ def test_sr_is_legible_in_a_viewer(written: tuple) -> None:
         assert len(nums) + len(comments) <= 5
         tracking = next(it.TextValue for it in items if it.ConceptNameCodeSequence[0].CodeValue == "112039")
         assert tracking.startswith("Cornerstone3DTools@^0.1.0:RectangleROI spinedx lesion, T2 slice ")
+        trackings.append(tracking)
+    # the slices numbered from 1, as viewers (and the workstation) number them
+    ones = ", ".join(str(k + 1) for k in content.slice_index)
+    assert trackings == [f"Cornerstone3DTools@^0.1.0:RectangleROI spinedx lesion, T2 slice {k + 1} (lesion slices "
+                         f"{ones})" for k in content.slice_index]
 
     def codes_in(ds: pydicom.Dataset) -> list:
         out = []
@@ -178,6 +184,26 @@ def test_overlays_read_back(written: tuple, case: dict) -> None:
         # the box outline is drawn on the slice's own grid
         x0, y0, _, y1 = content.box
         assert tuple(ds.pixel_array[(y0 + y1) // 2, x0]) == (0, 255, 0)
+        # the slice numbered as viewers number it, from 1
+        assert f"over T2 slice {_k + 1} (numbered from 1)," in ds.DerivationDescription
+        # the burned-in text: white letters on a black band at the top left, the heat and box untouched by it
+        band = ds.pixel_array[:12, :40]
+        assert (band == 0).all(axis=2).mean() > 0.3 and (band == 255).all(axis=2).any()
+
+
+def test_overlay_heat_is_the_explain_renderer(written: tuple, case: dict) -> None:
+    """Inside the box, away from the text, a capture's pixels are the windowed T2 slice with the slice's heat blended
+    exactly as the PNG overlays blend it (spinedx.explain.render)."""
+    from spinedx.explain.render import blend_heat, window
+    from spinedx.interop.sc import heat_on_slice
+
+    content, res = written
+    t2 = read_image(case["t2"])
+    x0, y0, x1, y1 = content.box
+    for i, (k, path) in enumerate(zip(content.slice_index, res.overlays, strict=True)):
+        want = blend_heat(window(t2.array[k]), heat_on_slice(content.heatmaps[i], t2, content.box, content.margin))
+        got = pydicom.dcmread(path).pixel_array
+        np.testing.assert_array_equal(got[y0 + 1:y1 - 1, x0 + 1:x1 - 1], want[y0 + 1:y1 - 1, x0 + 1:x1 - 1])
 
 
 def test_only_identifiers_are_copied(written: tuple, case: dict) -> None:
@@ -267,11 +293,17 @@ def test_prediction_writes_dicom_results(tiny_run: Path, case: dict, tmp_path: P
     import json
 
     import spinedx.explain
+    import spinedx.io
     from spinedx.interop import model_fingerprint
     from spinedx.predict import predict_case
 
     monkeypatch.setattr(spinedx.explain, "DEFAULT_METHOD", "gradcam-layer3")
+    reads: list[Path] = []
+    real_read = spinedx.io.read_image
+    monkeypatch.setattr(spinedx.io, "read_image", lambda path, *a, **k: (reads.append(Path(path)),
+                                                                         real_read(path, *a, **k))[1])
     pred = predict_case(tiny_run, case["t1"], case["t2"], case["slices"], case["box"], tmp_path / "out")
+    assert sorted(reads) == sorted([Path(case["t1"]), Path(case["t2"])])  # each series read once, for both outputs
     res = pred.dicom
     assert res is not None and res.folder == tmp_path / "out" / "dicom" and res.sr.is_file()
     doc = json.loads((tmp_path / "out" / "prediction.json").read_text())

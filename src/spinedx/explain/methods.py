@@ -124,14 +124,42 @@ def explain_many(
     n, _, h, w = xt.shape
     total = {m.name: np.zeros((n, h, w), np.float64) for m in infos}
     cam_infos = [m for m in infos if m.kind != "occlusion"]
-    for model in ms:
+
+    def maps_of(model: nn.Module) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         if cam_infos:
             requests = [(stage_layer(model, m.stage or "", xt), m.kind) for m in cam_infos]
-            for m, heat in zip(cam_infos, cams(model, xt, requests, batch_size=batch_size), strict=True):
-                total[m.name] += heat
+            out.update(zip([m.name for m in cam_infos], cams(model, xt, requests, batch_size=batch_size),
+                           strict=True))
         if any(m.kind == "occlusion" for m in infos):
-            total["occlusion"] += occlusion(model, xt, batch_size=8 * batch_size)
+            out["occlusion"] = occlusion(model, xt, batch_size=8 * batch_size)
+        return out
+
+    for maps in _each_model(ms, maps_of):  # summed in the models' order, however they were computed
+        for name, heat in maps.items():
+            total[name] += heat
     return {k: np.clip(v / len(ms), 0.0, 1.0).astype(np.float32) for k, v in total.items()}
+
+
+def _each_model(models: list[nn.Module], fn: Any) -> list[Any]:
+    """``[fn(m) for m in models]``, with the models spread over one Python thread per torch thread.
+
+    A few patches are too small a batch to keep two cores busy from one model: one torch thread per model and the
+    models side by side make the fold ensemble's maps of a case faster (10 ResNet50 x 3 patches on two cores:
+    0.42 s one model after the other, 0.37 s two at a time). torch's thread count is set to 1 for the call and
+    restored after it; the results come back in the models' order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    if len(models) < 2 or threads < 2:
+        return [fn(m) for m in models]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(threads, len(models)), thread_name_prefix="spinedx-explain") as pool:
+            return list(pool.map(fn, models))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def explain(

@@ -143,7 +143,7 @@ def write_dicom_results(
     from spinedx.interop.geometry import locate_box, stored_planes
     from spinedx.interop.identity import check_same_study, identity_of, reference_dataset
     from spinedx.interop.pmap import NoFrameOfReference, build_parametric_map
-    from spinedx.interop.sc import build_overlays
+    from spinedx.interop.sc import build_overlays, heat_on_slice
     from spinedx.interop.sr import build_sr
 
     if content is None:
@@ -172,12 +172,15 @@ def write_dicom_results(
     overlay_series = pmap_series = pm = pmap_note = None
     if content.heatmaps is not None:
         overlay_series = hd.UID()
+        # each lesion slice's heat on the whole slice, once for the overlays and the map
+        slice_heat = [heat_on_slice(h, t2_img, content.box, content.margin) for h in content.heatmaps]
         overlays = build_overlays(content, t2_img, boxes, identity, first_t2, series_instance_uid=overlay_series,
                                   series_number=OVERLAY_SERIES_NUMBER,
-                                  sop_instance_uids=[hd.UID() for _ in content.slice_index])
+                                  sop_instance_uids=[hd.UID() for _ in content.slice_index], slice_heat=slice_heat)
         try:
             pm = build_parametric_map(content, t2_img, boxes, identity, h2, series_instance_uid=hd.UID(),
-                                      series_number=PMAP_SERIES_NUMBER, sop_instance_uid=hd.UID(), all_planes=planes)
+                                      series_number=PMAP_SERIES_NUMBER, sop_instance_uid=hd.UID(), all_planes=planes,
+                                      slice_heat=slice_heat)
             pmap_series = str(pm.SeriesInstanceUID)
         except NoFrameOfReference as exc:
             pmap_note = exc.one_line()  # said in prediction.json; the SR and the overlays do not need one
@@ -211,3 +214,20 @@ def write_dicom_results_if_dicom(prediction: Any, t1: Any, t2: Any, out_dir: str
     if t1_img.meta.get("format") != "dicom" or t2_img.meta.get("format") != "dicom":
         return None
     return write_dicom_results(prediction, t1_img, t2_img, out_dir, model_hash=model_hash)
+
+
+def warm() -> None:
+    """Load what the first DICOM result of a process would otherwise load: highdicom and pydicom's code
+    dictionaries and highdicom's table of IOD module attributes, read from JSON when the first object is made
+    (about 0.5 s together). A server calls this at start so the first user's Predict does not pay for it."""
+    import highdicom as hd
+    import highdicom.pm  # noqa: F401
+    import highdicom.sr  # noqa: F401
+    import numpy as np
+
+    from spinedx.interop.sr import MANUFACTURER
+
+    hd.sc.SCImage(pixel_array=np.zeros((2, 2, 3), np.uint8), photometric_interpretation="RGB", bits_allocated=8,
+                  coordinate_system="PATIENT", study_instance_uid=hd.UID(), series_instance_uid=hd.UID(),
+                  series_number=1, sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+                  patient_orientation=("A", "F"))

@@ -6,11 +6,20 @@ containing the box, resized to 64 x 64 and z-scored.
 """
 
 from spinedx.preprocess.config import CHANNEL_NAMES, ExtractConfig
-from spinedx.preprocess.extract import CasePatches, ExtractResult, extract_case, extract_cohort, extract_patches
+from spinedx.preprocess.extract import (
+    CaseImages,
+    CasePatches,
+    ExtractResult,
+    extract_case,
+    extract_cohort,
+    extract_patches,
+    read_case,
+)
 from spinedx.preprocess.registration import RegistrationRecord, register_rigid
 
 __all__ = [
     "CHANNEL_NAMES",
+    "CaseImages",
     "CasePatches",
     "ExtractConfig",
     "ExtractResult",
@@ -18,5 +27,6 @@ __all__ = [
     "extract_case",
     "extract_cohort",
     "extract_patches",
+    "read_case",
     "register_rigid",
 ]

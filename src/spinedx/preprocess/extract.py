@@ -327,25 +327,28 @@ def extract_patches(
     )
 
 
-def extract_case(case: CaseRecord, config: ExtractConfig | None = None, *,
-                 allow_modality: Sequence[str] = ()) -> CasePatches:
-    """Read a manifest case's T1 and T2 series, check they belong together, and extract its patches.
+@dataclass
+class CaseImages:
+    """A manifest case's series as read and checked by :func:`read_case` (the canonical grid of
+    :func:`spinedx.io.read_image`): T1, T2, their pair check and the lesion mask (None without one)."""
 
-    The pair check (:func:`spinedx.preprocess.pairing.check_pair`, mode ``config.pair_check``) refuses a T1
-    that is the T2 series, another patient's series, or a swapped T1/T2; ``spinedx predict`` goes through
-    here too. A ``lesion_mask`` of the case is read on the canonical grid and sampled with the patches.
+    t1: Image
+    t2: Image
+    pair_check: PairCheck
+    mask: Image | None = None
 
-    Args:
-        case: one manifest row (:class:`spinedx.cohort.CaseRecord`).
-        config: extraction settings.
-        allow_modality: DICOM image modalities read besides MR (``--allow-modality``; what the reader accepted
-            this way, and pixel data longer than its header, are recorded in the pair check's warnings).
+
+def read_case(case: CaseRecord, config: ExtractConfig | None = None, *,
+              allow_modality: Sequence[str] = ()) -> CaseImages:
+    """Read a manifest case's T1 and T2 series (and lesion mask) and check they belong together.
+
+    The first half of :func:`extract_case`, for a caller that uses the images again (``spinedx predict`` writes
+    its DICOM results on the T2 it read here, without reading the series twice).
 
     Raises:
         spinedx.errors.ImageReadError: a series cannot be read (another modality than MR unless allowed).
-        PreprocessError: the pair check fails, or see :func:`extract_patches`.
+        PreprocessError: the manifest row has no T1, T2 or lesion slices; the pair check fails.
     """
-    from spinedx.features import LABELS
     from spinedx.io import ImageReadWarning, read_image
 
     pid = case.patient_id
@@ -363,9 +366,37 @@ def extract_case(case: CaseRecord, config: ExtractConfig | None = None, *,
     pair.warnings += [f"{role}: {w}" for role, img in (("t1", t1), ("t2", t2)) for w in img.meta.get("warnings", [])]
     mask_path = getattr(case, "lesion_mask", None)
     mask = read_image(mask_path, where=f"{pid} lesion_mask") if mask_path is not None else None
+    return CaseImages(t1, t2, pair, mask)
+
+
+def extract_case(case: CaseRecord, config: ExtractConfig | None = None, *,
+                 allow_modality: Sequence[str] = (), images: CaseImages | None = None) -> CasePatches:
+    """Read a manifest case's T1 and T2 series, check they belong together, and extract its patches.
+
+    The pair check (:func:`spinedx.preprocess.pairing.check_pair`, mode ``config.pair_check``) refuses a T1
+    that is the T2 series, another patient's series, or a swapped T1/T2; ``spinedx predict`` goes through
+    here too. A ``lesion_mask`` of the case is read on the canonical grid and sampled with the patches.
+
+    Args:
+        case: one manifest row (:class:`spinedx.cohort.CaseRecord`).
+        config: extraction settings.
+        allow_modality: DICOM image modalities read besides MR (``--allow-modality``; what the reader accepted
+            this way, and pixel data longer than its header, are recorded in the pair check's warnings).
+        images: the case's series already read by :func:`read_case` (with the same ``config``); None reads them.
+
+    Raises:
+        spinedx.errors.ImageReadError: a series cannot be read (another modality than MR unless allowed).
+        PreprocessError: the pair check fails, or see :func:`extract_patches`.
+    """
+    from spinedx.features import LABELS
+
+    config = config or ExtractConfig()
+    if images is None:
+        images = read_case(case, config, allow_modality=allow_modality)
     label = LABELS.get(case.label)
-    cp = extract_patches(t1, t2, case.lesion_slices, case.box, config, patient_id=pid, label=label, mask=mask)
-    cp.pair_check = pair
+    cp = extract_patches(images.t1, images.t2, case.lesion_slices, case.box, config, patient_id=case.patient_id,
+                         label=label, mask=images.mask)
+    cp.pair_check = images.pair_check
     return cp
 
 
