@@ -17,7 +17,8 @@ mean nothing. Then the index-then-serve trap:
     spinedx index cohort/dicom --out site/cohort.csv           # a manifest in another folder than the tree
     spinedx serve --cohort site/cohort.csv --port <free>       # served without that tree
 
-and the page with its cases flagged, one of them opened.
+and the page with its cases flagged, one of them opened. The first heatmap Secondary Capture of the prediction
+becomes docs/img/interop_gradcam_sc.png (docs/interop.md).
 
 Usage: python docs/make_workstation_screenshots.py [--work DIR] [--out docs/img]
 """
@@ -97,6 +98,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    capture_png(work / "cohort" / "workstation.predictions", out / "interop_gradcam_sc.png")
     run("index", "cohort/dicom", "--out", "site/cohort.csv", "-q", cwd=work)
     port = free_port()
     print(f"$ spinedx serve --cohort site/cohort.csv --port {port}", flush=True)
@@ -109,6 +111,17 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def capture_png(predictions: Path, png: Path) -> None:
+    """The first heatmap Secondary Capture the workstation wrote for the case (its ``dicom/`` results), as a PNG for
+    docs/interop.md: the pixels a PACS viewer shows."""
+    import pydicom
+    from PIL import Image
+
+    first = sorted(predictions.glob("*/dicom/gradcam_slice*.dcm"))[0]
+    Image.fromarray(pydicom.dcmread(first).pixel_array).save(png)
+    print(f"wrote {png} (from {first.relative_to(predictions.parent)})")
 
 
 def wait_for(url: str, server: subprocess.Popen) -> None:

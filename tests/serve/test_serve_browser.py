@@ -174,10 +174,10 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     # a progress indicator while the model works (its clock counts seconds)
     wait_js(page, "!document.getElementById('predict-progress').hidden")
     assert "predicting" in page.get_by_test_id("predict-progress").inner_text()
-    wait_js(page, "document.getElementById('status').textContent.startsWith('predicted')", timeout=120)
-    p = float(page.get_by_test_id("probability").inner_text())  # shown before the heatmap overlays
+    assert "with heatmaps" in page.get_by_test_id("predict-progress").inner_text()
     label = METHODS[DEFAULT_METHOD].label
     wait_js(page, f"document.getElementById('status').textContent.includes('with {label} overlays')", timeout=120)
+    p = float(page.get_by_test_id("probability").inner_text())  # with the overlays, from one request
     assert page.get_by_test_id("predict-progress").is_hidden()
     assert method_caption(DEFAULT_METHOD) in page.get_by_test_id("overlay-method").inner_text()
     # the colour bar and what its colours mean for this method (LayerCAM: evidence, scaled per case)
@@ -209,5 +209,5 @@ def test_annotate_and_predict_in_chromium(served, browser, manifest: Path) -> No
     badge = page.get_by_test_id("case-list").locator(f"[data-case='{pid}'] .badge").inner_text()
     assert badge == "predicted"
     actions = [json.loads(line)["action"] for line in (manifest.parent / "cohort.audit.jsonl").read_text().splitlines()]
-    assert actions == ["annotate", "predict", "explain"]
+    assert actions == ["annotate", "explain"]  # Predict is one request: the prediction with its heatmaps
     assert errors == []

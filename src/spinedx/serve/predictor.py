@@ -56,14 +56,29 @@ class Predictor:
         # torch modules are not re-entrant under Grad-CAM's hooks: one prediction at a time.
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        if engine == "onnxruntime":
-            threading.Thread(target=self._build_onnx, name="spinedx-onnx", daemon=True).start()
-        else:
-            self._ready.set()
         # Imported once here, not on the first request: seconds of imports that would otherwise land on the first
         # user's Predict.
-        import spinedx.explain  # noqa: F401
         import spinedx.preprocess.registration  # noqa: F401
+        from spinedx.explain.render import warm
+
+        warm()  # the overlays' colour table and fonts (matplotlib's)
+        threading.Thread(target=self._prepare, args=(engine == "onnxruntime",), name="spinedx-prepare",
+                         daemon=True).start()
+
+    def _prepare(self, onnx: bool) -> None:
+        """In the background at start: build the ONNX Runtime engine and load what the first DICOM result needs
+        (:func:`spinedx.interop.results.warm`). Then :meth:`wait_ready` returns."""
+        try:
+            if onnx:
+                self._build_onnx()
+            from spinedx.interop.results import warm
+
+            warm()
+        except Exception as exc:  # noqa: BLE001 - a cold first prediction is slower, not wrong; say why
+            log.warning("warning: warming up the server failed (%s: %s); the first prediction will be slower",
+                        type(exc).__name__, exc)
+        finally:
+            self._ready.set()
 
     def _build_onnx(self) -> None:
         from dataclasses import replace
@@ -82,11 +97,9 @@ class Predictor:
         else:
             with self._lock:
                 self.engine = eng
-        finally:
-            self._ready.set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the ONNX Runtime engine is built (or failed); True when it is done."""
+        """Wait until the ONNX Runtime engine is built (or failed) and the server warmed up; True when done."""
         return self._ready.wait(timeout)
 
     def describe(self) -> dict[str, Any]:
