@@ -139,9 +139,9 @@ def store_workstation_prediction(state: Any, case_key: str, out_dir: Path, predi
     not yet in place): name the SR it supersedes and, browsing a DICOMweb server with storing on, send the SR,
     the Parametric Map and the Secondary Captures into the study (STOW-RS).
 
-    Only complete results are stored: a prediction with heatmaps (``/explain``, or ``/predict?explain=true``). The
-    page's Predict first asks for the probability alone (kept locally, superseding nothing on the server) and then
-    for the same prediction with its heatmaps, which is stored: one SR, one map and its overlays per Predict.
+    Only complete results are stored: a prediction with heatmaps (``/explain``, or ``/predict?explain=true``), which
+    is what the page's Predict asks for (one request): one SR, one map and its overlays per Predict. A prediction
+    without heatmaps (an API client's ``/predict``) is kept locally and supersedes nothing on the server.
 
     Args:
         state: the server's :class:`spinedx.serve.state.AppState` (settings, datastore).
