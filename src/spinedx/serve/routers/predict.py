@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/cases", tags=["predict"])
 @router.post("/{case}/predict")
 def predict(
     case: str,
-    explain: bool = Query(False, description="also compute the heatmap overlays (about 0.6 s more for ten ResNet50 fold models)"),  # noqa: B008
+    explain: bool = Query(False, description="also compute the heatmap overlays (about 0.6 s more for ten "  # noqa: B008
+                                             "ResNet50 fold models)"),
     state: AppState = Depends(get_state),  # noqa: B008
     user: str = Depends(get_user),  # noqa: B008
 ) -> dict[str, Any]:
