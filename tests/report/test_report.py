@@ -57,6 +57,10 @@ def test_full_report_has_every_section(run_factory) -> None:
     assert gal.set_index("group").loc["fn", "patient_id"] == "P000"
     assert gal.set_index("group").loc["fp", "patient_id"] == "P001"
     assert gal["heatmap"].all()
+    # the page numbers the slice from 1 (as the workstation and viewers do); the CSV keeps the 0-based slice_index
+    for _, g in gal.iterrows():
+        assert f"<b>{g.patient_id}</b> &middot; truth" in text
+        assert f"T2 slice {int(g.slice_index) + 1} (numbered from 1; p = {g.slice_probability:.3f})" in text
     label = METHODS[DEFAULT_METHOD].label
     assert text.count(f"with {label}\" src=\"data:image/png") == 4
     assert f"<h2>Case gallery with heatmaps ({label})</h2>" in text

@@ -119,7 +119,8 @@ def build(inp: ReportInputs, page: Page) -> None:
             reader_txt = ", ".join(f"{pretty_rater(k)}: {v}" for k, v in readers.items() if pd.notna(v))
             label = label_name(c["label"])
             cases.append({
-                "patient_id": pid, "fold": c["fold"], "probability": f"{c['prob']:.3f}", "slice": str(c["slice"]),
+                "patient_id": pid, "fold": c["fold"], "probability": f"{c['prob']:.3f}",
+                "slice": str(c["slice"] + 1),  # numbered from 1 as viewers show it; the CSV keeps slice_index
                 "slice_probability": f"{c['slice_prob']:.3f}", "label": label, "image": img,
                 "heatmap": n in heats, "features": feats, "readers": reader_txt,
                 "empty_heatmap": n in heats and not bool(np.any(heats[n] > 0)),
