@@ -57,6 +57,8 @@ def test_repeats_resume_and_report_the_spread(tmp_path: Path) -> None:
     rep1 = pd.read_csv(run / "repeats" / "1" / "oof_patients.csv")
     m1 = json.loads((run / "repeats" / "1" / "metrics.json").read_text())
     assert m1["repeat"] == 1 and m1["baselines"]["radiomics"]["status"] == "ok"
+    for r in (None, 1):  # the radiomics features are computed once for all repeats; their time is recorded in each
+        assert rf.read_baselines(r)[0]["baselines"]["radiomics"]["seconds_features"] > 0, r
     section = metrics["repeats"]
     assert section["n"] == 2 and section["seeds"] == [3, 4]
     auc = section["spread"]["auc"]

@@ -31,7 +31,7 @@ __all__ = ["REPEAT_METRICS", "finish_repeats", "finish_run", "repeat_summary"]
 
 
 def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: PatchSet | None = None,
-               features: np.ndarray | None = None) -> dict[str, Any]:
+               features: np.ndarray | None = None, feature_seconds: float = 0.0) -> dict[str, Any]:
     """Gather the finished folds' predictions into ``oof_slices.csv``, ``oof_patients.csv`` and ``metrics.json``,
     with the baselines fitted on the same folds (:mod:`spinedx.evaluation.runbaselines`; reused when already fitted).
 
@@ -40,6 +40,7 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
         repeat: the repeat (None: the run itself).
         patches: the run's patches, if already loaded (else read from the record and checked by sha256).
         features: their radiomics features, if already computed.
+        feature_seconds: the seconds those features took (recorded with the baselines).
 
     Raises:
         RunFolderError: a fold is not finished, or its files disagree with the run.
@@ -99,7 +100,7 @@ def finish_run(run_dir: str | Path, repeat: int | None = None, *, patches: Patch
     if repeat:
         metrics.update({"repeat": int(repeat), "seed": seed})
     patches = record.checked_patches(patches)
-    seconds = 0.0
+    seconds = feature_seconds
     if features is None and not repeat:  # the baselines and the domain reference (below) use them: computed once
         features, seconds = radiomics_matrix(patches)
     baselines = fit_baselines(rf, record, splits, patches, repeat=repeat, features=features, feature_seconds=seconds)
@@ -197,10 +198,11 @@ def finish_repeats(run_dir: str | Path, *, patches: PatchSet | None = None) -> d
     record = rf.read_record()
     if patches is None:
         patches = load_patches(record.patches.path)
-    features = None
+    features, seconds = None, 0.0
     if any(rf.read_baselines(r) is None for r in range(plan["repeats"])):
-        features, _ = radiomics_matrix(patches)
-    per_repeat = [finish_run(rf.path, r or None, patches=patches, features=features) for r in range(plan["repeats"])]
+        features, seconds = radiomics_matrix(patches)
+    per_repeat = [finish_run(rf.path, r or None, patches=patches, features=features, feature_seconds=seconds)
+                  for r in range(plan["repeats"])]
     tables = [rf.read_oof_patients(record, repeat=r or None) for r in range(plan["repeats"])]
     pooled = pd.concat(tables).groupby("patient_id", sort=True).agg(label=("label", "first"),
                                                                     probability=("probability", "mean"))
