@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -125,3 +126,18 @@ def test_an_interval_with_negative_ends_reads_with_to() -> None:
     assert ci(0.069, -0.321, 0.392) == "0.069 (-0.321 to 0.392)"
     assert ci(0.912, 0.85, 0.95) == "0.912 (0.850-0.950)"
     assert ci(0.5, 0.4, 0.6, pct=True) == "50.0% (40.0-60.0)"
+
+
+def test_every_roc_figure_draws_the_same_plane() -> None:
+    """The model's, the baselines' and the reader study's ROC figures share one ROC plane (the axes in the readers'
+    words, the unit square); the baselines' figure set up its own, with other labels."""
+    from spinedx.report.figures import OperatingPoint, baselines_roc_figure, reader_study_figure, roc_figure
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    point = OperatingPoint("r1", 0.7, 0.6)
+    figs = [roc_figure(y, p, n_boot=10), baselines_roc_figure(y, p, "model", 0.9, [("radiomics", y, p[::-1])]),
+            reader_study_figure(None, None, [(point, OperatingPoint("r1", 0.8, 0.7))])]
+    planes = {(ax.get_xlabel(), ax.get_ylabel(), ax.get_xlim(), ax.get_ylim()) for f in figs for ax in f.axes[:1]}
+    assert planes == {("1 - specificity (benign called malignant)", "sensitivity (malignant called malignant)",
+                       (-0.01, 1.01), (-0.01, 1.01))}

@@ -107,12 +107,7 @@ def baselines_roc_figure(
         fpr, tpr, _ = roc_curve(yb, pb)
         color, ls = styles[i % len(styles)]
         ax.plot(fpr, tpr, color=color, ls=ls, lw=1.8, label=f"{name}, AUC {roc_auc_score(yb, pb):.3f}")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
+    _roc_axes(ax)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7.5, ncol=1, frameon=False)
     fig.tight_layout()
     return fig
