@@ -94,8 +94,8 @@ def build_parametric_map(
     series_instance_uid: str,
     series_number: int,
     sop_instance_uid: str,
+    slice_heat: list[np.ndarray],
     all_planes: list[StoredPlane] | None = None,
-    slice_heat: list[np.ndarray] | None = None,
 ) -> Any:
     """The heatmaps of ``content`` as one Parametric Map over the stored T2 images of the lesion slices.
 
@@ -108,9 +108,9 @@ def build_parametric_map(
         series_instance_uid: the map's new series.
         series_number: its SeriesNumber.
         sop_instance_uid: its SOPInstanceUID.
+        slice_heat: each lesion slice's heat on its whole canonical slice (:func:`spinedx.interop.sc.heat_on_slice`;
+            computed once by the caller for the map and the Secondary Captures).
         all_planes: every stored T2 plane (one frame each); None: the lesion slices' planes only.
-        slice_heat: each lesion slice's heat on its whole canonical slice (:func:`spinedx.interop.sc.heat_on_slice`),
-            when already computed; None computes it.
 
     Raises:
         NoFrameOfReference: the T2 images have no FrameOfReferenceUID.
@@ -122,7 +122,6 @@ def build_parametric_map(
 
     from spinedx import RESEARCH_USE_ONLY
     from spinedx.explain import method_caption, method_info
-    from spinedx.interop.sc import heat_on_slice
     from spinedx.interop.sr import MANUFACTURER
 
     if content.heatmaps is None or not content.heatmap_method:
@@ -145,9 +144,7 @@ def build_parametric_map(
         k = canonical_slice(image, p)
         if k in lesion:
             i, _ = lesion[k]
-            heat = (slice_heat[i] if slice_heat is not None
-                    else heat_on_slice(content.heatmaps[i], image, content.box, content.margin))
-            frames.append(heat_on_plane(heat, image, p, k))
+            frames.append(heat_on_plane(slice_heat[i], image, p, k))
         else:
             frames.append(np.zeros((p.rows, p.columns), dtype=np.float32))
     pixels = np.stack(frames).astype(np.float32)

@@ -179,8 +179,8 @@ def write_dicom_results(
                                   sop_instance_uids=[hd.UID() for _ in content.slice_index], slice_heat=slice_heat)
         try:
             pm = build_parametric_map(content, t2_img, boxes, identity, h2, series_instance_uid=hd.UID(),
-                                      series_number=PMAP_SERIES_NUMBER, sop_instance_uid=hd.UID(), all_planes=planes,
-                                      slice_heat=slice_heat)
+                                      series_number=PMAP_SERIES_NUMBER, sop_instance_uid=hd.UID(),
+                                      slice_heat=slice_heat, all_planes=planes)
             pmap_series = str(pm.SeriesInstanceUID)
         except NoFrameOfReference as exc:
             pmap_note = exc.one_line()  # said in prediction.json; the SR and the overlays do not need one

@@ -88,7 +88,7 @@ def build_overlays(
     series_instance_uid: str,
     series_number: int,
     sop_instance_uids: list[str],
-    slice_heat: list[np.ndarray] | None = None,
+    slice_heat: list[np.ndarray],
 ) -> list[Any]:
     """One Secondary Capture per lesion slice (``content.heatmaps`` must be set).
 
@@ -101,7 +101,8 @@ def build_overlays(
         series_instance_uid: the overlays' new series.
         series_number: its SeriesNumber.
         sop_instance_uids: one instance UID per overlay.
-        slice_heat: each lesion slice's heat on its whole slice (:func:`heat_on_slice`), when already computed.
+        slice_heat: each lesion slice's heat on its whole slice (:func:`heat_on_slice`; computed once by the caller for
+            the captures and the map).
     """
     from highdicom.sc import SCImage
 
@@ -115,13 +116,11 @@ def build_overlays(
     orientation = (orientation_letters(row_dir), orientation_letters(col_dir))
     out = []
     for i, (k, pb) in enumerate(zip(content.slice_index, boxes, strict=True)):
-        heat = (slice_heat[i] if slice_heat is not None
-                else heat_on_slice(content.heatmaps[i], image, content.box, content.margin))
         text = (f"spinedx {method.label}, T2 slice {k + 1}: p(malignant) {content.slice_probability[i]:.3f}\n"
                 f"patient {content.probability:.3f}: {_decision_words(content)}\n"
                 f"{'TRAINED ON A SYNTHETIC COHORT; ' if content.decision.synthetic else ''}"
                 f"{RESEARCH_USE_ONLY.upper()}")
-        px = render_overlay(image.array[k], heat, content.box, text)
+        px = render_overlay(image.array[k], slice_heat[i], content.box, text)
         sc = SCImage(
             pixel_array=px, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
             study_instance_uid=str(identity.StudyInstanceUID), series_instance_uid=series_instance_uid,
