@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
@@ -33,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_workstation_screenshots import free_port, poll, run, top  # noqa: E402
+from make_workstation_screenshots import poll, run, served, top  # noqa: E402
 
 
 def api(url: str, token: str, method: str = "GET", body: dict | None = None) -> dict:
@@ -63,26 +62,10 @@ def main() -> None:
     run("readers", "plan", "cohort/cohort.csv", "--readers", "senior,r4,r1", "--design", "sequential", "--seed",
         "2022", "--out", "study", "--features", cwd=work)
     tokens = {p.stem: p.read_text().strip() for p in (work / "study" / "tokens").iterdir()}
-    port = free_port()
-    print(f"$ spinedx serve --study study --cohort cohort/cohort.csv --model run --port {port}", flush=True)
-    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--study", "study", "--cohort",
-                               "cohort/cohort.csv", "--model", "run", "--port", str(port)], cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "/reader/api/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("spinedx serve did not start") from None
-                time.sleep(0.3)
+    with served("--study", "study", "--cohort", "cohort/cohort.csv", "--model", "run", cwd=work,
+                health="/reader/api/health") as url:
         shoot(url, tokens, out)
         finish(url, tokens, work)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     run("readers", "export", "study", "--out", "export", cwd=work)
     print((work / "export" / "reads.csv").read_text().splitlines()[:4])
 

@@ -30,16 +30,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_reader_screenshots import api  # noqa: E402
-from make_workstation_screenshots import free_port, run  # noqa: E402
+from make_workstation_screenshots import run, served  # noqa: E402
 
 
 def shoot_section(report: Path, out: Path) -> None:
@@ -111,25 +108,9 @@ def main() -> None:
         "--pretrained", "none", "--epochs", "2", "--quiet", cwd=work)
     run("readers", "plan", "cohort/cohort.csv", "--readers", "senior,r4,r1", "--design", "sequential", "--seed",
         "2022", "--out", "study", cwd=work)
-    port = free_port()
-    print(f"$ spinedx serve --study study --cohort cohort/cohort.csv --model run --port {port}", flush=True)
-    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--study", "study", "--cohort",
-                               "cohort/cohort.csv", "--model", "run", "--port", str(port)], cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "/reader/api/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("spinedx serve did not start") from None
-                time.sleep(0.3)
+    with served("--study", "study", "--cohort", "cohort/cohort.csv", "--model", "run", cwd=work,
+                health="/reader/api/health") as url:
         read_scripted(url, work)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     run("readers", "analyze", "study", "--json", "study_analysis.json", cwd=work)
     run("stats", "cohort/cohort.csv", "--run", "run", "--study", "study", "--bootstrap", "500", cwd=work)
     run("report", "run", "--cohort", "cohort/cohort.csv", "--gallery", "0", "--no-progress", cwd=work)

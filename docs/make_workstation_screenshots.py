@@ -26,6 +26,7 @@ Usage: python docs/make_workstation_screenshots.py [--work DIR] [--out docs/img]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,30 +89,12 @@ def main() -> None:
 
     truth = load_manifest(work / "cohort" / "cohort.csv")
     case = next(c for c in truth.cases if c.label == "malignant")
-    port = free_port()
-    print(f"$ spinedx serve --cohort cohort/workstation.csv --model run --port {port}", flush=True)
-    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--cohort", "cohort/workstation.csv",
-                               "--model", "run", "--port", str(port)], cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url, server)
+    with served("--cohort", "cohort/workstation.csv", "--model", "run", cwd=work) as url:
         shoot(url, case, out)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     capture_png(work / "cohort" / "workstation.predictions", out / "interop_gradcam_sc.png")
     run("index", "cohort/dicom", "--out", "site/cohort.csv", "-q", cwd=work)
-    port = free_port()
-    print(f"$ spinedx serve --cohort site/cohort.csv --port {port}", flush=True)
-    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", "--cohort", "site/cohort.csv",
-                               "--port", str(port)], cwd=work)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url, server)
+    with served("--cohort", "site/cohort.csv", cwd=work) as url:
         shoot_trap(url, case, out)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def capture_png(predictions: Path, png: Path) -> None:
@@ -124,16 +108,28 @@ def capture_png(predictions: Path, png: Path) -> None:
     print(f"wrote {png} (from {first.relative_to(predictions.parent)})")
 
 
-def wait_for(url: str, server: subprocess.Popen) -> None:
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/api/health", timeout=2).read()
-            return
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("spinedx serve did not start") from None
-            time.sleep(0.3)
+@contextlib.contextmanager
+def served(*args: str, cwd: Path, health: str = "/api/health", timeout: float = 300.0) -> Iterator[str]:
+    """``spinedx serve ARGS --port <free>`` in ``cwd`` (the command printed), waited for until ``health`` answers;
+    yields the server's URL and stops the server afterwards. The one server start of the docs scripts."""
+    port = free_port()
+    print(f"$ spinedx serve {' '.join(args)} --port {port}", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "spinedx", "serve", *args, "--port", str(port)], cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(url + health, timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("spinedx serve did not start") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def pixel_at(page, x: float, y: float) -> tuple[float, float]:
